@@ -1,0 +1,1 @@
+"""Generators under evaluation: easyref, ip_adapter, lora, and the reference/chance rows."""

@@ -1,0 +1,14 @@
+"""Curation stages: crawl, download, validate, group, split, release.
+
+Stages register here (lazily, by ``module:attr``) so ``mrbench ls stages`` lists them without importing them.
+"""
+
+from mrbench.stage import STAGES
+
+STAGES.register("ingest", "mrbench.curation.crawl:IngestTask", help="match captions against the tag list, per source file")
+STAGES.register("select", "mrbench.curation.crawl:select_and_shard", help="cap candidates per tag, assign ids, cut URL shards (global)")
+STAGES.register("download", "mrbench.curation.download:Img2DatasetDownloader", help="img2dataset download behind the egress guard; one status row per URL")
+STAGES.register("validate", "mrbench.curation.download:ImageValidator", help="full decode: corrupt, non-image, decompression-bomb checks; size and sha256")
+STAGES.register("group_by_tag", "mrbench.curation.group:group_by_tag", help="exact-duplicate removal, groups by tag, size bounds, target choice (global)")
+STAGES.register("split_by_group", "mrbench.curation.split:split_groups", help="held-out, held-in, train by group, seeded (global)")
+STAGES.register("release", "mrbench.curation.release:ReleaseTask", help="parquet shards per split, rejects; then manifest, card, EasyRef JSON")

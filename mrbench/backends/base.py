@@ -1,0 +1,106 @@
+"""Backend contracts. Implementations live in sibling modules and register in ENCODERS / DETECTORS.
+
+Every backend reports a :class:`BackendInfo` (name, weights, version, ``random_weights``); the flag travels into
+every score computed from it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mrbench.registry import Registry
+
+
+class MissingWeightsError(RuntimeError):
+    """Pretrained weights are not available locally; the message names them and how to supply them."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What produced an embedding or a detection: recorded next to every score."""
+
+    name: str
+    weights: str
+    version: str = ""
+    random_weights: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weights": self.weights, "version": self.version, "random_weights": self.random_weights}
+
+
+class ImageEncoder(abc.ABC):
+    """Maps images to L2-normalised float32 embeddings of shape (N, dim)."""
+
+    info: BackendInfo
+    dim: int
+
+    @abc.abstractmethod
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed a batch of RGB PIL images; rows are L2-normalised float32."""
+
+
+class TextImageEncoder(ImageEncoder):
+    """An image encoder with a text tower in the same space (CLIP)."""
+
+    @abc.abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts; rows are L2-normalised float32."""
+
+
+@dataclass
+class FaceResult:
+    """Faces found in one image; ``embedding`` is the largest face's identity vector (None when no face)."""
+
+    num_faces: int
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 of the largest face
+    score: float | None = None
+    embedding: np.ndarray | None = None
+    all_boxes: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # x1,y1,x2,y2,score
+
+
+class FaceEncoder(abc.ABC):
+    """Detects faces and embeds the largest one (identity embedding, L2-normalised)."""
+
+    info: BackendInfo
+    dim: int
+
+    @abc.abstractmethod
+    def faces(self, images: Sequence[Image.Image]) -> list[FaceResult]:
+        """One :class:`FaceResult` per image."""
+
+
+@dataclass
+class Detections:
+    """Objects found in one image: boxes (N, 4) x1y1x2y2 pixels, scores (N,), COCO label names (N)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list[str]
+
+
+class Detector(abc.ABC):
+    """Object detector returning COCO-labelled boxes."""
+
+    info: BackendInfo
+
+    @abc.abstractmethod
+    def detect(self, images: Sequence[Image.Image]) -> list[Detections]:
+        """One :class:`Detections` per image."""
+
+
+ENCODERS: Registry[Any] = Registry("encoder")
+DETECTORS: Registry[Any] = Registry("detector")
+
+
+def get_encoder(name: str, **kwargs: Any) -> ImageEncoder | FaceEncoder:
+    """Build the encoder registered as ``name`` (loading weights now; fails fast when they are missing)."""
+    return ENCODERS.get(name)(**kwargs)
+
+
+def get_detector(name: str, **kwargs: Any) -> Detector:
+    return DETECTORS.get(name)(**kwargs)

@@ -1,0 +1,102 @@
+"""Executors run a picklable shard task over shard indices, skipping shards already complete.
+
+The local executor uses processes; the Ray executor (``--executor ray``) runs the same tasks on a cluster.
+Neither materialises data on the driver: tasks read and write shard files and return small stats.
+"""
+
+from __future__ import annotations
+
+import abc
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Callable, Protocol
+
+from mrbench.config import ExecutorConfig
+from mrbench.registry import Registry
+
+
+class ShardTask(Protocol):
+    """A picklable unit of work over one shard index."""
+
+    name: str
+
+    def __call__(self, shard: int) -> None: ...
+
+    def is_done(self, shard: int) -> bool: ...
+
+
+ProgressFn = Callable[[int], None]
+
+
+class Executor(abc.ABC):
+    """Runs ``task`` for every shard in ``range(num_shards)`` that is not yet complete."""
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        self.config = config
+
+    def pending(self, task: ShardTask, num_shards: int) -> list[int]:
+        return [i for i in range(num_shards) if not task.is_done(i)]
+
+    @abc.abstractmethod
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
+        """Run pending shards; returns the indices that ran. ``progress(1)`` is called per finished shard."""
+
+
+class LocalExecutor(Executor):
+    """Runs shards in this process (workers=1) or in a pool of spawned processes."""
+
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
+        todo = self.pending(task, num_shards)
+        if self.config.workers == 1 or len(todo) <= 1:
+            for i in todo:
+                task(i)
+                if progress:
+                    progress(1)
+            return todo
+        # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(self.config.workers, len(todo)), mp_context=ctx) as pool:
+            futures = {pool.submit(task, i) for i in todo}
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # re-raise a shard's crash here; finished shards stay complete
+                    if progress:
+                        progress(1)
+        return todo
+
+
+class RayExecutor(Executor):
+    """Runs shards as Ray tasks (one CPU each); ``executor.ray_address`` picks the cluster."""
+
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
+        try:
+            import ray
+        except ImportError as e:
+            raise RuntimeError("executor 'ray' needs ray: pip install 'ray[default]'") from e
+        todo = self.pending(task, num_shards)
+        if not todo:
+            return todo
+        if not ray.is_initialized():
+            ray.init(address=self.config.ray_address, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1, max_retries=0)(_call_task)
+        pending = [remote.remote(task, i) for i in todo]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+            if progress:
+                progress(1)
+        return todo
+
+
+def _call_task(task: ShardTask, shard: int) -> None:
+    task(shard)
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+EXECUTORS.register("local", LocalExecutor, help="processes on this machine (default)")
+EXECUTORS.register("ray", RayExecutor, help="Ray tasks on a local or remote cluster")
+
+
+def get_executor(config: ExecutorConfig) -> Executor:
+    return EXECUTORS.get(config.name)(config)

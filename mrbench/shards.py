@@ -1,0 +1,122 @@
+"""Shard I/O: record tables, atomic writes, and the output -> stats -> completion-marker protocol.
+
+A shard is complete when its output, then its stats, then its ``.done`` marker are written, in that order
+(each by atomic rename). A relaunch skips complete shards and rewrites incomplete ones from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mrbench.records import ImageRecord
+from mrbench.stats import Stats
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("url", pa.string()),
+        ("caption", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("category", pa.string()),
+        ("group", pa.string()),
+        ("split", pa.string()),
+        ("role", pa.string()),
+        ("image", pa.binary()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        ("status", pa.string()),
+        ("error_message", pa.string()),
+        ("metadata", pa.string()),  # JSON: free-form keys do not fit a fixed parquet struct
+    ]
+)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
+    """Write ``table`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression=compression, row_group_size=1024)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:
+    rows: dict[str, list[Any]] = {name: [] for name in RECORD_SCHEMA.names}
+    for r in records:
+        d = r.to_dict()
+        for name in RECORD_SCHEMA.names:
+            v = d.get(name)
+            rows[name].append(json.dumps(v, sort_keys=True) if name == "metadata" else v)
+    return pa.table(rows, schema=RECORD_SCHEMA)
+
+
+def table_to_records(table: pa.Table) -> Iterator[ImageRecord]:
+    for batch in table.to_batches(max_chunksize=256):
+        for row in batch.to_pylist():
+            meta = row.get("metadata")
+            row["metadata"] = json.loads(meta) if meta else {}
+            yield ImageRecord.from_dict(row)
+
+
+def read_records(path: Path, columns: list[str] | None = None) -> Iterator[ImageRecord]:
+    """Stream records from one parquet shard, batch by batch."""
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=256, columns=columns):
+        yield from table_to_records(pa.Table.from_batches([batch]))
+
+
+class ShardSet:
+    """The shards of one step in one folder: ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done``."""
+
+    def __init__(self, folder: Path, prefix: str = "shard", suffix: str = ".parquet") -> None:
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.suffix = suffix
+
+    def output(self, i: int) -> Path:
+        return self.folder / f"{self.prefix}_{i:05d}{self.suffix}"
+
+    def stats_path(self, i: int) -> Path:
+        return self.folder / f"{self.prefix}_{i:05d}.stats.json"
+
+    def marker(self, i: int) -> Path:
+        return self.folder / f"{self.prefix}_{i:05d}.done"
+
+    def is_done(self, i: int) -> bool:
+        return self.marker(i).exists()
+
+    def complete(self, i: int, stats: Stats) -> None:
+        """Call after the output is written: writes stats, then the completion marker, last."""
+        stats.save(self.stats_path(i))
+        atomic_write_text(self.marker(i), "")
+
+    def merged_stats(self, n: int) -> Stats:
+        total = Stats()
+        for i in range(n):
+            if self.stats_path(i).exists():
+                total.merge(Stats.load(self.stats_path(i)))
+        return total
