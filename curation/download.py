@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.curation.netguard import BLOCKED_PRIVATE, BOMB, NOT_IMAGE, OVERSIZE, GuardProxy
+from mrbench.curation.netguard import BLOCKED_PRIVATE, BOMB, CORRUPT, EMPTY, NOT_IMAGE, OVERSIZE, GuardProxy
 from mrbench.config import CrawlConfig
 from mrbench.records import ImageRecord
 from mrbench.stage import Filter, Stage
@@ -31,6 +32,8 @@ _ERROR_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("oversize_body", re.compile(re.escape(OVERSIZE))),
     ("decompression_bomb", re.compile(re.escape(BOMB) + "|decompression bomb|image area too large", re.I)),
     ("not_an_image", re.compile(re.escape(NOT_IMAGE))),
+    ("corrupt_image", re.compile(re.escape(CORRUPT) + r"|Image decoding error")),
+    ("empty_body", re.compile(re.escape(EMPTY))),
     ("dns_failure", re.compile(r"mrbench: dns failure|Name or service not known|nodename nor servname", re.I)),
     ("redirect_loop", re.compile(r"infinite loop|redirect", re.I)),
     ("timeout", re.compile(r"timed? ?out|mrbench: upstream error TimeoutError|HTTP Error 504", re.I)),
@@ -60,9 +63,10 @@ class Img2DatasetDownloader(Stage):
 
     name = "download"
 
-    def __init__(self, config: CrawlConfig) -> None:
+    def __init__(self, config: CrawlConfig, log_path: str | None = None) -> None:
         super().__init__()
         self.config = config
+        self.log_path = log_path
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
@@ -95,6 +99,8 @@ class Img2DatasetDownloader(Stage):
             r.fail("file_unreadable", f"{type(e).__name__}: {e}")
 
     def _download(self, web: list[ImageRecord]) -> None:
+        # albumentations (imported by img2dataset) checks PyPI for updates at import unless told not to.
+        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
         import img2dataset
 
         cfg = self.config
@@ -107,7 +113,7 @@ class Img2DatasetDownloader(Stage):
             )
             out = Path(tmp) / "out"
             guard = GuardProxy(cfg.allow_private_network, cfg.max_body_bytes, cfg.timeout, cfg.max_image_pixels)
-            with guard, _proxy_env(guard.url), contextlib.redirect_stdout(io.StringIO()):
+            with guard, _proxy_env(guard.url), _output_to(self.log_path):
                 img2dataset.download(
                     url_list=str(url_list),
                     input_format="parquet",
@@ -131,7 +137,7 @@ class Img2DatasetDownloader(Stage):
                     compute_hash="sha256",
                     enable_wandb=False,
                     distributor="multiprocessing",
-                    incremental_mode="overwrite",
+                    incremental_mode="incremental",  # the output folder is fresh; "overwrite" deletes _tmp
                 )
             for meta, data in _read_img2dataset_output(out, cfg.output_format, cfg.encode_format):
                 r = by_id.get(meta.get("mrbench_id"))
@@ -166,6 +172,30 @@ def _proxy_env(proxy_url: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _output_to(log_path: str | None) -> Iterator[None]:
+    """Send this process's stdout/stderr (inherited by img2dataset's workers) to ``log_path``: per-shard logs."""
+    if log_path is None:
+        yield
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _read_img2dataset_output(out: Path, fmt: str, ext: str) -> Iterator[tuple[dict, bytes | None]]:

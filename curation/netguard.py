@@ -24,12 +24,17 @@ import select
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 from urllib.parse import urlsplit
 
 BLOCKED_PRIVATE = "mrbench: blocked private network address"
 OVERSIZE = "mrbench: oversize body"
 BAD_URL = "mrbench: unsupported url"
 NOT_IMAGE = "mrbench: not an image"
+CORRUPT = "mrbench: corrupt image"
+EMPTY = "mrbench: empty body"
+# Leading bytes of the image formats we accept: a body that starts like one but does not parse is corrupt.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 BOMB = "mrbench: decompression bomb"
 _HOP_HEADERS = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -49,13 +54,16 @@ def inspect_image(body: bytes, max_pixels: int) -> str | None:
     """Read only the image header: None when ``body`` is an image of at most ``max_pixels``, else a refusal."""
     from PIL import Image, UnidentifiedImageError
 
+    if not body:
+        return EMPTY
     try:
         with Image.open(io.BytesIO(body)) as im:
             w, h = im.size
     except Image.DecompressionBombError as e:
         return f"{BOMB} ({e})"[:200]
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return f"{NOT_IMAGE} ({len(body)} bytes, starts {body[:8]!r})"
+        kind = CORRUPT if body.startswith(_MAGIC) else NOT_IMAGE
+        return f"{kind} ({len(body)} bytes, starts {body[:8]!r})"
     if w * h > max_pixels:
         return f"{BOMB} ({w}x{h} > {max_pixels} pixels)"
     return None
@@ -85,10 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (socket.gaierror, UnicodeError) as e:
             self._refuse(502, f"mrbench: dns failure {e}")
             return None
-        if not self.server.allow_private and not all(is_public_address(a) for a in addrs):
-            bad = next(a for a in addrs if not is_public_address(a))
-            self._refuse(403, f"{BLOCKED_PRIVATE} {bad}")
-            return None
+        if not self.server.allow_private:
+            allowed = self.server.policy or (lambda _host, ip: is_public_address(ip))
+            bad = [a for a in addrs if not allowed(host, a)]
+            if bad:
+                self._refuse(403, f"{BLOCKED_PRIVATE} {bad[0]}")
+                return None
         return addrs[0]
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
@@ -121,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             if 200 <= resp.status < 300:
                 problem = inspect_image(body, self.server.max_image_pixels)
                 if problem is not None:
-                    self._refuse(422 if problem.startswith(BOMB) else 415, problem)
+                    self._refuse(415 if problem.startswith(NOT_IMAGE) else 422, problem)
                     return
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
@@ -189,6 +199,7 @@ class GuardProxy(ThreadingHTTPServer):
         max_body_bytes: Largest body relayed.
         timeout: Upstream socket timeout in seconds.
         max_image_pixels: Images whose header declares more pixels are refused as decompression bombs.
+        policy: ``(host, ip) -> allowed``; defaults to "ip is a public address".
     """
 
     daemon_threads = True
@@ -199,11 +210,13 @@ class GuardProxy(ThreadingHTTPServer):
         max_body_bytes: int = 20 << 20,
         timeout: float = 10.0,
         max_image_pixels: int = 64_000_000,
+        policy: Callable[[str, str], bool] | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.allow_private = allow_private
         self.max_body_bytes = max_body_bytes
         self.max_image_pixels = max_image_pixels
+        self.policy = policy
         self.upstream_timeout = timeout
         self._thread: threading.Thread | None = None
 

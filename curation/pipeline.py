@@ -57,7 +57,8 @@ class DownloadTask:
 
     def __call__(self, shard: int) -> None:
         urls = ShardSet(Path(self.run_dir) / "urls", "urls").output(shard)
-        downloader = Img2DatasetDownloader(self.config.crawl)
+        log = Path(self.run_dir) / "logs" / f"download_{shard:05d}.log"
+        downloader = Img2DatasetDownloader(self.config.crawl, str(log))
         validator = ImageValidator(self.config.crawl.max_image_pixels)
         records = list(validator(downloader(read_records(urls))))
         records.sort(key=lambda r: r.id)

@@ -1,0 +1,42 @@
+import pytest
+
+from mrbench.config import ConfigError, CurateConfig, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    (tmp_path / "tags.yaml").write_text("- {name: x, category: subject}\n")
+    return p
+
+
+BASE = "sources: [{kind: metadata, paths: [m.parquet]}]\ncrawl: {tag_list: tags.yaml}\n"
+
+
+def test_yaml_then_cli_overrides_and_relative_paths(tmp_path):
+    cfg = load_config(CurateConfig, write(tmp_path, BASE + "num_shards: 3\n"), ["num_shards=5", "crawl.timeout=2.5"])
+    assert cfg.num_shards == 5 and cfg.crawl.timeout == 2.5
+    assert cfg.crawl.tag_list == str(tmp_path / "tags.yaml")
+    assert cfg.sources[0].paths == [str(tmp_path / "m.parquet")]
+    assert cfg.split.held_out_groups == 50 and cfg.split.held_in_groups == 300  # paper defaults
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [("num_shards: 0\n", "num_shards"), ("crawl: {tag_list: tags.yaml, resize_mode: stretch}\n", "resize_mode"),
+     ("bogus: 1\n", "unknown config key"), ("crawl: {tag_list: tags.yaml, timeuot: 3}\n", "crawl.timeuot"),
+     ("crawl: {tag_list: tags.yaml, allow_private_network: maybe}\n", "true or false"),
+     ("group: {min_group_size: 1}\n", "min_group_size"), ("executor: {name: spark}\n", "executor.name")],
+)
+def test_bad_config_fails_before_work(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(CurateConfig, write(tmp_path, BASE + extra))
+
+
+def test_missing_tag_list_and_sources(tmp_path):
+    with pytest.raises(ConfigError, match="tag_list"):
+        load_config(CurateConfig, write(tmp_path, "sources: [{kind: metadata, paths: [m.parquet]}]\n"))
+    with pytest.raises(ConfigError, match="sources"):
+        load_config(CurateConfig, write(tmp_path, "num_shards: 2\n"))
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(CurateConfig, write(tmp_path, BASE), ["num_shards"])

@@ -1,0 +1,156 @@
+"""End-to-end curation on a local web: status rows, splits, release, verify, readers, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import write_small_inputs
+from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.curation.pipeline import run_curation
+from mrbench.curation.release import verify_release
+
+pytestmark = pytest.mark.slow
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, small_web):
+    from mrbench.webserver import SampleWebServer
+
+    tmp = tmp_path_factory.mktemp("run")
+    with SampleWebServer(small_web) as server:
+        cfg_path = write_small_inputs(tmp / "in", server.base_url, small_web)
+        cfg = load_config(CurateConfig, cfg_path)
+        summary = run_curation(cfg, tmp / "run")
+    return tmp, cfg_path, summary
+
+
+def test_status_rows_groups_and_splits(finished_run):
+    tmp, _, summary = finished_run
+    statuses = summary["rows_per_status"]
+    assert statuses["ok"] == 12
+    assert statuses["duplicate_bytes"] == 1
+    for reason in ("corrupt_image", "empty_body", "http_404", "http_5xx", "timeout", "redirect_loop",
+                   "oversize_body", "decompression_bomb", "not_an_image"):
+        assert statuses.get(reason, 0) >= 1, reason
+    assert sum(statuses.values()) == 12 + 1 + 10  # every crawled URL is exactly one row; untagged not crawled
+    assert summary["groups_per_split"] == {"held_out": 1, "held_in": 1, "train": 1}
+    rel = tmp / "run" / "release"
+    rows = [r for f in sorted((rel / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(rows) == 12 == summary["release_rows"]
+    by_group: dict[str, set[str]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], set()).add(r["split"])
+        assert r["image"] and len(r["sha256"]) == 64 and r["width"] == 96
+    assert all(len(s) == 1 for s in by_group.values())  # no group in two splits
+    targets = [r for r in rows if r["role"] == "target"]
+    assert len(targets) == 3 and {t["group"] for t in targets} == set(by_group)
+
+
+def test_release_readers(finished_run):
+    tmp, _, _ = finished_run
+    rel = tmp / "run" / "release"
+    import datasets
+    import duckdb
+    import polars as pl
+
+    ds = datasets.load_dataset("parquet", data_files=str(rel / "data" / "*.parquet"), split="train",
+                               cache_dir=str(tmp / "hf_cache"))
+    assert ds.num_rows == 12 and set(ds.column_names) >= {"id", "image", "group", "split", "sha256"}
+    n = duckdb.execute(f"select count(*), count(distinct \"group\") from '{rel}/data/*.parquet'").fetchone()
+    assert n == (12, 3)
+    df = pl.read_parquet(str(rel / "data" / "*.parquet"))
+    assert df.height == 12 and df.filter(pl.col("role") == "target").height == 3
+
+
+def test_easyref_json_shapes(finished_run):
+    tmp, _, _ = finished_run
+    er = tmp / "run" / "release" / "easyref"
+    train = json.loads((er / "train.json").read_text())
+    held_out = json.loads((er / "held_out.json").read_text())
+    assert len(held_out) == 1 and set(held_out[0]) == {"image_file", "text", "target"}
+    assert held_out[0]["target"] not in held_out[0]["image_file"] and len(held_out[0]["image_file"]) >= 1
+    group_recs = [r for r in train if len(r["image_file"]) > 1 or r["image_file"][0] != r["target"]]
+    single = [r for r in train if r["image_file"] == [r["target"]]]
+    assert group_recs and single
+    held_out_ids = {held_out[0]["target"], *held_out[0]["image_file"]}
+    assert not held_out_ids & {p for r in train for p in [r["target"], *r["image_file"]]}  # held-out never trains
+
+
+def test_rerun_does_no_work_and_shard_count_is_fixed(finished_run):
+    tmp, cfg_path, summary = finished_run
+    run = tmp / "run"
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.suffix in (".parquet", ".done")}
+    cfg = load_config(CurateConfig, cfg_path)
+    t = time.perf_counter()
+    again = run_curation(cfg, run)  # the web server is gone: any download attempt would fail
+    assert time.perf_counter() - t < 10
+    assert again == summary
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    with pytest.raises(ConfigError, match="num_shards=3"):
+        run_curation(load_config(CurateConfig, cfg_path, ["num_shards=4"]), run)
+
+
+def test_verify_catches_flipped_byte_missing_and_extra(finished_run, tmp_path):
+    import shutil
+
+    tmp, _, _ = finished_run
+    rel = tmp_path / "release"
+    shutil.copytree(tmp / "run" / "release", rel)
+    assert verify_release(rel) == []
+    victim = sorted((rel / "data").glob("*.parquet"))[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    (rel / "data" / "extra.parquet").write_bytes(b"x")
+    (rel / "easyref" / "train.json").unlink()
+    problems = verify_release(rel)
+    assert any(victim.name in p and "altered" in p for p in problems)
+    assert any("extra.parquet" in p and "extra" in p for p in problems)
+    assert any("easyref/train.json" in p and "missing" in p for p in problems)
+    cli = subprocess.run([sys.executable, "-m", "mrbench.cli", "release", "verify", str(rel)], capture_output=True, text=True)
+    assert cli.returncode == 1 and victim.name in cli.stderr
+    ok = subprocess.run([sys.executable, "-m", "mrbench.cli", "release", "verify", str(tmp / "run" / "release")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_sigkill_mid_run_then_resume_is_byte_identical(finished_run, tmp_path, small_web):
+    """Kill `mrbench curate` after its first download shard, rerun: the release equals an uninterrupted run."""
+    from mrbench.webserver import SampleWebServer
+
+    tmp, _, _ = finished_run
+    with SampleWebServer(small_web) as server:
+        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, small_web)
+        cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path)]
+        run_a, run_b = tmp_path / "a", tmp_path / "b"
+        proc = subprocess.Popen([*cmd, "--out", str(run_a)], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while not (run_a / "download" / "shard_00000.done").exists():
+            assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: img2dataset's workers too
+        proc.wait()
+        assert not (run_a / "download" / "shard_00002.done").exists(), "killed too late to test resume"
+        resumed = subprocess.run([*cmd, "--out", str(run_a)], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        straight = subprocess.run([*cmd, "--out", str(run_b)], capture_output=True, text=True, timeout=300)
+        assert straight.returncode == 0, straight.stderr[-2000:]
+    a, b = tree_bytes(run_a / "release"), tree_bytes(run_b / "release")
+    assert a.keys() == b.keys() and len(a) > 5
+    assert a == b
+    # ...and equal to the earlier in-process run with the same inputs and seed (other folder, other port).
+    assert verify_release(run_a / "release") == []
