@@ -160,7 +160,20 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     group_and_split(config, run_dir)
     step(ReleaseTask(config, str(run_dir)), config.num_shards)
     manifest = finalize_release(config, run_dir)
+    write_merged_stats(run_dir, config, num_ingest)
     return summarize(run_dir, config, manifest)
+
+
+def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> None:
+    """``RUN_DIR/stats.json``: every step's counters merged over its shards."""
+    merged = {
+        "ingest": ShardSet(run_dir / "ingest", "candidates").merged_stats(num_ingest),
+        "select": Stats.load(run_dir / "urls" / "stats.json"),
+        "download": ShardSet(run_dir / "download", "shard").merged_stats(config.num_shards),
+        "group": Stats.load(run_dir / "groups" / "stats.json"),
+        "release": ShardSet(run_dir / "state", "release", suffix=".unused").merged_stats(config.num_shards),
+    }
+    atomic_write_text(run_dir / "stats.json", json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
 
 
 def summarize(run_dir: Path, config: CurateConfig, manifest: dict[str, Any]) -> dict[str, Any]:

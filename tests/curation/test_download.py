@@ -92,3 +92,11 @@ def test_public_address_classification(ip, public):
 )
 def test_classify_error(message, reason):
     assert classify_error(message) == reason
+
+
+@pytest.mark.slow
+def test_resize_policy_is_passed_to_img2dataset(web_server):
+    rows = download(web_server, ["/img/s0_0.jpg"], resize_mode="center_crop", image_size=32)
+    r = rows["/img/s0_0.jpg"]
+    assert r.status == "ok" and (r.width, r.height) == (32, 32)
+    assert r.metadata["original_width"] == 96
