@@ -160,6 +160,83 @@ def demo(
     run_demo(out, fresh=fresh)
 
 
+def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional[int]) -> dict:
+    """``key=value`` backend options (values parsed as YAML scalars: 0.5, true, [640, 640]) + common flags."""
+    import yaml
+
+    kwargs: dict = {}
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep or not key:
+            _fail(f"backend option {a!r} is not key=value")
+        kwargs[key.strip()] = yaml.safe_load(value)
+    if device:
+        kwargs["device"] = device
+    if batch_size:
+        kwargs["batch_size"] = batch_size
+    return kwargs
+
+
+def _build_backend(kind: str, name: str, kwargs: dict) -> object:
+    """Build a backend or exit with a clear message (unknown name, bad option, missing weights or dependency)."""
+    from mrbench.backends import DETECTORS, ENCODERS, MissingWeightsError
+    from mrbench.registry import UnknownEntryError
+
+    registry = ENCODERS if kind == "encoder" else DETECTORS
+    try:
+        return registry.get(name)(**kwargs)
+    except UnknownEntryError as e:
+        _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except ImportError as e:
+        _fail(f"{kind} {name!r} is not available: {e}", code=3)
+    except (TypeError, ValueError) as e:
+        _fail(f"bad options for {kind} {name!r}: {e}")
+    raise AssertionError("unreachable")
+
+
+def _run_over_paths(kind: str, name: str, paths: List[Path], out: Path, kwargs: dict) -> None:
+    from mrbench.backends.files import detect_to_parquet, embed_to_parquet, find_images
+
+    backend = _build_backend(kind, name, kwargs)
+    total = len(find_images(paths))
+    progress, factory = _progress_factory()
+    run = embed_to_parquet if kind == "encoder" else detect_to_parquet
+    with progress:  # type: ignore[attr-defined]
+        counts = run(backend, name, paths, out, progress=factory(name, total))  # type: ignore[arg-type]
+    info = backend.info  # type: ignore[attr-defined]
+    flag = " [RANDOM WEIGHTS]" if info.random_weights else ""
+    typer.echo(f"wrote {sum(counts.values())} rows to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})"
+               f"; {kind} {name}: {info.weights}{flag}")
+
+
+@app.command()
+def embed(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value, e.g. pretrained=openai"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Embed images: one row per image (path, encoder, embedding, status, error_message; faces: num_faces, face_box, face_score)."""
+    _run_over_paths("encoder", encoder, paths, out, _backend_kwargs(arg, device, batch_size))
+
+
+@app.command()
+def detect(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    detector: str = typer.Option(..., "--detector", "-d", help="detector name (mrbench ls detectors)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
+    arg: List[str] = typer.Option([], "--detector-arg", "-a", help="detector option key=value, e.g. threshold=0.5"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Detect objects: one row per image (path, detector, boxes, scores, labels, status, error_message)."""
+    _run_over_paths("detector", detector, paths, out, _backend_kwargs(arg, device, batch_size))
+
+
 def main() -> None:
     app()
 

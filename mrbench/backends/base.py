@@ -51,6 +51,15 @@ class TextImageEncoder(ImageEncoder):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; rows are L2-normalised float32."""
 
+    def clip_scores(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
+        """Raw cosine similarity of each image with its paired text (CLIP-T before any scaling), shape (N,).
+
+        torchmetrics' ``CLIPScore`` on the same model and pairs equals ``100 * max(mean(scores), 0)``.
+        """
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        return np.sum(self.embed_images(images) * self.embed_texts(texts), axis=1).astype(np.float32)
+
 
 @dataclass
 class FaceResult:
@@ -103,4 +112,5 @@ def get_encoder(name: str, **kwargs: Any) -> ImageEncoder | FaceEncoder:
 
 
 def get_detector(name: str, **kwargs: Any) -> Detector:
+    """Build the detector registered as ``name`` (loading weights now; fails fast when they are missing)."""
     return DETECTORS.get(name)(**kwargs)

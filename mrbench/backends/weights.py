@@ -1,0 +1,143 @@
+"""Where pretrained weights come from, and the error that says how to supply them when they are absent.
+
+Resolution order, the same for every backend:
+
+1. an explicit path given to the backend (``checkpoint=...``, ``model=/local/dir``, ``root=...``);
+2. the mirror folder named by ``$MRBENCH_WEIGHTS_DIR`` (config level: one folder a run config can point at), laid
+   out like the upstream names: ``$MRBENCH_WEIGHTS_DIR/facebook/dinov2-small/``,
+   ``$MRBENCH_WEIGHTS_DIR/insightface/models/antelopev2/``, ``$MRBENCH_WEIGHTS_DIR/torch/hub/checkpoints/...``,
+   ``$MRBENCH_WEIGHTS_DIR/open_clip/ViT-L-14/openai/open_clip_model.safetensors``;
+3. the standard caches: Hugging Face hub cache (``$HF_HOME`` / ``$HF_HUB_CACHE``), torch hub
+   (``$TORCH_HOME/hub/checkpoints``), open_clip's URL cache (``~/.cache/clip``), insightface
+   (``~/.insightface/models``).
+
+Nothing is ever downloaded: importing this module switches the Hugging Face libraries to offline mode (unless the
+caller has set those variables explicitly), every ``from_pretrained`` call passes ``local_files_only=True``, and a
+backend whose weights are not found raises :class:`MissingWeightsError` before doing any work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mrbench.backends.base import MissingWeightsError
+
+# Set before huggingface_hub / transformers are imported by any backend module (they read these at import time).
+# setdefault: a user who deliberately enabled the hub keeps it; the backends still pass local_files_only=True.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations (imported by mmdet) polls PyPI at import
+
+WEIGHTS_DIR_ENV = "MRBENCH_WEIGHTS_DIR"
+
+__all__ = [
+    "MissingWeightsError", "WEIGHTS_DIR_ENV", "mirror_dir", "missing_weights", "hf_hub_cache", "hf_cached_file",
+    "resolve_hf_model_dir", "torch_hub_checkpoints_dir", "insightface_root", "first_existing",
+]
+
+
+def mirror_dir() -> Path | None:
+    """The ``$MRBENCH_WEIGHTS_DIR`` mirror folder, when set."""
+    value = os.environ.get(WEIGHTS_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def missing_weights(what: str, looked: Iterable[str | Path], how: str) -> MissingWeightsError:
+    """Build the error raised when weights are absent.
+
+    Args:
+        what: The weights, named as upstream names them (``facebook/dinov2-small``, ``ViT-L-14/openai``).
+        looked: Every place that was searched, in order.
+        how: One or two sentences on how to supply them (a path argument, a cache to fill on a connected machine).
+    """
+    places = "\n".join(f"  - {p}" for p in looked) or "  (nowhere)"
+    return MissingWeightsError(
+        f"weights for {what} are not available offline (nothing is downloaded at run time).\nSearched:\n{places}\n"
+        f"To supply them: {how}"
+    )
+
+
+def first_existing(paths: Iterable[Path]) -> Path | None:
+    for p in paths:
+        if p.exists():
+            return p
+    return None
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder (honours ``HF_HUB_CACHE`` and ``HF_HOME``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = Path(os.environ.get("HF_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface"))
+    return home.expanduser() / "hub"
+
+
+def hf_cached_file(repo_id: str, filenames: Sequence[str]) -> Path | None:
+    """The first of ``filenames`` present in the local HF cache snapshot of ``repo_id`` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in filenames:
+        got = try_to_load_from_cache(repo_id, name, cache_dir=str(hf_hub_cache()))
+        if isinstance(got, str) and Path(got).is_file():
+            return Path(got)
+    return None
+
+
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def resolve_hf_model_dir(model: str, *, what: str, how: str) -> Path:
+    """A local folder holding a transformers checkpoint (``config.json`` + weights) for ``model``.
+
+    ``model`` is a local folder or a hub id; hub ids are looked up in the mirror folder, then in the HF cache.
+
+    Raises:
+        MissingWeightsError: when neither holds a config and a weights file.
+    """
+    looked: list[str] = []
+    candidates: list[Path] = []
+    p = Path(model).expanduser()
+    if p.is_dir() or model.startswith((".", "/", "~")):
+        candidates.append(p)
+    else:
+        mirror = mirror_dir()
+        if mirror is not None:
+            candidates.append(mirror / model)
+        snapshot = _hf_snapshot_dir(model)
+        if snapshot is not None:
+            candidates.append(snapshot)
+        else:
+            looked.append(f"Hugging Face cache {hf_hub_cache()}/models--{model.replace('/', '--')}")
+    for c in candidates:
+        if (c / "config.json").is_file() and any((c / f).is_file() for f in _HF_WEIGHT_FILES):
+            return c
+        looked.append(f"{c} (needs config.json and model.safetensors or pytorch_model.bin)")
+    raise missing_weights(what, looked, how)
+
+
+def _hf_snapshot_dir(repo_id: str) -> Path | None:
+    config = hf_cached_file(repo_id, ["config.json"])
+    return config.parent if config is not None else None
+
+
+def torch_hub_checkpoints_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's own rule; default ``~/.cache/torch``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def insightface_root(root: str | Path | None) -> list[Path]:
+    """Candidate ``models`` folders for insightface packs: explicit root, mirror, ``~/.insightface``."""
+    out: list[Path] = []
+    if root is not None:
+        r = Path(root).expanduser()
+        out += [r / "models", r]
+    mirror = mirror_dir()
+    if mirror is not None:
+        out.append(mirror / "insightface" / "models")
+    out.append(Path("~/.insightface/models").expanduser())
+    return out
