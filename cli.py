@@ -46,6 +46,7 @@ def curate(
     executor: str = typer.Option("local", "--executor", help="local or ray"),
     workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
@@ -53,7 +54,8 @@ def curate(
     from mrbench.log import setup_logging
 
     setup_logging("WARNING")
-    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers else []), *set_]
+    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers else []),
+                 *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
     try:
         cfg = load_config(CurateConfig, config, overrides)
     except (ConfigError, FileNotFoundError, ValueError) as e:
@@ -71,13 +73,32 @@ def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from mrbench.curation.pipeline import drop_step
+
     console = Console()
-    t = Table(title="rows per status")
+    t = Table(title="rows per status and step")
     t.add_column("status")
+    t.add_column("step")
     t.add_column("rows", justify="right")
-    for k, v in summary["rows_per_status"].items():
-        t.add_row(k, str(v))
+    order = ["download", "embed", "filters", "dedup", "group", "audit"]
+    for k, v in sorted(summary["rows_per_status"].items(),
+                       key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0])), -kv[1], kv[0])):
+        t.add_row(k, "release" if k == "ok" else drop_step(k), str(v))
     console.print(t)
+    audit = summary.get("leakage_audit")
+    if audit is not None:
+        a = Table(title="leakage audit (pairs across splits)")
+        for c in ("kind", "splits", "pairs"):
+            a.add_column(c)
+        for key, n in audit["pairs"].items():
+            kind, splits = key.split("/", 1)
+            a.add_row(kind, splits, str(n))
+        if not audit["pairs"]:
+            a.add_row("near_duplicate, identity", "all", "0")
+        console.print(a)
+        console.print(f"leakage audit: {audit['pairs_total']} pairs; {audit['removed_train_images']} training images "
+                      f"removed, {audit['dropped_groups']} groups dropped (near-duplicate cosine >= "
+                      f"{audit['near_dup_threshold']}, identity cosine >= {audit['identity_threshold']})")
     g = Table(title="splits")
     for c in ("split", "groups", "images"):
         g.add_column(c)
@@ -154,7 +175,8 @@ def demo(
     out: Path = typer.Option(Path("demo_run"), "--out", "-o", help="run folder for the demo"),
     fresh: bool = typer.Option(False, "--fresh", help="delete the run folder first"),
 ) -> None:
-    """Offline demo: build a small sample web, serve it on 127.0.0.1, curate it, summarise."""
+    """Offline demo: build a small sample web, serve it on 127.0.0.1, curate it, evaluate the release with tiny models
+    (+ reference and chance rows) and write a leaderboard."""
     from mrbench.demo import run_demo
 
     run_demo(out, fresh=fresh)
@@ -235,6 +257,202 @@ def detect(
 ) -> None:
     """Detect objects: one row per image (path, detector, boxes, scores, labels, status, error_message)."""
     _run_over_paths("detector", detector, paths, out, _backend_kwargs(arg, device, batch_size))
+
+
+def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
+                       batch_size: Optional[int]) -> tuple[object, object]:
+    """Build ``encoder`` (curation defaults + options) and embed the images under ``paths`` with a progress bar."""
+    from mrbench.backends.files import find_images
+    from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
+
+    kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
+    model = _build_backend("encoder", encoder, kwargs)
+    total = len(find_images(paths))
+    if total == 0:
+        _fail(f"no images found under {', '.join(map(str, paths))}")
+    progress, factory = _progress_factory()
+    with progress:  # type: ignore[attr-defined]
+        got = embed_files(model, paths, batch_size or 32, progress=factory("embed", total))
+    return model, got
+
+
+def _write_table(rows: dict, schema: object, out: Path) -> None:
+    import pyarrow as pa
+
+    from mrbench.shards import write_parquet_atomic
+
+    write_parquet_atomic(pa.table(rows, schema=schema), out)  # type: ignore[arg-type]
+
+
+@app.command("dedup")
+def dedup_cmd(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, duplicate_of, similarity, status"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: calibrated)"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Find near-duplicates: one row per image; duplicate_of names the kept image (null when kept).
+
+    The kept image of a near-duplicate cluster is the one with the most pixels, then the smallest path.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
+
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0.05 < t <= 1.0:
+        _fail(f"--threshold must be in (0.05, 1], got {t}")
+    _, got = _embed_for_command(encoder, paths, arg, device, batch_size)
+    ok = got.ok_index  # type: ignore[attr-defined]
+    paths_ok = [got.paths[k] for k in ok]  # type: ignore[attr-defined]
+    res = dedup(got.vectors, paths_ok, np.asarray(got.resolution)[ok], t)  # type: ignore[attr-defined]
+    dup: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    sim: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    for k, row in enumerate(ok.tolist()):
+        if res.duplicate_of[k] >= 0:
+            dup[row], sim[row] = paths_ok[res.duplicate_of[k]], float(res.similarity[k])
+    schema = pa.schema([("path", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32()),
+                        ("status", pa.string()), ("error_message", pa.string())])
+    _write_table({"path": got.paths, "duplicate_of": dup, "similarity": sim, "status": got.status,  # type: ignore[attr-defined]
+                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
+    n_dup = sum(d is not None for d in dup)
+    typer.echo(f"wrote {len(dup)} rows to {out}: {len(ok) - n_dup} kept, {n_dup} near-duplicates "
+               f"(cosine >= {t}), {len(dup) - len(ok)} not embedded")
+
+
+@app.command("group")
+def group_cmd(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name; a face encoder groups by identity"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, group_id, status"),
+    num_groups: Optional[int] = typer.Option(None, "--num-groups", "-k", help="number of groups (Ward linkage)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="average-linkage cosine similarity"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+    seed: int = typer.Option(0, "--seed", help="seeds the k-means reduction of large sets"),
+) -> None:
+    """Group images visually (or by face identity): one row per image with its group_id (null when not embedded).
+
+    Without --num-groups or --threshold, image encoders infer the number of groups (best silhouette) and face
+    encoders cut at their identity threshold.
+    """
+    import pyarrow as pa
+
+    from mrbench.backends import FaceEncoder
+    from mrbench.curation.cluster import cluster_embeddings, face_threshold
+
+    if num_groups is not None and threshold is not None:
+        _fail("give --num-groups or --threshold, not both")
+    if num_groups is not None and num_groups < 1:
+        _fail("--num-groups must be >= 1")
+    model, got = _embed_for_command(encoder, paths, arg, device, batch_size)
+    if threshold is None and num_groups is None and isinstance(model, FaceEncoder):
+        threshold = face_threshold(encoder)
+    result = cluster_embeddings(got.vectors, num_clusters=num_groups, threshold=threshold, seed=seed)  # type: ignore[attr-defined]
+    group_id: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    for row, label in zip(got.ok_index.tolist(), result.labels.tolist()):  # type: ignore[attr-defined]
+        group_id[row] = int(label)
+    schema = pa.schema([("path", pa.string()), ("group_id", pa.int64()), ("status", pa.string()),
+                        ("error_message", pa.string())])
+    _write_table({"path": got.paths, "group_id": group_id, "status": got.status,  # type: ignore[attr-defined]
+                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
+    extra = f", silhouette {result.silhouette:.3f}" if result.silhouette is not None else ""
+    typer.echo(f"wrote {len(group_id)} rows to {out}: {result.num_clusters} groups ({result.method}{extra}), "
+               f"{sum(g is None for g in group_id)} not embedded")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="model name (mrbench ls models)"),
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent folder of run folders"),
+    split: Optional[str] = typer.Option(None, "--split", help="held-in or held-out (MRBench releases; default held-out)"),
+    model_args: List[str] = typer.Option([], "--model-args", "-a", help="generator options k=v,k2=v2 (repeatable)"),
+    profile: str = typer.Option("default", "--profile", help="default (pretrained weights) or tiny (tiny random models)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
+    seed: int = typer.Option(0, "--seed", help="first seed; image k of a prompt uses seed+k"),
+    images_per_prompt: int = typer.Option(4, "--images-per-prompt", help="images generated per sample"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
+    image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
+    metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
+) -> None:
+    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images)."""
+    from mrbench.backends.base import MissingWeightsError
+    from mrbench.evaluation.runner import run_eval
+    from mrbench.log import setup_logging
+    from mrbench.registry import UnknownEntryError
+
+    setup_logging("WARNING")
+    progress, factory = _progress_factory()
+    state: dict = {}
+
+    def report(done: int, total: int) -> None:
+        if "advance" not in state:
+            state["advance"], state["done"] = factory(model, total), 0
+        state["advance"](done - state["done"])
+        state["done"] = done
+
+    try:
+        with progress:  # type: ignore[attr-defined]
+            result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
+                              seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
+                              image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
+                              metric_device=metric_device, progress=report)
+    except MissingWeightsError as e:
+        _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
+    except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    _print_eval(result)
+
+
+def _print_eval(result: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = result.summary  # type: ignore[attr-defined]
+    console = Console()
+    flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
+    for split, s in summary["splits"].items():
+        t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
+                        f"{s['groups']} groups, {s['rows']} images ({s['rows_per_status']})")
+        for c in ("metric", "mean", "95% CI (groups)", "groups"):
+            t.add_column(c)
+        for key, est in s["metrics"].items():
+            if est["mean"] is None:
+                t.add_row(key, "-", "-", "0")
+                continue
+            t.add_row(key, f"{est['mean']:.4f}", f"[{est['ci'][0]:.4f}, {est['ci'][1]:.4f}]", str(est["n_groups"]))
+            if est.get("scaled"):
+                sc = est["scaled"]
+                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", f"[{sc['ci'][0]:.4f}, {sc['ci'][1]:.4f}]",
+                          str(est["n_groups"]))
+        console.print(t)
+    timing = result.timing  # type: ignore[attr-defined]
+    console.print(f"run folder: {result.run_dir}  (generated {timing['generated_images']}, from cache "  # type: ignore[attr-defined]
+                  f"{timing['cached_images']}, resumed {timing['resumed_rows']}; {timing['wall_s']:.1f}s)")
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="run folders written by mrbench eval"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv and .html"),
+    grid_samples: int = typer.Option(4, "--grid-samples", help="samples shown per model in the HTML image grids"),
+) -> None:
+    """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""
+    from mrbench.evaluation.leaderboard import build_leaderboard
+
+    try:
+        paths = build_leaderboard(run_dirs, out, grid_samples=grid_samples)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def main() -> None:

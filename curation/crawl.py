@@ -100,7 +100,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     for i in range(num_ingest):
         for batch in pq.ParquetFile(ingest.output(i)).iter_batches(columns=["url", "tags", "priority"]):
             for url, tags, prio in zip(*(batch.column(c).to_pylist() for c in ("url", "tags", "priority"))):
-                for tag in tags[:1]:  # the cap applies to the tag the record will be grouped under
+                for tag in (tags or ["untagged"])[:1]:  # the cap applies to the group the record will land in
                     h = heaps.setdefault(tag, [])
                     item = (-prio, url)
                     if len(h) < cap:

@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
 
@@ -45,8 +46,20 @@ def rank(seed: int, rid: str) -> bytes:
     return hashlib.blake2b(f"group:{seed}:{rid}".encode(), digest_size=8).digest()
 
 
-def group_by_tag(download: ShardSet, num_shards: int, config: GroupConfig, seed: int) -> tuple[list[Group], dict[str, tuple[str, str]], Stats]:
-    """Returns (kept groups sorted by id, drops {id: (reason, message)}, stats)."""
+Refiner = Callable[[dict[str, list[str]], dict[str, tuple[str, str]], dict[str, tuple[str, str]], Stats], None]
+
+
+def group_by_tag(
+    download: ShardSet, num_shards: int, config: GroupConfig, seed: int,
+    exclude: dict[str, tuple[str, str]] | None = None, refine: Refiner | None = None,
+) -> tuple[list[Group], dict[str, tuple[str, str]], Stats]:
+    """Returns (kept groups sorted by id, drops {id: (reason, message)}, stats).
+
+    ``exclude`` holds ids dropped by earlier steps (filters, dedup) with their reasons; ``refine(members, meta,
+    drops, stats)`` may edit the tag groups (members per group id, (tag, category) per group id) before the size
+    bounds and target choice (``curation.refine.GroupRefiner``: identities, outliers, visual groups).
+    """
+    exclude = exclude or {}
     stats = Stats()
     drops: dict[str, tuple[str, str]] = {}
     rows: list[tuple[str, str, str, str]] = []
@@ -62,6 +75,9 @@ def group_by_tag(download: ShardSet, num_shards: int, config: GroupConfig, seed:
     members: dict[str, list[str]] = {}
     meta: dict[str, tuple[str, str]] = {}
     for rid, sha, tag, category in rows:
+        if rid in exclude:
+            drops[rid] = exclude[rid]
+            continue
         if sha in first_of_hash:
             drops[rid] = ("duplicate_bytes", f"same sha256 as {first_of_hash[sha]}")
             continue
@@ -69,6 +85,8 @@ def group_by_tag(download: ShardSet, num_shards: int, config: GroupConfig, seed:
         gid = group_slug(tag)
         members.setdefault(gid, []).append(rid)
         meta.setdefault(gid, (tag, category))
+    if refine is not None:
+        refine(members, meta, drops, stats)
     groups = []
     for gid in sorted(members):
         ids = sorted(members[gid], key=lambda r: (rank(seed, r), r))

@@ -4,7 +4,12 @@
     ingest/    candidates per source file        (sharded, one per source file)
     urls/      selected URLs in num_shards shards (global: cap per tag, ids)
     download/  one row per URL: ok + bytes, or a named failure (sharded: img2dataset + validation)
-    groups/    groups.parquet, assignments.parquet (global: group by tag, split by group)
+    embed/     per shard: image embedding, faces, detections of every ok image (sharded; only with embed models)
+    filters/   per shard: ids dropped by the resolution / face / object filters, with reasons (sharded)
+    index/     vectors of the images still in play, memory-mapped (global; only with embed models)
+    dedup/     near-duplicates to drop: id, duplicate_of, similarity (global)
+    groups/    groups.parquet, assignments.parquet (global: group by tag, refine, split by group, leakage audit)
+    audit/     leakage.json, leaks.parquet: near-duplicates and identities across splits (global)
     release/   the release (sharded write, then global manifest/card/EasyRef JSON)
     rejects/   every non-ok row with its reason
 
@@ -23,9 +28,15 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.curation.audit import leakage_audit, read_report
 from mrbench.curation.crawl import IngestTask, select_and_shard
+from mrbench.curation.dedup import dedup_step, read_duplicates
 from mrbench.curation.download import Img2DatasetDownloader, ImageValidator
+from mrbench.curation.embed import EmbedTask, preflight
+from mrbench.curation.filters import FilterTask, read_drops
 from mrbench.curation.group import group_by_tag
+from mrbench.curation.index import build_index
+from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.release import (
     ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
 )
@@ -90,8 +101,14 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     if (folder / "_SUCCESS").exists():
         return Stats.load(folder / "stats.json")
     download = ShardSet(run_dir / "download", "shard")
-    groups, drops, stats = group_by_tag(download, config.num_shards, config.group, config.seed)
+    earlier = {**read_drops(run_dir / "filters", "drops", config.num_shards), **read_duplicates(run_dir)}
+    groups, drops, stats = group_by_tag(download, config.num_shards, config.group, config.seed,
+                                        exclude=earlier, refine=GroupRefiner(config, run_dir))
     splits = split_groups([g.group_id for g in groups], config.split, config.seed)
+    audit = leakage_audit(groups, splits, config, run_dir)
+    groups = audit.groups
+    drops.update(audit.drops)
+    stats.merge(audit.stats)
     rows: dict[str, list[Any]] = {n: [] for n in ASSIGN_SCHEMA.names}
     for g in groups:
         for rid in g.members:
@@ -148,6 +165,10 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))
     executor = get_executor(config.executor)
+    # Missing weights or model dependencies fail here, before any work.
+    models = preflight(config.embed) if (config.embed.encoder or config.embed.face_encoder or config.embed.detector) else {}
+    if models:
+        atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
 
     def step(task: Any, n: int) -> None:
         cb = progress(task.name, n) if progress else None
@@ -157,6 +178,13 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     step(IngestTask(config, str(run_dir)), num_ingest)
     select_and_shard(config, run_dir, num_ingest)
     step(DownloadTask(config, str(run_dir)), config.num_shards)
+    if models:
+        step(EmbedTask(config, str(run_dir)), config.num_shards)
+    step(FilterTask(config, str(run_dir)), config.num_shards)
+    if models:
+        build_index(config, run_dir)
+    if config.embed.encoder and config.dedup.enabled:
+        dedup_step(config, run_dir)
     group_and_split(config, run_dir)
     step(ReleaseTask(config, str(run_dir)), config.num_shards)
     manifest = finalize_release(config, run_dir)
@@ -176,6 +204,21 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> 
     atomic_write_text(run_dir / "stats.json", json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
 
 
+_DROP_STEPS = {
+    "near_duplicate": "dedup", "embed_decode_error": "embed",
+    **{r: "filters" for r in ("low_resolution", "extreme_aspect", "no_face", "face_too_small", "face_low_score",
+                              "multiple_faces", "object_missing")},
+    **{r: "group" for r in ("duplicate_bytes", "group_too_small", "group_overflow", "other_identity", "inconsistent",
+                            "duplicate_in_group", "no_embedding", "unassigned")},
+    **{r: "audit" for r in ("leak_near_duplicate", "leak_identity")},
+}
+
+
+def drop_step(reason: str) -> str:
+    """The step whose rule a drop reason comes from (download for crawl and decode failures)."""
+    return _DROP_STEPS.get(reason, "download")
+
+
 def summarize(run_dir: Path, config: CurateConfig, manifest: dict[str, Any]) -> dict[str, Any]:
     status = ShardSet(run_dir / "state", "release", suffix=".unused").merged_stats(config.num_shards)
     download = ShardSet(run_dir / "download", "shard").merged_stats(config.num_shards)
@@ -187,4 +230,8 @@ def summarize(run_dir: Path, config: CurateConfig, manifest: dict[str, Any]) -> 
         "download_errors": dict(download.errors.counts.most_common(10)),
         "release": str(run_dir / "release"),
         "release_rows": manifest["rows"],
+        # every input row that did not make the release, by the reason of the step that dropped it
+        "drops_per_reason": {k.split("/", 1)[1]: v for k, v in sorted(status.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                             if k.startswith("status/") and k != "status/ok"},
+        "leakage_audit": read_report(run_dir),
     }

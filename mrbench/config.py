@@ -85,11 +85,130 @@ class GroupConfig:
         min_group_size: Groups with fewer ok images are dropped (a target needs at least one reference).
         max_group_size: Larger groups keep this many images, chosen by seeded hash.
         max_references: References per group in the EasyRef export.
+        identity_threshold: Face cosine similarity of one identity when clustering the faces of a person group
+            (None: the face encoder's default, ``curation.cluster.FACE_THRESHOLDS``); the dominant identity stays.
+        consistency_min: Subject and style groups drop images whose similarity to the mean of the rest of the
+            group is below this (``inconsistent``; calibrated for ``mobilenet_v2`` on DreamBench); 0 = off.
+        consistency_mad: Also drop images below ``median - consistency_mad * MAD`` of their group; 0 = off.
+        consistency_categories: Categories the consistency rule applies to (not those of
+            ``embed.face_categories`` when a face encoder is set: they are refined by identity). A content encoder
+            such as ``mobilenet_v2`` sees what is depicted, not the style: leave ``style`` out unless the encoder
+            captures style (CLIP does).
+        dedup_threshold: Within a group, images at least this similar are near-duplicates of each other
+            (``duplicate_in_group``); None = off.
+        visual_groups: Untagged images (tag ``untagged``) are grouped visually into this many groups; 0 infers
+            the number (best silhouette) unless ``visual_threshold`` is set.
+        visual_threshold: Group untagged images by average-linkage cosine similarity instead.
     """
 
     min_group_size: int = 2
     max_group_size: int = 64
     max_references: int = 8
+    identity_threshold: float | None = None
+    consistency_min: float = 0.7
+    consistency_mad: float = 0.0
+    consistency_categories: list[str] = field(default_factory=lambda: ["subject", "style"])
+    dedup_threshold: float | None = 0.92
+    visual_groups: int = 0
+    visual_threshold: float | None = None
+
+
+@dataclass
+class EmbedConfig:
+    """Models run per download shard; an empty name turns off every step that needs that model.
+
+    With the defaults (all empty) the curation run is the tag-only foundation. Offline choices with real weights:
+    ``encoder: mobilenet_v2`` and ``face_encoder: dlib``.
+
+    Attributes:
+        encoder: Image encoder (``mrbench ls encoders``) for dedup, outlier removal, visual grouping and the
+            near-duplicate leakage audit.
+        encoder_options: Keyword options for it (defaults per encoder in ``curation.embed.ENCODER_DEFAULTS``).
+        face_encoder: Face encoder for the face filter, identity grouping and the identity leakage audit; it runs
+            on images of ``face_categories`` only.
+        face_options: Keyword options for it.
+        face_categories: Tag categories whose groups are one person (a celebrity or character).
+        detector: Object detector for the object filter; runs on images whose tag names a COCO class.
+        detector_options: Keyword options for it.
+        batch_size: Images decoded and embedded together.
+    """
+
+    encoder: str = ""
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    face_encoder: str = ""
+    face_options: dict[str, Any] = field(default_factory=dict)
+    face_categories: list[str] = field(default_factory=lambda: ["celebrity", "character"])
+    detector: str = ""
+    detector_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+
+
+@dataclass
+class DedupConfig:
+    """Near-duplicate removal over all images (global) with faiss; see ``curation.dedup``.
+
+    Attributes:
+        enabled: Run it (needs ``embed.encoder``).
+        threshold: Cosine similarity at or above which two images are near-duplicates; None uses
+            ``curation.dedup.DEFAULT_THRESHOLD`` (chosen from a measured precision/recall curve).
+        exact_max: Sets up to this size are range-searched exactly; larger ones are partitioned (k-means).
+        nprobe: Cells compared per vector in the partitioned search.
+    """
+
+    enabled: bool = True
+    threshold: float | None = None
+    exact_max: int = 50_000
+    nprobe: int = 4
+
+
+@dataclass
+class FilterConfig:
+    """Per-image filters; every drop carries its reason (also written to ``filters/`` and the rejects).
+
+    The defaults keep every image (resolution rules off; face and object rules need models from ``embed``);
+    e.g. ``min_side: 64``, ``max_aspect: 4`` are reasonable for a web crawl.
+
+    Attributes:
+        min_side: Images whose shorter side is smaller are dropped (``low_resolution``); 0 turns it off.
+        max_aspect: Images whose longer/shorter side ratio is larger are dropped (``extreme_aspect``); 0 = off.
+        face: Apply the face policy to images of ``embed.face_categories`` (needs ``embed.face_encoder``):
+            exactly one dominant face, large and confident enough.
+        face_min_area: Smallest dominant-face box area, as a fraction of the image area (``face_too_small``).
+        face_min_score: Smallest detector score of the dominant face (``face_low_score``).
+        face_max_other: A second face with at least this fraction of the dominant face's area makes the image
+            ``multiple_faces``.
+        object: Require the tag's COCO class to be detected where the tag names one (needs ``embed.detector``).
+        object_min_score: Smallest detection score that counts (``object_missing`` otherwise).
+        object_classes: Tag name -> COCO class overrides (an empty value: the tag names no class).
+    """
+
+    min_side: int = 0
+    max_aspect: float = 0.0
+    face: bool = True
+    face_min_area: float = 0.01
+    face_min_score: float = 0.5
+    face_max_other: float = 0.5
+    object: bool = True
+    object_min_score: float = 0.5
+    object_classes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AuditConfig:
+    """Leakage audit across train / held-in / held-out (needs ``embed.encoder`` or ``embed.face_encoder``).
+
+    Attributes:
+        enabled: Run the audit and write ``audit/leakage.json`` and ``audit/leaks.parquet``.
+        near_dup_threshold: Image cosine similarity at or above which two images in different splits leak.
+        identity_threshold: Face cosine similarity for "same person" (None: the face encoder's default).
+        remove_train_leaks: Drop the training image of every leaking pair (``leak_near_duplicate``,
+            ``leak_identity``); pairs between the two test splits are reported only.
+    """
+
+    enabled: bool = True
+    near_dup_threshold: float = 0.9
+    identity_threshold: float | None = None
+    remove_train_leaks: bool = True
 
 
 @dataclass
@@ -121,7 +240,8 @@ class ExecutorConfig:
 
     Attributes:
         name: ``local`` (processes) or ``ray``.
-        workers: Parallel shard workers (local), or CPUs per task hint (ray).
+        workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
+            ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
         ray_address: Address for ``ray.init`` (None starts a local cluster).
     """
 
@@ -142,6 +262,10 @@ class CurateConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     release: ReleaseConfig = field(default_factory=ReleaseConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any value that would make the run fail later."""
@@ -177,6 +301,37 @@ class CurateConfig:
             raise ConfigError("executor.name must be 'local' or 'ray'")
         if self.executor.workers < 1:
             raise ConfigError("executor.workers must be >= 1")
+        self._validate_visual()
+
+    def _validate_visual(self) -> None:
+        """Embed, dedup, filter, audit and visual grouping settings; model names are checked against the
+        registries (no model is loaded here)."""
+        from mrbench.curation.embed import check_models
+
+        for name in ("encoder_options", "face_options", "detector_options"):
+            if not isinstance(getattr(self.embed, name), dict):
+                raise ConfigError(f"embed.{name} must be a mapping")
+        if self.embed.batch_size < 1:
+            raise ConfigError("embed.batch_size must be >= 1")
+        check_models(self.embed)
+        for key, value in (("dedup.threshold", self.dedup.threshold), ("group.identity_threshold", self.group.identity_threshold),
+                           ("group.dedup_threshold", self.group.dedup_threshold), ("group.visual_threshold", self.group.visual_threshold),
+                           ("audit.near_dup_threshold", self.audit.near_dup_threshold),
+                           ("audit.identity_threshold", self.audit.identity_threshold)):
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise ConfigError(f"{key} is a cosine similarity in [-1, 1], got {value}")
+        if self.dedup.threshold is not None and self.dedup.threshold <= 0.05:
+            raise ConfigError("dedup.threshold must be > 0.05 (it marks near-duplicates)")
+        if self.dedup.exact_max < 2 or self.dedup.nprobe < 1:
+            raise ConfigError("dedup.exact_max must be >= 2 and dedup.nprobe >= 1")
+        if self.filters.min_side < 0 or self.filters.max_aspect < 0:
+            raise ConfigError("filters.min_side and filters.max_aspect must be >= 0")
+        if not 0.0 <= self.filters.face_min_area <= 1.0 or not 0.0 < self.filters.face_max_other <= 1.0:
+            raise ConfigError("filters.face_min_area must be in [0, 1] and filters.face_max_other in (0, 1]")
+        if not isinstance(self.filters.object_classes, dict):
+            raise ConfigError("filters.object_classes must be a mapping of tag name to COCO class")
+        if self.group.visual_groups < 0 or self.group.consistency_mad < 0:
+            raise ConfigError("group.visual_groups and group.consistency_mad must be >= 0")
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:

@@ -123,6 +123,14 @@ def build_sample_web(seed: int = 0) -> tuple[dict[str, Route], list[dict[str, st
     rows.append({"path": "/mirror/astronaut_0.jpg", "caption": "Eileen Collins portrait, mirror site"})
     add("/img/cat_small.jpg", _skimage("cat").resize((225, 150)), "Chelsea the cat thumbnail")
     add("/img/cat_flip.jpg", ImageOps.mirror(_skimage("cat")), "Chelsea the cat, mirrored")
+    # Images the filters drop: a thumbnail (low resolution), a banner (extreme aspect), a celebrity caption on a
+    # picture without a face (no face).
+    add("/img/rocket_icon.png", _skimage("rocket").resize((48, 32)), "rocket icon", fmt="PNG")
+    add("/img/rocket_banner.jpg", _skimage("rocket").crop((0, 180, 640, 300)).resize((960, 180)), "rocket launch banner")
+    add("/img/collins_patch.png", _skimage("colorwheel"), "Eileen Collins mission patch colours", fmt="PNG")
+    # A mis-tagged image: a coffee photo captioned with the cat's name lands in the cat's group; if the two groups
+    # fall in different splits, the leakage audit finds it next to the coffee photos.
+    add("/img/cat_coffee.jpg", _variant(_skimage("coffee"), rng, 3), "Chelsea the cat's morning coffee")
     # Captions that mention no tag: not crawled.
     for k, src in enumerate(["grass", "gravel"]):
         add(f"/img/texture_{k}.jpg", _skimage(src), f"a texture of {src}")
@@ -150,7 +158,16 @@ def write_demo_inputs(folder: Path, base_url: str, rows: list[dict[str, str]]) -
         "sources": [{"kind": "metadata", "paths": ["metadata_*.parquet"], "url_col": "URL", "caption_col": "TEXT"}],
         "crawl": {"tag_list": "tags.yaml", "allow_private_network": True, "timeout": 2, "thread_count": 8,
                   "max_body_bytes": 8 * 1024 * 1024},
-        "group": {"min_group_size": 3, "max_group_size": 16},
+        "group": {"min_group_size": 3, "max_group_size": 16,
+                  # the subject photos of this sample web are edits of one picture each (crops, flips, recolouring),
+                  # which the calibrated near-duplicate threshold (0.94) would collapse: the demo dedups at 0.98 so
+                  # that only the planted copies go; mobilenet_v2 sees content, not style: consistency for subjects
+                  "dedup_threshold": 0.98, "consistency_categories": ["subject"]},
+        # the model steps (offline weights): image embedding for dedup, outliers and the leakage audit; faces for
+        # the celebrity (Chelsea the Cat is a cat: no human face to check)
+        "embed": {"encoder": "mobilenet_v2", "face_encoder": "dlib", "face_categories": ["celebrity"]},
+        "dedup": {"threshold": 0.98},
+        "filters": {"min_side": 64, "max_aspect": 4.0},
         "split": {"held_out_groups": 2, "held_in_groups": 2},
         "release": {"name": "mrbench-demo"},
         "executor": {"name": "local", "workers": 2},
@@ -160,8 +177,38 @@ def write_demo_inputs(folder: Path, base_url: str, rows: list[dict[str, str]]) -
     return path
 
 
-def run_demo(out: Path, fresh: bool = False) -> dict:
-    """Build the sample web, serve it, curate it into ``out``, print the summary; returns the summary."""
+DEMO_MODELS = ("reference", "chance", "easyref", "ip-adapter", "lora")
+DEMO_METRICS = "image_sim@mobilenet_v2,face@dlib"  # the two encoders with real offline weights
+# The per-group LoRA trains 500 steps by default; the demo trains 25 so that it stays a demo.
+DEMO_MODEL_ARGS = {"lora": {"train_steps": 25}}
+
+
+def run_demo_eval(release: Path, out: Path, console: object, models: tuple[str, ...] = DEMO_MODELS) -> dict:
+    """Evaluate the demo release: the tiny-profile generators (random weights) plus the reference (ceiling) and
+    chance rows, on held-out and held-in, then write the leaderboard. A model that fails is reported and skipped."""
+    from mrbench.evaluation import build_leaderboard, run_eval
+
+    runs, failed = [], {}
+    for split in ("held-out", "held-in"):
+        for model in models:
+            t0 = time.perf_counter()
+            try:
+                result = run_eval(model, f"mrbench:{release}", out / "eval", split=split, profile="tiny",
+                                  images_per_prompt=1, metrics=DEMO_METRICS, model_args=DEMO_MODEL_ARGS.get(model))
+            except Exception as e:  # noqa: BLE001 - the demo goes on and says what failed
+                failed[f"{model}/{split}"] = f"{type(e).__name__}: {e}"
+                console.print(f"[red]eval {model} on {split} failed[/]: {e}")  # type: ignore[attr-defined]
+                continue
+            runs.append(result.run_dir)
+            console.print(f"eval {model:<10} {split:<8} {len(result.rows)} images in "  # type: ignore[attr-defined]
+                          f"{time.perf_counter() - t0:.1f} s")
+    paths = build_leaderboard(runs, out / "leaderboard") if runs else {}
+    return {"runs": [str(r) for r in runs], "failed": failed, "leaderboard": {k: str(v) for k, v in paths.items()}}
+
+
+def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
+    """Build the sample web, serve it, curate it into ``out``, print the summary, then (``evaluate``) evaluate the
+    release with tiny models and the reference/chance rows and write a leaderboard; returns the summary."""
     from rich.console import Console
 
     from mrbench.cli import _progress_factory, print_summary
@@ -192,5 +239,41 @@ def run_demo(out: Path, fresh: bool = False) -> dict:
         with progress:  # type: ignore[attr-defined]
             summary = run_curation(config, out / "run", factory)
     print_summary(summary)
+    console.print(f"curation finished in {time.perf_counter() - t0:.1f} s")
+    if evaluate:
+        summary["eval"] = run_demo_eval(out / "run" / "release", out, console)
+        print_demo_leaderboard(summary["eval"], console)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return summary
+
+
+def print_demo_leaderboard(result: dict, console: object) -> None:
+    """Print the main columns of the demo leaderboard; rows from random-weights models are labelled as such."""
+    import json
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not result["runs"]:
+        console.print("[red]no eval run finished: no leaderboard[/]")  # type: ignore[attr-defined]
+        return
+    table = Table(title=escape("demo leaderboard: mean over groups (95% CI); [random weights] = tiny random model, "
+                               "its numbers say nothing about quality"))
+    for c in ("split", "model", "groups", "image sim to target\n(mobilenet_v2)", "face sim to target\n(dlib)",
+              "face detected"):
+        table.add_column(c)
+    for run_dir in result["runs"]:
+        s = json.loads((Path(run_dir) / "summary.json").read_text())
+        flag = " [random weights]" if s.get("model_random_weights") else ""
+        for split, body in s["splits"].items():
+            def cell(key: str, m: dict = body["metrics"]) -> str:
+                est = m.get(key) or {}
+                if est.get("mean") is None:
+                    return "-"
+                lo, hi = est.get("ci") or (None, None)
+                return f"{est['mean']:.3f}" + (f" ({lo:.2f}-{hi:.2f})" if lo is not None else "")
+
+            table.add_row(split, escape(s["model"] + flag), str(body["groups"]), cell("image_sim@mobilenet_v2.target"),
+                          cell("face@dlib.target"), cell("face@dlib.detected"))
+    console.print(table)  # type: ignore[attr-defined]
+    console.print(f"leaderboard: {result['leaderboard']['md']} (+ .csv, .html)")  # type: ignore[attr-defined]

@@ -67,7 +67,26 @@ class LocalExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Runs shards as Ray tasks (one CPU each); ``executor.ray_address`` picks the cluster."""
+    """Runs shards as Ray tasks, one CPU each, on the cluster at ``executor.ray_address``.
+
+    With no address, a local cluster is started with ``executor.workers`` CPUs (all CPUs when workers is 1), and
+    shut down again when the process exits. Tasks are the same picklable shard tasks the local executor runs, so
+    they read and write the same shard files and the driver only sees completions. When a task raises, the other
+    shards still finish (their markers are written), then the first task's original exception is raised here.
+    """
+
+    def _init(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if self.config.ray_address:
+            ray.init(address=self.config.ray_address, **kwargs)
+        else:
+            num_cpus = self.config.workers if self.config.workers > 1 else None
+            # Tasks return nothing but completions; a small object store keeps a local cluster light.
+            ray.init(num_cpus=num_cpus, object_store_memory=128 * 1024 * 1024, **kwargs)
 
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
         try:
@@ -77,15 +96,24 @@ class RayExecutor(Executor):
         todo = self.pending(task, num_shards)
         if not todo:
             return todo
-        if not ray.is_initialized():
-            ray.init(address=self.config.ray_address, include_dashboard=False, log_to_driver=False)
+        self._init()
         remote = ray.remote(num_cpus=1, max_retries=0)(_call_task)
-        pending = [remote.remote(task, i) for i in todo]
+        task_ref = ray.put(task)  # one copy of the task (config) in the object store, shared by every shard
+        pending = [remote.remote(task_ref, i) for i in todo]
+        first_error: BaseException | None = None
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)
+            try:
+                ray.get(done)
+            except ray.exceptions.RayTaskError as e:
+                # Like the local pool: let the other shards finish (their work is kept), then raise the first error.
+                first_error = first_error or e
+                continue
             if progress:
                 progress(1)
+        if first_error is not None:
+            cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
+            raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
         return todo
 
 

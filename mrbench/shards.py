@@ -53,6 +53,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """Atomically write ``text`` unless ``path`` already holds exactly it (a finished rerun touches nothing)."""
+    path = Path(path)
+    data = text.encode()
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
 def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` via a temporary file and rename, so readers never see half a file."""
     path = Path(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_small_inputs
+from smallweb import write_small_inputs
 from mrbench.config import ConfigError, CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import write_small_inputs
+from smallweb import write_small_inputs
 from mrbench.config import CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.sources import expand_sources, read_source

@@ -1,0 +1,295 @@
+"""Per-group LoRA (DreamBooth-style) on SDXL: fine-tune a LoRA on the group's references, then sample.
+
+For each distinct reference set (a group's references; DreamBench's rotating target gives a few per subject) a fresh
+LoRA (peft, rank 32 by default [seed 001]) on the UNet's attention projections (``to_q``, ``to_k``, ``to_v``,
+``to_out.0``) is trained with the denoising loss on the references, captioned with a DreamBooth prompt
+(``a photo of sks <class>``), then the group's prompts are sampled with the identifier prompt. Adapters are cached on
+disk keyed by the reference ids and every training option, so reruns and resumed runs do not train again.
+
+Training draws its noise, timesteps and image order from a generator seeded with ``train_seed``; LoRA weights are
+initialised inside a seeded block. The same references and options give the same adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator
+from mrbench.config import ConfigError
+from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Sample
+
+ADAPTER = "mrbench_group"
+IDENTIFIER = "sks"
+
+
+@dataclass
+class LoRAConfig(SDXLConfig):
+    """LoRA options (plus :class:`~mrbench.baselines.sdxl.SDXLConfig`).
+
+    Attributes:
+        rank: LoRA rank (paper: 32).
+        alpha: LoRA alpha (scale alpha/rank).
+        target_modules: UNet modules that get a LoRA.
+        lr: AdamW learning rate.
+        train_steps: Optimisation steps per adapter.
+        train_batch_size: References per step.
+        resolution: Training resolution (None: the generation size).
+        train_seed: Seed of initialisation, noise, timesteps and image order.
+        instance_prompt: Training caption; ``{identifier}`` and ``{class_token}`` are filled in.
+        identifier: The rare token naming the subject.
+        eval_timesteps: Fixed (noise, timestep) pairs of the held-fixed loss recorded before and after training.
+        adapter_dir: Where adapters are cached (None: the run's cache folder, or a temporary folder).
+    """
+
+    rank: int = 32
+    alpha: float = 32.0
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    lr: float = 1e-4
+    train_steps: int = 500
+    train_batch_size: int = 1
+    resolution: int | None = None
+    train_seed: int = 0
+    instance_prompt: str = "a photo of {identifier} {class_token}"
+    identifier: str = IDENTIFIER
+    eval_timesteps: int = 8
+    adapter_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.rank < 1 or self.train_steps < 0 or self.train_batch_size < 1 or self.lr <= 0:
+            raise ConfigError("rank, train_batch_size >= 1; train_steps >= 0; lr > 0")
+
+
+def _center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return image.crop((left, top, left + s, top + s)).resize((size, size), Image.BICUBIC)
+
+
+class LoRAGenerator(SDXLGenerator):
+    """SDXL + a LoRA trained per reference set (DreamBooth prompt), cached on disk."""
+
+    name = "lora"
+    config_cls = LoRAConfig
+
+    def __init__(self, profile: str = "default", **options: Any) -> None:
+        super().__init__(profile, **options)
+        from peft import LoraConfig
+
+        cfg: LoRAConfig = self.config
+        self.lora_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
+                                      target_modules=list(cfg.target_modules))
+        self.pipe.unet.add_adapter(self.lora_config, adapter_name=ADAPTER)
+        self._lora_names = sorted(n for n, _ in self.pipe.unet.named_parameters() if "lora_" in n)
+        if not self._lora_names:
+            raise ConfigError(f"no UNet module matched target_modules={cfg.target_modules}")
+        self._loaded: str | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.last_training: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------------ adapters
+    @property
+    def adapter_dir(self) -> Path:
+        if self.config.adapter_dir:
+            return Path(self.config.adapter_dir)
+        if self.work_dir is not None:
+            return Path(self.work_dir) / "adapters"
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mrbench-lora-")
+        return Path(self._tmp.name)
+
+    def adapter_key(self, sample: Sample) -> str:
+        """Group + hash of (reference ids, every option that changes training)."""
+        train_opts = {k: v for k, v in asdict(self.config).items()
+                      if k not in ("num_inference_steps", "guidance_scale", "scheduler", "eta", "negative_prompt",
+                                   "batch_size", "adapter_dir", "device")}
+        blob = json.dumps({"refs": sorted(r.id for r in sample.references), "class": sample.class_token,
+                           "opts": train_opts, "profile": self.profile}, sort_keys=True)
+        from mrbench.evaluation.results import safe_name
+
+        return f"{safe_name(sample.group)}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def lora_state(self) -> dict[str, Any]:
+        return {n: p.detach().to("cpu").clone() for n, p in self.pipe.unet.named_parameters() if "lora_" in n}
+
+    def _load_adapter(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+        if sorted(sd) != self._lora_names:
+            raise ValueError(f"{path}: adapter does not match this UNet's LoRA layout")
+        self.pipe.unet.load_state_dict(sd, strict=False)
+
+    def _reset_lora(self) -> None:
+        from peft.tuners.lora import LoraLayer
+
+        from mrbench.backends.torch_common import seeded
+
+        with seeded(self.config.train_seed):
+            for module in self.pipe.unet.modules():
+                if isinstance(module, LoraLayer):
+                    module.reset_lora_parameters(ADAPTER, True)
+
+    def ensure_adapter(self, sample: Sample) -> dict[str, Any]:
+        """Load the adapter for ``sample``'s reference set, training (and caching) it first if needed."""
+        key = self.adapter_key(sample)
+        if key == self._loaded:
+            return self.last_training
+        path = self.adapter_dir / f"{key}.safetensors"
+        meta_path = path.with_suffix(".json")
+        if path.is_file() and meta_path.is_file():
+            self._load_adapter(path)
+            self.last_training = json.loads(meta_path.read_text())
+        else:
+            from safetensors.torch import save_file
+
+            from mrbench.shards import atomic_write_text
+
+            self._reset_lora()
+            images = [r.load() for r in sample.references]
+            prompt = self.config.instance_prompt.format(identifier=self.config.identifier,
+                                                        class_token=sample.class_token or "subject")
+            self.last_training = {"adapter": key, **self.train(images, prompt)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            save_file(self.lora_state(), str(tmp))
+            tmp.replace(path)
+            atomic_write_text(meta_path, json.dumps(self.last_training, sort_keys=True))  # marker: written last
+        self._loaded = key
+        return self.last_training
+
+    # ------------------------------------------------------------------------------------------------ training
+    def training_batch(self, images: Sequence[Image.Image], prompt: str) -> dict[str, Any]:
+        """Latents of the references and the prompt conditioning, computed once per adapter."""
+        import numpy as np
+        import torch
+
+        pipe, cfg = self.pipe, self.config
+        res = cfg.resolution or self.size[0]
+        pixels = torch.stack([
+            torch.from_numpy(np.asarray(_center_crop_resize(im.convert("RGB"), res), dtype=np.float32)).permute(2, 0, 1)
+            for im in images
+        ]) / 127.5 - 1.0
+        vae = pipe.vae
+        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        gen = torch.Generator(device="cpu").manual_seed(cfg.train_seed)
+        with torch.no_grad():
+            if upcast:  # SDXL's VAE overflows in float16
+                vae.to(torch.float32)
+            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+            latents = dist.sample(generator=gen) * vae.config.scaling_factor
+            if upcast:
+                vae.to(torch.float16)
+            pe, _, pooled, _ = pipe.encode_prompt(prompt, device=self.device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+        unet_dtype = pipe.unet.dtype
+        time_ids = torch.tensor([[res, res, 0, 0, res, res]], device=self.device, dtype=unet_dtype)
+        return {"latents": latents.to(unet_dtype), "prompt_embeds": pe.to(unet_dtype),
+                "pooled": pooled.to(unet_dtype), "time_ids": time_ids}
+
+    def _loss(self, batch: dict[str, Any], idx: Any, noise: Any, t: Any) -> Any:
+        import torch.nn.functional as F
+
+        from diffusers import DDPMScheduler
+
+        if not hasattr(self, "_noise_sched"):
+            self._noise_sched = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        x0 = batch["latents"][idx]
+        n = x0.shape[0]
+        xt = self._noise_sched.add_noise(x0, noise.to(x0.device, x0.dtype), t)
+        pred = self.pipe.unet(
+            xt, t, encoder_hidden_states=batch["prompt_embeds"].expand(n, -1, -1),
+            added_cond_kwargs={"text_embeds": batch["pooled"].expand(n, -1), "time_ids": batch["time_ids"].expand(n, -1)},
+        ).sample
+        return F.mse_loss(pred.float(), noise.to(pred.device).float())
+
+    def held_fixed_loss(self, batch: dict[str, Any]) -> float:
+        """Denoising loss on every reference at fixed noise and evenly spaced timesteps (seeded): comparable
+        before and after training."""
+        import torch
+
+        n_ref = batch["latents"].shape[0]
+        k = self.config.eval_timesteps
+        T = self.pipe.scheduler.config.num_train_timesteps
+        gen = torch.Generator(device="cpu").manual_seed(self.config.train_seed + 1)
+        total = 0.0
+        with torch.no_grad():
+            for j in range(k):
+                t = torch.full((n_ref,), int((j + 0.5) * T / k), device=self.device, dtype=torch.long)
+                noise = torch.randn(batch["latents"].shape, generator=gen)
+                total += float(self._loss(batch, torch.arange(n_ref), noise, t))
+        return total / k
+
+    def train(self, images: Sequence[Image.Image], prompt: str) -> dict[str, Any]:
+        """Fine-tune the (freshly initialised) LoRA on ``images``; returns losses before/after and per step."""
+        import torch
+
+        cfg = self.config
+        batch = self.training_batch(images, prompt)
+        unet = self.pipe.unet
+        params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        for p in params:
+            p.data = p.data.float()  # LoRA weights train in float32 even on a float16 UNet
+            p.requires_grad_(True)
+        before = self.held_fixed_loss(batch)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+        gen = torch.Generator(device="cpu").manual_seed(cfg.train_seed)
+        T = self.pipe.scheduler.config.num_train_timesteps
+        n_ref = batch["latents"].shape[0]
+        losses = []
+        unet.train()
+        try:
+            for _ in range(cfg.train_steps):
+                idx = torch.randint(0, n_ref, (cfg.train_batch_size,), generator=gen)
+                t = torch.randint(0, T, (cfg.train_batch_size,), generator=gen).to(self.device)
+                noise = torch.randn((cfg.train_batch_size, *batch["latents"].shape[1:]), generator=gen)
+                loss = self._loss(batch, idx.to(self.device), noise, t)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+        finally:
+            unet.eval()
+            for p in params:
+                p.requires_grad_(False)
+        after = self.held_fixed_loss(batch)
+        return {"prompt": prompt, "num_references": len(images), "steps": cfg.train_steps,
+                "loss_before": before, "loss_after": after, "train_losses": losses}
+
+    # ------------------------------------------------------------------------------------------------ sampling
+    def prompt_for(self, sample: Sample) -> str:
+        """The identifier prompt (``a sks dog in the snow``), or ``sks <class>, <prompt>`` when the benchmark has none."""
+        if sample.identifier_prompt:
+            return re.sub(rf"\b{IDENTIFIER}\b", self.config.identifier, sample.identifier_prompt)
+        return f"{self.config.identifier} {sample.class_token}, {sample.prompt}"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Requests sharing an adapter share a pipeline call (one generator each); adapters train on first use."""
+        import torch
+
+        out: list[GenerationResult | None] = [None] * len(requests)
+        by_adapter: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            if not req.sample.references:
+                out[i] = GenerationResult.failed("no_references", "LoRA needs at least one reference to train on")
+                continue
+            by_adapter.setdefault(self.adapter_key(req.sample), []).append(i)
+        for idx in by_adapter.values():
+            info = self.ensure_adapter(requests[idx[0]].sample)
+            with torch.no_grad():
+                images = self.sample([requests[i].seed for i in idx],
+                                     prompt=[self.prompt_for(requests[i].sample) for i in idx],
+                                     negative_prompt=[self.config.negative_prompt] * len(idx))
+            for i, image in zip(idx, images):
+                out[i] = GenerationResult(image, info={"adapter": info.get("adapter"), "loss_before": info.get("loss_before"),
+                                                       "loss_after": info.get("loss_after")})
+        return out  # type: ignore[return-value]

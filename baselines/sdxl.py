@@ -1,0 +1,233 @@
+"""SDXL through diffusers, shared by the easyref, ip-adapter and lora generators.
+
+Real weights come from a local folder or the Hugging Face cache (``stabilityai/stable-diffusion-xl-base-1.0`` by
+default; nothing is downloaded: the hub is off and every load passes ``local_files_only=True``). ``--profile tiny``
+builds the same pipeline class from tiny random components (:mod:`mrbench.baselines.tiny`).
+
+Sampling defaults are the paper's: DDIM, 30 steps, guidance 7.5 [seed 001]; the negative prompt is the one the
+EasyRef / IP-Adapter SDXL code uses when none is given. Each request gets its own CPU ``torch.Generator`` seeded with
+the request's seed, so an image depends only on its request (not on the batch it shares, nor on the device's RNG).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from mrbench.backends import weights as W  # noqa: F401  (offline mode before diffusers/transformers import)
+from mrbench.backends.weights import hf_cached_file, missing_weights, mirror_dir
+from mrbench.config import ConfigError
+from mrbench.evaluation.generator import Generator
+
+SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+DEFAULT_NEGATIVE = "monochrome, lowres, bad anatomy, worst quality, low quality"
+SCHEDULERS = ("ddim", "ddpm", "euler", "dpm++")
+
+
+@dataclass
+class SDXLConfig:
+    """Options shared by the SDXL generators.
+
+    Attributes:
+        base_model: SDXL diffusers folder or hub id (looked up in ``$MRBENCH_WEIGHTS_DIR`` and the HF cache).
+        num_inference_steps: Sampling steps (paper: 30).
+        guidance_scale: Classifier-free guidance (paper: 7.5).
+        scheduler: ``ddim`` (paper), ``ddpm``, ``euler`` or ``dpm++``.
+        eta: DDIM eta (0: deterministic given the initial noise).
+        height: Output height (None: 1024, or the tiny model's 64).
+        width: Output width (None: as height).
+        negative_prompt: Negative prompt (EasyRef/IP-Adapter code default).
+        device: ``cuda``, ``cpu``, ... (None: CUDA when present).
+        dtype: ``float16``, ``bfloat16``, ``float32`` (None: float16 on CUDA, float32 on CPU).
+        batch_size: Requests per ``generate`` call; requests that can share a pipeline call do (each keeps its own
+            generator). On CPU an image does not depend on its batch; GPU kernels may differ by batch size in the
+            last bits, so keep one batch size when comparing runs.
+        variant: Weight-file variant to load (``fp16`` for repos or caches holding only ``*.fp16.safetensors``).
+        tiny_seed: Seed of the tiny random weights (``--profile tiny``).
+    """
+
+    base_model: str = SDXL_BASE
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    scheduler: str = "ddim"
+    eta: float = 0.0
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str = DEFAULT_NEGATIVE
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 1
+    variant: str | None = None
+    tiny_seed: int = 0
+
+    def validate(self) -> None:
+        if self.num_inference_steps < 1:
+            raise ConfigError("num_inference_steps must be >= 1")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1")
+        for side in (self.height, self.width):
+            if side is not None and side % 8:
+                raise ConfigError("height and width must be multiples of 8")
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str | None, device: str) -> Any:
+    import torch
+
+    if dtype is None:
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float32": torch.float32, "fp32": torch.float32}[dtype]
+    except KeyError:
+        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}") from None
+
+
+def resolve_local_repo(repo: str, marker: str, *, what: str, how: str) -> Path:
+    """A local folder for ``repo`` (a path, or a hub id found in the mirror folder or the HF cache) holding ``marker``.
+
+    Raises:
+        MissingWeightsError: naming the weights, every place searched and how to supply them.
+    """
+    looked: list[str] = []
+    p = Path(repo).expanduser()
+    candidates: list[Path] = []
+    if p.is_dir() or repo.startswith((".", "/", "~")):
+        candidates.append(p)
+    else:
+        mirror = mirror_dir()
+        if mirror is not None:
+            candidates.append(mirror / repo)
+        cached = hf_cached_file(repo, [marker])
+        if cached is not None:
+            root = cached
+            for _ in Path(marker).parts:
+                root = root.parent
+            candidates.append(root)
+        else:
+            looked.append(f"Hugging Face cache: {repo} ({marker} not cached)")
+    for c in candidates:
+        if (c / marker).is_file():
+            return c
+        looked.append(f"{c} (no {marker})")
+    raise missing_weights(what, looked, how)
+
+
+def make_scheduler(name: str, base_config: Any) -> Any:
+    """The sampler named ``name``, configured from the pipeline's own scheduler config (betas, offsets)."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler,
+           "dpm++": DPMSolverMultistepScheduler}[name]
+    if name == "ddim":
+        # IP-Adapter/EasyRef's SDXL DDIM settings: no clipping, alpha_T from the schedule.
+        return cls.from_config(base_config, clip_sample=False, set_alpha_to_one=False)
+    return cls.from_config(base_config)
+
+
+def resolve_sdxl(cfg: SDXLConfig) -> Path:
+    """The local SDXL folder for ``cfg.base_model`` (MissingWeightsError when absent)."""
+    return resolve_local_repo(
+        cfg.base_model, "model_index.json", what=f"SDXL ({cfg.base_model})",
+        how=(f"put a diffusers copy of {SDXL_BASE} in the HF cache (`huggingface-cli download {SDXL_BASE}` on a "
+             "connected machine, then copy ~/.cache/huggingface) or pass --model-args base_model=/local/sdxl"),
+    )
+
+
+def load_sdxl_pipeline(cfg: SDXLConfig, profile: str) -> Any:
+    """The SDXL pipeline (real weights, or tiny random components for ``profile="tiny"``), on device, eval mode."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    device = resolve_device(cfg.device)
+    if profile == "tiny":
+        from mrbench.baselines.tiny import tiny_sdxl_components
+
+        pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(cfg.tiny_seed))
+        dtype = torch.float32 if cfg.dtype is None else resolve_dtype(cfg.dtype, device)
+        if dtype != torch.float32:
+            pipe = pipe.to(dtype=dtype)
+    else:
+        folder = resolve_sdxl(cfg)
+        dtype = resolve_dtype(cfg.dtype, device)
+        try:
+            pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, variant=cfg.variant,
+                                                             local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise missing_weights(f"SDXL ({cfg.base_model})", [f"{folder}: {e}"],
+                                  "the folder must hold a complete diffusers SDXL checkpoint") from e
+    pipe.scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)  # dtype already set: from_pretrained(torch_dtype=...) or the tiny cast above
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        getattr(pipe, name).eval().requires_grad_(False)
+    return pipe
+
+
+@contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' informational warnings inside the block (e.g. loading an IP-Adapter without its image
+    encoder, which the tiny profile does on purpose)."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
+def generators_for(seeds: Sequence[int]) -> list[Any]:
+    """One CPU ``torch.Generator`` per request, seeded with the request's seed (device-independent noise)."""
+    import torch
+
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+
+class SDXLGenerator(Generator):
+    """Base of the SDXL generators: builds the pipeline (failing fast on missing weights) and samples."""
+
+    config_cls = SDXLConfig
+
+    def __init__(self, profile: str = "default", **options: Any) -> None:
+        super().__init__(profile, **options)
+        self.device = resolve_device(self.config.device)
+        self.check_weights()  # every weight is located before anything heavy loads
+        self.pipe = load_sdxl_pipeline(self.config, profile)
+
+    def check_weights(self) -> None:
+        """Locate every weight file the generator needs; raise MissingWeightsError before any loading."""
+        if self.profile != "tiny":
+            resolve_sdxl(self.config)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of generations."""
+        default = self.pipe.default_sample_size * self.pipe.vae_scale_factor
+        h = self.config.height or default
+        return h, self.config.width or h
+
+    def sample(self, seeds: Sequence[int], **pipe_kwargs: Any) -> list[Any]:
+        """Run the pipeline once for ``len(seeds)`` images with one generator per image."""
+        h, w = self.size
+        return self.pipe(
+            num_inference_steps=self.config.num_inference_steps, guidance_scale=self.config.guidance_scale,
+            eta=self.config.eta, height=h, width=w, generator=generators_for(seeds), **pipe_kwargs,
+        ).images
+
+    def weights(self) -> dict[str, Any]:
+        if self.profile == "tiny":
+            from mrbench.baselines.tiny import TINY_SDXL
+
+            return {"sdxl": f"random(seed={self.config.tiny_seed}, {TINY_SDXL})"}
+        return {"sdxl": self.config.base_model}

@@ -1,0 +1,142 @@
+"""Leakage audit (global, after the split): near-duplicates and same-identity faces across train / held-in /
+held-out.
+
+Two images leak when they are in groups of different splits and
+
+* ``near_duplicate``: their image embeddings have cosine >= ``audit.near_dup_threshold``, or
+* ``identity``: their face embeddings have cosine >= the identity threshold (``audit.identity_threshold``, default
+  per face encoder): the same person on both sides of the split.
+
+Writes ``audit/leaks.parquet`` (one row per leaking pair, with the action taken) and ``audit/leakage.json``
+(counts per kind and split pair, and the number of training images removed). With ``audit.remove_train_leaks``
+(the default) the training image of every pair that has one is dropped (``leak_near_duplicate`` /
+``leak_identity``); pairs between held-in and held-out are reported only, since removing test images would change
+the test sets. Groups that fall below ``group.min_group_size`` are dropped (``group_too_small``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mrbench.config import CurateConfig
+from mrbench.curation.cluster import face_threshold
+from mrbench.curation.dedup import similar_pairs
+from mrbench.curation.group import Group
+from mrbench.curation.index import FeatureIndex
+from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.stats import Stats
+
+LEAK_SCHEMA = pa.schema(
+    [("kind", pa.string()), ("id_a", pa.string()), ("group_a", pa.string()), ("split_a", pa.string()),
+     ("id_b", pa.string()), ("group_b", pa.string()), ("split_b", pa.string()), ("similarity", pa.float32()),
+     ("action", pa.string())]
+)
+SPLIT_ORDER = {"train": 0, "held_in": 1, "held_out": 2}
+
+
+@dataclass
+class AuditResult:
+    """Groups after removing leaking training images, the drops made, and the report written."""
+
+    groups: list[Group]
+    drops: dict[str, tuple[str, str]] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+
+
+def _cross_split_pairs(vectors: np.ndarray, who: list[int], threshold: float, seed: int) -> list[tuple[int, int, float]]:
+    """Pairs (positions into ``who``) at or above ``threshold``; the caller keeps those across splits."""
+    if len(who) < 2:
+        return []
+    pairs = similar_pairs(vectors, threshold, seed=seed)
+    return list(zip(pairs.i.tolist(), pairs.j.tolist(), pairs.sim.tolist()))
+
+
+def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateConfig, run_dir: Path) -> AuditResult:
+    """Audit ``groups`` (split by ``splits``), write the report, and drop leaking training images (see the module
+    docstring). Without an index (no embed step) or with ``audit.enabled`` off, returns the groups unchanged."""
+    result = AuditResult(groups)
+    if not config.audit.enabled or not (Path(run_dir) / "index" / "_SUCCESS").exists():
+        return result
+    index = FeatureIndex.load(run_dir)
+    pos = index.position()
+    owner: dict[str, Group] = {rid: g for g in groups for rid in g.members}
+    images = sorted(rid for rid in owner if rid in pos)
+    leaks: list[tuple[str, str, str, float]] = []
+    if config.embed.encoder:
+        who = [k for k, rid in enumerate(images) if index.row[pos[rid]] >= 0]
+        vec = index.image_vectors(np.array([pos[images[k]] for k in who], np.int64))
+        for a, b, s in _cross_split_pairs(vec, who, config.audit.near_dup_threshold, config.seed):
+            leaks.append(("near_duplicate", images[who[a]], images[who[b]], s))
+    if config.embed.face_encoder:
+        threshold = config.audit.identity_threshold
+        if threshold is None:
+            threshold = config.group.identity_threshold if config.group.identity_threshold is not None else face_threshold(config.embed.face_encoder)
+        who = [k for k, rid in enumerate(images) if index.face_row[pos[rid]] >= 0]
+        faces = np.asarray(index.faces[index.face_row[[pos[images[k]] for k in who]]], np.float32) if who else np.zeros((0, 1), np.float32)
+        for a, b, s in _cross_split_pairs(faces, who, threshold, config.seed):
+            leaks.append(("identity", images[who[a]], images[who[b]], s))
+    rows: dict[str, list[Any]] = {n: [] for n in LEAK_SCHEMA.names}
+    counts: Counter[str] = Counter()
+    removed: dict[str, tuple[str, str]] = {}
+    for kind, a, b, s in sorted(leaks, key=lambda x: (x[0], x[1], x[2])):
+        ga, gb = owner[a], owner[b]
+        sa, sb = splits[ga.group_id], splits[gb.group_id]
+        if sa == sb:
+            continue
+        if SPLIT_ORDER[sa] > SPLIT_ORDER[sb]:  # report each pair as (earlier split, later split)
+            a, b, ga, gb, sa, sb = b, a, gb, ga, sb, sa
+        action = "reported"
+        if sa == "train" and config.audit.remove_train_leaks:
+            action = f"removed {a}"
+            removed.setdefault(a, (f"leak_{kind}", f"{kind} cosine {s:.4f} to {b} ({sb} group {gb.group_id})"))
+        for k, v in zip(LEAK_SCHEMA.names, (kind, a, ga.group_id, sa, b, gb.group_id, sb, s, action)):
+            rows[k].append(v)
+        counts[f"{kind}/{sa}-{sb}"] += 1
+    folder = Path(run_dir) / "audit"
+    write_parquet_atomic(pa.table(rows, schema=LEAK_SCHEMA), folder / "leaks.parquet")
+    result.groups, result.drops = _remove(groups, removed, config.group.min_group_size)
+    report = {
+        "pairs": dict(sorted(counts.items())),
+        "pairs_total": int(sum(counts.values())),
+        "removed_train_images": len(removed),
+        "dropped_groups": sum(1 for r, _ in result.drops.values() if r == "group_too_small"),
+        "near_dup_threshold": config.audit.near_dup_threshold if config.embed.encoder else None,
+        "identity_threshold": (threshold if config.embed.face_encoder else None),
+    }
+    atomic_write_text(folder / "leakage.json", json.dumps(report, indent=1, sort_keys=True))
+    result.report = report
+    for reason, _ in result.drops.values():
+        result.stats.inc(f"audit/dropped/{reason}")
+    for key, n in counts.items():
+        result.stats.inc(f"audit/pairs/{key}", n)
+    return result
+
+
+def _remove(groups: list[Group], removed: dict[str, tuple[str, str]], min_size: int) -> tuple[list[Group], dict[str, tuple[str, str]]]:
+    drops = dict(removed)
+    out = []
+    for g in groups:
+        members = [r for r in g.members if r not in removed]
+        if len(members) == len(g.members):
+            out.append(g)
+            continue
+        if len(members) < min_size:
+            for rid in members:
+                drops[rid] = ("group_too_small", f"group {g.group_id} has {len(members)} < {min_size} images after the leakage audit")
+            continue
+        out.append(Group(g.group_id, g.tag, g.category, members))  # members keep their rank order: members[0] is the target
+    return out, drops
+
+
+def read_report(run_dir: Path) -> dict[str, Any] | None:
+    """The ``audit/leakage.json`` report of a run, or None when the audit did not run."""
+    path = Path(run_dir) / "audit" / "leakage.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,268 @@
+"""Embed step: per download shard, run the configured models once and cache their outputs as a feature shard.
+
+``embed/shard_{i:05d}.parquet`` holds one row per ok image of download shard ``i``: its image embedding, faces
+(images of person categories only) and detections (images whose tag names a COCO class only). Later steps (filters,
+index, dedup, grouping, audit) read these files, never the models. A shard is complete when its output, then its
+stats, then its marker are written, so a killed run re-embeds only unfinished shards.
+
+The same module embeds plain files for the standalone ``mrbench dedup`` / ``mrbench group`` commands.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mrbench.config import ConfigError, CurateConfig, EmbedConfig
+from mrbench.log import get_logger, warn_once
+from mrbench.records import ImageRecord
+from mrbench.shards import ShardSet, read_records, write_parquet_atomic
+from mrbench.stats import Stats
+
+log = get_logger(__name__)
+
+# Options the curation steps use unless the config says otherwise. mobilenet_v2's multicrop view averaging makes
+# crops of one photo embed closer together (crop keeping 85% per side: min cosine 0.93 -> 0.95 on DreamBench),
+# which the dedup threshold was calibrated with.
+ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {"mobilenet_v2": {"tta": "multicrop"}}
+
+FEATURE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("embedding", pa.list_(pa.float32())),  # null when no image encoder is configured
+        ("num_faces", pa.int32()),  # null when the face encoder did not run on this image
+        ("face_box", pa.list_(pa.float32())),  # largest face x1 y1 x2 y2
+        ("face_score", pa.float32()),
+        ("face_boxes", pa.list_(pa.list_(pa.float32()))),  # every face x1 y1 x2 y2 score
+        ("face_embedding", pa.list_(pa.float32())),
+        ("det_labels", pa.list_(pa.string())),  # null when the detector did not run on this image
+        ("det_scores", pa.list_(pa.float32())),
+        ("status", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+
+def encoder_kind(name: str) -> str:
+    """``image``, ``text-image`` or ``face`` for a registered encoder name."""
+    from mrbench.backends import ENCODERS
+
+    return dict(ENCODERS.entry(name).meta).get("kind", "image")
+
+
+def check_models(config: EmbedConfig) -> None:
+    """Check the configured model names against the registries (nothing is loaded); raises ConfigError."""
+    from mrbench.backends import DETECTORS
+    from mrbench.registry import UnknownEntryError
+
+    try:
+        if config.encoder and encoder_kind(config.encoder) == "face":
+            raise ConfigError(f"embed.encoder {config.encoder!r} is a face encoder; set it as embed.face_encoder")
+        if config.face_encoder and encoder_kind(config.face_encoder) != "face":
+            raise ConfigError(f"embed.face_encoder {config.face_encoder!r} is not a face encoder")
+        if config.detector:
+            DETECTORS.entry(config.detector)
+    except UnknownEntryError as e:
+        raise ConfigError(f"embed: {e}") from None
+
+
+def build_encoder(name: str, options: dict[str, Any] | None = None) -> Any:
+    """Build an encoder with the curation defaults for it (``ENCODER_DEFAULTS``) under ``options``."""
+    from mrbench.backends import get_encoder
+
+    return get_encoder(name, **{**ENCODER_DEFAULTS.get(name, {}), **(options or {})})
+
+
+def preflight(config: EmbedConfig) -> dict[str, dict[str, Any]]:
+    """Build every configured model once, so missing weights or dependencies fail before any work starts.
+
+    Returns:
+        Each model's BackendInfo as a dict (recorded in the run folder).
+    """
+    from mrbench.backends import get_detector
+
+    infos: dict[str, dict[str, Any]] = {}
+    if config.encoder:
+        infos["encoder"] = build_encoder(config.encoder, config.encoder_options).info.to_dict()
+    if config.face_encoder:
+        infos["face_encoder"] = build_encoder(config.face_encoder, config.face_options).info.to_dict()
+    if config.detector:
+        infos["detector"] = get_detector(config.detector, **config.detector_options).info.to_dict()
+    return infos
+
+
+def decode(data: bytes) -> Any:
+    """Bytes -> RGB PIL image (raises OSError/ValueError for undecodable data)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.convert("RGB")
+
+
+def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class EmbedTask:
+    """Per download shard: image embedding, faces and detections of every ok image (see the module docstring).
+
+    Models are built lazily inside the call, so the task pickles to any executor.
+    """
+
+    config: CurateConfig
+    run_dir: str
+    name: str = "embed"
+    _models: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def shards(self) -> ShardSet:
+        return ShardSet(Path(self.run_dir) / "embed", "shard")
+
+    def is_done(self, shard: int) -> bool:
+        return self.shards.is_done(shard)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_models"] = {}  # never ship loaded models between processes
+        return state
+
+    def _model(self, key: str) -> Any:
+        if key not in self._models:
+            cfg = self.config.embed
+            if key == "encoder":
+                self._models[key] = build_encoder(cfg.encoder, cfg.encoder_options)
+            elif key == "face":
+                self._models[key] = build_encoder(cfg.face_encoder, cfg.face_options)
+            else:
+                from mrbench.backends import get_detector
+
+                self._models[key] = get_detector(cfg.detector, **cfg.detector_options)
+        return self._models[key]
+
+    def __call__(self, shard: int) -> None:
+        from mrbench.curation.filters import tag_classes
+
+        cfg = self.config.embed
+        classes = tag_classes(self.config) if cfg.detector else {}
+        download = ShardSet(Path(self.run_dir) / "download", "shard").output(shard)
+        stats = Stats()
+        rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
+        ok = (r for r in read_records(download) if r.ok)
+        for batch in _batches(ok, cfg.batch_size):
+            for row in self._embed_batch(batch, classes, stats):
+                for k in FEATURE_SCHEMA.names:
+                    rows[k].append(row.get(k))
+        write_parquet_atomic(pa.table(rows, schema=FEATURE_SCHEMA), self.shards.output(shard))
+        self.shards.complete(shard, stats)
+
+    def _embed_batch(self, batch: list[ImageRecord], classes: dict[str, str], stats: Stats) -> list[dict[str, Any]]:
+        cfg = self.config.embed
+        out: list[dict[str, Any]] = []
+        images: list[Any] = []
+        for rec in batch:
+            row: dict[str, Any] = {"id": rec.id, "width": rec.width, "height": rec.height, "status": "ok", "error_message": ""}
+            try:
+                images.append(decode(rec.image or b""))
+            except (OSError, ValueError, SyntaxError) as e:
+                row.update(status="embed_decode_error", error_message=f"{type(e).__name__}: {e}"[:200])
+                warn_once(log, "embed_decode_error", f"embed: could not decode {rec.id}: {e}")
+                images.append(None)
+            out.append(row)
+        live = [k for k, im in enumerate(images) if im is not None]
+        for k, row in enumerate(out):
+            stats.inc(f"embed/{row['status']}")
+        if cfg.encoder and live:
+            vectors = self._model("encoder").embed_images([images[k] for k in live])
+            for k, v in zip(live, vectors):
+                out[k]["embedding"] = np.asarray(v, np.float32).tolist()
+        faces_for = [k for k in live if batch[k].category in cfg.face_categories] if cfg.face_encoder else []
+        if faces_for:
+            for k, face in zip(faces_for, self._model("face").faces([images[k] for k in faces_for])):
+                out[k].update(
+                    num_faces=int(face.num_faces),
+                    face_box=None if face.box is None else [float(x) for x in face.box],
+                    face_score=None if face.score is None else float(face.score),
+                    face_boxes=[[float(x) for x in b] for b in face.all_boxes],
+                    face_embedding=None if face.embedding is None else np.asarray(face.embedding, np.float32).tolist(),
+                )
+                stats.inc("embed/faces_checked")
+        det_for = [k for k in live if classes.get(batch[k].tags[0] if batch[k].tags else "")] if cfg.detector else []
+        if det_for:
+            for k, det in zip(det_for, self._model("detector").detect([images[k] for k in det_for])):
+                out[k].update(det_labels=list(det.labels), det_scores=[float(s) for s in det.scores])
+                stats.inc("embed/detections_checked")
+        return out
+
+
+def read_features(run_dir: Path, shard: int, columns: Sequence[str] | None = None) -> pa.Table:
+    """One feature shard (all columns unless ``columns``)."""
+    return pq.read_table(ShardSet(Path(run_dir) / "embed", "shard").output(shard), columns=list(columns) if columns else None)
+
+
+@dataclass
+class FileEmbeddings:
+    """Embeddings of image files: one entry per file (``vectors`` rows only for ``status == "ok"``)."""
+
+    paths: list[str]
+    status: list[str]
+    error_message: list[str]
+    resolution: list[int]
+    vectors: np.ndarray  # (number of ok files, D)
+
+    @property
+    def ok_index(self) -> np.ndarray:
+        return np.flatnonzero(np.array([s == "ok" for s in self.status], bool))
+
+
+def embed_files(encoder: Any, paths: Iterable[str | Path], batch_size: int = 32, progress: Any = None) -> FileEmbeddings:
+    """Embed image files and folders (recursive) for the standalone commands; errors are rows, not crashes.
+
+    Image encoders embed the whole image; face encoders embed the largest face (``no_face`` when none is found).
+    """
+    from mrbench.backends import FaceEncoder
+    from mrbench.backends.files import find_images, read_image
+
+    files = find_images(paths)
+    is_face = isinstance(encoder, FaceEncoder)
+    out = FileEmbeddings([str(p) for p in files], [], [], [], np.zeros((0, 0), np.float32))
+    vectors: list[np.ndarray] = []
+    for chunk in _batches(files, batch_size):
+        images, where = [], []
+        for path in chunk:
+            image, status, message = read_image(path)
+            out.status.append(status)
+            out.error_message.append(message or "")
+            out.resolution.append(image.width * image.height if image is not None else 0)
+            if image is not None:
+                images.append(image.convert("RGB"))
+                where.append(len(out.status) - 1)
+        if images and is_face:
+            for idx, face in zip(where, encoder.faces(images)):
+                if face.embedding is None:
+                    out.status[idx], out.error_message[idx] = "no_face", "no face detected"
+                else:
+                    vectors.append(np.asarray(face.embedding, np.float32))
+        elif images:
+            vectors.extend(np.asarray(encoder.embed_images(images), np.float32))
+        if progress:
+            progress(len(chunk))
+    dim = getattr(encoder, "dim", 0)
+    out.vectors = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+    return out

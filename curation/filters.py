@@ -1,0 +1,273 @@
+"""Per-image filters (streaming, per shard): resolution/aspect, face policy, object presence.
+
+Each filter only answers keep or drop-with-reason (:class:`mrbench.stage.Filter`); model outputs come from the
+embed step's feature shards, so no filter loads a model. Drop reasons:
+
+* ``low_resolution``: shorter side below ``filters.min_side``; ``extreme_aspect``: side ratio above ``max_aspect``.
+* Person categories (``embed.face_categories``, by default celebrity and character) want one dominant face:
+  ``no_face``; ``face_too_small`` (largest face box below ``face_min_area`` of the image area);
+  ``face_low_score`` (its detector score below ``face_min_score``); ``multiple_faces`` (another face at least
+  ``face_max_other`` times the largest one's area). Other categories have no face requirement.
+* ``object_missing``: the tag names a COCO class (``tag -> class`` rule below) and the detector found no box of it
+  with score >= ``object_min_score``.
+
+``filters/drops_{i:05d}.parquet`` lists the dropped ids of shard ``i`` with reason and detail (the rejects); the
+grouping step reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mrbench.config import CurateConfig, FilterConfig
+from mrbench.records import ImageRecord
+from mrbench.shards import ShardSet, read_records, write_parquet_atomic
+from mrbench.stage import Filter, Stage
+from mrbench.stats import Stats
+
+DROP_SCHEMA = pa.schema([("id", pa.string()), ("status", pa.string()), ("error_message", pa.string())])
+# A few everyday words for COCO classes; anything else must be spelled as COCO spells it (or set in
+# filters.object_classes).
+SYNONYMS = {
+    "puppy": "dog", "kitten": "cat", "sofa": "couch", "television": "tv", "motorbike": "motorcycle",
+    "aeroplane": "airplane", "plane": "airplane", "bike": "bicycle", "mug": "cup", "teddy": "teddy bear",
+    "smartphone": "cell phone", "cellphone": "cell phone",
+}
+
+
+def object_class(names: Iterable[str], overrides: Mapping[str, str] | None = None) -> str | None:
+    """The COCO class a tag names, if any.
+
+    Rule: an override for the first name wins (an empty value means "no class"); otherwise, over the tag's name and
+    aliases in order, the COCO class name (or a :data:`SYNONYMS` word, singular or with a plural ``s``) that ends
+    last in the text is taken: English puts the head noun last ("coffee cup" -> cup, "wall clock" -> clock).
+
+    Args:
+        names: The tag's name, then its aliases.
+        overrides: Tag name -> COCO class.
+    """
+    from mrbench.backends.coco import COCO_CLASSES
+
+    names = list(names)
+    if overrides and names and names[0] in overrides:
+        return overrides[names[0]] or None
+    vocab = {c: c for c in COCO_CLASSES} | SYNONYMS
+    for name in names:
+        text = " " + re.sub(r"[^a-z0-9]+", " ", name.lower()).strip() + " "
+        best: tuple[int, int, str] | None = None
+        for word, cls in vocab.items():
+            for form in (word, word + "s"):
+                pos = text.rfind(" " + form + " ")
+                if pos >= 0:
+                    cand = (pos + len(form), len(form), cls)
+                    best = cand if best is None or cand[:2] > best[:2] else best
+        if best is not None:
+            return best[2]
+    return None
+
+
+class TagClasses:
+    """Tag name -> COCO class (or None) for a run's tag list and overrides, memoised."""
+
+    def __init__(self, config: CurateConfig) -> None:
+        from mrbench.curation.tags import TagList
+
+        self.overrides = dict(config.filters.object_classes)
+        self.aliases: dict[str, list[str]] = {}
+        if config.crawl.tag_list:
+            for t in TagList.load(config.crawl.tag_list).tags:
+                self.aliases[t.name] = t.aliases
+        self._memo: dict[str, str | None] = {}
+
+    def get(self, tag: str, default: Any = None) -> str | None:
+        if tag not in self._memo:
+            self._memo[tag] = object_class([tag, *self.aliases.get(tag, [])], self.overrides)
+        return self._memo[tag] or default
+
+
+def tag_classes(config: CurateConfig) -> TagClasses:
+    return TagClasses(config)
+
+
+class ResolutionFilter(Filter):
+    """Drops images with a short side below ``min_side`` or a side ratio above ``max_aspect`` (0 turns a rule off)."""
+
+    name = "resolution"
+
+    def __init__(self, min_side: int, max_aspect: float) -> None:
+        super().__init__()
+        self.min_side = min_side
+        self.max_aspect = max_aspect
+
+    def check(self, record: ImageRecord) -> str | None:
+        w, h = record.width, record.height
+        if self.min_side and min(w, h) < self.min_side:
+            record.error_message = f"{w}x{h}: shorter side < {self.min_side}"
+            return "low_resolution"
+        if self.max_aspect and max(w, h) > self.max_aspect * max(1, min(w, h)):
+            record.error_message = f"{w}x{h}: aspect ratio > {self.max_aspect}"
+            return "extreme_aspect"
+        return None
+
+
+@dataclass
+class FaceInfo:
+    """The face encoder's findings for one image (from the feature shard)."""
+
+    num_faces: int
+    box: list[float] | None
+    score: float | None
+    boxes: list[list[float]]
+
+
+def _area(box: list[float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+class FaceFilter(Filter):
+    """Person categories want exactly one dominant, large enough, confident face (see the module docstring).
+
+    Args:
+        config: Thresholds.
+        categories: Categories the policy applies to.
+        faces: Image id -> :class:`FaceInfo` for the images the face encoder ran on.
+    """
+
+    name = "face"
+
+    def __init__(self, config: FilterConfig, categories: Iterable[str], faces: Mapping[str, FaceInfo]) -> None:
+        super().__init__()
+        self.config = config
+        self.categories = set(categories)
+        self.faces = faces
+
+    def check(self, record: ImageRecord) -> str | None:
+        if record.category not in self.categories:
+            return None
+        info = self.faces.get(record.id)
+        if info is None:
+            self.stats.inc("face/unchecked")
+            return None
+        if info.num_faces == 0 or info.box is None:
+            record.error_message = "no face detected"
+            return "no_face"
+        area = _area(info.box)
+        frac = area / max(1, record.width * record.height)
+        if frac < self.config.face_min_area:
+            record.error_message = f"largest face covers {frac:.4f} of the image < {self.config.face_min_area}"
+            return "face_too_small"
+        if info.score is not None and info.score < self.config.face_min_score:
+            record.error_message = f"face score {info.score:.3f} < {self.config.face_min_score}"
+            return "face_low_score"
+        others = sorted((_area(b) for b in info.boxes), reverse=True)[1:]
+        if others and others[0] >= self.config.face_max_other * area:
+            record.error_message = f"{info.num_faces} faces; the second is {others[0] / max(area, 1e-9):.2f} of the largest"
+            return "multiple_faces"
+        return None
+
+
+class ObjectFilter(Filter):
+    """Where the image's tag names a COCO class, the detector must have found that class.
+
+    Args:
+        classes: Tag name -> COCO class (or None).
+        detections: Image id -> (labels, scores) for the images the detector ran on.
+        min_score: Smallest score that counts.
+    """
+
+    name = "object"
+
+    def __init__(self, classes: TagClasses, detections: Mapping[str, tuple[list[str], list[float]]], min_score: float) -> None:
+        super().__init__()
+        self.classes = classes
+        self.detections = detections
+        self.min_score = min_score
+
+    def check(self, record: ImageRecord) -> str | None:
+        want = self.classes.get(record.tags[0]) if record.tags else None
+        if want is None:
+            return None
+        found = self.detections.get(record.id)
+        if found is None:
+            self.stats.inc("object/unchecked")
+            return None
+        labels, scores = found
+        if any(lbl == want and s >= self.min_score for lbl, s in zip(labels, scores)):
+            return None
+        best = max((s for lbl, s in zip(labels, scores) if lbl == want), default=None)
+        record.error_message = f"no {want!r} detected with score >= {self.min_score}" + (f" (best {best:.3f})" if best is not None else "")
+        return "object_missing"
+
+
+def chain(stages: list[Stage], records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
+    """Compose stages lazily: records flow through each in order."""
+    stream: Iterable[ImageRecord] = records
+    for stage in stages:
+        stream = stage(stream)
+    return iter(stream)
+
+
+@dataclass
+class FilterTask:
+    """Per download shard: apply the filters and write the dropped ids with their reasons."""
+
+    config: CurateConfig
+    run_dir: str
+    name: str = "filter"
+
+    @property
+    def shards(self) -> ShardSet:
+        return ShardSet(Path(self.run_dir) / "filters", "drops")
+
+    def is_done(self, shard: int) -> bool:
+        return self.shards.is_done(shard)
+
+    def filters(self, shard: int) -> list[Filter]:
+        cfg, fc = self.config, self.config.filters
+        out: list[Filter] = [ResolutionFilter(fc.min_side, fc.max_aspect)]
+        features = ShardSet(Path(self.run_dir) / "embed", "shard").output(shard)
+        if not features.exists():
+            return out
+        cols = ["id", "num_faces", "face_box", "face_score", "face_boxes", "det_labels", "det_scores"]
+        table = pq.read_table(features, columns=cols).to_pylist()
+        if fc.face and cfg.embed.face_encoder:
+            faces = {r["id"]: FaceInfo(r["num_faces"], r["face_box"], r["face_score"], r["face_boxes"] or [])
+                     for r in table if r["num_faces"] is not None}
+            out.append(FaceFilter(fc, cfg.embed.face_categories, faces))
+        if fc.object and cfg.embed.detector:
+            dets = {r["id"]: (r["det_labels"], r["det_scores"]) for r in table if r["det_labels"] is not None}
+            out.append(ObjectFilter(tag_classes(cfg), dets, fc.object_min_score))
+        return out
+
+    def __call__(self, shard: int) -> None:
+        download = ShardSet(Path(self.run_dir) / "download", "shard").output(shard)
+        columns = [n for n in pq.ParquetFile(download).schema_arrow.names if n != "image"]  # bytes are not needed
+        filters = self.filters(shard)
+        rows: dict[str, list[str]] = {n: [] for n in DROP_SCHEMA.names}
+        for rec in chain(filters, (r for r in read_records(download, columns) if r.ok)):
+            if not rec.ok:
+                for k in DROP_SCHEMA.names:
+                    rows[k].append(getattr(rec, k))
+        write_parquet_atomic(pa.table(rows, schema=DROP_SCHEMA), self.shards.output(shard))
+        stats = Stats()
+        for f in filters:
+            stats.merge(f.stats)
+        self.shards.complete(shard, stats)
+
+
+def read_drops(folder: Path, prefix: str, num_shards: int) -> dict[str, tuple[str, str]]:
+    """Id -> (reason, message) from the drop lists of a sharded step (missing files: nothing dropped)."""
+    out: dict[str, tuple[str, str]] = {}
+    shards = ShardSet(folder, prefix)
+    for i in range(num_shards):
+        path = shards.output(i)
+        if path.exists():
+            for r in pq.read_table(path).to_pylist():
+                out[r["id"]] = (r["status"], r["error_message"])
+    return out

@@ -1,0 +1,414 @@
+"""Benchmarks: fixed, versioned sets of samples (references, target, prompt) plus seeds.
+
+- ``mrbench:RELEASE`` -- the held-in or held-out split of a release written by ``mrbench curate``: one sample per
+  target image, its group's references, the target's caption as prompt.
+- ``dreambench:PATH`` -- DreamBench in its published layout (``<subject>/*.jpg`` + ``prompts_and_classes.txt``):
+  30 subjects x 25 prompt templates (object or live-subject list), class tokens from the file. DreamBench has no
+  held-out target; MRBench rotates one: prompt ``p`` of a subject uses the subject's ``p mod n``-th photo (sorted by
+  file name) as the target and the other photos as references, so every photo serves as target and the
+  comparison with the target is always against an image the generator did not see.
+- ``folder:PATH`` -- any folder of ``<group>/<images>``: every image takes a turn as target, the rest of its group are
+  the references, prompt ``a photo of a <class>`` (class from an optional ``classes.csv``: ``group,class``).
+
+A benchmark spec records its version, the fingerprint of its sample list, seeds and images per prompt.
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from PIL import Image, ImageOps
+
+from mrbench.config import ConfigError
+from mrbench.evaluation.generator import ImageRef, Sample
+from mrbench.evaluation.registry import BENCHMARKS, benchmarks
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IDENTIFIER = "sks"  # DreamBooth's rare-token identifier
+
+
+@dataclass
+class BenchmarkSpec:
+    """What a run was evaluated on; stored in every run folder.
+
+    Attributes:
+        name: Registry name (``mrbench``, ``dreambench``, ``folder``).
+        version: Benchmark format version (``dreambench/1``); bumps when sample construction changes.
+        path: The data folder.
+        split: Split evaluated.
+        seed: First seed; image ``k`` of a prompt uses ``seed + k``.
+        images_per_prompt: Images generated per sample.
+        limit: Only the first ``limit`` samples (samples are ordered round-robin over groups, so a limit still spans
+            many groups); None for all.
+        num_samples: Samples evaluated (after the limit).
+        fingerprint: sha256 of the full sample list (ids, prompts, reference and target ids).
+    """
+
+    name: str
+    version: str
+    path: str
+    split: str
+    seed: int = 0
+    images_per_prompt: int = 4
+    limit: int | None = None
+    num_samples: int = 0
+    fingerprint: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.images_per_prompt)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "path": self.path, "split": self.split, "seed": self.seed,
+            "seeds": self.seeds, "images_per_prompt": self.images_per_prompt, "limit": self.limit,
+            "num_samples": self.num_samples, "fingerprint": self.fingerprint,
+        }
+
+
+class Benchmark(abc.ABC):
+    """Base class: subclasses build the full, ordered sample list of one split.
+
+    Args:
+        path: Data folder.
+        split: Split name (None: the benchmark's default).
+        seed: First seed.
+        images_per_prompt: Images per sample (default 4, the paper's and DreamBench's setting).
+        limit: Keep the first ``limit`` samples.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("test",)
+
+    def __init__(self, path: str | Path, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
+                 limit: int | None = None) -> None:
+        self.path = Path(path)
+        split = normalize_split(split) if split else self.splits[0]
+        if split not in self.splits:
+            raise ConfigError(f"benchmark {self.name!r} has splits {', '.join(self.splits)}; got {split!r}")
+        if images_per_prompt < 1:
+            raise ConfigError("images_per_prompt must be >= 1")
+        if limit is not None and limit < 1:
+            raise ConfigError("limit must be >= 1")
+        if not self.path.exists():
+            raise ConfigError(f"benchmark {self.name!r}: no such folder {self.path}")
+        self.split = split
+        self.seed = seed
+        self.images_per_prompt = images_per_prompt
+        self.limit = limit
+        self._all: list[Sample] | None = None
+
+    @abc.abstractmethod
+    def _build(self) -> list[Sample]:
+        """All samples of ``self.split``, in a fixed order."""
+
+    def all_samples(self) -> list[Sample]:
+        """Every sample of the split (the pool real-image rows draw from), ignoring the limit."""
+        if self._all is None:
+            self._all = self._build()
+            ids = [s.id for s in self._all]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"benchmark {self.name}: duplicate sample ids")
+        return self._all
+
+    def samples(self) -> list[Sample]:
+        """The samples to evaluate (limit applied)."""
+        out = self.all_samples()
+        return out[: self.limit] if self.limit else out
+
+    def spec(self) -> BenchmarkSpec:
+        blob = json.dumps([s.to_dict() for s in self.all_samples()], sort_keys=True)
+        return BenchmarkSpec(
+            name=self.name, version=self.version, path=str(self.path), split=self.split, seed=self.seed,
+            images_per_prompt=self.images_per_prompt, limit=self.limit, num_samples=len(self.samples()),
+            fingerprint=hashlib.sha256(blob.encode()).hexdigest(),
+        )
+
+
+def normalize_split(split: str) -> str:
+    """``held-in`` -> ``held_in`` (the CLI spelling to the release's)."""
+    return split.replace("-", "_").lower()
+
+
+def round_robin(by_group: dict[str, list[Sample]]) -> list[Sample]:
+    """Interleave groups (sorted) so that the first N samples span as many groups as possible."""
+    out: list[Sample] = []
+    queues = [list(by_group[g]) for g in sorted(by_group)]
+    i = 0
+    while any(queues):
+        for q in queues:
+            if i < len(q):
+                out.append(q[i])
+        i += 1
+        queues = [q for q in queues if i < len(q)]
+    return out
+
+
+def load_image_file(path: Path) -> Image.Image:
+    """Open an image file as RGB, applying its EXIF orientation."""
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# --------------------------------------------------------------------------------------------------- DreamBench
+
+
+@dataclass
+class DreamBenchPrompts:
+    """The parsed ``prompts_and_classes.txt``: class per subject and the two prompt template lists."""
+
+    classes: dict[str, str]
+    object_prompts: list[str]
+    live_prompts: list[str]
+
+    LIVE_CLASSES: ClassVar[tuple[str, ...]] = ("cat", "dog")  # DreamBench's 9 live subjects are its cats and dogs
+
+    def is_live(self, subject: str) -> bool:
+        return self.classes[subject] in self.LIVE_CLASSES
+
+    def templates(self, subject: str) -> list[str]:
+        return self.live_prompts if self.is_live(subject) else self.object_prompts
+
+
+def parse_dreambench_prompts(path: Path) -> DreamBenchPrompts:
+    """Parse DreamBench's ``prompts_and_classes.txt`` (a CSV of classes, then two Python prompt lists).
+
+    Templates keep DreamBench's ``{0}`` (unique token) and ``{1}`` (class token) placeholders.
+    """
+    text = path.read_text(encoding="utf-8")
+    classes: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"\s*([A-Za-z0-9_]+),([^,]+?)\s*", line)
+        if m and m.group(1) != "subject_name":
+            classes[m.group(1)] = m.group(2).strip()
+    obj_start = text.find("Object Prompts")
+    live_start = text.find("Live Subject Prompts")
+    if obj_start < 0 or live_start < 0 or not classes:
+        raise ConfigError(f"{path}: not DreamBench's prompts_and_classes.txt (classes and both prompt lists needed)")
+    pattern = re.compile(r"'([^']*)'\s*\.format\(\s*unique_token\s*,\s*class_token\s*\)")
+    objects = pattern.findall(text[obj_start:live_start])
+    live = pattern.findall(text[live_start:])
+    if not objects or not live:
+        raise ConfigError(f"{path}: could not read the prompt lists")
+    return DreamBenchPrompts(classes, objects, live)
+
+
+@BENCHMARKS.register("dreambench", help="DreamBench folder (dreambench:PATH): 30 subjects x 25 prompts, rotating target")
+class DreamBench(Benchmark):
+    """DreamBench (Ruiz et al. 2023) from its published folder layout."""
+
+    name = "dreambench"
+    version = "dreambench/1"
+    splits = ("test",)
+
+    def _build(self) -> list[Sample]:
+        prompts_file = self.path / "prompts_and_classes.txt"
+        if not prompts_file.is_file():
+            raise ConfigError(f"dreambench: {prompts_file} not found (expected DreamBench's published layout)")
+        parsed = parse_dreambench_prompts(prompts_file)
+        by_group: dict[str, list[Sample]] = {}
+        for subject in sorted(parsed.classes):
+            folder = self.path / subject
+            if not folder.is_dir():
+                raise ConfigError(f"dreambench: subject folder {folder} is missing")
+            files = _images_in(folder)
+            if len(files) < 2:
+                raise ConfigError(f"dreambench: {folder} needs at least 2 images (one target, one reference)")
+            refs = [ImageRef(f"{subject}/{f.name}", subject, partial(load_image_file, f)) for f in files]
+            cls = parsed.classes[subject]
+            samples = []
+            for p, template in enumerate(parsed.templates(subject)):
+                t = p % len(refs)
+                samples.append(Sample(
+                    id=f"{subject}/{p:02d}", group=subject, split=self.split,
+                    prompt=_clean(template.format("", cls)), references=refs[:t] + refs[t + 1:], target=refs[t],
+                    class_token=cls, identifier_prompt=_clean(template.format(IDENTIFIER, cls)),
+                    category="live" if parsed.is_live(subject) else "object",
+                ))
+            by_group[subject] = samples
+        return round_robin(by_group)
+
+
+# ------------------------------------------------------------------------------------------------ folder
+
+
+@BENCHMARKS.register("folder", help="any folder of <group>/<images> (folder:PATH): each image in turn is the target")
+class FolderBenchmark(Benchmark):
+    """Groups are sub-folders; every image is once the target with the rest of its group as references.
+
+    Groups with a single image still yield a sample (no references): generators that need references report it as a
+    failed row, and real-image rows show what a group without a second image gives.
+    """
+
+    name = "folder"
+    version = "folder/1"
+    splits = ("test",)
+
+    def _build(self) -> list[Sample]:
+        classes: dict[str, str] = {}
+        cfile = self.path / "classes.csv"
+        if cfile.is_file():
+            with open(cfile, newline="", encoding="utf-8") as f:
+                for row in csv.reader(f):
+                    if len(row) >= 2 and row[0] != "group":
+                        classes[row[0].strip()] = row[1].strip()
+        by_group: dict[str, list[Sample]] = {}
+        for folder in sorted(p for p in self.path.iterdir() if p.is_dir()):
+            files = _images_in(folder)
+            if not files:
+                continue
+            group = folder.name
+            refs = [ImageRef(f"{group}/{f.name}", group, partial(load_image_file, f)) for f in files]
+            cls = classes.get(group, group.replace("_", " "))
+            by_group[group] = [
+                Sample(id=f"{group}/{t:02d}", group=group, split=self.split, prompt=f"a photo of a {cls}",
+                       references=refs[:t] + refs[t + 1:], target=refs[t], class_token=cls,
+                       identifier_prompt=f"a photo of {IDENTIFIER} {cls}")
+                for t in range(len(refs))
+            ]
+        if not by_group:
+            raise ConfigError(f"folder benchmark: no <group>/<image> files under {self.path}")
+        return round_robin(by_group)
+
+
+# ------------------------------------------------------------------------------------------------ MRBench release
+
+
+class ReleaseImageStore:
+    """Loads release images by id, one parquet row group at a time (a small LRU keeps memory bounded).
+
+    Args:
+        files: The release's parquet files to index.
+        cache_row_groups: Decoded row groups kept in memory.
+    """
+
+    def __init__(self, files: list[Path], cache_row_groups: int = 4) -> None:
+        import pyarrow.parquet as pq
+
+        self._where: dict[str, tuple[Path, int, int]] = {}
+        for f in files:
+            pf = pq.ParquetFile(f)
+            for rg in range(pf.num_row_groups):
+                ids = pf.read_row_group(rg, columns=["id"]).column("id").to_pylist()
+                for i, rid in enumerate(ids):
+                    self._where[rid] = (f, rg, i)
+        self._cache: OrderedDict[tuple[Path, int], list[bytes]] = OrderedDict()
+        self._size = cache_row_groups
+        self._lock = threading.Lock()
+
+    def image_bytes(self, image_id: str) -> bytes:
+        import pyarrow.parquet as pq
+
+        f, rg, i = self._where[image_id]
+        with self._lock:
+            key = (f, rg)
+            if key not in self._cache:
+                self._cache[key] = pq.ParquetFile(f).read_row_group(rg, columns=["image"]).column("image").to_pylist()
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+            self._cache.move_to_end(key)
+            return self._cache[key][i]
+
+    def load(self, image_id: str) -> Image.Image:
+        import io
+
+        with Image.open(io.BytesIO(self.image_bytes(image_id))) as im:
+            return ImageOps.exif_transpose(im).convert("RGB")
+
+
+@BENCHMARKS.register("mrbench", help="an MRBench release (mrbench:RELEASE_DIR), split held-in or held-out")
+class MRBenchRelease(Benchmark):
+    """A split of a release made by ``mrbench curate``: one sample per target image.
+
+    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the target's first tag,
+    else its category; the identifier prompt is ``"<caption>, sks <class>"``.
+    """
+
+    name = "mrbench"
+    version = "mrbench/1"
+    splits = ("held_out", "held_in")
+
+    def _build(self) -> list[Sample]:
+        import pyarrow.parquet as pq
+
+        from mrbench.curation.release import RELEASE_SCHEMA
+
+        files = sorted((self.path / "data").glob(f"{self.split}-*.parquet"))
+        if not files:
+            raise ConfigError(f"mrbench: no {self.split} shards under {self.path / 'data'} (is this a release folder?)")
+        columns = ["id", "caption", "tags", "category", "group", "split", "role"]
+        missing = [c for c in columns if c not in RELEASE_SCHEMA.names]
+        if missing:  # guards against a release format change
+            raise ConfigError(f"release schema lacks {missing}")
+        rows_by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for f in files:
+            for row in pq.read_table(f, columns=columns).to_pylist():
+                rows_by_group[row["group"]].append(row)
+        store = ReleaseImageStore(files)
+        by_group: dict[str, list[Sample]] = {}
+        for gid in sorted(rows_by_group):
+            rows = sorted(rows_by_group[gid], key=lambda r: r["id"])
+            targets = [r for r in rows if r["role"] == "target"]
+            refs = [ImageRef(r["id"], gid, partial(store.load, r["id"])) for r in rows if r["role"] == "reference"]
+            samples = []
+            for t in targets:
+                cls = (t["tags"] or [""])[0] or t["category"] or ""
+                caption = t["caption"] or ""
+                samples.append(Sample(
+                    id=t["id"], group=gid, split=self.split, prompt=caption, references=refs,
+                    target=ImageRef(t["id"], gid, partial(store.load, t["id"])), class_token=cls,
+                    identifier_prompt=_clean(f"{caption}, {IDENTIFIER} {cls}") if cls else caption,
+                    category=t["category"] or "",
+                ))
+            if samples:
+                by_group[gid] = samples
+        return round_robin(by_group)
+
+
+def parse_benchmark_arg(text: str) -> tuple[str, str]:
+    """``NAME:PATH`` -> (name, path). A bare path is a release folder (``mrbench``) or, when it holds
+    ``prompts_and_classes.txt``, DreamBench."""
+    name, sep, path = text.partition(":")
+    if sep and name in benchmarks():
+        return name, path
+    p = Path(text)
+    if (p / "prompts_and_classes.txt").is_file():
+        return "dreambench", text
+    if (p / "data").is_dir():
+        return "mrbench", text
+    if sep:
+        benchmarks().entry(name)  # raises "unknown benchmark ...; did you mean"
+    raise ConfigError(f"cannot tell which benchmark {text!r} is; write NAME:PATH (NAME in {', '.join(benchmarks().names())})")
+
+
+def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
+                    limit: int | None = None) -> Benchmark:
+    """Build the benchmark named by ``text`` (``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH``)."""
+    name, path = parse_benchmark_arg(text)
+    cls = benchmarks().get(name)
+    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
+
+
+__all__ = [
+    "Benchmark", "BenchmarkSpec", "DreamBench", "FolderBenchmark", "MRBenchRelease", "ReleaseImageStore",
+    "build_benchmark", "parse_benchmark_arg", "parse_dreambench_prompts", "normalize_split",
+]

@@ -1,0 +1,352 @@
+"""``run_eval``: generate for every (sample, seed) of a benchmark, score, write the run folder.
+
+Run folder ``OUT/<model>-<benchmark>-<split>-<steps>steps-cfg<guidance>-seed<seed>[-tiny]-<hash>``::
+
+    config.json      # resolved options: model (options, weights, random-weights flag), benchmark spec, metrics
+                     # with their encoders, eval settings, provenance (versions, git hash, hardware)
+    samples.jsonl    # one row per generated image (see results.py); the primary result
+    summary.json     # per split: per-group means -> split means with bootstrap 95 % CIs over groups
+    timing.json      # wall time: generation, metrics, harness overhead (not in samples.jsonl: it varies)
+    images/          # the generated images (PNG)
+
+Generated images are also kept in a cache keyed on (model, options hash, sample key, seed) -- by default
+``OUT/.cache/generations`` -- so a rerun, or a run killed and restarted, never generates an image twice.
+
+Everything that can fail for configuration reasons (unknown names or options, missing weights, a bad benchmark
+folder) fails before the first image is generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image
+
+from mrbench.config import ConfigError
+from mrbench.evaluation.benchmarks import Benchmark, build_benchmark
+from mrbench.evaluation.generator import (
+    GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
+)
+from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
+from mrbench.evaluation.registry import models
+from mrbench.evaluation.results import (
+    CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
+    write_jsonl,
+)
+from mrbench.log import get_logger, warn_once
+from mrbench.shards import atomic_write_bytes, atomic_write_text, write_text_if_changed
+
+log = get_logger("evaluation.runner")
+PARTIAL_FILE = "samples.partial.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    """Options of one evaluation run (CLI flags map one to one).
+
+    Attributes:
+        model: Registered model name (``mrbench ls models``).
+        benchmark: ``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH`` (or a bare release / DreamBench path).
+        out: Parent folder of run folders.
+        split: ``held-in`` / ``held-out`` for MRBench releases (default held-out); ``test`` otherwise.
+        model_args: Generator options (``mrbench ls models``; each model's config dataclass documents them).
+        profile: ``default`` (pretrained weights) or ``tiny`` (tiny random models and encoders).
+        limit: Evaluate only the first N samples.
+        seed: First seed; image k of a sample uses ``seed + k``.
+        images_per_prompt: Images per sample.
+        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set.
+        image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
+        batch_size: Requests per ``generate`` call (default: the generator's preference).
+        cache_dir: Generation cache (default ``OUT/.cache/generations``).
+        metric_device: Device for metric encoders (default: CUDA when present).
+        n_boot: Bootstrap resamples for confidence intervals.
+    """
+
+    model: str
+    benchmark: str
+    out: str = "runs"
+    split: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    profile: str = "default"
+    limit: int | None = None
+    seed: int = 0
+    images_per_prompt: int = 4
+    metrics: list[str] | None = None
+    image_encoder: str | None = None
+    batch_size: int | None = None
+    cache_dir: str | None = None
+    metric_device: str | None = None
+    n_boot: int = 1000
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_eval` returns."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    timing: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def parse_model_args(items: Sequence[str] | str | None) -> dict[str, Any]:
+    """``["k=v,k2=v2", "k3=v3"]`` -> dict; values are YAML scalars (``0.5``, ``true``, ``[1, 2]``)."""
+    import yaml
+
+    if items is None:
+        return {}
+    if isinstance(items, str):
+        items = [items]
+    out: dict[str, Any] = {}
+    for chunk in items:
+        for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*=)", chunk):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"model argument {part!r} is not key=value")
+            out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_generator(name: str, profile: str = "default", options: dict[str, Any] | None = None) -> Generator:
+    """Build the generator registered as ``name`` (weights load now; missing ones raise MissingWeightsError)."""
+    cls = models().get(name)
+    gen = cls(profile=profile, **(options or {}))
+    if not getattr(gen, "name", ""):
+        gen.name = name
+    return gen
+
+
+def _fmt(x: float | None) -> str:
+    return "na" if x is None else (f"{x:g}")
+
+
+def run_name(cfg: EvalConfig, gen: Generator, bench: Benchmark, metric_keys: list[str]) -> str:
+    """``<model>-<benchmark>-<split>-<steps>steps-cfg<guidance>-seed<seed>[-tiny]-<hash>``; the hash covers the model
+    options, the benchmark fingerprint, limit, images per prompt and the metric set."""
+    spec = bench.spec()
+    blob = json.dumps({
+        "options": options_hash(cfg.model, cfg.profile, asdict(gen.config)), "fingerprint": spec.fingerprint,
+        "limit": cfg.limit, "ipp": cfg.images_per_prompt, "metrics": sorted(metric_keys), "seed": cfg.seed,
+    }, sort_keys=True)
+    h = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    steps = f"{gen.steps}steps" if gen.steps is not None else "real"
+    cfg_part = f"cfg{_fmt(gen.guidance)}" if gen.guidance is not None else "nocfg"
+    tiny = "-tiny" if cfg.profile == "tiny" else ""
+    return f"{cfg.model}-{bench.name}-{bench.split}-{steps}-{cfg_part}-seed{cfg.seed}{tiny}-{h}"
+
+
+def sample_key(bench: Benchmark, sample: Sample) -> str:
+    """Cache key of a sample: benchmark, id and a hash of its content (references, target, prompt)."""
+    content = hashlib.sha256(json.dumps(sample.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    return f"{bench.name}:{sample.id}:{content}"
+
+
+def _row_key(sample_id: str, seed: int) -> str:
+    return f"{sample_id}#{seed}"
+
+
+def run_eval(
+    model: str,
+    benchmark: str,
+    out: str | Path = "runs",
+    *,
+    split: str | None = None,
+    model_args: dict[str, Any] | Sequence[str] | str | None = None,
+    profile: str = "default",
+    limit: int | None = None,
+    seed: int = 0,
+    images_per_prompt: int = 4,
+    metrics: Sequence[str] | str | None = None,
+    image_encoder: str | None = None,
+    batch_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    metric_device: str | None = None,
+    n_boot: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Evaluate ``model`` on ``benchmark``; returns the run folder, summary, timing and rows.
+
+    Args:
+        model: Registered model name.
+        benchmark: ``NAME:PATH`` (see :func:`~mrbench.evaluation.benchmarks.build_benchmark`).
+        out: Parent folder of run folders.
+        split: Split (``held-in``/``held-out`` for MRBench releases).
+        model_args: Generator options as a dict or ``"k=v,k2=v2"`` strings.
+        profile: ``default`` or ``tiny``.
+        limit: First N samples only.
+        seed: First seed.
+        images_per_prompt: Images per sample.
+        metrics: Metric specs (``["clip_t", "face@dlib"]`` or ``"clip_t,face@dlib"``).
+        image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
+        batch_size: Requests per generate call.
+        cache_dir: Generation cache folder.
+        metric_device: Device for metric encoders.
+        n_boot: Bootstrap resamples.
+        progress: Called as ``progress(done, total)`` after each batch.
+    """
+    options = model_args if isinstance(model_args, dict) else parse_model_args(model_args)
+    metric_list = None if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
+    cfg = EvalConfig(model=model, benchmark=benchmark, out=str(out), split=split, model_args=dict(options),
+                     profile=profile, limit=limit, seed=seed, images_per_prompt=images_per_prompt,
+                     metrics=metric_list, image_encoder=image_encoder, batch_size=batch_size,
+                     cache_dir=str(cache_dir) if cache_dir else None, metric_device=metric_device, n_boot=n_boot)
+    wall0 = time.perf_counter()
+
+    # Everything that can fail on configuration fails here, before any generation.
+    bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
+    samples = bench.samples()
+    specs = parse_metric_specs(",".join(metric_list) if metric_list else None, image_encoder)
+    built_metrics = build_metrics(specs, profile=profile, device=metric_device)
+    gen = build_generator(model, profile, options)
+    fields = metric_fields(built_metrics)
+    metric_keys = [m.key for m in built_metrics]
+
+    out = Path(out)
+    run_dir = out / run_name(cfg, gen, bench, metric_keys)
+    (run_dir / "images").mkdir(parents=True, exist_ok=True)
+    opt_hash = options_hash(model, profile, asdict(gen.config))
+    cache = GenerationCache(Path(cache_dir) if cache_dir else out / ".cache" / "generations", model, opt_hash)
+    spec = bench.spec()
+    encoders = {m.key: m.info for m in built_metrics}
+    any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
+    _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
+
+    requests = [GenerationRequest(s, sd) for s in samples for sd in spec.seeds]
+    wanted_fields = sorted(fields)
+    done: dict[str, dict[str, Any]] = {}
+    for r in read_jsonl(run_dir / SAMPLES_FILE) + read_jsonl(run_dir / PARTIAL_FILE):
+        # An ok row scored with the current metric set is reused; anything else is redone (failed rows are retried,
+        # rows scored with other metrics are rescored from the cached image: nothing is generated twice).
+        if r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields:
+            done[_row_key(r["sample_id"], r["seed"])] = r
+    pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
+    gen.work_dir = cache.dir / "work"
+    gen.prepare(bench.all_samples())
+
+    bs = batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
+    timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
+              "cached_images": 0, "generate_s": 0.0, "metrics_s": 0.0}
+    new_rows: dict[str, dict[str, Any]] = {}
+    timing["setup_s"] = time.perf_counter() - wall0  # benchmark, metrics and model built; nothing generated yet
+    if progress:
+        progress(len(requests) - len(pending), len(requests))
+    with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
+        for start in range(0, len(pending), bs):
+            batch = pending[start:start + bs]
+            results = _generate_with_cache(gen, batch, bench, cache, timing)
+            rows = _score(batch, results, built_metrics, timing, run_dir, model, gen, encoders, any_random, bench)
+            for row in rows:
+                partial.write(row)
+                new_rows[_row_key(row["sample_id"], row["seed"])] = row
+            if progress:
+                progress(len(requests) - len(pending) + start + len(batch), len(requests))
+
+    all_rows = []
+    for q in requests:
+        k = _row_key(q.sample.id, q.seed)
+        all_rows.append(new_rows.get(k) or done[k])
+    write_jsonl(run_dir / SAMPLES_FILE, all_rows)
+    (run_dir / PARTIAL_FILE).unlink(missing_ok=True)
+
+    summary = {
+        "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
+        "model_random_weights": gen.random_weights, "benchmark": spec.to_dict(), "encoders": encoders,
+        "splits": summarize(all_rows, fields, n_boot=n_boot),
+    }
+    write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
+    wall = time.perf_counter() - wall0
+    timing["wall_s"] = wall
+    n_gen = timing["generated_images"]
+    timing["per_generated_image_s"] = timing["generate_s"] / n_gen if n_gen else None
+    timing["overhead_s"] = wall - timing["generate_s"]
+    atomic_write_text(run_dir / "timing.json", json.dumps(timing, indent=1, sort_keys=True))
+    return RunResult(run_dir, summary, timing, all_rows)
+
+
+def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str, Any], built: list[Metric],
+                  opt_hash: str, any_random: bool) -> None:
+    from mrbench.provenance import provenance
+
+    config = {
+        "run": run_dir.name, "eval": asdict(cfg), "model": gen.describe(), "options_hash": opt_hash,
+        "sampling": {"steps": gen.steps, "guidance": gen.guidance},
+        "benchmark": spec, "random_weights": any_random,
+        "metrics": [{"key": m.key, "metric": m.name, "encoder": m.encoder_name, "encoder_info": m.info,
+                     "fields": m.field_keys()} for m in built],
+        "provenance": provenance(),
+    }
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
+
+
+def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: Benchmark, cache: GenerationCache,
+                         timing: dict[str, Any]) -> list[tuple[GenerationResult, bytes | None]]:
+    results: list[tuple[GenerationResult, bytes | None] | None] = [None] * len(batch)
+    todo: list[int] = []
+    for i, req in enumerate(batch):
+        hit = cache.get(sample_key(bench, req.sample), req.seed)
+        if hit is None:
+            todo.append(i)
+            continue
+        png, meta = hit
+        with Image.open(io.BytesIO(png)) as im:
+            image = im.convert("RGB")
+        results[i] = (GenerationResult(image, source_id=meta.get("source_id"), info=meta.get("info", {})), png)
+        timing["cached_images"] += 1
+    if todo:
+        t0 = time.perf_counter()
+        try:
+            fresh = gen.generate([batch[i] for i in todo])
+        except (RuntimeError, ValueError, OSError) as e:  # errors are data: every request still yields a row
+            warn_once(log, f"generate:{type(e).__name__}", f"{gen.name}: generation failed ({type(e).__name__}: {e})")
+            fresh = [GenerationResult.failed("generation_error", f"{type(e).__name__}: {e}") for _ in todo]
+        timing["generate_s"] += time.perf_counter() - t0
+        if len(fresh) != len(todo):
+            raise RuntimeError(f"{gen.name} returned {len(fresh)} results for {len(todo)} requests")
+        for i, res in zip(todo, fresh):
+            png = None
+            if res.status == "ok" and res.image is not None:
+                png = image_bytes(res.image.convert("RGB"))
+                cache.put(sample_key(bench, batch[i].sample), batch[i].seed, png,
+                          {"source_id": res.source_id, "info": res.info})
+                timing["generated_images"] += 1
+            results[i] = (res, png)
+    return results  # type: ignore[return-value]
+
+
+def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult, bytes | None]],
+           built: list[Metric], timing: dict[str, Any], run_dir: Path, model: str, gen: Generator,
+           encoders: dict[str, Any], any_random: bool, bench: Benchmark) -> list[dict[str, Any]]:
+    ok = [i for i, (res, _) in enumerate(results) if res.status == "ok"]
+    values: dict[int, dict[str, float | None]] = {i: {} for i in ok}
+    t0 = time.perf_counter()
+    if ok:
+        inputs = [MetricInput(results[i][0].image, batch[i].sample, results[i][0].source_id) for i in ok]  # type: ignore[arg-type]
+        for m in built:
+            for i, vals in zip(ok, m.compute(inputs)):
+                values[i].update(vals)
+    timing["metrics_s"] += time.perf_counter() - t0
+    rows = []
+    for i, (req, (res, png)) in enumerate(zip(batch, results)):
+        s = req.sample
+        rel = None
+        if png is not None:
+            rel = f"images/{safe_name(s.id)}__s{req.seed}.png"
+            atomic_write_bytes(run_dir / rel, png)
+        rows.append({
+            "sample_id": s.id, "group": s.group, "split": s.split, "model": model, "seed": req.seed,
+            "prompt": s.prompt, "target_id": s.target.id if s.target else None,
+            "reference_ids": [r.id for r in s.references], "image": rel, "status": res.status,
+            "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
+            "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
+            "random_weights": any_random, "benchmark": bench.name,
+        })
+    return rows

@@ -1,0 +1,69 @@
+"""Test data builders for the evaluation tests (imported by conftest.py and tests; a unique module name)."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+MINI_SUBJECTS = {"red_toy": "toy", "blue_can": "can", "dog9": "dog"}
+MINI_COLORS = {"red_toy": (200, 30, 30), "blue_can": (30, 60, 210), "dog9": (120, 90, 40)}
+
+
+def shared(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+def subject_image(subject: str, k: int, size: int = 64) -> Image.Image:
+    """A photo-like image of ``subject``: its colour and shape on a varying background (seeded)."""
+    rng = np.random.default_rng(zlib.crc32(subject.encode()) % 1000 + 17 * k)
+    bg = rng.integers(150, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+    im = Image.fromarray(bg).resize((size, size), Image.BICUBIC)
+    d = ImageDraw.Draw(im)
+    c = MINI_COLORS[subject]
+    o = int(rng.integers(4, 14))
+    if subject == "blue_can":
+        d.rectangle([o, o, size - o, size - o // 2], fill=c)
+    elif subject == "red_toy":
+        d.ellipse([o, o, size - o, size - o], fill=c)
+    else:
+        d.polygon([(size // 2, o), (size - o, size - o), (o, size - o)], fill=c)
+    return im
+
+
+def write_prompts_file(path: Path, subjects: dict[str, str]) -> None:
+    """A prompts_and_classes.txt in DreamBench's published format (3 object and 3 live templates)."""
+    lines = ["Classes", "", "subject_name,class", *[f"{s},{c}" for s, c in subjects.items()], "", "Prompts", "",
+             "Object Prompts", "", "prompt_list = ["]
+    lines += [f"'{t}'.format(unique_token, class_token)," for t in
+              ("a {0} {1} in the jungle", "a {0} {1} in the snow", "a red {0} {1}")]
+    lines += ["]", "", "Live Subject Prompts", "", "prompt_list = ["]
+    lines += [f"'{t}'.format(unique_token, class_token)," for t in
+              ("a {0} {1} in the jungle", "a {0} {1} wearing a red hat", "a wet {0} {1}")]
+    lines += ["]", ""]
+    path.write_text("\n".join(lines))
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def require_encoder(name: str) -> None:
+    """Skip when a real-weights encoder cannot be built here (its weights ship with `make install`)."""
+    from mrbench.backends import MissingWeightsError, get_encoder
+
+    try:
+        get_encoder(name)
+    except (MissingWeightsError, ImportError) as e:
+        pytest.skip(f"encoder {name} unavailable: {e}")

@@ -1,0 +1,113 @@
+"""Metrics (values against manual computations) and aggregation (per-group means, bootstrap CIs over groups)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from evalhelpers import require_encoder, shared, subject_image
+from PIL import Image
+
+from mrbench.config import ConfigError
+from mrbench.evaluation.benchmarks import load_image_file
+from mrbench.evaluation.generator import ImageRef, Sample
+from mrbench.evaluation.metrics import MetricInput, MetricSpec, build_metrics, metric_fields, parse_metric_specs
+from mrbench.evaluation.results import bootstrap_ci, estimate, read_jsonl, summarize
+
+
+def _ref(image: Image.Image, rid: str, group: str = "g") -> ImageRef:
+    return ImageRef(rid, group, lambda: image)
+
+
+def _sample(target: Image.Image, refs: list[Image.Image], prompt: str = "a red toy", tag: str = "") -> Sample:
+    """Image ids are unique per image (metrics cache real-image embeddings by id, as benchmarks guarantee)."""
+    return Sample(id="s", group="g", split="test", prompt=prompt,
+                  references=[_ref(r, f"{tag}r{i}") for i, r in enumerate(refs)], target=_ref(target, f"{tag}t"))
+
+
+def test_image_similarity_matches_manual_cosines() -> None:
+    (m,) = build_metrics([MetricSpec("image_sim", "dino-tiny")])
+    assert m.key == "image_sim@dino-tiny" and m.info["random_weights"] is True
+    target, refs = subject_image("red_toy", 0), [subject_image("red_toy", 1), subject_image("blue_can", 2)]
+    gen = subject_image("red_toy", 3)
+    (row,) = m.compute([MetricInput(gen, _sample(target, refs))])
+    e = m.encoder.embed_images([gen, target, *refs])
+    assert row["image_sim@dino-tiny.target"] == pytest.approx(float(e[0] @ e[1]), abs=1e-5)
+    assert row["image_sim@dino-tiny.refs"] == pytest.approx(float((e[0] @ e[2] + e[0] @ e[3]) / 2), abs=1e-5)
+    # The generation identical to the target scores 1 against it.
+    (same,) = m.compute([MetricInput(target, _sample(target, refs))])
+    assert same["image_sim@dino-tiny.target"] == pytest.approx(1.0, abs=1e-5)
+    # A real-image row that returned reference r0: r0 is left out of the reference mean.
+    (loo,) = m.compute([MetricInput(refs[0], _sample(target, refs), source_id="r0")])
+    assert loo["image_sim@dino-tiny.refs"] == pytest.approx(float(e[2] @ e[3]), abs=1e-5)
+
+
+def test_clip_t_is_raw_cosine_and_scaled_in_summary() -> None:
+    (m,) = build_metrics([MetricSpec("clip_t")], profile="tiny")
+    assert m.key == "clip_t@clip-tiny"
+    gen = subject_image("blue_can", 0)
+    (row,) = m.compute([MetricInput(gen, _sample(gen, [], prompt="a blue can"))])
+    manual = float(m.encoder.embed_images([gen])[0] @ m.encoder.embed_texts(["a blue can"])[0])
+    assert row["clip_t@clip-tiny"] == pytest.approx(manual, abs=1e-5)
+    rows = [{"split": "test", "group": "g", "sample_id": "s", "status": "ok", "metrics": row}]
+    est = summarize(rows, metric_fields([m]))["test"]["metrics"]["clip_t@clip-tiny"]
+    assert est["scaled"]["factor"] == 2.5 and est["scaled"]["mean"] == pytest.approx(2.5 * manual)
+
+
+def test_face_similarity_with_dlib_on_real_faces() -> None:
+    faces = shared("faces")
+    require_encoder("dlib")
+    (m,) = build_metrics([MetricSpec("face", "dlib")])
+    obama = [load_image_file(faces / f) for f in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    biden = load_image_file(faces / "biden.jpg")
+    blank = Image.new("RGB", (200, 200), (128, 128, 128))
+    sample = _sample(obama[0], [obama[1], biden])
+    same, other, none = m.compute([MetricInput(obama[2], sample), MetricInput(biden, sample), MetricInput(blank, sample)])
+    k = "face@dlib"
+    assert same[f"{k}.detected"] == 1.0 and none[f"{k}.detected"] == 0.0
+    assert same[f"{k}.target"] > other[f"{k}.target"] + 0.05
+    assert same[f"{k}.target_zero"] == same[f"{k}.target"]
+    # No face in the generation: excluded under one policy, 0 under the other.
+    assert none[f"{k}.target"] is None and none[f"{k}.target_zero"] == 0.0
+    assert none[f"{k}.refs"] is None and none[f"{k}.refs_zero"] == 0.0
+    # No face in the target: the row carries no target value under either policy.
+    (no_target,) = m.compute([MetricInput(obama[2], _sample(blank, [obama[1]], tag="blank-"))])
+    assert no_target[f"{k}.target"] is None and no_target[f"{k}.target_zero"] is None
+    assert no_target[f"{k}.refs"] is not None
+
+
+def test_metric_specs() -> None:
+    specs = parse_metric_specs("clip_t,clip_i,dino_i,face@dlib", image_encoder="mobilenet_v2")
+    assert [(s.metric, s.encoder) for s in specs] == [("clip_t", None), ("face", "dlib"), ("image_sim", "mobilenet_v2")]
+    with pytest.raises(ConfigError):
+        parse_metric_specs("clip_t,clip_t")
+    with pytest.raises(ConfigError, match="face encoder"):
+        build_metrics([MetricSpec("face", "dino-tiny")])
+
+
+def test_group_means_then_split_mean() -> None:
+    rows = [{"split": "t", "group": "a", "sample_id": f"a{i}", "status": "ok", "metrics": {"x": 1.0}} for i in range(10)]
+    rows += [{"split": "t", "group": "b", "sample_id": "b0", "status": "ok", "metrics": {"x": 0.0}},
+             {"split": "t", "group": "b", "sample_id": "b1", "status": "ok", "metrics": {"x": None}},
+             {"split": "t", "group": "c", "sample_id": "c0", "status": "no_candidate", "metrics": {}}]
+    est = estimate([r for r in rows if r["status"] == "ok"], "x")
+    assert est.mean == pytest.approx(0.5) and est.n_groups == 2 and est.n_rows == 11
+    summary = summarize(rows, {"x": {"direction": "higher"}})["t"]
+    assert summary["rows_per_status"] == {"no_candidate": 1, "ok": 12} and summary["groups"] == 3
+    assert summary["metrics"]["x"]["mean"] == pytest.approx(0.5)
+
+
+def test_bootstrap_ci() -> None:
+    vals = list(np.random.default_rng(0).normal(0.7, 0.1, 40))
+    lo, hi = bootstrap_ci(vals)
+    assert lo < np.mean(vals) < hi and (lo, hi) == bootstrap_ci(vals)
+    assert hi - lo == pytest.approx(2 * 1.96 * np.std(vals) / np.sqrt(40), rel=0.25)
+    assert bootstrap_ci([0.3]) == (0.3, 0.3)
+
+
+def test_read_jsonl_skips_truncated_line(tmp_path: Path) -> None:
+    p = tmp_path / "rows.jsonl"
+    p.write_text(json.dumps({"a": 1}) + "\n" + '{"a": 2, "b"')
+    assert read_jsonl(p) == [{"a": 1}]
