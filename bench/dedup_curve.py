@@ -13,44 +13,17 @@ Run: ``python bench/dedup_curve.py [--data ../shared/data/dreambench] [--seeds 0
 from __future__ import annotations
 
 import argparse
-import io
-import random
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from mrbench.curation.calibration import cluster_pairs, plant_near_duplicates
 from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
 from mrbench.curation.embed import build_encoder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dreambench"
-
-
-def plant(paths: list[Path], n: int, seed: int) -> tuple[list[Image.Image], list[int]]:
-    rng = random.Random(seed)
-    out, owner = [], []
-    for i in sorted(rng.sample(range(len(paths)), n)):
-        im = Image.open(paths[i]).convert("RGB")
-        w, h = im.size
-        fw, fh = rng.uniform(0.8, 0.95), rng.uniform(0.8, 0.95)
-        x0, y0 = rng.uniform(0, 1 - fw) * w, rng.uniform(0, 1 - fh) * h
-        out.append(im.crop((round(x0), round(y0), round(x0 + fw * w), round(y0 + fh * h))))
-        out.append(ImageOps.mirror(im))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=rng.randint(20, 60))
-        out.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        s = rng.uniform(0.5, 0.9)
-        out.append(im.resize((round(w * s), round(h * s)), Image.BICUBIC))
-        owner += [i] * 4
-    return out, owner
-
-
-def pairs(labels: list[int]) -> set[tuple[int, int]]:
-    by: dict[int, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by.setdefault(lab, []).append(i)
-    return {(a, b) for m in by.values() for k, a in enumerate(m) for b in m[k + 1:]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +45,13 @@ def main(argv: list[str] | None = None) -> int:
           f"({enc.info.weights}); default threshold {DEFAULT_THRESHOLD}")
     table: dict[float, list[tuple[float, float]]] = {t: [] for t in args.thresholds}
     for seed in args.seeds:
-        variants, owner = plant(paths, args.originals, seed)
+        variants, owner, _ = plant_near_duplicates(paths, args.originals, seed)
         emb = np.concatenate([base, enc.embed_images(variants)])
-        truth = pairs(list(range(len(paths))) + owner)
+        truth = cluster_pairs(list(range(len(paths))) + owner)
         ids = [f"{k:05d}" for k in range(len(emb))]
         for t in args.thresholds:
             res = dedup(emb, ids, None, t)
-            got = pairs(np.where(res.keep, np.arange(len(emb)), res.duplicate_of).tolist())
+            got = cluster_pairs(np.where(res.keep, np.arange(len(emb)), res.duplicate_of).tolist())
             tp = len(got & truth)
             table[t].append((tp / len(got) if got else 1.0, tp / len(truth)))
     print("threshold  " + "  ".join(f"seed {s}: P     R    " for s in args.seeds) + "  mean P  mean R")

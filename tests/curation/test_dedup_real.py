@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
-from realdata import dreambench, encoder, near_duplicates, pair_precision_recall
+from mrbench.curation.calibration import pair_precision_recall, plant_near_duplicates
+from realdata import dreambench, encoder
 
 pytestmark = pytest.mark.slow
 
 
 def test_planted_near_duplicates_precision_recall_at_default_threshold():
     paths, _, originals = dreambench()
-    variants, owner, _ = near_duplicates(paths, 40, seed=0)
+    variants, owner, _ = plant_near_duplicates(paths, 40, seed=0)
     emb = np.concatenate([originals, encoder().embed_images(variants)])
     truth = list(range(len(paths))) + owner  # a variant belongs with its original; everything else stands alone
     ids = [f"{k:04d}" for k in range(len(emb))]
