@@ -48,9 +48,9 @@ MMCV_WHEELS = $(WHEEL_CACHE)/torch-$(shell $(BIN)/python -c "import torch; print
 
 install-mmdet: install
 	@ls $(MMCV_WHEELS)/mmcv-$(MMCV_VERSION)-*.whl >/dev/null 2>&1 || $(MAKE) --no-print-directory build-mmcv
-	$(PIP) install -q --no-deps $$(ls $(MMCV_WHEELS)/mmcv-$(MMCV_VERSION)-*.whl | head -n 1)
 	$(PIP) install -q -c constraints.txt $(MMDET_DEPS)
-	$(PIP) install -q -c constraints.txt --no-deps $(MMDET_PKGS)
+	# one --no-deps step for the three, so pip never sees mmcv without mmengine (or mmdet without mmcv)
+	$(PIP) install -q -c constraints.txt --no-deps $$(ls $(MMCV_WHEELS)/mmcv-$(MMCV_VERSION)-*.whl | head -n 1) $(MMDET_PKGS)
 	$(BIN)/python -c "import mmcv, mmcv.ops, mmdet; print('mmcv', mmcv.__version__, '+ mmdet', mmdet.__version__, 'installed')"
 
 build-mmcv: install
