@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 
 from mrbench.config import CurateConfig
-from mrbench.curation.cluster import face_threshold
 from mrbench.curation.dedup import similar_pairs
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
+from mrbench.curation.refine import identity_threshold
 from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 
@@ -51,10 +51,8 @@ class AuditResult:
     stats: Stats = field(default_factory=Stats)
 
 
-def _cross_split_pairs(vectors: np.ndarray, who: list[int], threshold: float, seed: int) -> list[tuple[int, int, float]]:
-    """Pairs (positions into ``who``) at or above ``threshold``; the caller keeps those across splits."""
-    if len(who) < 2:
-        return []
+def _pairs(vectors: np.ndarray, threshold: float, seed: int) -> list[tuple[int, int, float]]:
+    """Row pairs at or above ``threshold``, any split; the caller keeps those across splits."""
     pairs = similar_pairs(vectors, threshold, seed=seed)
     return list(zip(pairs.i.tolist(), pairs.j.tolist(), pairs.sim.tolist()))
 
@@ -73,15 +71,15 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     if config.embed.encoder:
         who = [k for k, rid in enumerate(images) if index.row[pos[rid]] >= 0]
         vec = index.image_vectors(np.array([pos[images[k]] for k in who], np.int64))
-        for a, b, s in _cross_split_pairs(vec, who, config.audit.near_dup_threshold, config.seed):
+        for a, b, s in _pairs(vec, config.audit.near_dup_threshold, config.seed):
             leaks.append(("near_duplicate", images[who[a]], images[who[b]], s))
     if config.embed.face_encoder:
         threshold = config.audit.identity_threshold
         if threshold is None:
-            threshold = config.group.identity_threshold if config.group.identity_threshold is not None else face_threshold(config.embed.face_encoder)
+            threshold = identity_threshold(config)
         who = [k for k, rid in enumerate(images) if index.face_row[pos[rid]] >= 0]
-        faces = np.asarray(index.faces[index.face_row[[pos[images[k]] for k in who]]], np.float32) if who else np.zeros((0, 1), np.float32)
-        for a, b, s in _cross_split_pairs(faces, who, threshold, config.seed):
+        faces = index.face_vectors(np.array([pos[images[k]] for k in who], np.int64))
+        for a, b, s in _pairs(faces, threshold, config.seed):
             leaks.append(("identity", images[who[a]], images[who[b]], s))
     rows: dict[str, list[Any]] = {n: [] for n in LEAK_SCHEMA.names}
     counts: Counter[str] = Counter()

@@ -176,9 +176,13 @@ def consistency_outliers(emb: np.ndarray, min_similarity: float, mad_factor: flo
     Returns:
         Boolean mask of outliers.
     """
-    scores = consistency_scores(emb)
+    return score_outliers(consistency_scores(emb), min_similarity, mad_factor, min_size)
+
+
+def score_outliers(scores: np.ndarray, min_similarity: float, mad_factor: float = 3.0, min_size: int = 4) -> np.ndarray:
+    """:func:`consistency_outliers` on already computed :func:`consistency_scores` (callers that report them)."""
     out = scores < min_similarity
-    if mad_factor > 0 and emb.shape[0] >= min_size:
+    if mad_factor > 0 and scores.shape[0] >= min_size:
         med = float(np.median(scores))
         mad = float(np.median(np.abs(scores - med))) * 1.4826
         out |= scores < med - mad_factor * max(mad, 1e-3)

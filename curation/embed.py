@@ -13,11 +13,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mrbench.config import ConfigError, CurateConfig, EmbedConfig
 from mrbench.log import get_logger, warn_once
@@ -157,10 +156,10 @@ class EmbedTask:
         return self._models[key]
 
     def __call__(self, shard: int) -> None:
-        from mrbench.curation.filters import tag_classes
+        from mrbench.curation.filters import TagClasses
 
         cfg = self.config.embed
-        classes = tag_classes(self.config) if cfg.detector else {}
+        classes = TagClasses(self.config) if cfg.detector else {}
         download = ShardSet(Path(self.run_dir) / "download", "shard").output(shard)
         stats = Stats()
         rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
@@ -186,7 +185,7 @@ class EmbedTask:
                 images.append(None)
             out.append(row)
         live = [k for k, im in enumerate(images) if im is not None]
-        for k, row in enumerate(out):
+        for row in out:
             stats.inc(f"embed/{row['status']}")
         if cfg.encoder and live:
             vectors = self._model("encoder").embed_images([images[k] for k in live])
@@ -209,11 +208,6 @@ class EmbedTask:
                 out[k].update(det_labels=list(det.labels), det_scores=[float(s) for s in det.scores])
                 stats.inc("embed/detections_checked")
         return out
-
-
-def read_features(run_dir: Path, shard: int, columns: Sequence[str] | None = None) -> pa.Table:
-    """One feature shard (all columns unless ``columns``)."""
-    return pq.read_table(ShardSet(Path(run_dir) / "embed", "shard").output(shard), columns=list(columns) if columns else None)
 
 
 @dataclass

@@ -4,6 +4,7 @@ Each filter only answers keep or drop-with-reason (:class:`mrbench.stage.Filter`
 embed step's feature shards, so no filter loads a model. Drop reasons:
 
 * ``low_resolution``: shorter side below ``filters.min_side``; ``extreme_aspect``: side ratio above ``max_aspect``.
+* ``embed_decode_error`` (or any other failure the embed step recorded): no features to judge the image by.
 * Person categories (``embed.face_categories``, by default celebrity and character) want one dominant face:
   ``no_face``; ``face_too_small`` (largest face box below ``face_min_area`` of the image area);
   ``face_low_score`` (its detector score below ``face_min_score``); ``multiple_faces`` (another face at least
@@ -91,10 +92,6 @@ class TagClasses:
         return self._memo[tag] or default
 
 
-def tag_classes(config: CurateConfig) -> TagClasses:
-    return TagClasses(config)
-
-
 class ResolutionFilter(Filter):
     """Drops images with a short side below ``min_side`` or a side ratio above ``max_aspect`` (0 turns a rule off)."""
 
@@ -114,6 +111,28 @@ class ResolutionFilter(Filter):
             record.error_message = f"{w}x{h}: aspect ratio > {self.max_aspect}"
             return "extreme_aspect"
         return None
+
+
+class EmbedFailureFilter(Filter):
+    """Drops images the embed step could not read, with the reason its feature row carries
+    (``embed_decode_error``): such an image has no features, so no later rule could judge it.
+
+    Args:
+        failures: Image id -> (reason, detail) for the feature rows whose status is not ok.
+    """
+
+    name = "embed"
+
+    def __init__(self, failures: Mapping[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def check(self, record: ImageRecord) -> str | None:
+        failure = self.failures.get(record.id)
+        if failure is None:
+            return None
+        reason, record.error_message = failure
+        return reason
 
 
 @dataclass
@@ -234,15 +253,17 @@ class FilterTask:
         features = ShardSet(Path(self.run_dir) / "embed", "shard").output(shard)
         if not features.exists():
             return out
-        cols = ["id", "num_faces", "face_box", "face_score", "face_boxes", "det_labels", "det_scores"]
+        cols = ["id", "status", "error_message", "num_faces", "face_box", "face_score", "face_boxes", "det_labels",
+                "det_scores"]
         table = pq.read_table(features, columns=cols).to_pylist()
+        out.append(EmbedFailureFilter({r["id"]: (r["status"], r["error_message"]) for r in table if r["status"] != "ok"}))
         if fc.face and cfg.embed.face_encoder:
             faces = {r["id"]: FaceInfo(r["num_faces"], r["face_box"], r["face_score"], r["face_boxes"] or [])
                      for r in table if r["num_faces"] is not None}
             out.append(FaceFilter(fc, cfg.embed.face_categories, faces))
         if fc.object and cfg.embed.detector:
             dets = {r["id"]: (r["det_labels"], r["det_scores"]) for r in table if r["det_labels"] is not None}
-            out.append(ObjectFilter(tag_classes(cfg), dets, fc.object_min_score))
+            out.append(ObjectFilter(TagClasses(cfg), dets, fc.object_min_score))
         return out
 
     def __call__(self, shard: int) -> None:

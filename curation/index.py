@@ -64,6 +64,11 @@ class FeatureIndex:
         rows = self.row[positions]
         return np.asarray(self.vectors[rows], np.float32) if rows.size else np.zeros((0, self.vectors.shape[1]), np.float32)
 
+    def face_vectors(self, positions: np.ndarray) -> np.ndarray:
+        """Face embeddings of the images at ``positions`` (all must have one)."""
+        rows = self.face_row[positions]
+        return np.asarray(self.faces[rows], np.float32) if rows.size else np.zeros((0, self.faces.shape[1]), np.float32)
+
 
 def _dim(path: Path, column: str) -> int:
     for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=256):
@@ -112,11 +117,11 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     face_rows: list[np.ndarray] = []
     k = 0
     for i in range(n):
-        for batch, mask in zip(
-            pq.ParquetFile(features.output(i)).iter_batches(columns=["embedding", "face_embedding"], batch_size=512),
-            _split_mask(keep[i], 512),
-        ):
+        start = 0  # batches may come shorter than batch_size (row-group ends): slice the mask by their real length
+        batches = pq.ParquetFile(features.output(i)).iter_batches(columns=["embedding", "face_embedding"], batch_size=512)
+        for batch in batches:
             emb, fem = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            mask, start = keep[i][start : start + batch.num_rows], start + batch.num_rows
             for e, fe, ok in zip(emb, fem, mask):
                 if not ok:
                     continue
@@ -143,7 +148,3 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     stats.save(folder / "stats.json")
     atomic_write_text(folder / "_SUCCESS", "")
     return stats
-
-
-def _split_mask(mask: list[bool], size: int) -> list[list[bool]]:
-    return [mask[s : s + size] for s in range(0, len(mask), size)] or [[]]

@@ -132,8 +132,8 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
         }
     )
     write_parquet_atomic(gt, folder / "groups.parquet")
-    for s in ("held_out", "held_in", "train"):
-        stats.inc(f"split/{s}_groups", sum(1 for v in splits.values() if v == s))
+    for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
+        stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
     stats.save(folder / "stats.json")
     atomic_write_text(folder / "_SUCCESS", "")
     return stats
@@ -166,7 +166,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))
     executor = get_executor(config.executor)
     # Missing weights or model dependencies fail here, before any work.
-    models = preflight(config.embed) if (config.embed.encoder or config.embed.face_encoder or config.embed.detector) else {}
+    models = preflight(config.embed)
     if models:
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
 
@@ -188,20 +188,39 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     group_and_split(config, run_dir)
     step(ReleaseTask(config, str(run_dir)), config.num_shards)
     manifest = finalize_release(config, run_dir)
-    write_merged_stats(run_dir, config, num_ingest)
-    return summarize(run_dir, config, manifest)
+    merged = write_merged_stats(run_dir, config, num_ingest)
+    return summarize(run_dir, merged, manifest)
 
 
-def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> None:
-    """``RUN_DIR/stats.json``: every step's counters merged over its shards."""
-    merged = {
-        "ingest": ShardSet(run_dir / "ingest", "candidates").merged_stats(num_ingest),
-        "select": Stats.load(run_dir / "urls" / "stats.json"),
-        "download": ShardSet(run_dir / "download", "shard").merged_stats(config.num_shards),
-        "group": Stats.load(run_dir / "groups" / "stats.json"),
-        "release": ShardSet(run_dir / "state", "release", suffix=".unused").merged_stats(config.num_shards),
+def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> dict[str, Stats]:
+    """``RUN_DIR/stats.json``: every step's counters merged over its shards (steps that did not run are left out).
+
+    Returns:
+        The merged stats per step.
+    """
+
+    def sharded(shards: ShardSet, count: int) -> Stats | None:
+        return shards.merged_stats(count) if shards.folder.is_dir() else None
+
+    def single(folder: str) -> Stats | None:
+        path = run_dir / folder / "stats.json"
+        return Stats.load(path) if path.exists() else None
+
+    run, n = str(run_dir), config.num_shards
+    steps = {
+        "ingest": sharded(IngestTask(config, run).shards, num_ingest),
+        "select": single("urls"),
+        "download": sharded(DownloadTask(config, run).shards, n),
+        "embed": sharded(EmbedTask(config, run).shards, n),
+        "filters": sharded(FilterTask(config, run).shards, n),
+        "index": single("index"),
+        "dedup": single("dedup"),
+        "group": single("groups"),
+        "release": sharded(ReleaseTask(config, run).state, n),
     }
+    merged = {k: v for k, v in steps.items() if v is not None}
     atomic_write_text(run_dir / "stats.json", json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
+    return merged
 
 
 _DROP_STEPS = {
@@ -219,9 +238,9 @@ def drop_step(reason: str) -> str:
     return _DROP_STEPS.get(reason, "download")
 
 
-def summarize(run_dir: Path, config: CurateConfig, manifest: dict[str, Any]) -> dict[str, Any]:
-    status = ShardSet(run_dir / "state", "release", suffix=".unused").merged_stats(config.num_shards)
-    download = ShardSet(run_dir / "download", "shard").merged_stats(config.num_shards)
+def summarize(run_dir: Path, merged: dict[str, Stats], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary from its merged stats (:func:`write_merged_stats`), groups and manifest."""
+    status, download = merged["release"], merged["download"]
     groups = pq.read_table(run_dir / "groups" / "groups.parquet", columns=["split"]).column("split").to_pylist()
     return {
         "rows_per_status": {k.split("/", 1)[1]: v for k, v in sorted(status.counts.items()) if k.startswith("status/")},

@@ -26,12 +26,22 @@ from pathlib import Path
 import numpy as np
 
 from mrbench.config import CurateConfig
-from mrbench.curation.cluster import cluster_embeddings, consistency_outliers, dominant_cluster, face_threshold
+from mrbench.curation.cluster import (
+    cluster_embeddings, consistency_scores, dominant_cluster, face_threshold, score_outliers,
+)
 from mrbench.curation.dedup import dedup
 from mrbench.curation.index import FeatureIndex
 from mrbench.stats import Stats
 
 VISUAL_PREFIX = "visual_"
+
+
+def identity_threshold(config: CurateConfig) -> float:
+    """Face cosine at or above which two faces are one person: ``group.identity_threshold``, else the face
+    encoder's default (:func:`~mrbench.curation.cluster.face_threshold`)."""
+    if config.group.identity_threshold is not None:
+        return config.group.identity_threshold
+    return face_threshold(config.embed.face_encoder)
 
 
 @dataclass
@@ -86,10 +96,8 @@ class GroupRefiner:
         with_face = [k for k in range(len(ids)) if index.face_row[at[k]] >= 0]
         if len(with_face) < 2:
             return {}
-        cfg = self.config
-        threshold = cfg.group.identity_threshold if cfg.group.identity_threshold is not None else face_threshold(cfg.embed.face_encoder)
-        faces = np.asarray(index.faces[index.face_row[at[with_face]]], np.float32)
-        labels = cluster_embeddings(faces, threshold=threshold, seed=cfg.seed).labels
+        faces = index.face_vectors(at[with_face])
+        labels = cluster_embeddings(faces, threshold=identity_threshold(self.config), seed=self.config.seed).labels
         main = dominant_cluster(labels)
         size = int((labels == main).sum())
         return {ids[k]: f"face identity {lab} differs from the group's dominant identity ({size} of {len(labels)} faces)"
@@ -99,12 +107,9 @@ class GroupRefiner:
         has = [k for k in range(len(ids)) if index.row[at[k]] >= 0]
         if len(has) < 3:  # with two images there is no "rest of the group" to disagree with
             return {}
-        from mrbench.curation.cluster import consistency_scores
-
-        emb = index.image_vectors(at[has])
         cfg = self.config.group
-        mask = consistency_outliers(emb, cfg.consistency_min, cfg.consistency_mad)
-        scores = consistency_scores(emb)
+        scores = consistency_scores(index.image_vectors(at[has]))
+        mask = score_outliers(scores, cfg.consistency_min, cfg.consistency_mad)
         return {ids[has[k]]: f"similarity {scores[k]:.3f} to the rest of the group (min {cfg.consistency_min})"
                 for k in np.flatnonzero(mask)}
 
@@ -121,9 +126,11 @@ class GroupRefiner:
                        drops: dict[str, tuple[str, str]], stats: Stats, index: FeatureIndex, pos: dict[str, int]) -> None:
         ids = sorted(members.pop("untagged"))
         meta.pop("untagged", None)
-        with_vec = [r for r in ids if r in pos and index.row[pos[r]] >= 0]
+        with_vec = []
         for rid in ids:
-            if rid not in set(with_vec):
+            if rid in pos and index.row[pos[rid]] >= 0:
+                with_vec.append(rid)
+            else:
                 drops[rid] = ("no_embedding", "untagged image without an embedding cannot be grouped visually")
         if not with_vec:
             return

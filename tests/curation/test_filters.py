@@ -76,3 +76,29 @@ def test_object_filter_and_chaining_keeps_the_first_reason(tmp_path):
         ("small", "low_resolution"),  # dropped by the first filter; the object filter never sees it as ok
     ]
     assert "best 0.300" in out[1].error_message
+
+
+def test_filter_task_drops_images_the_embed_step_could_not_read(tmp_path):
+    import pyarrow as pa
+
+    from mrbench.curation.embed import FEATURE_SCHEMA
+    from mrbench.curation.filters import FilterTask, read_drops
+    from mrbench.shards import ShardSet, records_to_table, write_parquet_atomic
+
+    records = [rec("good"), rec("broken"), rec("small", 30, 30)]
+    write_parquet_atomic(records_to_table(records), ShardSet(tmp_path / "download", "shard").output(0))
+    features = [
+        {"id": "good", "width": 400, "height": 300, "status": "ok", "error_message": ""},
+        {"id": "broken", "width": 400, "height": 300, "status": "embed_decode_error", "error_message": "OSError: truncated"},
+        {"id": "small", "width": 30, "height": 30, "status": "ok", "error_message": ""},
+    ]
+    write_parquet_atomic(pa.Table.from_pylist(features, schema=FEATURE_SCHEMA), ShardSet(tmp_path / "embed", "shard").output(0))
+    cfg = CurateConfig()
+    cfg.filters.min_side = 64
+    task = FilterTask(cfg, str(tmp_path))
+    task(0)
+    assert read_drops(tmp_path / "filters", "drops", 1) == {
+        "broken": ("embed_decode_error", "OSError: truncated"),  # no features: no later rule could judge it
+        "small": ("low_resolution", "30x30: shorter side < 64"),
+    }
+    assert task.is_done(0)
