@@ -263,9 +263,8 @@ class EasyRefGenerator(SDXLGenerator):
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
         cfg: EasyRefConfig = self.config
-        self.mllm_dtype = (torch.float32 if profile == "tiny" and cfg.mllm_dtype is None
-                           else resolve_dtype(cfg.mllm_dtype or ("bfloat16" if self.device.startswith("cuda") else None),
-                                              self.device))
+        default_dtype = "bfloat16" if self.device.startswith("cuda") and profile != "tiny" else "float32"
+        self.mllm_dtype = resolve_dtype(cfg.mllm_dtype or default_dtype, self.device)
         self.cond_image_size = cfg.cond_image_size or (56 if profile == "tiny" else 336)
         min_px, max_px = pixel_bounds(self.cond_image_size)
         if profile == "tiny":

@@ -24,10 +24,10 @@ from PIL import Image
 
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator
 from mrbench.config import ConfigError
+from mrbench.evaluation.benchmarks import IDENTIFIER
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Sample
 
 ADAPTER = "mrbench_group"
-IDENTIFIER = "sks"
 
 
 @dataclass
@@ -89,9 +89,14 @@ class LoRAGenerator(SDXLGenerator):
         self.lora_config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
                                       target_modules=list(cfg.target_modules))
         self.pipe.unet.add_adapter(self.lora_config, adapter_name=ADAPTER)
-        self._lora_names = sorted(n for n, _ in self.pipe.unet.named_parameters() if "lora_" in n)
-        if not self._lora_names:
+        lora_params = {n: p for n, p in self.pipe.unet.named_parameters() if "lora_" in n}
+        if not lora_params:
             raise ConfigError(f"no UNet module matched target_modules={cfg.target_modules}")
+        # LoRA weights live in float32 even on a float16 UNet, whether trained here or loaded from the cache, so an
+        # adapter samples the same before and after a restart.
+        for param in lora_params.values():
+            param.data = param.data.float()
+        self._lora_names = sorted(lora_params)
         self._loaded: str | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.last_training: dict[str, Any] = {}
@@ -150,19 +155,16 @@ class LoRAGenerator(SDXLGenerator):
             self._load_adapter(path)
             self.last_training = json.loads(meta_path.read_text())
         else:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            from mrbench.shards import atomic_write_text
+            from mrbench.shards import atomic_write_bytes, atomic_write_text
 
             self._reset_lora()
             images = [r.load() for r in sample.references]
             prompt = self.config.instance_prompt.format(identifier=self.config.identifier,
                                                         class_token=sample.class_token or "subject")
             self.last_training = {"adapter": key, **self.train(images, prompt)}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file(self.lora_state(), str(tmp))
-            tmp.replace(path)
+            atomic_write_bytes(path, save(self.lora_state()))
             atomic_write_text(meta_path, json.dumps(self.last_training, sort_keys=True))  # marker: written last
         self._loaded = key
         return self.last_training
@@ -236,9 +238,8 @@ class LoRAGenerator(SDXLGenerator):
         cfg = self.config
         batch = self.training_batch(images, prompt)
         unet = self.pipe.unet
-        params = [p for n, p in unet.named_parameters() if "lora_" in n]
+        params = [p for n, p in unet.named_parameters() if "lora_" in n]  # float32 (see __init__)
         for p in params:
-            p.data = p.data.float()  # LoRA weights train in float32 even on a float16 UNet
             p.requires_grad_(True)
         before = self.held_fixed_loss(batch)
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)

@@ -9,9 +9,10 @@ The choice depends only on the request's seed and sample id (a seeded hash), so 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Generator, ImageRef, Sample
 
@@ -27,64 +28,65 @@ def seeded_index(seed: int, sample_id: str, n: int, salt: str) -> int:
     return int.from_bytes(digest[:8], "big") % n
 
 
-class ReferenceRow(Generator):
-    """Ceiling: returns another real image of the same group (one of the sample's references)."""
+class _RealImageRow(Generator):
+    """A row whose "generation" is a real image drawn, by a seeded hash, from :meth:`candidates`."""
 
-    name = "reference"
     config_cls = RealImageConfig
     default_batch_size = 16
+    no_candidate: ClassVar[str] = ""  # failure message when there is nothing to draw from; ``{group}`` is filled in
 
     @property
     def random_weights(self) -> bool:
         return False  # real images: no weights involved, whatever the profile
 
+    @abc.abstractmethod
+    def candidates(self, sample: Sample) -> list[ImageRef]:
+        """The real images a request for ``sample`` may return."""
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         out = []
         for req in requests:
-            refs = req.sample.references
-            if not refs:
-                out.append(GenerationResult.failed("no_candidate", f"group {req.sample.group} has no other real image"))
+            pool = self.candidates(req.sample)
+            if not pool:
+                out.append(GenerationResult.failed("no_candidate", self.no_candidate.format(group=req.sample.group)))
                 continue
-            ref = refs[seeded_index(req.seed, req.sample.id, len(refs), self.name)]
+            ref = pool[seeded_index(req.seed, req.sample.id, len(pool), self.name)]
             out.append(GenerationResult(ref.load(), source_id=ref.id, info={"source_group": ref.group}))
         return out
+
+
+class ReferenceRow(_RealImageRow):
+    """Ceiling: returns another real image of the same group (one of the sample's references)."""
+
+    name = "reference"
+    no_candidate = "group {group} has no other real image"
+
+    def candidates(self, sample: Sample) -> list[ImageRef]:
+        return sample.references
 
     def weights(self) -> dict[str, str]:
         return {"kind": "real images of the same group"}
 
 
-class ChanceRow(Generator):
+class ChanceRow(_RealImageRow):
     """Chance: returns a real image of a different group, drawn from every image of the benchmark's split."""
 
     name = "chance"
-    config_cls = RealImageConfig
-    default_batch_size = 16
+    no_candidate = "the benchmark has no other group to draw from"
 
     def __init__(self, profile: str = "default", **options: object) -> None:
         super().__init__(profile, **options)
         self._pool: list[ImageRef] = []
 
-    @property
-    def random_weights(self) -> bool:
-        return False
-
     def prepare(self, samples: Sequence[Sample]) -> None:
         seen: dict[str, ImageRef] = {}
         for s in samples:
-            for ref in [*s.references, *([s.target] if s.target else [])]:
+            for ref in s.real_images():
                 seen.setdefault(ref.id, ref)
         self._pool = [seen[k] for k in sorted(seen)]
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        out = []
-        for req in requests:
-            others = [r for r in self._pool if r.group != req.sample.group]
-            if not others:
-                out.append(GenerationResult.failed("no_candidate", "the benchmark has no other group to draw from"))
-                continue
-            ref = others[seeded_index(req.seed, req.sample.id, len(others), self.name)]
-            out.append(GenerationResult(ref.load(), source_id=ref.id, info={"source_group": ref.group}))
-        return out
+    def candidates(self, sample: Sample) -> list[ImageRef]:
+        return [r for r in self._pool if r.group != sample.group]
 
     def weights(self) -> dict[str, str]:
         return {"kind": "real images of other groups"}

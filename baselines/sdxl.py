@@ -75,21 +75,24 @@ class SDXLConfig:
 
 
 def resolve_device(device: str | None) -> str:
-    import torch
+    """``None`` -> ``cuda`` when available, else ``cpu`` (the backends' rule), as a string."""
+    from mrbench.backends.torch_common import resolve_device as torch_device
 
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return str(torch_device(device))
+
+
+_DTYPE_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 
 def resolve_dtype(dtype: str | None, device: str) -> Any:
-    import torch
+    """A torch dtype from its name (or ``fp16``/``bf16``/``fp32``); None: float16 on CUDA, float32 elsewhere."""
+    from mrbench.backends.torch_common import DTYPES
 
-    if dtype is None:
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                "float32": torch.float32, "fp32": torch.float32}[dtype]
-    except KeyError:
-        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}") from None
+    name = dtype or ("float16" if device.startswith("cuda") else "float32")
+    name = _DTYPE_ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    return DTYPES[name]
 
 
 def resolve_local_repo(repo: str, marker: str, *, what: str, how: str) -> Path:

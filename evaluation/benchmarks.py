@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import csv
 import hashlib
+import io
 import json
 import re
 import threading
@@ -25,7 +26,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from PIL import Image, ImageOps
 
@@ -155,8 +156,8 @@ def round_robin(by_group: dict[str, list[Sample]]) -> list[Sample]:
     return out
 
 
-def load_image_file(path: Path) -> Image.Image:
-    """Open an image file as RGB, applying its EXIF orientation."""
+def load_image_file(path: Path | IO[bytes]) -> Image.Image:
+    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation."""
     with Image.open(path) as im:
         return ImageOps.exif_transpose(im).convert("RGB")
 
@@ -329,10 +330,7 @@ class ReleaseImageStore:
             return self._cache[key][i]
 
     def load(self, image_id: str) -> Image.Image:
-        import io
-
-        with Image.open(io.BytesIO(self.image_bytes(image_id))) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
+        return load_image_file(io.BytesIO(self.image_bytes(image_id)))
 
 
 @BENCHMARKS.register("mrbench", help="an MRBench release (mrbench:RELEASE_DIR), split held-in or held-out")

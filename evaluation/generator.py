@@ -73,6 +73,10 @@ class Sample:
     identifier_prompt: str = ""
     category: str = ""
 
+    def real_images(self) -> list[ImageRef]:
+        """The sample's real images: its references, then its target (when it has one)."""
+        return [*self.references, *([self.target] if self.target else [])]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "group": self.group, "split": self.split, "prompt": self.prompt,

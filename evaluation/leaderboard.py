@@ -171,11 +171,7 @@ def _real_images(run: Run) -> dict[str, Any]:
     b = run.summary["benchmark"]
     try:
         bench = build_benchmark(f"{b['name']}:{b['path']}", split=b["split"])
-        refs = {}
-        for s in bench.all_samples():
-            for r in [*s.references, *([s.target] if s.target else [])]:
-                refs[r.id] = r
-        return refs
+        return {r.id: r for s in bench.all_samples() for r in s.real_images()}
     except (OSError, ValueError, KeyError):
         return {}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
@@ -279,13 +280,13 @@ class MetricSpec:
 
 
 def parse_metric_specs(metrics_arg: str | Sequence[str] | None, image_encoder: str | None = None) -> list[MetricSpec]:
-    """``"clip_t,face@dlib"`` -> specs. ``image_encoder`` replaces clip_i/dino_i by ``image_sim@<encoder>``."""
+    """``"clip_t,face@dlib"`` (or a list of such strings) -> specs. ``image_encoder`` replaces clip_i/dino_i by
+    ``image_sim@<encoder>``."""
     if metrics_arg is None:
         items = list(DEFAULT_METRICS)
-    elif isinstance(metrics_arg, str):
-        items = [m for m in metrics_arg.split(",") if m.strip()]
     else:
-        items = list(metrics_arg)
+        chunks = [metrics_arg] if isinstance(metrics_arg, str) else metrics_arg
+        items = [m for chunk in chunks for m in chunk.split(",") if m.strip()]
     specs = [MetricSpec.parse(m) for m in items]
     if image_encoder:
         kept = [s for s in specs if s.metric not in ("clip_i", "dino_i", "image_sim")]
@@ -306,8 +307,6 @@ def build_metrics(specs: Sequence[MetricSpec], profile: str = "default", device:
 
     With ``profile="tiny"`` a metric without an explicit encoder uses its tiny random encoder.
     """
-    import json
-
     from mrbench.backends import get_encoder
 
     built: list[Metric] = []

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -160,17 +160,15 @@ def summarize(rows: Sequence[dict[str, Any]], fields: dict[str, Any], n_boot: in
         n_boot: Bootstrap resamples.
         seed: Bootstrap seed (fixed: the summary is a pure function of the rows).
     """
+    fields = {key: f if isinstance(f, dict) else {"direction": f.direction, "display_scale": f.display_scale,
+                                                  "description": f.description} for key, f in fields.items()}
     out: dict[str, Any] = {}
     for split in sorted({r["split"] for r in rows}):
         srows = [r for r in rows if r["split"] == split]
-        status: dict[str, int] = defaultdict(int)
-        for r in srows:
-            status[r["status"]] += 1
+        status = Counter(r["status"] for r in srows)
         ok = [r for r in srows if r["status"] == "ok"]
         metrics: dict[str, Any] = {}
         for key, f in fields.items():
-            f = f if isinstance(f, dict) else {"direction": f.direction, "display_scale": f.display_scale,
-                                               "description": f.description}
             est = estimate(ok, key, n_boot=n_boot, seed=seed).to_dict()
             est.update({"direction": f["direction"], "description": f.get("description", "")})
             scale = f.get("display_scale")

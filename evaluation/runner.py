@@ -27,10 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from PIL import Image
-
 from mrbench.config import ConfigError
-from mrbench.evaluation.benchmarks import Benchmark, build_benchmark
+from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
 )
@@ -129,19 +127,19 @@ def _fmt(x: float | None) -> str:
     return "na" if x is None else (f"{x:g}")
 
 
-def run_name(cfg: EvalConfig, gen: Generator, bench: Benchmark, metric_keys: list[str]) -> str:
+def run_name(cfg: EvalConfig, gen: Generator, spec: BenchmarkSpec, opt_hash: str, metric_keys: list[str]) -> str:
     """``<model>-<benchmark>-<split>-<steps>steps-cfg<guidance>-seed<seed>[-tiny]-<hash>``; the hash covers the model
-    options, the benchmark fingerprint, limit, images per prompt and the metric set."""
-    spec = bench.spec()
+    options (``opt_hash``, from :func:`options_hash`), the benchmark fingerprint, limit, images per prompt and the
+    metric set."""
     blob = json.dumps({
-        "options": options_hash(cfg.model, cfg.profile, asdict(gen.config)), "fingerprint": spec.fingerprint,
+        "options": opt_hash, "fingerprint": spec.fingerprint,
         "limit": cfg.limit, "ipp": cfg.images_per_prompt, "metrics": sorted(metric_keys), "seed": cfg.seed,
     }, sort_keys=True)
     h = hashlib.sha256(blob.encode()).hexdigest()[:8]
     steps = f"{gen.steps}steps" if gen.steps is not None else "real"
     cfg_part = f"cfg{_fmt(gen.guidance)}" if gen.guidance is not None else "nocfg"
     tiny = "-tiny" if cfg.profile == "tiny" else ""
-    return f"{cfg.model}-{bench.name}-{bench.split}-{steps}-{cfg_part}-seed{cfg.seed}{tiny}-{h}"
+    return f"{cfg.model}-{spec.name}-{spec.split}-{steps}-{cfg_part}-seed{cfg.seed}{tiny}-{h}"
 
 
 def sample_key(bench: Benchmark, sample: Sample) -> str:
@@ -204,18 +202,19 @@ def run_eval(
     # Everything that can fail on configuration fails here, before any generation.
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
-    specs = parse_metric_specs(",".join(metric_list) if metric_list else None, image_encoder)
+    specs = parse_metric_specs(metric_list or None, image_encoder)
     built_metrics = build_metrics(specs, profile=profile, device=metric_device)
     gen = build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
 
-    out = Path(out)
-    run_dir = out / run_name(cfg, gen, bench, metric_keys)
-    (run_dir / "images").mkdir(parents=True, exist_ok=True)
-    opt_hash = options_hash(model, profile, asdict(gen.config))
-    cache = GenerationCache(Path(cache_dir) if cache_dir else out / ".cache" / "generations", model, opt_hash)
     spec = bench.spec()
+    opt_hash = options_hash(model, profile, asdict(gen.config))
+
+    out = Path(out)
+    run_dir = out / run_name(cfg, gen, spec, opt_hash, metric_keys)
+    (run_dir / "images").mkdir(parents=True, exist_ok=True)
+    cache = GenerationCache(Path(cache_dir) if cache_dir else out / ".cache" / "generations", model, opt_hash)
     encoders = {m.key: m.info for m in built_metrics}
     any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
     _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
@@ -230,7 +229,8 @@ def run_eval(
             done[_row_key(r["sample_id"], r["seed"])] = r
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
     gen.work_dir = cache.dir / "work"
-    gen.prepare(bench.all_samples())
+    if pending:  # a finished run is only re-read: nothing to prepare for
+        gen.prepare(bench.all_samples())
 
     bs = batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
     timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
@@ -239,16 +239,17 @@ def run_eval(
     timing["setup_s"] = time.perf_counter() - wall0  # benchmark, metrics and model built; nothing generated yet
     if progress:
         progress(len(requests) - len(pending), len(requests))
-    with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
-        for start in range(0, len(pending), bs):
-            batch = pending[start:start + bs]
-            results = _generate_with_cache(gen, batch, bench, cache, timing)
-            rows = _score(batch, results, built_metrics, timing, run_dir, model, gen, encoders, any_random, bench)
-            for row in rows:
-                partial.write(row)
-                new_rows[_row_key(row["sample_id"], row["seed"])] = row
-            if progress:
-                progress(len(requests) - len(pending) + start + len(batch), len(requests))
+    if pending:
+        with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
+            for start in range(0, len(pending), bs):
+                batch = pending[start:start + bs]
+                results = _generate_with_cache(gen, batch, bench, cache, timing)
+                rows = _score(batch, results, built_metrics, timing, run_dir, model, gen, encoders, any_random, bench)
+                for row in rows:
+                    partial.write(row)
+                    new_rows[_row_key(row["sample_id"], row["seed"])] = row
+                if progress:
+                    progress(len(requests) - len(pending) + start + len(batch), len(requests))
 
     all_rows = []
     for q in requests:
@@ -284,21 +285,21 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
                      "fields": m.field_keys()} for m in built],
         "provenance": provenance(),
     }
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
+    write_text_if_changed(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
 
 
 def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: Benchmark, cache: GenerationCache,
                          timing: dict[str, Any]) -> list[tuple[GenerationResult, bytes | None]]:
     results: list[tuple[GenerationResult, bytes | None] | None] = [None] * len(batch)
+    keys = [sample_key(bench, req.sample) for req in batch]
     todo: list[int] = []
     for i, req in enumerate(batch):
-        hit = cache.get(sample_key(bench, req.sample), req.seed)
+        hit = cache.get(keys[i], req.seed)
         if hit is None:
             todo.append(i)
             continue
         png, meta = hit
-        with Image.open(io.BytesIO(png)) as im:
-            image = im.convert("RGB")
+        image = load_image_file(io.BytesIO(png))
         results[i] = (GenerationResult(image, source_id=meta.get("source_id"), info=meta.get("info", {})), png)
         timing["cached_images"] += 1
     if todo:
@@ -313,9 +314,11 @@ def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: 
             raise RuntimeError(f"{gen.name} returned {len(fresh)} results for {len(todo)} requests")
         for i, res in zip(todo, fresh):
             png = None
-            if res.status == "ok" and res.image is not None:
+            if res.status == "ok" and res.image is None:  # a generator bug is a failed row, not a crash in scoring
+                res = GenerationResult.failed("generation_error", f"{gen.name} returned status ok without an image")
+            if res.status == "ok":
                 png = image_bytes(res.image.convert("RGB"))
-                cache.put(sample_key(bench, batch[i].sample), batch[i].seed, png,
+                cache.put(keys[i], batch[i].seed, png,
                           {"source_id": res.source_id, "info": res.info})
                 timing["generated_images"] += 1
             results[i] = (res, png)

@@ -153,3 +153,25 @@ def test_parse_model_args() -> None:
         "scale": 0.5, "use_lora": True, "target_modules": ["to_q", "to_k"], "height": 64}
     with pytest.raises(ConfigError):
         parse_model_args("scale")
+
+
+def test_ok_without_an_image_is_a_failed_row(tmp_path: Path, mini_dreambench: Path) -> None:
+    """A generator that claims success but returns no image yields a generation_error row, not a crash."""
+    from mrbench.baselines.reference import ReferenceRow
+    from mrbench.evaluation.generator import GenerationResult
+    from mrbench.evaluation.registry import models
+
+    class Forgetful(ReferenceRow):
+        name = "forgetful-reference"
+
+        def generate(self, requests):  # noqa: ANN001, ANN201
+            out = super().generate(requests)
+            return [GenerationResult(None, source_id=r.source_id) if i == 0 else r for i, r in enumerate(out)]
+
+    models().register("forgetful-reference", Forgetful, help="test: drops the first image of each batch")
+    res = run_eval("forgetful-reference", f"dreambench:{mini_dreambench}", tmp_path / "runs",
+                   metrics="image_sim@dino-tiny", images_per_prompt=1, batch_size=100)
+    statuses = [r["status"] for r in res.rows]
+    assert statuses.count("generation_error") == 1 and statuses.count("ok") == len(statuses) - 1
+    bad = next(r for r in res.rows if r["status"] == "generation_error")
+    assert bad["image"] is None and "without an image" in bad["error_message"]
