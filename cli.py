@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, NoReturn, Optional
 
 import typer
 
@@ -16,7 +14,7 @@ release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset rele
 app.add_typer(release_app, name="release")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
 
@@ -201,12 +199,12 @@ def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional
 
 def _build_backend(kind: str, name: str, kwargs: dict) -> object:
     """Build a backend or exit with a clear message (unknown name, bad option, missing weights or dependency)."""
-    from mrbench.backends import DETECTORS, ENCODERS, MissingWeightsError
+    from mrbench.backends import MissingWeightsError, get_detector, get_encoder
     from mrbench.registry import UnknownEntryError
 
-    registry = ENCODERS if kind == "encoder" else DETECTORS
+    build = get_encoder if kind == "encoder" else get_detector
     try:
-        return registry.get(name)(**kwargs)
+        return build(name, **kwargs)
     except UnknownEntryError as e:
         _fail(str(e))
     except MissingWeightsError as e:
@@ -215,18 +213,17 @@ def _build_backend(kind: str, name: str, kwargs: dict) -> object:
         _fail(f"{kind} {name!r} is not available: {e}", code=3)
     except (TypeError, ValueError) as e:
         _fail(f"bad options for {kind} {name!r}: {e}")
-    raise AssertionError("unreachable")
 
 
 def _run_over_paths(kind: str, name: str, paths: List[Path], out: Path, kwargs: dict) -> None:
     from mrbench.backends.files import detect_to_parquet, embed_to_parquet, find_images
 
     backend = _build_backend(kind, name, kwargs)
-    total = len(find_images(paths))
+    files = find_images(paths)
     progress, factory = _progress_factory()
     run = embed_to_parquet if kind == "encoder" else detect_to_parquet
     with progress:  # type: ignore[attr-defined]
-        counts = run(backend, name, paths, out, progress=factory(name, total))  # type: ignore[arg-type]
+        counts = run(backend, name, files, out, progress=factory(name, len(files)))  # type: ignore[arg-type]
     info = backend.info  # type: ignore[attr-defined]
     flag = " [RANDOM WEIGHTS]" if info.random_weights else ""
     typer.echo(f"wrote {sum(counts.values())} rows to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})"
@@ -267,12 +264,12 @@ def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device:
 
     kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
     model = _build_backend("encoder", encoder, kwargs)
-    total = len(find_images(paths))
-    if total == 0:
+    files = find_images(paths)
+    if not files:
         _fail(f"no images found under {', '.join(map(str, paths))}")
     progress, factory = _progress_factory()
     with progress:  # type: ignore[attr-defined]
-        got = embed_files(model, paths, batch_size or 32, progress=factory("embed", total))
+        got = embed_files(model, files, batch_size or 32, progress=factory("embed", len(files)))
     return model, got
 
 

@@ -23,10 +23,6 @@ from PIL import Image
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dreambench"
 
-ENCODERS = ["clip", "clip-hf", "clip-tiny", "dino", "dino-v1", "dino-tiny", "mobilenet_v2", "dlib", "insightface",
-            "insightface-tiny"]
-DETECTORS = ["rtdetr", "rtdetr-tiny", "mmdet", "mmdet-tiny"]
-
 RTDETR_R50VD: dict[str, Any] = {
     "backbone_config": {"embedding_size": 64, "hidden_sizes": [256, 512, 1024, 2048], "depths": [3, 4, 6, 3],
                         "layer_type": "bottleneck", "out_features": ["stage2", "stage3", "stage4"]},
@@ -90,15 +86,15 @@ def main() -> None:
 
     import torch
 
-    from mrbench.backends import MissingWeightsError, get_detector, get_encoder
+    from mrbench.backends import DETECTORS, ENCODERS, MissingWeightsError, get_detector, get_encoder
     from mrbench.backends.mmdet_backend import MMDetUnavailableError
 
     images = load_images(args.images)
     common = {"batch_size": args.batch_size, **({"device": args.device} if args.device else {})}
     jobs: list[tuple[str, Callable[[], Any]]] = []
-    for name in ENCODERS:
+    for name in ENCODERS.names():
         jobs.append((name, lambda n=name: get_encoder(n, **common)))
-    for name in DETECTORS:
+    for name in DETECTORS.names():
         jobs.append((name, lambda n=name: get_detector(n, **common)))
     if args.full_arch:
         for label, name, kw in full_arch_variants():

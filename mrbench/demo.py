@@ -6,6 +6,7 @@ Nothing here needs the network or files outside the installed packages.
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from pathlib import Path
@@ -117,7 +118,7 @@ def build_sample_web(seed: int = 0) -> tuple[dict[str, Route], list[dict[str, st
         add(f"/img/sketch_{k}.jpg", _sketch(_skimage(src)), f"pencil sketch of a {src}")
     # Near-duplicates of real photos (re-encode, resize, flip) and one exact copy at another URL.
     astro = routes["/img/astronaut_0.jpg"].body
-    add("/img/astronaut_reencoded.jpg", Image.open(__import__("io").BytesIO(astro)).convert("RGB"),
+    add("/img/astronaut_reencoded.jpg", Image.open(io.BytesIO(astro)).convert("RGB"),
         "Eileen Collins official portrait (repost)")
     routes["/mirror/astronaut_0.jpg"] = Route(astro)
     rows.append({"path": "/mirror/astronaut_0.jpg", "caption": "Eileen Collins portrait, mirror site"})

@@ -1,19 +1,28 @@
-"""Shared fixtures: a local web of real and broken images on 127.0.0.1, small curation configs."""
+"""Shared fixtures: a local web of real and broken images on 127.0.0.1, the shared data folders, and the
+real-weights switch (tests marked ``weights`` run only with MRBENCH_WEIGHTS=1)."""
 
 from __future__ import annotations
 
-import io
+import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from PIL import Image
 
 from mrbench.webserver import Route, SampleWebServer, broken_routes, encode
 from smallweb import _photo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_WEIGHTS = os.environ.get("MRBENCH_WEIGHTS") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``weights`` need real pretrained weights that are not available offline: run with MRBENCH_WEIGHTS=1."""
+    if REAL_WEIGHTS:
+        return
+    skip = pytest.mark.skip(reason="needs real pretrained weights; set MRBENCH_WEIGHTS=1 where they are cached")
+    for item in items:
+        if item.get_closest_marker("weights") is not None:
+            item.add_marker(skip)
 
 
 def shared_data(sub: str) -> Path:
@@ -22,6 +31,18 @@ def shared_data(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared test data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    """``../shared/data/faces``: face_recognition's test photos (one person several times, another once)."""
+    return shared_data("faces")
+
+
+@pytest.fixture(scope="session")
+def dreambench_dir() -> Path:
+    """``../shared/data/dreambench``: DreamBench subject folders of JPEGs."""
+    return shared_data("dreambench")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ def _photo(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
     return Image.fromarray(base).resize(size, Image.BICUBIC)
 
 
-
 SUBJECTS = ["Barack Obama", "Spider-Man", "Van Gogh style"]
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mrbench.registry import Registry
+
+if TYPE_CHECKING:  # numpy and PIL stay unimported until a backend runs (`mrbench ls encoders` starts fast)
+    import numpy as np
+    from PIL import Image
 
 
 class MissingWeightsError(RuntimeError):
@@ -56,6 +57,8 @@ class TextImageEncoder(ImageEncoder):
 
         torchmetrics' ``CLIPScore`` on the same model and pairs equals ``100 * max(mean(scores), 0)``.
         """
+        import numpy as np
+
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         return np.sum(self.embed_images(images) * self.embed_texts(texts), axis=1).astype(np.float32)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mrbench.backends import weights as W  # noqa: F401  (sets offline mode before open_clip/transformers import)
+from mrbench.backends import weights as W  # first: sets offline mode before open_clip/transformers import
 from mrbench.backends.base import BackendInfo, TextImageEncoder
 from mrbench.backends.torch_common import (
-    TorchImageEncoder, TorchOptions, batched, l2_normalize, pkg_version, random_info, seeded, to_rgb,
+    TorchImageEncoder, TorchOptions, batched, l2_normalize, pkg_version, place, random_info, seeded, to_rgb,
 )
 
 DEFAULT_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14, OpenAI weights
@@ -77,7 +77,7 @@ class _OpenClipBase(TorchImageEncoder, TextImageEncoder):
     def _setup(self, model: torch.nn.Module, preprocess_cfg: dict[str, Any], tokenizer: Any) -> None:
         import open_clip
 
-        self.model = self._place(model)
+        self.model = place(model, self.options)
         cfg = open_clip.transform.PreprocessCfg(**{k: v for k, v in preprocess_cfg.items()
                                                    if k in open_clip.transform._PREPROCESS_KEYS})
         self.preprocess_cfg = asdict(cfg)
@@ -141,10 +141,12 @@ class OpenClipEncoder(_OpenClipBase):
 def _resolve_open_clip_weights(arch: str, tag: str, checkpoint: str | None, tag_cfg: dict[str, Any]) -> Path:
     import open_clip
 
-    repo = os.path.split(tag_cfg.get("hf_hub", "REPO/"))[0]
+    # open_clip's convention: hf_hub is "org/repo/filename", or "org/repo/" for its default file names.
+    hub = tag_cfg.get("hf_hub", "")
+    repo_id, filename = os.path.split(hub)
     how = (f"pass checkpoint=/path/to/open_clip_model.safetensors (CLI: --encoder-arg checkpoint=PATH), or on a "
-           f"connected machine run `hf download {repo}` and copy the Hugging Face cache ({W.hf_hub_cache()}) here, "
-           f"or put the file under $MRBENCH_WEIGHTS_DIR/open_clip/{arch}/{tag}/.")
+           f"connected machine run `hf download {repo_id or 'REPO'}` and copy the Hugging Face cache "
+           f"({W.hf_hub_cache()}) here, or put the file under $MRBENCH_WEIGHTS_DIR/open_clip/{arch}/{tag}/.")
     looked: list[str] = []
     if checkpoint:
         p = Path(checkpoint).expanduser()
@@ -165,10 +167,7 @@ def _resolve_open_clip_weights(arch: str, tag: str, checkpoint: str | None, tag_
             if cand.is_file():
                 return cand
             looked.append(str(cand))
-    hub = tag_cfg.get("hf_hub", "")
     if hub:
-        # open_clip's convention: "org/repo/filename", or "org/repo/" for its default file names.
-        repo_id, filename = os.path.split(hub)
         names = [filename.rsplit(".", 1)[0] + ".safetensors", filename] if filename.endswith((".bin", ".pth")) else (
             [filename] if filename else list(files))
         found = W.hf_cached_file(repo_id, names)
@@ -256,11 +255,9 @@ class HFClipEncoder(TorchImageEncoder, TextImageEncoder):
         from transformers import CLIPModel, CLIPProcessor
 
         self.options = self.config = cfg = HFClipConfig(**kwargs)
-        path = W.resolve_hf_model_dir(
-            cfg.model, what=f"transformers CLIP {cfg.model}",
-            how=f"pass model=/local/folder (a saved CLIPModel + CLIPProcessor), or on a connected machine run "
-                f"`hf download {cfg.model}` and copy the Hugging Face cache ({W.hf_hub_cache()}) here.")
-        model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=_has_safetensors(path) or None)
+        path = W.resolve_hf_model_dir(cfg.model, what=f"transformers CLIP {cfg.model}",
+                                      how=W.hf_model_how(cfg.model, "a saved CLIPModel + CLIPProcessor"))
+        model = W.load_hf_pretrained(CLIPModel, path)
         processor = CLIPProcessor.from_pretrained(path, local_files_only=True)
         self._setup(model, processor)
         self.info = BackendInfo(name="clip-hf", weights=f"{cfg.model} ({path})", version=pkg_version("transformers", "torch"))
@@ -275,7 +272,7 @@ class HFClipEncoder(TorchImageEncoder, TextImageEncoder):
         return self
 
     def _setup(self, model: Any, processor: Any) -> None:
-        self.model = self._place(model)
+        self.model = place(model, self.options)
         self.processor = processor
         self.dim = int(model.config.projection_dim)
         self.max_length = int(model.config.text_config.max_position_embeddings)
@@ -308,10 +305,6 @@ class HFClipEncoder(TorchImageEncoder, TextImageEncoder):
 def _features(out: Any) -> torch.Tensor:
     """transformers >= 5 returns a ModelOutput from ``get_*_features`` (projection in ``pooler_output``)."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def _has_safetensors(path: Path) -> bool:
-    return any(path.glob("*.safetensors"))
 
 
 def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -19,7 +19,7 @@ from PIL import Image
 from mrbench.backends import weights as W
 from mrbench.backends.base import BackendInfo, Detections, Detector
 from mrbench.backends.coco import COCO_CLASSES
-from mrbench.backends.torch_common import TorchOptions, batched, pkg_version, random_info, seeded, to_rgb
+from mrbench.backends.torch_common import TorchOptions, batched, pkg_version, place, random_info, seeded, to_rgb
 
 TINY_RTDETR_CFG: dict[str, Any] = {
     "backbone_config": {"embedding_size": 8, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1],
@@ -49,7 +49,7 @@ class _HFDetector(Detector):
     options: TorchOptions
 
     def _setup(self, model: torch.nn.Module, processor: Any, threshold: float) -> None:
-        self.model = model.to(device=self.options.torch_device, dtype=self.options.torch_dtype).eval()
+        self.model = place(model, self.options)
         self.processor = processor
         self.threshold = threshold
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
@@ -82,11 +82,8 @@ class RTDetrDetector(_HFDetector):
         self.options = self.config = cfg = RTDetrConfig(**kwargs)
         path = W.resolve_hf_model_dir(
             cfg.model, what=f"RT-DETR {cfg.model}",
-            how=f"pass model=/local/folder (a saved RTDetrForObjectDetection + preprocessor_config.json), or on a "
-                f"connected machine run `hf download {cfg.model}` and copy the Hugging Face cache "
-                f"({W.hf_hub_cache()}) here.")
-        use_st = any(path.glob("*.safetensors")) or None
-        model = RTDetrForObjectDetection.from_pretrained(path, local_files_only=True, use_safetensors=use_st)
+            how=W.hf_model_how(cfg.model, "a saved RTDetrForObjectDetection + preprocessor_config.json"))
+        model = W.load_hf_pretrained(RTDetrForObjectDetection, path)
         processor = RTDetrImageProcessor.from_pretrained(path, local_files_only=True)
         self._setup(model, processor, cfg.threshold)
         self.info = BackendInfo(name="rtdetr", weights=f"{cfg.model} ({path})", version=pkg_version("transformers", "torch"))

@@ -21,7 +21,7 @@ from PIL import Image
 
 from mrbench.backends import weights as W
 from mrbench.backends.base import BackendInfo
-from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_version, random_info, seeded
+from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_version, place, random_info, seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,11 +59,21 @@ class DinoConfig(TorchOptions):
     crop: int = 224
 
 
+def _hf_classes(variant: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The transformers model and config classes of a DINO variant, and the model's construction options."""
+    import transformers
+
+    if variant == "v2":
+        return transformers.Dinov2Model, transformers.Dinov2Config, {}
+    # DINO v1 has no pooler: the embedding is the layer-normed CLS token of last_hidden_state.
+    return transformers.ViTModel, transformers.ViTConfig, {"add_pooling_layer": False}
+
+
 class _DinoBase(TorchImageEncoder):
     variant: str = "v2"
 
     def _setup(self, model: torch.nn.Module, resize: int, crop: int) -> None:
-        self.model = self._place(model)
+        self.model = place(model, self.options)
         self._transform = dino_transform(resize, crop)
         self.dim = int(model.config.hidden_size)
 
@@ -76,29 +86,20 @@ class _DinoBase(TorchImageEncoder):
         return out.pooler_output if self.variant == "v2" else out.last_hidden_state[:, 0]
 
 
-def _load_hf(model_cls: Any, model: str, family: str) -> tuple[torch.nn.Module, str]:
-    path = W.resolve_hf_model_dir(
-        model, what=f"{family} {model}",
-        how=f"pass model=/local/folder (a saved transformers checkpoint), or on a connected machine run "
-            f"`hf download {model}` and copy the Hugging Face cache ({W.hf_hub_cache()}) here, or place the "
-            f"folder at $MRBENCH_WEIGHTS_DIR/{model}.")
-    use_st = any(path.glob("*.safetensors")) or None
-    kwargs = {"add_pooling_layer": False} if family == "DINO v1" else {}
-    return model_cls.from_pretrained(path, local_files_only=True, use_safetensors=use_st, **kwargs), str(path)
+class _PretrainedDino(_DinoBase):
+    """A DINO checkpoint loaded from a local folder or cache; subclasses name the variant and its defaults."""
 
-
-class Dinov2Encoder(_DinoBase):
-    """DINOv2 CLS embedding (default ``facebook/dinov2-small``, 384-d)."""
-
-    variant = "v2"
+    name: str
+    family: str
+    config_cls: type[DinoConfig]
 
     def __init__(self, **kwargs: Any) -> None:
-        from transformers import Dinov2Model
-
-        self.options = self.config = cfg = DinoConfig(**kwargs)
-        model, path = _load_hf(Dinov2Model, cfg.model, "DINOv2")
-        self._setup(model, cfg.resize, cfg.crop)
-        self.info = BackendInfo(name="dino", weights=f"{cfg.model} ({path})", version=pkg_version("transformers", "torch"))
+        self.options = self.config = cfg = self.config_cls(**kwargs)
+        path = W.resolve_hf_model_dir(cfg.model, what=f"{self.family} {cfg.model}",
+                                      how=W.hf_model_how(cfg.model, "a saved transformers checkpoint"))
+        model_cls, _, options = _hf_classes(self.variant)
+        self._setup(W.load_hf_pretrained(model_cls, path, **options), cfg.resize, cfg.crop)
+        self.info = BackendInfo(name=self.name, weights=f"{cfg.model} ({path})", version=pkg_version("transformers", "torch"))
 
 
 @dataclass
@@ -106,18 +107,16 @@ class DinoV1Config(DinoConfig):
     model: str = "facebook/dino-vits16"
 
 
-class DinoV1Encoder(_DinoBase):
+class Dinov2Encoder(_PretrainedDino):
+    """DINOv2 CLS embedding (default ``facebook/dinov2-small``, 384-d)."""
+
+    variant, name, family, config_cls = "v2", "dino", "DINOv2", DinoConfig
+
+
+class DinoV1Encoder(_PretrainedDino):
     """DINO v1 ViT-S/16 CLS embedding (``facebook/dino-vits16``, 384-d), as DreamBench's DINO score uses."""
 
-    variant = "v1"
-
-    def __init__(self, **kwargs: Any) -> None:
-        from transformers import ViTModel
-
-        self.options = self.config = cfg = DinoV1Config(**kwargs)
-        model, path = _load_hf(ViTModel, cfg.model, "DINO v1")
-        self._setup(model, cfg.resize, cfg.crop)
-        self.info = BackendInfo(name="dino-v1", weights=f"{cfg.model} ({path})", version=pkg_version("transformers", "torch"))
+    variant, name, family, config_cls = "v1", "dino-v1", "DINO v1", DinoV1Config
 
 
 @dataclass
@@ -144,17 +143,13 @@ class TinyDinoEncoder(_DinoBase):
     """A tiny random DINO (v2 by default, 32-d), seeded; exercises the ``dino`` / ``dino-v1`` code path."""
 
     def __init__(self, **kwargs: Any) -> None:
-        from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
-
         self.options = self.config = cfg = TinyDinoConfig(**kwargs)
         self.variant = cfg.variant
         base = TINY_DINOV2_CFG if cfg.variant == "v2" else TINY_DINOV1_CFG
         model_cfg = {**base, **cfg.model_cfg}
+        model_cls, config_cls, options = _hf_classes(cfg.variant)
         with seeded(cfg.seed):
-            if cfg.variant == "v2":
-                model = Dinov2Model(Dinov2Config(**model_cfg))
-            else:
-                model = ViTModel(ViTConfig(**model_cfg), add_pooling_layer=False)
+            model = model_cls(config_cls(**model_cfg), **options)
         crop = model_cfg["image_size"]
         self._setup(model, resize=crop * 8 // 7, crop=crop)
         self.info = random_info("dino-tiny", {"variant": cfg.variant, **model_cfg}, cfg.seed, "transformers", "torch")

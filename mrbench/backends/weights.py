@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from mrbench.backends.base import MissingWeightsError
 
@@ -35,7 +35,8 @@ WEIGHTS_DIR_ENV = "MRBENCH_WEIGHTS_DIR"
 
 __all__ = [
     "MissingWeightsError", "WEIGHTS_DIR_ENV", "mirror_dir", "missing_weights", "hf_hub_cache", "hf_cached_file",
-    "resolve_hf_model_dir", "torch_hub_checkpoints_dir", "insightface_root", "first_existing",
+    "resolve_hf_model_dir", "hf_model_how", "load_hf_pretrained", "torch_hub_checkpoints_dir", "insightface_root",
+    "first_existing",
 ]
 
 
@@ -61,6 +62,7 @@ def missing_weights(what: str, looked: Iterable[str | Path], how: str) -> Missin
 
 
 def first_existing(paths: Iterable[Path]) -> Path | None:
+    """The first of ``paths`` that exists, or None."""
     for p in paths:
         if p.exists():
             return p
@@ -118,6 +120,23 @@ def resolve_hf_model_dir(model: str, *, what: str, how: str) -> Path:
     raise missing_weights(what, looked, how)
 
 
+def hf_model_how(model: str, folder_holds: str) -> str:
+    """How to supply the transformers checkpoint ``model``: the three places :func:`resolve_hf_model_dir` searches.
+
+    Args:
+        model: Hub id (or local folder) as given to the backend.
+        folder_holds: What a local folder must hold (``a saved CLIPModel + CLIPProcessor``).
+    """
+    return (f"pass model=/local/folder ({folder_holds}), or on a connected machine run `hf download {model}` and copy "
+            f"the Hugging Face cache ({hf_hub_cache()}) here, or place the folder at ${WEIGHTS_DIR_ENV}/{model}.")
+
+
+def load_hf_pretrained(model_cls: Any, path: Path, **kwargs: Any) -> Any:
+    """``model_cls.from_pretrained`` from the local folder ``path`` only, safetensors whenever the folder has them."""
+    use_safetensors = any(path.glob("*.safetensors")) or None  # None: transformers' own choice (.bin, weights_only)
+    return model_cls.from_pretrained(path, local_files_only=True, use_safetensors=use_safetensors, **kwargs)
+
+
 def _hf_snapshot_dir(repo_id: str) -> Path | None:
     config = hf_cached_file(repo_id, ["config.json"])
     return config.parent if config is not None else None
@@ -131,11 +150,12 @@ def torch_hub_checkpoints_dir() -> Path:
 
 
 def insightface_root(root: str | Path | None) -> list[Path]:
-    """Candidate ``models`` folders for insightface packs: explicit root, mirror, ``~/.insightface``."""
-    out: list[Path] = []
+    """Candidate ``models`` folders for insightface packs: the explicit root only when given (never a silent fallback
+    to other weights), else the mirror and ``~/.insightface``."""
     if root is not None:
         r = Path(root).expanduser()
-        out += [r / "models", r]
+        return [r / "models", r]
+    out: list[Path] = []
     mirror = mirror_dir()
     if mirror is not None:
         out.append(mirror / "insightface" / "models")

@@ -1,48 +1,13 @@
-"""Shared fixtures of the backend tests: test data location, small images, the real-weights switch."""
+"""Shared fixtures of the backend tests: small images, one torch thread, offline caches (the shared data folders and
+the real-weights switch live in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-REAL_WEIGHTS = os.environ.get("MRBENCH_WEIGHTS") == "1"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``weights`` need real pretrained weights that are not available offline: run with MRBENCH_WEIGHTS=1."""
-    if REAL_WEIGHTS:
-        return
-    here = Path(__file__).resolve().parent
-    skip = pytest.mark.skip(reason="needs real pretrained weights; set MRBENCH_WEIGHTS=1 where they are cached")
-    for item in items:
-        if "weights" in item.keywords and here in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(skip)
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return DATA
-
-
-@pytest.fixture(scope="session")
-def faces_dir() -> Path:
-    d = DATA / "faces"
-    if not d.is_dir():
-        pytest.skip(f"test data not found at {d}")
-    return d
-
-
-@pytest.fixture(scope="session")
-def dreambench_dir() -> Path:
-    d = DATA / "dreambench"
-    if not d.is_dir():
-        pytest.skip(f"test data not found at {d}")
-    return d
 
 
 @pytest.fixture(scope="session")

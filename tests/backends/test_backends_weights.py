@@ -99,6 +99,22 @@ def test_insightface_loads_pack_from_root(offline_env: Path, small_images: list[
         np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
 
 
+def test_insightface_explicit_root_never_falls_back(offline_env: Path) -> None:
+    """An explicit root that lacks the pack fails, even when ~/.insightface holds one (no silent weight swap)."""
+    from mrbench.backends.insightface_face import TINY_PACK_CFG, build_tiny_arcface, build_tiny_scrfd
+
+    pack = offline_env / "home" / ".insightface" / "models" / "antelopev2"
+    pack.mkdir(parents=True)
+    cfg = {**TINY_PACK_CFG, "det_size": (64, 64)}
+    (pack / "scrfd_tiny.onnx").write_bytes(build_tiny_scrfd(0, cfg))
+    (pack / "glintr_tiny.onnx").write_bytes(build_tiny_arcface(0, cfg))
+    elsewhere = offline_env / "elsewhere"
+    with pytest.raises(MissingWeightsError) as err:
+        get_encoder("insightface", root=str(elsewhere), det_size=(64, 64))
+    searched = str(err.value).split("To supply them")[0]
+    assert str(elsewhere / "models") in searched and ".insightface" not in searched
+
+
 def test_mobilenet_seeds_torch_hub_cache(offline_env: Path) -> None:
     target = offline_env / "torch" / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
     assert not target.exists()
