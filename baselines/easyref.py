@@ -307,6 +307,8 @@ class EasyRefGenerator(SDXLGenerator):
         if parts is not None:
             self.load_parts(parts)
         self._uncond: torch.Tensor | None = None
+        # The last sample's reference tokens: the seeds of one sample arrive one after another and share them.
+        self._last_refs: tuple[tuple[str, ...], torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def authors_state_dict(self) -> dict[str, torch.Tensor]:
@@ -348,7 +350,7 @@ class EasyRefGenerator(SDXLGenerator):
             report[name] = {"loaded": len(sd), "not_in_checkpoint": len(missing)}
         for m in (self.mllm_final_layer, self.image_proj_model, self.multimodal_llm):
             m.to(self.device, self.mllm_dtype)
-        self._uncond = None
+        self._uncond = self._last_refs = None
         return report
 
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
@@ -393,7 +395,11 @@ class EasyRefGenerator(SDXLGenerator):
                 if not req.sample.references:
                     out[i] = GenerationResult.failed("no_references", "EasyRef needs at least one reference")
                     continue
-                conds.append(self.reference_tokens([r.load() for r in req.sample.references], req.sample.prompt))
+                key = (req.sample.prompt, *(r.id for r in req.sample.references))
+                if self._last_refs is None or self._last_refs[0] != key:
+                    refs = [r.load() for r in req.sample.references]
+                    self._last_refs = (key, self.reference_tokens(refs, req.sample.prompt))
+                conds.append(self._last_refs[1])
                 idx.append(i)
             if idx:
                 n = len(idx)

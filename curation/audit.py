@@ -30,7 +30,7 @@ from mrbench.curation.dedup import similar_pairs
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
 from mrbench.curation.refine import identity_threshold
-from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.shards import atomic_write_text, step_done, write_parquet_atomic
 from mrbench.stats import Stats
 
 LEAK_SCHEMA = pa.schema(
@@ -61,7 +61,7 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     """Audit ``groups`` (split by ``splits``), write the report, and drop leaking training images (see the module
     docstring). Without an index (no embed step) or with ``audit.enabled`` off, returns the groups unchanged."""
     result = AuditResult(groups)
-    if not config.audit.enabled or not (Path(run_dir) / "index" / "_SUCCESS").exists():
+    if not config.audit.enabled or not step_done(Path(run_dir) / "index"):
         return result
     index = FeatureIndex.load(run_dir)
     pos = index.position()

@@ -15,7 +15,7 @@ from mrbench.config import CurateConfig
 from mrbench.curation.sources import expand_sources, read_source
 from mrbench.curation.tags import Tag, TagList, TagMatcher, normalize
 from mrbench.records import ImageRecord
-from mrbench.shards import ShardSet, atomic_write_text, records_to_table, write_parquet_atomic
+from mrbench.shards import ShardSet, global_step, records_to_table, write_parquet_atomic
 from mrbench.stats import Stats
 
 CANDIDATE_SCHEMA = pa.schema(
@@ -87,13 +87,11 @@ class IngestTask:
         self.shards.complete(shard, stats)
 
 
+@global_step("urls")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write ``num_shards`` URL shards. Memory is bounded by the selected set, not the candidate pool."""
     out = ShardSet(run_dir / "urls", "urls")
-    done = run_dir / "urls" / "_SUCCESS"
-    if done.exists():
-        return Stats.load(run_dir / "urls" / "stats.json")
     ingest = ShardSet(run_dir / "ingest", "candidates")
     cap = config.crawl.max_candidates_per_tag
     heaps: dict[str, list[tuple[int, str]]] = {}  # tag -> max-heap (negated) of the `cap` lowest priorities
@@ -132,6 +130,4 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     for i, recs in enumerate(shards):
         recs.sort(key=lambda r: r.id)
         write_parquet_atomic(records_to_table(recs), out.output(i))
-    stats.save(run_dir / "urls" / "stats.json")
-    atomic_write_text(done, "")
     return stats

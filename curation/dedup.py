@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
 from mrbench.log import get_logger
-from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.shards import global_step, write_parquet_atomic
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
@@ -408,6 +408,7 @@ def _merge(parts: list[SimilarPairs]) -> SimilarPairs:
 DUPLICATE_SCHEMA = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32())])
 
 
+@global_step("dedup")
 def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: near-duplicates among the indexed images -> ``dedup/duplicates.parquet`` (one row per drop).
 
@@ -418,8 +419,6 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
     from mrbench.curation.index import FeatureIndex
 
     folder = Path(run_dir) / "dedup"
-    if (folder / "_SUCCESS").exists():
-        return Stats.load(folder / "stats.json")
     index = FeatureIndex.load(run_dir)
     has = np.flatnonzero(index.row >= 0)
     threshold = config.dedup.threshold if config.dedup.threshold is not None else DEFAULT_THRESHOLD
@@ -441,8 +440,6 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
     stats.inc("dedup/images", len(ids))
     stats.inc("dedup/pairs", len(result.pairs))
     stats.inc("dedup/dropped/near_duplicate", int(dropped.size))
-    stats.save(folder / "stats.json")
-    atomic_write_text(folder / "_SUCCESS", "")
     return stats
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
 from mrbench.curation.filters import read_drops
-from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
+from mrbench.shards import ShardSet, global_step, write_parquet_atomic
 from mrbench.stats import Stats
 
 META_SCHEMA = pa.schema(
@@ -78,11 +78,10 @@ def _dim(path: Path, column: str) -> int:
     return 0
 
 
+@global_step("index")
 def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: write ``index/`` (see the module docstring); skipped when already complete."""
     folder = Path(run_dir) / "index"
-    if (folder / "_SUCCESS").exists():
-        return Stats.load(folder / "stats.json")
     n = config.num_shards
     download = ShardSet(Path(run_dir) / "download", "shard")
     features = ShardSet(Path(run_dir) / "embed", "shard")
@@ -145,6 +144,4 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     stats = Stats()
     stats.inc("index/images", total)
     stats.inc("index/faces", len(face_rows))
-    stats.save(folder / "stats.json")
-    atomic_write_text(folder / "_SUCCESS", "")
     return stats

@@ -45,7 +45,7 @@ from mrbench.curation.split import split_groups
 from mrbench.executors import get_executor
 from mrbench.log import get_logger
 from mrbench.provenance import provenance
-from mrbench.shards import ShardSet, atomic_write_text, read_records, records_to_table, write_parquet_atomic
+from mrbench.shards import ShardSet, atomic_write_text, global_step, read_records, records_to_table, write_parquet_atomic
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
@@ -95,11 +95,10 @@ def check_run_state(run_dir: Path, config: CurateConfig) -> None:
         atomic_write_text(state_path, json.dumps({"num_shards": config.num_shards, "seed": config.seed}))
 
 
+@global_step("groups")
 def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: groups by tag, splits by group, writes ``groups/assignments.parquet`` (one row per ok image)."""
     folder = run_dir / "groups"
-    if (folder / "_SUCCESS").exists():
-        return Stats.load(folder / "stats.json")
     download = ShardSet(run_dir / "download", "shard")
     earlier = {**read_drops(run_dir / "filters", "drops", config.num_shards), **read_duplicates(run_dir)}
     groups, drops, stats = group_by_tag(download, config.num_shards, config.group, config.seed,
@@ -134,8 +133,6 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     write_parquet_atomic(gt, folder / "groups.parquet")
     for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
         stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
-    stats.save(folder / "stats.json")
-    atomic_write_text(folder / "_SUCCESS", "")
     return stats
 
 

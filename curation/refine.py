@@ -31,6 +31,7 @@ from mrbench.curation.cluster import (
 )
 from mrbench.curation.dedup import dedup
 from mrbench.curation.index import FeatureIndex
+from mrbench.shards import step_done
 from mrbench.stats import Stats
 
 VISUAL_PREFIX = "visual_"
@@ -55,7 +56,7 @@ class GroupRefiner:
         self, members: dict[str, list[str]], meta: dict[str, tuple[str, str]],
         drops: dict[str, tuple[str, str]], stats: Stats,
     ) -> None:
-        if not (Path(self.run_dir) / "index" / "_SUCCESS").exists():
+        if not step_done(Path(self.run_dir) / "index"):
             return
         index = FeatureIndex.load(self.run_dir)
         pos = index.position()
