@@ -90,7 +90,8 @@ def _columns(runs: Sequence[Run], split: str) -> list[tuple[str, float | None]]:
     return cols
 
 
-def _cell(est: dict[str, Any] | None, scale: float | None) -> str:
+def format_estimate(est: dict[str, Any] | None, scale: float | None = None) -> str:
+    """``mean [lo, hi]`` of a summary estimate (times ``scale``), or ``-`` when there is none."""
     if not est or est.get("mean") is None:
         return "-"
     m, (lo, hi) = est["mean"], est["ci"]
@@ -127,7 +128,7 @@ def write_markdown(runs: Sequence[Run], path: Path) -> None:
                   "|---|---|---|" + "---|" * len(cols)]
         for r in rs:
             s = r.summary["splits"].get(split, {})
-            cells = [_cell(s.get("metrics", {}).get(k), sc) for k, sc in cols]
+            cells = [format_estimate(s.get("metrics", {}).get(k), sc) for k, sc in cols]
             lines.append(f"| {r.label} | {s.get('groups', 0)} | {s.get('rows_per_status', {}).get('ok', 0)} | "
                          + " | ".join(cells) + " |")
         notes = [f"`{m}` = {ROW_NOTE[m]}" for m in REAL_ROWS if any(r.model == m for r in rs)]
@@ -199,7 +200,7 @@ def write_html(runs: Sequence[Run], path: Path, grid_samples: int = 4, thumb: in
                 label += f"<br><small>{esc(ROW_NOTE[r.model])}</small>"
             parts.append(f"<tr{cls}><td>{label}</td><td>{s.get('groups', 0)}</td>"
                          f"<td>{s.get('rows_per_status', {}).get('ok', 0)}</td>"
-                         + "".join(f"<td>{esc(_cell(s.get('metrics', {}).get(k), sc))}</td>" for k, sc in cols) + "</tr>")
+                         + "".join(f"<td>{esc(format_estimate(s.get('metrics', {}).get(k), sc))}</td>" for k, sc in cols) + "</tr>")
         parts.append("</table>")
         for r in rs:
             b = r.summary["benchmark"]

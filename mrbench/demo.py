@@ -189,7 +189,7 @@ def run_demo_eval(release: Path, out: Path, console: object, models: tuple[str, 
     chance rows, on held-out and held-in, then write the leaderboard. A model that fails is reported and skipped."""
     from mrbench.evaluation import build_leaderboard, run_eval
 
-    runs, failed = [], {}
+    runs, summaries, failed = [], [], {}
     for split in ("held-out", "held-in"):
         for model in models:
             t0 = time.perf_counter()
@@ -201,10 +201,12 @@ def run_demo_eval(release: Path, out: Path, console: object, models: tuple[str, 
                 console.print(f"[red]eval {model} on {split} failed[/]: {e}")  # type: ignore[attr-defined]
                 continue
             runs.append(result.run_dir)
+            summaries.append(result.summary)
             console.print(f"eval {model:<10} {split:<8} {len(result.rows)} images in "  # type: ignore[attr-defined]
                           f"{time.perf_counter() - t0:.1f} s")
     paths = build_leaderboard(runs, out / "leaderboard") if runs else {}
-    return {"runs": [str(r) for r in runs], "failed": failed, "leaderboard": {k: str(v) for k, v in paths.items()}}
+    return {"runs": [str(r) for r in runs], "summaries": summaries, "failed": failed,
+            "leaderboard": {k: str(v) for k, v in paths.items()}}
 
 
 def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
@@ -250,31 +252,24 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
 
 def print_demo_leaderboard(result: dict, console: object) -> None:
     """Print the main columns of the demo leaderboard; rows from random-weights models are labelled as such."""
-    import json
-
     from rich.markup import escape
     from rich.table import Table
+
+    from mrbench.evaluation.leaderboard import format_estimate
 
     if not result["runs"]:
         console.print("[red]no eval run finished: no leaderboard[/]")  # type: ignore[attr-defined]
         return
-    table = Table(title=escape("demo leaderboard: mean over groups (95% CI); [random weights] = tiny random model, "
+    table = Table(title=escape("demo leaderboard: mean over groups [95% CI]; [random weights] = tiny random model, "
                                "its numbers say nothing about quality"))
+    keys = ("image_sim@mobilenet_v2.target", "face@dlib.target", "face@dlib.detected")
     for c in ("split", "model", "groups", "image sim to target\n(mobilenet_v2)", "face sim to target\n(dlib)",
               "face detected"):
         table.add_column(c)
-    for run_dir in result["runs"]:
-        s = json.loads((Path(run_dir) / "summary.json").read_text())
-        flag = " [random weights]" if s.get("model_random_weights") else ""
+    for s in result["summaries"]:
+        flag = " [random weights]" if s["model_random_weights"] else ""
         for split, body in s["splits"].items():
-            def cell(key: str, m: dict = body["metrics"]) -> str:
-                est = m.get(key) or {}
-                if est.get("mean") is None:
-                    return "-"
-                lo, hi = est.get("ci") or (None, None)
-                return f"{est['mean']:.3f}" + (f" ({lo:.2f}-{hi:.2f})" if lo is not None else "")
-
-            table.add_row(split, escape(s["model"] + flag), str(body["groups"]), cell("image_sim@mobilenet_v2.target"),
-                          cell("face@dlib.target"), cell("face@dlib.detected"))
+            table.add_row(split, escape(s["model"] + flag), str(body["groups"]),
+                          *(escape(format_estimate(body["metrics"].get(k))) for k in keys))
     console.print(table)  # type: ignore[attr-defined]
     console.print(f"leaderboard: {result['leaderboard']['md']} (+ .csv, .html)")  # type: ignore[attr-defined]
