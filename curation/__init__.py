@@ -7,7 +7,7 @@ from mrbench.stage import STAGES
 
 STAGES.register("ingest", "mrbench.curation.crawl:IngestTask", help="match captions against the tag list, per source file")
 STAGES.register("select", "mrbench.curation.crawl:select_and_shard", help="cap candidates per tag, assign ids, cut URL shards (global)")
-STAGES.register("download", "mrbench.curation.download:Img2DatasetDownloader", help="img2dataset download behind the egress guard; one status row per URL")
+STAGES.register("download", "mrbench.curation.download:Downloader", help="http(s) download under the egress policy; one status row per URL")
 STAGES.register("validate", "mrbench.curation.download:ImageValidator", help="full decode: corrupt, non-image, decompression-bomb checks; size and sha256")
 STAGES.register("embed", "mrbench.curation.embed:EmbedTask", help="image embedding, faces, detections per shard, cached (sharded)")
 STAGES.register("filters", "mrbench.curation.filters:FilterTask", help="resolution/aspect, face policy, object presence; drops with reasons (sharded)")

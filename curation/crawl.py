@@ -87,6 +87,18 @@ class IngestTask:
         self.shards.complete(shard, stats)
 
 
+def mark_origin(rec: ImageRecord, from_folder: bool) -> None:
+    """Rows of ``folder`` sources are marked as local files (the only rows ever read from disk); a metadata row whose
+    URL is not http(s) is ``unsupported_url`` here, before any I/O."""
+    from mrbench.curation.download import LOCAL_FILE
+    from mrbench.curation.netguard import check_url
+
+    if from_folder:
+        rec.metadata[LOCAL_FILE] = True
+    elif (bad := check_url(rec.url)) is not None:
+        rec.fail(*bad)
+
+
 @global_step("urls")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
@@ -109,6 +121,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     stats = Stats()
     shards: list[list[ImageRecord]] = [[] for _ in range(config.num_shards)]
     seen: set[str] = set()
+    local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
     for i in range(num_ingest):
         for batch in pq.ParquetFile(ingest.output(i)).iter_batches():
             for row in batch.to_pylist():
@@ -125,6 +138,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
                     id=rid, url=url, caption=row["caption"], tags=list(row["tags"]), category=row["category"],
                     metadata={"source": Path(row["source"]).name, "source_row": row["row"]},
                 )
+                mark_origin(rec, local[i])
                 shards[int(rid, 16) % config.num_shards].append(rec)
                 stats.inc("select/selected")
     for i, recs in enumerate(shards):

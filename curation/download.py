@@ -1,230 +1,160 @@
-"""Download a URL shard with img2dataset behind the egress guard, and validate every image.
+"""Download a URL shard under the egress policy (:mod:`curation.netguard`), then validate every image.
 
 Every URL of the shard comes out as exactly one record: ``ok`` with image bytes, or a named failure.
+
+Why MRBench's own fetch loop rather than img2dataset: img2dataset downloads with ``urllib.request.urlopen`` and
+has no hook for a per-hop scheme check (``urllib`` follows a redirect to ``ftp://`` or ``file://`` itself), for
+connecting to the address that was checked, for a per-domain concurrency limit, for ``Retry-After`` or backoff (it
+retries a 404 at once); it re-encodes every non-JPEG image even with ``skip_reencode`` (PNG transparency, GIF
+animation and 16-bit depth are lost); and each call spawns a process pool that imports OpenCV and albumentations.
+Putting it behind a forward proxy cost a thread, a second connection and a fully buffered body per request. The loop
+here is a thread pool (one per worker process, reused by every shard it runs) around :class:`Fetcher`.
+
+Bytes: with ``resize_mode: no`` (and ``convert_format`` off) a row keeps the publisher's bytes, their format and
+their sha256. A resize or ``convert_format`` re-encodes (PIL, img2dataset's resize modes) and the row records it in
+``metadata.encoding`` (``original`` otherwise), with the original format and sha256 beside it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-import re
-import shutil
-import sys
-import tarfile
-import tempfile
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from mrbench.curation.netguard import BLOCKED_PRIVATE, BOMB, CORRUPT, EMPTY, NOT_IMAGE, OVERSIZE, GuardProxy
 from mrbench.config import CrawlConfig
+from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url
+from mrbench.images import display_size, load_image
 from mrbench.records import ImageRecord
 from mrbench.stage import Filter, Stage
 
-# Named failure reasons, matched against img2dataset's (urllib's) error messages, first match wins.
-_ERROR_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("blocked_private_network", re.compile(re.escape(BLOCKED_PRIVATE))),
-    ("oversize_body", re.compile(re.escape(OVERSIZE))),
-    ("decompression_bomb", re.compile(re.escape(BOMB) + "|decompression bomb|image area too large", re.I)),
-    ("not_an_image", re.compile(re.escape(NOT_IMAGE))),
-    ("corrupt_image", re.compile(re.escape(CORRUPT) + r"|Image decoding error")),
-    ("empty_body", re.compile(re.escape(EMPTY))),
-    ("dns_failure", re.compile(r"mrbench: dns failure|Name or service not known|nodename nor servname", re.I)),
-    ("redirect_loop", re.compile(r"infinite loop|redirect", re.I)),
-    ("timeout", re.compile(r"timed? ?out|mrbench: upstream error TimeoutError|HTTP Error 504", re.I)),
-    ("http_404", re.compile(r"HTTP Error 404")),
-    ("http_403", re.compile(r"HTTP Error 403")),
-    ("http_4xx", re.compile(r"HTTP Error 4\d\d")),
-    ("http_5xx", re.compile(r"HTTP Error 5\d\d")),
-    ("connection_error", re.compile(r"Connection|refused|reset|Remote end closed|IncompleteRead", re.I)),
-    ("unsupported_url", re.compile(r"unknown url type|unsupported url", re.I)),
-    ("decode_error", re.compile(r"decod", re.I)),
-    ("robots_disallowed", re.compile(r"X-Robots-Tag", re.I)),
-]
+# Leading bytes of the image formats we accept: a body that starts like one but does not parse is corrupt.
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+# Key in ImageRecord.metadata set at selection for rows of ``folder`` sources: the only rows read from disk.
+LOCAL_FILE = "local_file"
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
-def classify_error(message: str | None) -> str:
-    """Map a downloader error message to a named failure reason (``download_error`` when nothing matches)."""
-    msg = message or ""
-    for reason, pattern in _ERROR_PATTERNS:
-        if pattern.search(msg):
-            return reason
-    return "download_error"
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One download thread pool per worker process (and thread count), reused by every shard the worker runs."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mrbench-dl")
+        return pool
 
 
-class Img2DatasetDownloader(Stage):
-    """Downloads every http(s) record with img2dataset through :class:`~curation.netguard.GuardProxy`;
-    ``file://`` records (local folder sources) are read from disk."""
+class Downloader(Stage):
+    """Downloads every http(s) record with :class:`~curation.netguard.Fetcher` (``thread_count`` threads).
+
+    Rows of local ``folder`` sources (marked at selection, never by their URL alone) are read from disk; any other
+    non-http(s) URL is ``unsupported_url`` without any I/O.
+    """
 
     name = "download"
 
     def __init__(self, config: CrawlConfig, log_path: str | None = None) -> None:
         super().__init__()
         self.config = config
-        self.log_path = log_path
+        self.log_path = log_path  # kept for the stage signature; the fetcher writes no logs of its own
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
-        web = [r for r in records if r.ok and urlsplit(r.url).scheme in ("http", "https")]
+        web: list[ImageRecord] = []
         for r in records:
             if not r.ok:
                 continue
-            scheme = urlsplit(r.url).scheme
-            if scheme == "file":
-                self._read_local(r)
-            elif scheme not in ("http", "https"):
-                r.fail("unsupported_url", f"scheme {scheme!r} is not downloadable")
+            if r.metadata.get(LOCAL_FILE):
+                read_local_file(r, self.config.max_body_bytes)
+                continue
+            bad = check_url(r.url)
+            if bad is not None:
+                r.fail(*bad)
+            else:
+                web.append(r)
         if web:
-            self._download(web)
+            fetcher = Fetcher(self.config)
+            for r, outcome in zip(web, _thread_pool(self.config.thread_count).map(_fetch_one(fetcher), web)):
+                if isinstance(outcome, FetchError):
+                    r.fail(outcome.reason, outcome.message)
+                    continue
+                r.image = outcome.body
+                if outcome.credentials_stripped:
+                    r.url = outcome.url  # never released with its password
+                    r.metadata["credentials_stripped"] = True
+                if outcome.attempts > 1:
+                    r.metadata["attempts"] = outcome.attempts
+            self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
         for r in records:
             self.stats.inc(f"download/{r.status}")
             if not r.ok:
                 self.stats.error(r.error_message)
         yield from records
 
-    def _read_local(self, r: ImageRecord) -> None:
-        path = Path(unquote(urlsplit(r.url).path))
+
+def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchError]:
+    def call(r: ImageRecord) -> FetchResult | FetchError:
         try:
-            size = path.stat().st_size
-            if size > self.config.max_body_bytes:
-                r.fail("oversize_body", f"{size} bytes > {self.config.max_body_bytes}")
-                return
-            r.image = path.read_bytes()
-        except OSError as e:
-            r.fail("file_unreadable", f"{type(e).__name__}: {e}")
-
-    def _download(self, web: list[ImageRecord]) -> None:
-        # albumentations (imported by img2dataset) checks PyPI for updates at import unless told not to.
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-        import img2dataset
-
-        cfg = self.config
-        by_id = {r.id: r for r in web}
-        with tempfile.TemporaryDirectory(prefix="mrbench-dl-") as tmp:
-            url_list = Path(tmp) / "urls.parquet"
-            pq.write_table(
-                pa.table({"url": [r.url for r in web], "caption": [r.caption for r in web], "mrbench_id": list(by_id)}),
-                url_list,
-            )
-            out = Path(tmp) / "out"
-            guard = GuardProxy(cfg.allow_private_network, cfg.max_body_bytes, cfg.timeout, cfg.max_image_pixels)
-            with guard, _proxy_env(guard.url), _output_to(self.log_path):
-                img2dataset.download(
-                    url_list=str(url_list),
-                    input_format="parquet",
-                    url_col="url",
-                    caption_col="caption",
-                    save_additional_columns=["mrbench_id"],
-                    output_folder=str(out),
-                    output_format=cfg.output_format,
-                    processes_count=1,
-                    thread_count=cfg.thread_count,
-                    number_sample_per_shard=max(len(web), 1),
-                    image_size=cfg.image_size,
-                    resize_mode=cfg.resize_mode,
-                    encode_format=cfg.encode_format,
-                    skip_reencode=True,  # keep the publisher's bytes when no resize is asked for
-                    timeout=cfg.timeout,
-                    retries=cfg.retries,
-                    user_agent_token=cfg.user_agent_token,
-                    disallowed_header_directives=[],
-                    extract_exif=False,
-                    compute_hash="sha256",
-                    enable_wandb=False,
-                    distributor="multiprocessing",
-                    incremental_mode="incremental",  # the output folder is fresh; "overwrite" deletes _tmp
-                )
-            for meta, data in _read_img2dataset_output(out, cfg.output_format, cfg.encode_format):
-                r = by_id.get(meta.get("mrbench_id"))
-                if r is None:
-                    continue
-                if meta.get("status") == "success" and data is not None:
-                    r.image = data
-                    r.metadata["original_width"] = meta.get("original_width")
-                    r.metadata["original_height"] = meta.get("original_height")
-                else:
-                    msg = meta.get("error_message") or meta.get("status") or "unknown"
-                    r.fail(classify_error(msg), msg)
-            for r in web:
-                if r.ok and r.image is None:  # img2dataset lost the row (crashed subjob)
-                    r.fail("download_error", "no result from img2dataset")
-            shutil.rmtree(out, ignore_errors=True)
+            return fetcher.fetch(r.url)
+        except FetchError as e:  # a failure is data: the row's status
+            return e
+    return call
 
 
-@contextlib.contextmanager
-def _proxy_env(proxy_url: str) -> Iterator[None]:
-    """Point urllib (in img2dataset's spawned workers, which inherit the environment) at the guard."""
-    keys = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "CV_IO_MAX_IMAGE_PIXELS")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"http_proxy": proxy_url, "https_proxy": proxy_url, "HTTP_PROXY": proxy_url, "HTTPS_PROXY": proxy_url})
-    os.environ.pop("no_proxy", None)
-    os.environ.pop("NO_PROXY", None)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
-def _output_to(log_path: str | None) -> Iterator[None]:
-    """Send this process's stdout/stderr (inherited by img2dataset's workers) to ``log_path``: per-shard logs."""
-    if log_path is None:
-        yield
+def read_local_file(r: ImageRecord, max_bytes: int) -> None:
+    """Read the file of a ``folder``-source row: regular files only (a FIFO or device is refused without blocking)."""
+    parts = urlsplit(r.url)
+    if parts.scheme != "file":
+        r.fail("unsupported_url", f"local row with a non-file url {r.url[:200]!r}")
         return
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def _read_img2dataset_output(out: Path, fmt: str, ext: str) -> Iterator[tuple[dict, bytes | None]]:
-    """Yield (metadata row, image bytes or None) for every sample img2dataset wrote."""
-    for meta_file in sorted(out.glob("*.parquet")):
-        table = pq.read_table(meta_file)
-        images: dict[str, bytes] = {}
-        if fmt == "webdataset":
-            tar_path = meta_file.with_suffix(".tar")
-            if tar_path.exists():
-                with tarfile.open(tar_path) as tar:
-                    for m in tar.getmembers():
-                        if m.name.endswith("." + ext):
-                            f = tar.extractfile(m)
-                            if f is not None:
-                                images[m.name.rsplit(".", 1)[0]] = f.read()
-        for row in table.to_pylist():
-            data = row.pop(ext, None) if fmt == "parquet" else images.get(row.get("key"))
-            yield row, data
+    path = Path(unquote(parts.path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    except OSError as e:
+        r.fail("file_unreadable", f"{type(e).__name__}: {e}")
+        return
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            r.fail("file_unreadable", f"{path} is not a regular file")
+            return
+        if st.st_size > max_bytes:
+            r.fail("oversize_body", f"{st.st_size} bytes > {max_bytes}")
+            return
+        with os.fdopen(os.dup(fd), "rb") as f:
+            r.image = f.read(max_bytes + 1)
+    except OSError as e:
+        r.fail("file_unreadable", f"{type(e).__name__}: {e}")
+    finally:
+        os.close(fd)
 
 
 class ImageValidator(Filter):
-    """Decodes every downloaded image fully: names corrupt, non-image and over-large images; fills size and hash."""
+    """Decodes every downloaded image fully: names corrupt, non-image and over-large images; fills size, format and
+    hash; re-encodes only when a resize or ``convert_format`` asks for it (recorded in ``metadata.encoding``).
+
+    Args:
+        max_image_pixels: Images declaring more pixels are ``decompression_bomb`` (checked before decoding).
+        config: The crawl config, for ``resize_mode``, ``image_size``, ``encode_format``, ``convert_format``; None
+            keeps every image's bytes.
+    """
 
     name = "validate"
 
-    def __init__(self, max_image_pixels: int) -> None:
+    def __init__(self, max_image_pixels: int, config: CrawlConfig | None = None) -> None:
         super().__init__()
         self.max_image_pixels = max_image_pixels
+        self.resize_mode = config.resize_mode if config else "no"
+        self.image_size = config.image_size if config else 0
+        self.encode_format = config.encode_format if config else "jpg"
+        self.convert = bool(config and config.convert_format)
 
     def check(self, record: ImageRecord) -> str | None:
         from PIL import Image, UnidentifiedImageError
@@ -240,16 +170,32 @@ class ImageValidator(Filter):
                     record.error_message = f"{w}x{h} > {self.max_image_pixels} pixels"
                     return "decompression_bomb"
                 im.load()  # full decode: catches truncation and corrupt data
-                record.metadata["format"] = (im.format or "").lower()
+                fmt = (im.format or "").lower()
+                w, h = display_size(im)  # the EXIF-oriented size (mrbench.images policy)
         except Image.DecompressionBombError as e:
             record.error_message = str(e)[:200]
             return "decompression_bomb"
         except UnidentifiedImageError:
             record.error_message = f"not an image ({len(data)} bytes, starts {data[:8]!r})"
-            return "not_an_image"
+            return "corrupt_image" if data.startswith(_MAGIC) else "not_an_image"
         except (OSError, ValueError, SyntaxError) as e:
             record.error_message = f"{type(e).__name__}: {e}"[:200]
             return "corrupt_image"
+        record.metadata["format"] = fmt
+        record.metadata["encoding"] = "original"
+        if self.resize_mode != "no" or self.convert:
+            record.metadata["original_format"] = fmt
+            record.metadata["original_sha256"] = hashlib.sha256(data).hexdigest()
+            record.metadata["original_width"], record.metadata["original_height"] = int(w), int(h)
+            try:
+                data, w, h = reencode(data, self.resize_mode, self.image_size, self.encode_format)
+            except (OSError, ValueError) as e:
+                record.error_message = f"re-encoding failed: {type(e).__name__}: {e}"[:200]
+                return "corrupt_image"
+            record.image = data
+            record.metadata["format"] = "jpeg" if self.encode_format == "jpg" else self.encode_format
+            record.metadata["encoding"] = (f"resize:{self.resize_mode}:{self.image_size}:{self.encode_format}"
+                                           if self.resize_mode != "no" else f"convert:{self.encode_format}")
         record.width, record.height = int(w), int(h)
         record.sha256 = hashlib.sha256(data).hexdigest()
         return None
@@ -259,3 +205,48 @@ class ImageValidator(Filter):
             if not r.ok:
                 r.image = None  # a failure row keeps its status, not its bytes
             yield r
+
+
+def resize_image(im, mode: str, size: int):  # type: ignore[no-untyped-def]
+    """img2dataset's resize modes with PIL: ``keep_ratio`` (shorter side = size), ``keep_ratio_largest`` (longer
+    side = size), ``center_crop`` (shorter side = size, then a centred square), ``border`` (longer side = size, padded
+    with white to a square); ``no`` returns ``im``."""
+    from PIL import Image
+
+    if mode == "no":
+        return im
+    w, h = im.size
+    scale = size / (min(w, h) if mode in ("keep_ratio", "center_crop") else max(w, h))
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if new != (w, h):
+        im = im.resize(new, Image.Resampling.LANCZOS if scale > 1 else Image.Resampling.BOX)
+    if mode == "center_crop":
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    elif mode == "border":
+        canvas = Image.new(im.mode, (size, size), "white")
+        canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
+        im = canvas
+    return im
+
+
+def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, int]:
+    """Decode (EXIF orientation applied), resize by ``mode`` and encode as ``fmt``; returns (bytes, width, height)."""
+    from PIL import Image
+
+    im = load_image(data, mode=None)
+    keep_alpha = fmt in ("png", "webp") and im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if keep_alpha:
+        im = im.convert("RGBA")
+    elif im.mode not in ("RGB", "L"):
+        if "A" in im.getbands() or im.mode == "P":  # flatten transparency on white, as img2dataset does
+            rgba = im.convert("RGBA")
+            im = Image.new("RGB", rgba.size, "white")
+            im.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            im = im.convert("RGB")  # 16-bit, CMYK, ... -> 8-bit RGB (re-encoding was asked for)
+    im = resize_image(im, mode, size)
+    buf = io.BytesIO()
+    options = {"jpg": ("JPEG", {"quality": 95}), "png": ("PNG", {}), "webp": ("WEBP", {"quality": 95})}[fmt]
+    im.save(buf, format=options[0], **options[1])
+    return buf.getvalue(), im.width, im.height

@@ -10,7 +10,6 @@ The same module embeds plain files for the standalone ``mrbench dedup`` / ``mrbe
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -99,12 +98,11 @@ def preflight(config: EmbedConfig) -> dict[str, dict[str, Any]]:
 
 
 def decode(data: bytes) -> Any:
-    """Bytes -> RGB PIL image (raises OSError/ValueError for undecodable data)."""
-    from PIL import Image
+    """Bytes -> RGB PIL image, EXIF orientation applied (``mrbench.images`` policy); raises OSError/ValueError for
+    undecodable data."""
+    from mrbench.images import load_image
 
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return im.convert("RGB")
+    return load_image(data)
 
 
 def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -1,45 +1,56 @@
-"""Egress guard for the crawler: a small forward HTTP proxy that every download goes through.
+"""Egress guard and fetcher for the crawler: the policy is enforced inside the downloader's own connection.
 
-img2dataset downloads with ``urllib``, which honours ``http_proxy``/``https_proxy``; pointing those at this
-proxy puts one checkpoint on every request, redirects included (urllib follows a redirect with a new request
-through the proxy). The proxy:
+Every request, and every hop of a redirect chain, goes through :meth:`Fetcher.fetch`, which
 
-* resolves the host itself and refuses private, loopback, link-local (cloud metadata), multicast, reserved and
-  unspecified addresses unless ``allow_private`` is set; it then connects to the address it checked, so a DNS
-  answer cannot change between the check and the connection;
-* refuses bodies larger than ``max_body_bytes`` (declared or streamed);
-* reads the image header of each successful body and refuses non-images and decompression bombs (more pixels
-  declared than ``max_image_pixels``) before the downloader decodes anything.
+* accepts only ``http`` and ``https`` URLs: anything else is refused before any I/O (``unsupported_url`` for the
+  URL itself, ``blocked_scheme`` for a redirect to ``ftp://``, ``file://`` ...); no code path here opens a local file;
+* strips credentials (``user:pass@``) from the URL: they are never sent, neither as userinfo nor as an
+  ``Authorization`` header (the row keeps the URL without them, so a release never carries them);
+* resolves the host once, refuses private, loopback, link-local (cloud metadata), multicast, reserved and unspecified
+  addresses unless ``allow_private_network`` is set, then connects to the address it checked (TLS still verifies the
+  host name), so a DNS answer cannot change between the check and the connection;
+* streams the body with a cap (``oversize_body`` for a declared or a streamed body over ``max_body_bytes``);
+* follows at most ``max_redirects`` redirects (``too_many_redirects`` past that; ``redirect_loop`` when a URL repeats);
+* retries timeouts, connection errors, 429 and 5xx with exponential backoff and full jitter, honouring a
+  ``Retry-After`` header up to ``retry_after_max`` seconds; 403, 404 and every other answer are final;
+* holds at most ``max_per_domain`` concurrent requests per host name (0: no limit), in this process.
 
-Refusals answer HTTP 403/413 with a reason phrase starting ``mrbench:``, which img2dataset records as the
-sample's error message; :func:`curation.download.classify_error` turns it into a named failure.
+There is no proxy, no extra thread and no extra connection per request: one socket per request, as a plain
+``urllib`` download has. A failure is a :class:`FetchError` carrying a named reason, which the download stage
+writes as the row's status.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
-import io
 import ipaddress
-import select
+import random
 import socket
+import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
-BLOCKED_PRIVATE = "mrbench: blocked private network address"
-OVERSIZE = "mrbench: oversize body"
-BAD_URL = "mrbench: unsupported url"
-NOT_IMAGE = "mrbench: not an image"
-CORRUPT = "mrbench: corrupt image"
-EMPTY = "mrbench: empty body"
-# Leading bytes of the image formats we accept: a body that starts like one but does not parse is corrupt.
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
-BOMB = "mrbench: decompression bomb"
-_HOP_HEADERS = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "proxy-connection",
-}
+from mrbench.config import CrawlConfig
+
+# Statuses a retry can fix (the server or the network was busy); everything else is final.
+RETRYABLE = frozenset({"timeout", "connection_error", "http_429", "http_5xx"})
+ALLOWED_SCHEMES = ("http", "https")
+_CHUNK = 1 << 16
+
+
+class FetchError(Exception):
+    """A named download failure: ``reason`` becomes the row's status, ``message`` its error_message."""
+
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
 
 
 def is_public_address(ip: str) -> bool:
@@ -50,186 +61,252 @@ def is_public_address(ip: str) -> bool:
     return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
 
-def inspect_image(body: bytes, max_pixels: int) -> str | None:
-    """Read only the image header: None when ``body`` is an image of at most ``max_pixels``, else a refusal."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not body:
-        return EMPTY
-    try:
-        with Image.open(io.BytesIO(body)) as im:
-            w, h = im.size
-    except Image.DecompressionBombError as e:
-        return f"{BOMB} ({e})"[:200]
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        kind = CORRUPT if body.startswith(_MAGIC) else NOT_IMAGE
-        return f"{kind} ({len(body)} bytes, starts {body[:8]!r})"
-    if w * h > max_pixels:
-        return f"{BOMB} ({w}x{h} > {max_pixels} pixels)"
-    return None
-
-
 def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (sorted, deduplicated)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({info[4][0] for info in infos})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "GuardProxy"
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet: img2dataset records the outcome
-        return
-
-    def _refuse(self, code: int, reason: str) -> None:
-        self.send_response(code, reason)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _check(self, host: str, port: int) -> str | None:
-        """Resolve and check ``host``; returns the address to connect to, or None after refusing."""
-        try:
-            addrs = resolve(host, port)
-        except (socket.gaierror, UnicodeError) as e:
-            self._refuse(502, f"mrbench: dns failure {e}")
-            return None
-        if not self.server.allow_private:
-            allowed = self.server.policy or (lambda _host, ip: is_public_address(ip))
-            bad = [a for a in addrs if not allowed(host, a)]
-            if bad:
-                self._refuse(403, f"{BLOCKED_PRIVATE} {bad[0]}")
-                return None
-        return addrs[0]
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        parts = urlsplit(self.path)
-        if parts.scheme != "http" or not parts.hostname:
-            self._refuse(400, f"{BAD_URL} {parts.scheme or '?'}")
-            return
-        port = parts.port or 80
-        ip = self._check(parts.hostname, port)
-        if ip is None:
-            return
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        conn = http.client.HTTPConnection(ip, port, timeout=self.server.upstream_timeout)
-        try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-            headers["Host"] = parts.netloc
-            conn.request("GET", target, headers=headers)
-            resp = conn.getresponse()
-            declared = resp.getheader("Content-Length")
-            limit = self.server.max_body_bytes
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                self._refuse(413, f"{OVERSIZE} (declared {declared} bytes > {limit})")
-                return
-            body = resp.read(limit + 1)
-            if len(body) > limit:
-                self._refuse(413, f"{OVERSIZE} (more than {limit} bytes)")
-                return
-            if 200 <= resp.status < 300:
-                problem = inspect_image(body, self.server.max_image_pixels)
-                if problem is not None:
-                    self._refuse(415 if problem.startswith(NOT_IMAGE) else 422, problem)
-                    return
-            self.send_response(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() not in _HOP_HEADERS and k.lower() != "content-length":
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (OSError, http.client.HTTPException) as e:
-            self._refuse(504 if isinstance(e, TimeoutError) else 502, f"mrbench: upstream error {type(e).__name__}")
-        finally:
-            conn.close()
-
-    def do_CONNECT(self) -> None:  # noqa: N802
-        host, _, port_s = self.path.rpartition(":")
-        host = host.strip("[]")
-        try:
-            port = int(port_s)
-        except ValueError:
-            self._refuse(400, f"{BAD_URL} {self.path}")
-            return
-        ip = self._check(host, port)
-        if ip is None:
-            return
-        try:
-            upstream = socket.create_connection((ip, port), timeout=self.server.upstream_timeout)
-        except OSError as e:
-            self._refuse(502, f"mrbench: upstream error {type(e).__name__}")
-            return
-        self.send_response(200, "Connection established")
-        self.end_headers()
-        self._tunnel(self.connection, upstream)
-
-    def _tunnel(self, client: socket.socket, upstream: socket.socket) -> None:
-        # TLS hides the body, so the size cap counts bytes flowing back and cuts the tunnel past it.
-        received = 0
-        limit = self.server.max_body_bytes + 64 * 1024  # allowance for TLS handshake and headers
-        try:
-            while True:
-                ready, _, _ = select.select([client, upstream], [], [], self.server.upstream_timeout)
-                if not ready:
-                    return
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is upstream:
-                        received += len(data)
-                        if received > limit:
-                            return
-                        client.sendall(data)
-                    else:
-                        upstream.sendall(data)
-        except OSError:
-            return
-        finally:
-            upstream.close()
+def strip_credentials(url: str) -> tuple[str, bool]:
+    """``url`` without ``user:pass@`` userinfo, and whether there was any."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, False
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), True
 
 
-class GuardProxy(ThreadingHTTPServer):
-    """The egress guard; use as a context manager, then point ``http_proxy`` at :attr:`url`.
+def check_url(url: str) -> tuple[str, str] | None:
+    """Why ``url`` cannot be downloaded at all, as ``(unsupported_url, message)``; None for an http(s) URL with a host.
+
+    Used at selection and again before the first request, so a metadata row with ``file://``, ``ftp://``,
+    ``data:`` or a malformed URL is a named row and never an I/O.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as e:
+        return "unsupported_url", f"malformed url: {e}"
+    if parts.scheme.lower() not in ALLOWED_SCHEMES:
+        return "unsupported_url", f"scheme {parts.scheme or '(none)'!r} is not downloadable (only http and https)"
+    if not parts.hostname:
+        return "unsupported_url", "url has no host"
+    return None
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to ``ip`` (already checked) that still names ``host`` in the Host header."""
+
+    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """HTTPS to a checked ``ip``: TLS is verified against ``host`` (SNI and certificate name)."""
+
+    _context: ssl.SSLContext | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        if _PinnedHTTPSConnection._context is None:
+            _PinnedHTTPSConnection._context = ssl.create_default_context()
+        self.sock = _PinnedHTTPSConnection._context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+@dataclass
+class FetchResult:
+    """A successful download: the body, the URL asked for (credentials stripped), the URL the body came from after
+    redirects, and what happened on the way."""
+
+    body: bytes
+    url: str
+    final_url: str
+    attempts: int = 1
+    credentials_stripped: bool = False
+
+
+@dataclass
+class DomainLimiter:
+    """At most ``limit`` concurrent requests per host name (0: no limit); shared by the threads of one process."""
+
+    limit: int = 0
+    _sems: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def acquire(self, host: str) -> None:
+        if self.limit:
+            with self._lock:
+                sem = self._sems.setdefault(host, threading.BoundedSemaphore(self.limit))
+            sem.acquire()
+        with self._lock:
+            self.active[host] += 1
+            self.peak[host] = max(self.peak[host], self.active[host])
+
+    def release(self, host: str) -> None:
+        with self._lock:
+            self.active[host] -= 1
+        if self.limit:
+            self._sems[host].release()
+
+
+class Fetcher:
+    """Downloads one URL at a time under the egress policy of a :class:`~mrbench.config.CrawlConfig`; thread-safe.
 
     Args:
-        allow_private: Allow private/loopback/link-local destinations (tests and the offline demo).
-        max_body_bytes: Largest body relayed.
-        timeout: Upstream socket timeout in seconds.
-        max_image_pixels: Images whose header declares more pixels are refused as decompression bombs.
-        policy: ``(host, ip) -> allowed``; defaults to "ip is a public address".
+        config: Timeouts, size cap, retries, backoff, redirects, per-domain limit, private-network switch.
+        policy: ``(host, ip) -> allowed`` replacing "ip is a public address" (tests); ignored when
+            ``allow_private_network`` is set.
+        sleep: Waits between retries (tests pass a recorder).
     """
 
-    daemon_threads = True
+    def __init__(self, config: CrawlConfig, policy: Callable[[str, str], bool] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.config = config
+        self.policy = policy or (lambda _host, ip: is_public_address(ip))
+        self.limiter = DomainLimiter(config.max_per_domain)
+        self.sleep = sleep
+        self.user_agent = f"Mozilla/5.0 (compatible; {config.user_agent_token})" if config.user_agent_token else "Mozilla/5.0"
+        self._rng = random.Random()  # jitter only: it decides when, never what is downloaded
 
-    def __init__(
-        self,
-        allow_private: bool = False,
-        max_body_bytes: int = 20 << 20,
-        timeout: float = 10.0,
-        max_image_pixels: int = 64_000_000,
-        policy: Callable[[str, str], bool] | None = None,
-    ) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.allow_private = allow_private
-        self.max_body_bytes = max_body_bytes
-        self.max_image_pixels = max_image_pixels
-        self.policy = policy
-        self.upstream_timeout = timeout
-        self._thread: threading.Thread | None = None
+    def fetch(self, url: str) -> FetchResult:
+        """The body of ``url`` after redirects and retries; raises :class:`FetchError` with a named reason."""
+        bad = check_url(url)
+        if bad is not None:
+            raise FetchError(*bad)
+        url, stripped = strip_credentials(url)
+        cfg = self.config
+        attempt = 0
+        while True:
+            try:
+                body, final = self._follow(url)
+                return FetchResult(body, url, final, attempt + 1, stripped)
+            except FetchError as e:
+                if e.reason not in RETRYABLE or attempt >= cfg.retries:
+                    if attempt:
+                        e.message = f"{e.message} (after {attempt + 1} attempts)"
+                    raise
+                if e.retry_after is not None:
+                    delay = min(e.retry_after, cfg.retry_after_max)
+                else:  # exponential backoff with full jitter
+                    delay = self._rng.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2 ** attempt))
+                self.sleep(delay)
+                attempt += 1
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+    def _follow(self, url: str) -> tuple[bytes, str]:
+        seen = {url}
+        for _ in range(self.config.max_redirects + 1):
+            status, location, body = self._request(url)
+            if location is None:
+                return body, url
+            nxt, _ = strip_credentials(urljoin(url, location))
+            scheme = urlsplit(nxt).scheme.lower()
+            if scheme not in ALLOWED_SCHEMES:
+                raise FetchError("blocked_scheme", f"redirect ({status}) to a {scheme or 'schemeless'} url refused: {nxt[:200]}")
+            bad = check_url(nxt)
+            if bad is not None:
+                raise FetchError("unsupported_url", f"redirect to {nxt[:200]}: {bad[1]}")
+            if nxt in seen:
+                raise FetchError("redirect_loop", f"redirect ({status}) back to {nxt[:200]}")
+            seen.add(nxt)
+            url = nxt
+        raise FetchError("too_many_redirects", f"more than {self.config.max_redirects} redirects")
 
-    def __enter__(self) -> "GuardProxy":
-        self._thread = threading.Thread(target=self.serve_forever, name="mrbench-guard", daemon=True)
-        self._thread.start()
-        return self
+    def _address(self, host: str, port: int) -> str:
+        """Resolve ``host`` once and check every address it has; returns the one to connect to."""
+        try:
+            addrs = resolve(host, port)
+        except (socket.gaierror, UnicodeError, OSError) as e:
+            raise FetchError("dns_failure", f"{host}: {e}") from None
+        if not addrs:
+            raise FetchError("dns_failure", f"{host}: no address")
+        if not self.config.allow_private_network:
+            bad = [a for a in addrs if not self.policy(host, a)]
+            if bad:
+                raise FetchError("blocked_private_network", f"{host} resolves to private network address {bad[0]}")
+        return addrs[0]
 
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
+    def _request(self, url: str) -> tuple[int, str | None, bytes]:
+        """One GET: ``(status, redirect location or None, body)``; raises FetchError for every failure."""
+        cfg = self.config
+        parts = urlsplit(url)
+        https = parts.scheme.lower() == "https"
+        host = parts.hostname or ""
+        port = parts.port or (443 if https else 80)
+        ip = self._address(host, port)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn_cls = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
+        conn = conn_cls(host, port, ip, cfg.timeout)
+        deadline = time.monotonic() + cfg.timeout * 5  # a server dribbling bytes cannot hold a thread forever
+        self.limiter.acquire(host)
+        try:
+            conn.request("GET", target, headers={"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8",
+                                                 "Accept-Encoding": "identity"})
+            resp = conn.getresponse()
+            status = resp.status
+            if 300 <= status < 400 and status != 304:
+                location = resp.getheader("Location")
+                if not location:
+                    raise FetchError("http_3xx", f"HTTP {status} without a Location header")
+                return status, location, b""
+            if status != 200 and not 200 <= status < 300:
+                raise _http_error(status, resp.reason, resp.getheader("Retry-After"))
+            declared = resp.getheader("Content-Length")
+            limit = cfg.max_body_bytes
+            if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+                raise FetchError("oversize_body", f"declared {declared} bytes > {limit}")
+            chunks, size = [], 0
+            while True:
+                chunk = resp.read(_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise FetchError("oversize_body", f"more than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError("timeout", f"body not complete after {cfg.timeout * 5:.0f} s")
+                chunks.append(chunk)
+            return status, None, b"".join(chunks)
+        except FetchError:
+            raise
+        except (TimeoutError, socket.timeout) as e:
+            raise FetchError("timeout", f"timed out ({e})") from None
+        except ssl.SSLError as e:
+            raise FetchError("tls_error", f"{type(e).__name__}: {e}"[:300]) from None
+        except http.client.IncompleteRead as e:
+            raise FetchError("connection_error", f"incomplete read: {len(e.partial)} bytes") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise FetchError("connection_error", f"{type(e).__name__}: {e}"[:300]) from None
+        finally:
+            self.limiter.release(host)
+            conn.close()
+
+
+def _http_error(status: int, reason: str, retry_after: str | None) -> FetchError:
+    name = {403: "http_403", 404: "http_404", 429: "http_429"}.get(status)
+    if name is None:
+        name = "http_5xx" if status >= 500 else "http_4xx" if status >= 400 else "http_error"
+    wait = parse_retry_after(retry_after) if status in (429, 503) else None
+    return FetchError(name, f"HTTP Error {status}: {reason}", retry_after=wait)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -3,7 +3,7 @@
     RUN_DIR/config.yaml, provenance.json, run_state.json
     ingest/    candidates per source file        (sharded, one per source file)
     urls/      selected URLs in num_shards shards (global: cap per tag, ids)
-    download/  one row per URL: ok + bytes, or a named failure (sharded: img2dataset + validation)
+    download/  one row per URL: ok + bytes, or a named failure (sharded: fetch under the egress policy + validation)
     embed/     per shard: image embedding, faces, detections of every ok image (sharded; only with embed models)
     filters/   per shard: ids dropped by the resolution / face / object filters, with reasons (sharded)
     index/     vectors of the images still in play, memory-mapped (global; only with embed models)
@@ -31,7 +31,7 @@ from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.curation.audit import leakage_audit, read_report
 from mrbench.curation.crawl import IngestTask, select_and_shard
 from mrbench.curation.dedup import dedup_step, read_duplicates
-from mrbench.curation.download import Img2DatasetDownloader, ImageValidator
+from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.embed import EmbedTask, preflight
 from mrbench.curation.filters import FilterTask, read_drops
 from mrbench.curation.group import group_by_tag
@@ -53,7 +53,7 @@ log = get_logger(__name__)
 
 @dataclass
 class DownloadTask:
-    """Per URL shard: download (img2dataset behind the egress guard), validate, write one row per URL."""
+    """Per URL shard: download (under the egress policy), validate, write one row per URL."""
 
     config: CurateConfig
     run_dir: str
@@ -68,9 +68,8 @@ class DownloadTask:
 
     def __call__(self, shard: int) -> None:
         urls = ShardSet(Path(self.run_dir) / "urls", "urls").output(shard)
-        log = Path(self.run_dir) / "logs" / f"download_{shard:05d}.log"
-        downloader = Img2DatasetDownloader(self.config.crawl, str(log))
-        validator = ImageValidator(self.config.crawl.max_image_pixels)
+        downloader = Downloader(self.config.crawl)
+        validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
         records = list(validator(downloader(read_records(urls))))
         records.sort(key=lambda r: r.id)
         write_parquet_atomic(records_to_table(records), self.shards.output(shard))

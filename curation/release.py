@@ -44,6 +44,7 @@ RELEASE_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("sha256", pa.string()),
+        ("encoding", pa.string()),  # "original" (the publisher's bytes) or how they were re-encoded (curation.download)
     ]
 )
 REJECT_SCHEMA = pa.schema(
@@ -100,7 +101,7 @@ class ReleaseTask:
             rec.group, rec.split, rec.role = a["group"], a["split"], a["role"]
             cols = per_split[rec.split]
             for k in RELEASE_SCHEMA.names:
-                cols[k].append(rec.metadata.get("format", "") if k == "format" else getattr(rec, k))
+                cols[k].append(rec.metadata.get(k, "") if k in ("format", "encoding") else getattr(rec, k))
             stats.inc(f"release/{rec.split}")
         for split, cols in per_split.items():
             path = run / "release" / release_file(split, shard, n)

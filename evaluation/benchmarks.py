@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import ImageRef, Sample
@@ -157,9 +157,10 @@ def round_robin(by_group: dict[str, list[Sample]]) -> list[Sample]:
 
 
 def load_image_file(path: Path | IO[bytes]) -> Image.Image:
-    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation."""
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation (``mrbench.images``)."""
+    from mrbench.images import load_image
+
+    return load_image(path)
 
 
 def _images_in(folder: Path) -> list[Path]:

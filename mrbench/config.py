@@ -52,13 +52,20 @@ class CrawlConfig:
         max_body_bytes: Bodies larger than this are refused (``oversize_body``).
         max_image_pixels: Images declaring more pixels are refused (``decompression_bomb``).
         timeout: Per-request timeout in seconds.
-        retries: img2dataset retries per URL.
+        retries: Retries per URL for timeouts, connection errors, 429 and 5xx (never 403/404), with backoff.
         thread_count: Download threads per shard.
         output_format: img2dataset output format: ``parquet`` or ``webdataset``.
         resize_mode: img2dataset resize mode: ``no``, ``border``, ``keep_ratio``, ``keep_ratio_largest``, ``center_crop``.
         image_size: Target size for resize modes other than ``no``.
         encode_format: ``jpg``, ``png`` or ``webp`` when re-encoding.
         user_agent_token: Appended to img2dataset's user agent.
+        max_redirects: Redirects followed per URL; a longer chain is ``too_many_redirects``.
+        backoff_base: First retry waits up to this many seconds; each further retry doubles it (full jitter).
+        backoff_max: Upper bound of one backoff wait.
+        retry_after_max: A server's ``Retry-After`` is honoured up to this many seconds.
+        max_per_domain: Concurrent requests per host name within one download worker (0: no limit).
+        convert_format: Re-encode every image to ``encode_format`` even without a resize (off: the publisher's
+            bytes are kept whenever ``resize_mode`` is ``no``).
     """
 
     tag_list: str = ""
@@ -75,6 +82,25 @@ class CrawlConfig:
     image_size: int = 512
     encode_format: str = "jpg"
     user_agent_token: str = "mrbench"
+    max_redirects: int = 10
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+    max_per_domain: int = 0
+    convert_format: bool = False
+
+    def __post_init__(self) -> None:
+        """Range checks of the download-policy fields (see the attributes)."""
+        import math
+
+        for key in ("backoff_base", "backoff_max", "retry_after_max"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 3600:
+                raise ConfigError(f"crawl.{key} must be a number of seconds in [0, 3600], got {value!r}")
+        for key, low, high in (("max_redirects", 0, 100), ("max_per_domain", 0, 10_000)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"crawl.{key} must be an integer in [{low}, {high}], got {value!r}")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from PIL import Image
 
 from mrbench.backends.base import Detector, FaceEncoder, ImageEncoder
 from mrbench.backends.torch_common import batched  # torch is loaded anyway: a backend is built first
+from mrbench.images import load_image
 from mrbench.log import get_logger, warn_once
 from mrbench.records import STATUS_OK
 from mrbench.stats import CappedCounter
@@ -59,9 +60,8 @@ def read_image(path: Path) -> tuple[Image.Image | None, str, str | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()  # decode now so truncated files fail here, not inside a backend
-                return im.copy(), STATUS_OK, None
+            # decoded now so truncated files fail here, not inside a backend; EXIF orientation applied (mrbench.images)
+            return load_image(path, mode=None), STATUS_OK, None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, STATUS_UNREADABLE, f"{type(e).__name__}: {e}"
 

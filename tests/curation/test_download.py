@@ -1,15 +1,13 @@
-"""Crawl status rows against a real local web server (real img2dataset downloads, no mocks)."""
+"""Crawl status rows against a real local web server (real downloads, no mocks)."""
 
 import hashlib
-import urllib.error
-import urllib.request
 
 import pytest
 
 from mrbench.config import CrawlConfig
 from mrbench.curation.crawl import record_id
-from mrbench.curation.download import Img2DatasetDownloader, ImageValidator, classify_error
-from mrbench.curation.netguard import GuardProxy, is_public_address
+from mrbench.curation.download import Downloader, ImageValidator
+from mrbench.curation.netguard import FetchError, Fetcher, is_public_address
 from mrbench.records import ImageRecord
 from mrbench.webserver import Route
 
@@ -33,7 +31,7 @@ def download(server, paths, **cfg):
     config = CrawlConfig(**{"allow_private_network": True, "timeout": 1.5, "thread_count": 8, **cfg})
     recs = [ImageRecord(id=record_id(server.url(p)), url=server.url(p)) for p in paths]
     recs.append(ImageRecord(id="ftp", url="ftp://example.org/a.jpg"))
-    out = list(ImageValidator(config.max_image_pixels)(Img2DatasetDownloader(config)(recs)))
+    out = list(ImageValidator(config.max_image_pixels, config)(Downloader(config)(recs)))
     return {r.url.replace(server.base_url, ""): r for r in out}
 
 
@@ -64,13 +62,13 @@ def test_guard_checks_every_redirect_hop(web_server):
     # Policy: the host name "localhost" stands in for a public site; "127.0.0.1" is the private target.
     port = web_server.server_address[1]
     web_server.routes["/redirect/private"] = Route(b"", 302, location=f"http://127.0.0.1:{port}/img/s0_0.jpg")
-    with GuardProxy(allow_private=False, policy=lambda host, ip: host == "localhost") as guard:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": guard.url}))
-        assert opener.open(f"http://localhost:{port}/img/s0_0.jpg", timeout=5).status == 200
-        with pytest.raises(urllib.error.HTTPError) as e:
-            opener.open(f"http://localhost:{port}/redirect/private", timeout=5)
-        assert e.value.code == 403 and "private network address 127.0.0.1" in str(e.value.reason)
-    assert web_server.hits["/redirect/private"] == 1
+    fetcher = Fetcher(CrawlConfig(timeout=5), policy=lambda host, ip: host == "localhost")
+    assert fetcher.fetch(f"http://localhost:{port}/img/s0_0.jpg").body == web_server.routes["/img/s0_0.jpg"].body
+    hits = web_server.hits["/img/s0_0.jpg"]
+    with pytest.raises(FetchError) as e:
+        fetcher.fetch(f"http://localhost:{port}/redirect/private")
+    assert e.value.reason == "blocked_private_network" and "127.0.0.1" in e.value.message
+    assert web_server.hits["/redirect/private"] == 1 and web_server.hits["/img/s0_0.jpg"] == hits
 
 
 @pytest.mark.parametrize(
@@ -83,20 +81,9 @@ def test_public_address_classification(ip, public):
     assert is_public_address(ip) is public
 
 
-@pytest.mark.parametrize(
-    "message,reason",
-    [("HTTP Error 404: Not Found", "http_404"), ("HTTP Error 503: Service Unavailable", "http_5xx"),
-     ("<urlopen error timed out>", "timeout"), ("The read operation timed out", "timeout"),
-     ("<urlopen error [Errno -2] Name or service not known>", "dns_failure"),
-     ("<urlopen error [Errno 111] Connection refused>", "connection_error"), ("weird", "download_error")],
-)
-def test_classify_error(message, reason):
-    assert classify_error(message) == reason
-
-
 @pytest.mark.slow
-def test_resize_policy_is_passed_to_img2dataset(web_server):
+def test_resize_policy_reencodes_and_records_it(web_server):
     rows = download(web_server, ["/img/s0_0.jpg"], resize_mode="center_crop", image_size=32)
     r = rows["/img/s0_0.jpg"]
     assert r.status == "ok" and (r.width, r.height) == (32, 32)
-    assert r.metadata["original_width"] == 96
+    assert r.metadata["original_width"] == 96 and r.metadata["encoding"] == "resize:center_crop:32:jpg"
