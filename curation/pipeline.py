@@ -159,12 +159,12 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-    atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))
     executor = get_executor(config.executor)
     # Missing weights or model dependencies fail here, before any work.
     models = preflight(config.embed)
     if models:
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
+    atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))  # after preflight: torch known
 
     def step(task: Any, n: int) -> None:
         cb = progress(task.name, n) if progress else None
@@ -183,6 +183,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         dedup_step(config, run_dir)
     group_and_split(config, run_dir)
     step(ReleaseTask(config, str(run_dir)), config.num_shards)
+    executor.close()  # its worker pool served every sharded step above (a failing step closes it itself)
     manifest = finalize_release(config, run_dir)
     merged = write_merged_stats(run_dir, config, num_ingest)
     return summarize(run_dir, merged, manifest)

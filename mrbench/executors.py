@@ -41,9 +41,26 @@ class Executor(abc.ABC):
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
         """Run pending shards; returns the indices that ran. ``progress(1)`` is called per finished shard."""
 
+    def close(self) -> None:
+        """Release the workers kept between steps (nothing by default)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class LocalExecutor(Executor):
-    """Runs shards in this process (workers=1) or in a pool of spawned processes."""
+    """Runs shards in this process (workers=1) or in a pool of spawned processes.
+
+    The pool is started at the first step that needs it and kept for the following steps until :meth:`close`:
+    workers import their modules once per run, not once per step (a step of cheap shards costs no process starts).
+    """
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        super().__init__(config)
+        self._pool: ProcessPoolExecutor | None = None
 
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
         todo = self.pending(task, num_shards)
@@ -53,17 +70,28 @@ class LocalExecutor(Executor):
                 if progress:
                     progress(1)
             return todo
-        # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.config.workers, len(todo)), mp_context=ctx) as pool:
-            futures = {pool.submit(task, i) for i in todo}
+        if self._pool is None:
+            # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=ctx)
+        futures = {self._pool.submit(task, i) for i in todo}
+        try:
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for f in done:
                     f.result()  # re-raise a shard's crash here; finished shards stay complete
                     if progress:
                         progress(1)
+        except BaseException:
+            wait(futures)  # like leaving the pool's context: the other shards finish (their markers are written)
+            self.close()
+            raise
         return todo
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class RayExecutor(Executor):

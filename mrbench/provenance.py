@@ -36,17 +36,16 @@ def git_hash() -> str:
 
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {"machine": platform.machine(), "python": platform.python_version()}
-    try:
-        import os
+    import os
+    import sys
 
-        info["cpus"] = os.cpu_count()
-        import torch
-
+    info["cpus"] = os.cpu_count()
+    # Only when a model step has loaded torch already: importing it here costs seconds a model-free run never needs.
+    torch = sys.modules.get("torch")
+    if torch is not None:
         info["cuda"] = torch.cuda.is_available()
         if info["cuda"]:
             info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
     return info
 
 
