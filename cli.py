@@ -39,12 +39,13 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
 
 @app.command()
 def curate(
-    config: Path = typer.Option(..., "--config", "-c", help="curation config YAML"),
-    out: Path = typer.Option(..., "--out", "-o", help="run folder (created; an existing one is resumed)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="curation config YAML (required unless --retry-failed)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (created; an existing one is resumed)"),
     executor: str = typer.Option("local", "--executor", help="local or ray"),
     workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
+    retry_failed: Optional[Path] = typer.Option(None, "--retry-failed", help="a run folder: download again only the rows whose failure is retryable (timeout, connection error, 429, 5xx), then redo the steps after download; its config.yaml is used unless --config is given"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
@@ -52,6 +53,16 @@ def curate(
     from mrbench.log import setup_logging
 
     setup_logging("WARNING")
+    if retry_failed is not None:
+        if out is not None and out.resolve() != retry_failed.resolve():
+            _fail("--retry-failed RUN_DIR works in RUN_DIR; leave --out out or give the same folder")
+        out = retry_failed
+        if config is None:
+            config = retry_failed / "config.yaml"
+            if not config.is_file():
+                _fail(f"{retry_failed} has no config.yaml: not a curation run folder")
+    if config is None or out is None:
+        _fail("--config and --out are required (or --retry-failed RUN_DIR)")
     overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers else []),
                  *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
     try:
@@ -61,10 +72,17 @@ def curate(
     progress, factory = _progress_factory()
     try:
         with progress:  # type: ignore[attr-defined]
-            summary = run_curation(cfg, out, factory)
+            if retry_failed is not None:
+                from mrbench.curation.retry import retry_failed as retry
+
+                summary = retry(cfg, out, factory)
+            else:
+                summary = run_curation(cfg, out, factory)
     except (ConfigError, FileNotFoundError) as e:
         _fail(str(e))
     print_summary(summary)
+    if retry_failed is not None:
+        typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
 
 
 def print_summary(summary: dict) -> None:

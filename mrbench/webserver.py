@@ -28,6 +28,7 @@ class Route:
         location: Redirect target (with a 3xx status).
         declared_length: Content-Length to declare instead of ``len(body)`` (a lying server).
         headers: Extra headers.
+        sequence: Answers for the first hits, in order (then this route itself): a server that fails, then recovers.
     """
 
     body: bytes = b""
@@ -37,6 +38,7 @@ class Route:
     location: str | None = None
     declared_length: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    sequence: list["Route"] = field(default_factory=list)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,9 +53,23 @@ class _Handler(BaseHTTPRequestHandler):
         if "://" in path:  # absolute-form request line
             path = "/" + path.split("://", 1)[1].split("/", 1)[-1]
         route = self.server.routes.get(path)
-        self.server.hits[path] = self.server.hits.get(path, 0) + 1
+        with self.server.lock:
+            hit = self.server.hits.get(path, 0)
+            self.server.hits[path] = hit + 1
+            self.server.request_headers.setdefault(path, []).append(dict(self.headers.items()))
+            self.server.active += 1
+            self.server.peak_active = max(self.server.peak_active, self.server.active)
+        try:
+            self._answer(route, hit)
+        finally:
+            with self.server.lock:
+                self.server.active -= 1
+
+    def _answer(self, route: Route | None, hit: int) -> None:
         if route is None:
             route = Route(b"not found", 404, "text/plain")
+        if hit < len(route.sequence):
+            route = route.sequence[hit]
         if route.delay:
             time.sleep(route.delay)
         try:
@@ -80,6 +96,10 @@ class SampleWebServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.routes: dict[str, Route] = dict(routes or {})
         self.hits: dict[str, int] = {}
+        self.request_headers: dict[str, list[dict[str, str]]] = {}  # per path, the headers of every request
+        self.active = 0  # requests being answered now, and the most at once (a concurrency probe)
+        self.peak_active = 0
+        self.lock = threading.Lock()
 
     @property
     def base_url(self) -> str:

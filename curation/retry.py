@@ -1,0 +1,111 @@
+"""``mrbench curate --retry-failed RUN_DIR``: download again the rows whose failure a retry can fix, then finish.
+
+What it does to the run folder, in this order (each step is safe to kill; rerunning the command continues):
+
+1. Reads every finished download shard and picks the rows whose status is retryable
+   (:data:`curation.netguard.RETRYABLE`: ``timeout``, ``connection_error``, ``http_429``, ``http_5xx``). Shards
+   without such rows are not touched (their files keep their bytes).
+2. Removes what was computed from the shards that have such rows, so no stale result survives: ``embed/`` and
+   ``filters/`` outputs of those shards (outputs, stats, markers), and the global results that depend on every shard:
+   ``index/``, ``dedup/``, ``groups/``, ``audit/``, ``release/``, ``rejects/``, the release markers in ``state/`` and
+   ``stats.json``. Markers go first, so an interrupted retry never leaves a step marked done over stale inputs.
+3. Downloads those rows again (with the run's config; ``--set crawl.retries=3`` etc. apply) and rewrites each such
+   download shard atomically: the rows that were not retried are copied unchanged, the retried rows take their new
+   outcome (``ok`` or a named failure), rows stay sorted by id; its stats count ``download/<status>`` over the whole
+   shard plus ``download/retried`` and ``download/retry_recovered``.
+4. Runs the normal resume (:func:`curation.pipeline.run_curation`): the removed steps run again from the shards, so
+   the release is exactly what a fresh run with the same download outcomes gives (deterministic, verified).
+
+Nothing is retried when no row is retryable: the command is then a plain resume, which does no work on a finished run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mrbench.config import ConfigError, CurateConfig
+from mrbench.curation.download import Downloader, ImageValidator
+from mrbench.curation.netguard import RETRYABLE
+from mrbench.records import STATUS_OK, ImageRecord
+from mrbench.shards import ShardSet, read_records, records_to_table, write_parquet_atomic
+from mrbench.stats import Stats
+
+# Global results computed from all download shards; removed whole when any shard changes.
+_GLOBAL_FOLDERS = ("index", "dedup", "groups", "audit", "release", "rejects")
+
+
+def retryable_rows(path: Path) -> int:
+    """How many rows of a download shard have a retryable status."""
+    import pyarrow.parquet as pq
+
+    return sum(1 for s in pq.read_table(path, columns=["status"]).column("status").to_pylist() if s in RETRYABLE)
+
+
+def invalidate(run_dir: Path, config: CurateConfig, shards: list[int]) -> None:
+    """Remove every result computed from download shards ``shards`` (markers before outputs)."""
+    state = run_dir / "state"
+    if state.is_dir():
+        for marker in state.glob("release*"):
+            marker.unlink()
+    for folder in _GLOBAL_FOLDERS:
+        success = run_dir / folder / "_SUCCESS"
+        if success.exists():
+            success.unlink()
+    for sub, prefix in (("embed", "shard"), ("filters", "drops")):
+        per_shard = ShardSet(run_dir / sub, prefix)
+        for i in shards:
+            for path in (per_shard.marker(i), per_shard.stats_path(i), per_shard.output(i)):
+                path.unlink(missing_ok=True)
+    for folder in _GLOBAL_FOLDERS:
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
+    (run_dir / "stats.json").unlink(missing_ok=True)
+
+
+def retry_shard(config: CurateConfig, path: Path) -> Stats:
+    """Download the retryable rows of one download shard again and rewrite it; returns its new stats."""
+    records = list(read_records(path))
+    again: list[ImageRecord] = []
+    for r in records:
+        if r.status in RETRYABLE:
+            r.metadata["previous_failure"] = r.status
+            r.status, r.error_message, r.image = STATUS_OK, "", None
+            again.append(r)
+    done = {r.id: r for r in ImageValidator(config.crawl.max_image_pixels, config.crawl)(Downloader(config.crawl)(again))}
+    merged = sorted((done.get(r.id, r) for r in records), key=lambda r: r.id)
+    write_parquet_atomic(records_to_table(merged), path)
+    stats = Stats()
+    for r in merged:
+        stats.inc(f"download/{r.status}")
+        if not r.ok:
+            stats.error(r.error_message)
+    stats.inc("download/retried", len(again))
+    stats.inc("download/retry_recovered", sum(1 for r in done.values() if r.ok))
+    return stats
+
+
+def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None) -> dict[str, Any]:
+    """Retry the retryable download failures of ``run_dir`` and finish the run (see the module docstring).
+
+    Returns:
+        The run summary of :func:`curation.pipeline.run_curation`, with ``retried_rows`` and ``retried_shards``.
+    """
+    from mrbench.curation.pipeline import run_curation
+
+    run_dir = Path(run_dir).resolve()
+    download = ShardSet(run_dir / "download", "shard")
+    if not (run_dir / "run_state.json").exists() or not download.folder.is_dir():
+        raise ConfigError(f"{run_dir} is not a curation run folder with downloads (nothing to retry)")
+    config.validate()
+    todo = [i for i in range(config.num_shards) if download.is_done(i) and retryable_rows(download.output(i))]
+    rows = 0
+    if todo:
+        invalidate(run_dir, config, todo)
+        for i in todo:
+            rows += retryable_rows(download.output(i))
+            stats = retry_shard(config, download.output(i))
+            download.complete(i, stats)
+    summary = run_curation(config, run_dir, progress)
+    summary["retried_rows"], summary["retried_shards"] = rows, todo
+    return summary
