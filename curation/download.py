@@ -60,10 +60,9 @@ class Downloader(Stage):
 
     name = "download"
 
-    def __init__(self, config: CrawlConfig, log_path: str | None = None) -> None:
+    def __init__(self, config: CrawlConfig) -> None:
         super().__init__()
         self.config = config
-        self.log_path = log_path  # kept for the stage signature; the fetcher writes no logs of its own
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design

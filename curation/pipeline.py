@@ -176,6 +176,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     step(DownloadTask(config, str(run_dir)), config.num_shards)
     if models:
         step(EmbedTask(config, str(run_dir)), config.num_shards)
+        executor.close()  # its workers hold the models: free that memory before the global steps
     step(FilterTask(config, str(run_dir)), config.num_shards)
     if models:
         build_index(config, run_dir)

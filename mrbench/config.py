@@ -42,7 +42,7 @@ class SourceConfig:
 
 @dataclass
 class CrawlConfig:
-    """Tag matching and download settings (img2dataset does the downloading).
+    """Tag matching and download settings (MRBench's fetch loop under the egress policy, ``curation.netguard``).
 
     Attributes:
         tag_list: Path to the tag list (YAML or TSV: name, category, aliases).
@@ -53,12 +53,13 @@ class CrawlConfig:
         max_image_pixels: Images declaring more pixels are refused (``decompression_bomb``).
         timeout: Per-request timeout in seconds.
         retries: Retries per URL for timeouts, connection errors, 429 and 5xx (never 403/404), with backoff.
-        thread_count: Download threads per shard.
-        output_format: img2dataset output format: ``parquet`` or ``webdataset``.
-        resize_mode: img2dataset resize mode: ``no``, ``border``, ``keep_ratio``, ``keep_ratio_largest``, ``center_crop``.
+        thread_count: Download threads per worker process.
+        output_format: Accepted for older configs and ignored: download shards are parquet.
+        resize_mode: ``no`` keeps the publisher's bytes; ``border``, ``keep_ratio``, ``keep_ratio_largest``,
+            ``center_crop`` (img2dataset's modes) resize to ``image_size`` and re-encode.
         image_size: Target size for resize modes other than ``no``.
         encode_format: ``jpg``, ``png`` or ``webp`` when re-encoding.
-        user_agent_token: Appended to img2dataset's user agent.
+        user_agent_token: Named in the downloader's User-Agent.
         max_redirects: Redirects followed per URL; a longer chain is ``too_many_redirects``.
         backoff_base: First retry waits up to this many seconds; each further retry doubles it (full jitter).
         backoff_max: Upper bound of one backoff wait.

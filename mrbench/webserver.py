@@ -26,7 +26,7 @@ class Route:
         content_type: Content-Type header.
         delay: Seconds to wait before answering (a slow server).
         location: Redirect target (with a 3xx status).
-        declared_length: Content-Length to declare instead of ``len(body)`` (a lying server).
+        declared_length: Content-Length to declare instead of ``len(body)`` (a lying server); negative: none.
         headers: Extra headers.
         sequence: Answers for the first hits, in order (then this route itself): a server that fails, then recovers.
     """
@@ -80,7 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in route.headers.items():
                 self.send_header(k, v)
             length = route.declared_length if route.declared_length is not None else len(route.body)
-            self.send_header("Content-Length", str(length))
+            if length >= 0:  # a negative declared_length sends no Content-Length: the body ends when the connection does
+                self.send_header("Content-Length", str(length))
             self.end_headers()
             self.wfile.write(route.body)
         except (BrokenPipeError, ConnectionResetError):

@@ -45,7 +45,8 @@ def curate(tmp: Path, urls: list[str], *args: str, sources: list[dict] | None = 
     cfg = {
         "seed": 3, "num_shards": 2,
         "sources": sources if sources is not None else [{"kind": "metadata", "paths": ["meta.parquet"]}],
-        "crawl": {"tag_list": "tags.yaml", "allow_private_network": True, "timeout": 1.5, "thread_count": 4, **crawl},
+        "crawl": {"tag_list": "tags.yaml", "allow_private_network": True, "timeout": 1.5, "thread_count": 4,
+                  "max_body_bytes": 4 << 20, **crawl},
         "group": {"min_group_size": 2, "max_group_size": 64},
         "split": {"held_out_groups": 0, "held_in_groups": 0},
         "executor": {"name": "local", "workers": 1},
@@ -192,13 +193,16 @@ def test_retry_statuses_through_the_cli(tmp_path, web):
     web.routes["/chain10/0"] = Route(b"", 302, location="/chain/2")  # 10 redirects: allowed
     paths = ["/flaky.jpg", "/throttled.jpg", "/always429.jpg", "/broken/missing.jpg", "/broken/loop.jpg",
              "/chain/0", "/chain10/0", "/img/s0_1.jpg"]
+    web.routes["/streamed_huge.jpg"] = Route(jpeg + bytes(5 << 20), declared_length=-1)  # no Content-Length
+    paths.append("/streamed_huge.jpg")
     proc, run = curate(tmp_path, [web.url(p) for p in paths], "--set", "crawl.retries=3", "--set",
                        "crawl.backoff_base=0.05")
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = {u.replace(web.base_url, ""): r for u, r in rows(run).items()}
     assert {p: got[p]["status"] for p in paths} == {
         "/flaky.jpg": "ok", "/throttled.jpg": "ok", "/always429.jpg": "http_429", "/broken/missing.jpg": "http_404",
-        "/broken/loop.jpg": "redirect_loop", "/chain/0": "too_many_redirects", "/chain10/0": "ok", "/img/s0_1.jpg": "ok"}
+        "/broken/loop.jpg": "redirect_loop", "/chain/0": "too_many_redirects", "/chain10/0": "ok", "/img/s0_1.jpg": "ok",
+        "/streamed_huge.jpg": "oversize_body"}
     assert web.hits["/flaky.jpg"] == 3 and web.hits["/throttled.jpg"] == 2
     assert web.hits["/always429.jpg"] == 4  # 1 + 3 retries
     assert web.hits["/broken/missing.jpg"] == 1  # a 404 is never retried
@@ -361,3 +365,38 @@ def test_private_forms_refused_before_any_request(web, host):
             Fetcher(CrawlConfig(timeout=2), policy=lambda h, ip: h == "localhost").fetch(f"http://localhost:{port}/hop")
         assert e.value.reason in ("blocked_private_network", "dns_failure")
         assert web.hits == {"/hop": 1}
+
+
+# --- https: the pinned connection still verifies the certificate against the host name ---------------------------
+
+@pytest.fixture()
+def tls_web(tmp_path, small_web):
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    server = SampleWebServer(small_web)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    with server:
+        yield server, cert
+
+
+def test_https_verified_against_the_host_name(tmp_path, tls_web):
+    server, cert = tls_web
+    url = f"https://127.0.0.1:{server.server_address[1]}/img/s0_0.jpg"
+    urls = [url, url.replace("s0_0", "s0_1")]
+    proc, run = curate(tmp_path, urls, out="untrusted")  # self-signed: refused
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {r["status"] for r in rows(run).values()} == {"tls_error"}
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}  # now trusted: the download goes through
+    folder = tmp_path / "in"
+    proc = subprocess.run([sys.executable, "-m", "mrbench.cli", "curate", "--config", str(folder / "curate.yaml"),
+                           "--out", str(tmp_path / "trusted")], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = rows(tmp_path / "trusted")
+    assert {r["status"] for r in got.values()} == {"ok"}
+    assert got[url]["image"] == server.routes["/img/s0_0.jpg"].body
