@@ -34,9 +34,8 @@ def photo(seed: int, size: tuple[int, int] = (96, 80), mode: str = "RGB") -> Ima
     return im.convert(mode)
 
 
-def curate(tmp: Path, urls: list[str], *args: str, sources: list[dict] | None = None, timeout: float = 180,
-           out: str = "run", **crawl: object) -> tuple[subprocess.CompletedProcess, Path]:
-    """Write a metadata source of ``urls`` (all tagged) and run `mrbench curate` on it."""
+def write_inputs(tmp: Path, urls: list[str], sources: list[dict] | None = None, **crawl: object) -> Path:
+    """A metadata source of ``urls`` (all tagged), the tag list and the config; returns the config path."""
     folder = tmp / "in"
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"url": urls, "caption": [f"{TAG} number {i}" for i in range(len(urls))]}),
@@ -52,8 +51,15 @@ def curate(tmp: Path, urls: list[str], *args: str, sources: list[dict] | None = 
         "executor": {"name": "local", "workers": 1},
     }
     (folder / "curate.yaml").write_text(yaml.safe_dump(cfg))
+    return folder / "curate.yaml"
+
+
+def curate(tmp: Path, urls: list[str], *args: str, sources: list[dict] | None = None, timeout: float = 180,
+           out: str = "run", **crawl: object) -> tuple[subprocess.CompletedProcess, Path]:
+    """Write the inputs (:func:`write_inputs`) and run `mrbench curate` on them."""
+    cfg_path = write_inputs(tmp, urls, sources, **crawl)
     run = tmp / out
-    proc = subprocess.run([sys.executable, "-m", "mrbench.cli", "curate", "--config", str(folder / "curate.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path),
                            "--out", str(run), *args], capture_output=True, text=True, timeout=timeout)
     return proc, run
 
@@ -400,3 +406,33 @@ def test_https_verified_against_the_host_name(tmp_path, tls_web):
     got = rows(tmp_path / "trusted")
     assert {r["status"] for r in got.values()} == {"ok"}
     assert got[url]["image"] == server.routes["/img/s0_0.jpg"].body
+
+
+# --- 10. a SIGKILL during downloads leaves no temporary download folders; the resume finishes ----------------------
+
+def test_sigkill_during_download_leaves_no_temporary_folders(tmp_path, web):
+    import signal
+    import time
+
+    for k in range(8):
+        web.routes[f"/k/{k}.jpg"] = Route(encode(photo(80 + k)), delay=1.0)
+    urls = [web.url(f"/k/{k}.jpg") for k in range(8)]
+    cfg_path = write_inputs(tmp_path, urls)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path),
+           "--out", str(tmp_path / "run"), "--set", "crawl.thread_count=2"]
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while sum(web.hits.get(f"/k/{k}.jpg", 0) for k in range(8)) == 0:  # downloads under way
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "run" / "download" / "shard_00001.done").exists()
+    assert list(tmpdir.iterdir()) == []
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}
+    assert list(tmpdir.iterdir()) == []
