@@ -43,7 +43,7 @@ def mini_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        "caption": f"photo {k} of a {MINI_SUBJECTS[subject]}", "tags": [subject.replace('_', ' ')],
                        "category": "subject", "group": gid, "split": split, "role": "target" if k == 0 else "reference",
                        "image": data, "format": "png", "width": im.width, "height": im.height,
-                       "sha256": hashlib.sha256(data).hexdigest()}
+                       "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
                 for n in RELEASE_SCHEMA.names:
                     cols[n].append(row[n])
         write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), root / release_file(split, 0, 1))
