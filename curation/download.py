@@ -35,6 +35,8 @@ from mrbench.stage import Filter, Stage
 
 # Leading bytes of the image formats we accept: a body that starts like one but does not parse is corrupt.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+# The only decoders web bytes are given (PIL names): a web crawl has no business running EPS (ghostscript), PSD, ...
+WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (camera JPEGs)
 # Key in ImageRecord.metadata set at selection for rows of ``folder`` sources: the only rows read from disk.
 LOCAL_FILE = "local_file"
 
@@ -163,13 +165,13 @@ class ImageValidator(Filter):
             record.error_message = "empty body"
             return "empty_body"
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=WEB_FORMATS) as im:
                 w, h = im.size
                 if w * h > self.max_image_pixels:
                     record.error_message = f"{w}x{h} > {self.max_image_pixels} pixels"
                     return "decompression_bomb"
                 im.load()  # full decode: catches truncation and corrupt data
-                fmt = (im.format or "").lower()
+                fmt = {"MPO": "jpeg"}.get(im.format or "", (im.format or "").lower())  # MPO: a camera JPEG
                 w, h = display_size(im)  # the EXIF-oriented size (mrbench.images policy)
         except Image.DecompressionBombError as e:
             record.error_message = str(e)[:200]

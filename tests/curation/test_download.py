@@ -87,3 +87,18 @@ def test_resize_policy_reencodes_and_records_it(web_server):
     r = rows["/img/s0_0.jpg"]
     assert r.status == "ok" and (r.width, r.height) == (32, 32)
     assert r.metadata["original_width"] == 96 and r.metadata["encoding"] == "resize:center_crop:32:jpg"
+
+
+@pytest.mark.slow
+def test_only_web_image_decoders_run(web_server):
+    from PIL import Image
+
+    from mrbench.webserver import encode
+
+    im = Image.new("RGB", (32, 24), "red")
+    web_server.routes["/odd/image.tga"] = Route(encode(im, "TGA"), content_type="image/x-tga")
+    web_server.routes["/odd/image.ico"] = Route(encode(im, "ICO"), content_type="image/x-icon")
+    web_server.routes["/odd/image.tif"] = Route(encode(im, "TIFF"), content_type="image/tiff")
+    rows = download(web_server, ["/odd/image.tga", "/odd/image.ico", "/odd/image.tif"])
+    assert rows["/odd/image.tga"].status == rows["/odd/image.ico"].status == "not_an_image"
+    assert rows["/odd/image.tif"].status == "ok" and rows["/odd/image.tif"].metadata["format"] == "tiff"
