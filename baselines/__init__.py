@@ -19,3 +19,9 @@ MODELS.register("reference", f"{_B}.reference:ReferenceRow",
                 help="ceiling row: another real image of the same group")
 MODELS.register("chance", f"{_B}.reference:ChanceRow",
                 help="chance row: a real image of a different group")
+MODELS.register("flux2", f"{_B}.flux2:Flux2Generator",
+                help="FLUX.2 [dev] (diffusers Flux2Pipeline), references as an image list, <=6 (variant=klein: <=4)")
+MODELS.register("qwen-image-edit", f"{_B}.qwen_image_edit:QwenImageEditGenerator",
+                help="Qwen-Image-Edit-Plus 2509 (diffusers QwenImageEditPlusPipeline), several input images, <=3")
+MODELS.register("omnigen", f"{_B}.omnigen:OmniGenGenerator",
+                help="OmniGen v1 (diffusers OmniGenPipeline), <img><|image_i|></img> placeholders in the prompt, <=3")
