@@ -1,4 +1,4 @@
-"""Generators under evaluation: easyref, ip_adapter, lora, and the reference/chance rows.
+"""Generators under evaluation: easyref, ip_adapter, lora, flux2, qwen-image-edit, omnigen, and the reference/chance rows.
 
 Entries are ``module:Class`` strings, imported only when a run asks for them (``--model lora`` never imports what
 ``easyref`` needs). ``mrbench ls models`` lists them; third parties register under the entry-point group

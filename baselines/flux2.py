@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, tiny_byte_llama_tokenizer
+from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, quiet_transformers, tiny_byte_llama_tokenizer
 from mrbench.config import ConfigError
 
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"
@@ -181,8 +181,9 @@ class Flux2Generator(MultiRefGenerator):
             kwargs["max_sequence_length"] = msl
         if self.profile == "tiny":
             kwargs["text_encoder_out_layers"] = (1,)  # the tiny text encoders have one or two layers
-        return self.pipe(image=images, prompt=prompt, height=h, width=w, num_inference_steps=self.steps,
-                         guidance_scale=self.guidance, generator=generator, **kwargs).images[0]
+        with quiet_transformers():
+            return self.pipe(image=images, prompt=prompt, height=h, width=w, num_inference_steps=self.steps,
+                             guidance_scale=self.guidance, generator=generator, **kwargs).images[0]
 
     def weights(self) -> dict[str, Any]:
         if self.profile == "tiny":

@@ -179,6 +179,20 @@ def request_rng(seed: int, device: str) -> Iterator[Any]:
         yield torch.Generator(device="cpu").manual_seed(int(seed))
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warnings inside the block (diffusers' FLUX.2 text encoding passes tokenizer options the
+    legacy way, which transformers 5 accepts but warns about on every call)."""
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+
+
 # ------------------------------------------------------------------------------------------------ tokenizers
 
 
