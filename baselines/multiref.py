@@ -108,7 +108,7 @@ def _component_present(folder: Path) -> bool:
     """A component folder that can load: a config (or tokenizer/processor file) and, for models, a weights file."""
     if not folder.is_dir():
         return False
-    files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+    files = [p for p in folder.rglob("*") if p.is_file()]  # follows HF-cache symlinks; a dangling one is absent
     names = {p.name for p in files}
     if "config.json" in names:  # a model: needs its weights too
         return any(p.name.endswith(_WEIGHT_SUFFIXES) or p.name.endswith(".index.json") for p in files)

@@ -93,6 +93,21 @@ def test_same_seed_same_rows_and_resume_after_sigkill(tmp_path: Path, mini_dream
         assert (resumed.run_dir / r["image"]).read_bytes() == (fresh.run_dir / r["image"]).read_bytes()
 
 
+@pytest.mark.parametrize("model,repo", [("flux2", "black-forest-labs/FLUX.2-dev"),
+                                        ("qwen-image-edit", "Qwen/Qwen-Image-Edit-2509"),
+                                        ("omnigen", "Shitao/OmniGen-v1-diffusers")])
+def test_missing_weights_fail_before_any_work(tmp_path: Path, mini_dreambench: Path, model: str, repo: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("MRBENCH_WEIGHTS_DIR", str(tmp_path / "mirror"))
+    res = CliRunner().invoke(app, ["eval", "--model", model, "--benchmark", f"dreambench:{mini_dreambench}",
+                                   "--out", str(tmp_path / "out"), "--metrics", "image_sim@dino-tiny"])
+    assert res.exit_code == 3, res.output
+    out = " ".join(res.output.split())  # rich may wrap long lines
+    assert "weights for" in out and repo in out and f"hf download {repo}" in out and "--profile tiny" in out
+    assert not (tmp_path / "out").exists()  # nothing was written: the run never started
+
+
 def test_ls_lists_new_models_and_the_judge() -> None:
     cli = CliRunner()
     models = cli.invoke(app, ["ls", "models"]).output.splitlines()
