@@ -64,7 +64,8 @@ TINY_FLUX2: dict[str, Any] = {
 }
 
 # Mistral-Small's chat layout as the FLUX.2 text encoder sees it: system turn, then user turn(s).
-MISTRAL_SPECIALS = ["[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]"]
+MISTRAL_SPECIALS = ["[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]",
+                    "[/INST]"]
 MISTRAL_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]"
     "{% for c in m['content'] %}{{ c['text'] }}{% endfor %}[/SYSTEM_PROMPT]{% elif m['role'] == 'user' %}[INST]"
@@ -152,7 +153,9 @@ class Flux2Generator(MultiRefGenerator):
                 model = Qwen3ForCausalLM(Qwen3Config(**TINY_FLUX2["qwen3"], vocab_size=len(tok),
                                                      pad_token_id=tok.pad_token_id or 0))
             return model.eval(), tok
-        from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor, PixtralProcessor
+        from transformers import (
+            Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor, PixtralProcessor,
+        )
 
         tok = tiny_byte_llama_tokenizer(MISTRAL_SPECIALS, pad_token="<pad>")
         ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

@@ -104,7 +104,8 @@ class OmniGenGenerator(MultiRefGenerator):
 
     def call_pipeline(self, prompt: str, images: list[Image.Image], generator: Any) -> Image.Image:
         h, w = self.size
-        side = self.config.max_input_image_size or (TINY_OMNIGEN["max_input_image_size"] if self.profile == "tiny" else 1024)
+        tiny = self.profile == "tiny"
+        side = self.config.max_input_image_size or (TINY_OMNIGEN["max_input_image_size"] if tiny else 1024)
         return self.pipe(prompt=prompt, input_images=images, height=h, width=w, num_inference_steps=self.steps,
                          guidance_scale=self.guidance, img_guidance_scale=self.config.img_guidance_scale,
                          max_input_image_size=side, generator=generator).images[0]

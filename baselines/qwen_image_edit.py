@@ -133,7 +133,8 @@ class QwenImageEditGenerator(MultiRefGenerator):
 
     def call_pipeline(self, prompt: str, images: list[Image.Image], generator: Any) -> Image.Image:
         h, w = self.size
-        msl = self.config.max_sequence_length or (TINY_QWEN_IMAGE["max_sequence_length"] if self.profile == "tiny" else 512)
+        tiny = self.profile == "tiny"
+        msl = self.config.max_sequence_length or (TINY_QWEN_IMAGE["max_sequence_length"] if tiny else 512)
         with self._image_areas():
             return self.pipe(image=images, prompt=prompt, negative_prompt=self.config.negative_prompt,
                              true_cfg_scale=self.guidance, height=h, width=w, num_inference_steps=self.steps,

@@ -275,7 +275,8 @@ class JudgeMetric(Metric):
         """Recorded in the run's config.json: model, rubric and instruction text, decoding, references shown."""
         return {**self.encoder.settings(), "rubrics": dict(RUBRICS), "instructions": INSTRUCTIONS,
                 "rubric_version": rubric_version(), "max_references": self.max_references,
-                "message_layout": [REFERENCES_HEADER, "<references>", GENERATED_HEADER, "<generated>", "<instructions>"]}
+                "message_layout": [REFERENCES_HEADER, "<references>", GENERATED_HEADER, "<generated>",
+                                   "<instructions>"]}
 
     def compute_detailed(self, items: Sequence[MetricInput]) -> list[tuple[dict[str, float | None], dict[str, Any]]]:
         """Per item: the field values and the row details (status, raw answer, error, references shown)."""

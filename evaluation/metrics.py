@@ -264,8 +264,8 @@ class FaceSimilarity(Metric):
 
 
 METRICS.register("judge", "mrbench.evaluation.judge:JudgeMetric", direction="higher", aggregation=AGGREGATION,
-                 help="VLM judge (judge@HF_ID or a local dir; default Qwen/Qwen2.5-VL-7B-Instruct): subject consistency, prompt "
-                      "following, visual quality, 0-10 each, greedy; unparsable answers are named failures")
+                 help="VLM judge@HF_ID|DIR (default Qwen2.5-VL-7B-Instruct): subject consistency, prompt following, "
+                      "visual quality, 0-10 each, greedy; unparsable answers are named failures")
 
 
 @dataclass
