@@ -1,4 +1,4 @@
-"""Generators under evaluation: easyref, ip_adapter, lora, and the reference/chance rows.
+"""Generators under evaluation: easyref, ip_adapter, lora, flux2, qwen-image-edit, omnigen, and the reference/chance rows.
 
 Entries are ``module:Class`` strings, imported only when a run asks for them (``--model lora`` never imports what
 ``easyref`` needs). ``mrbench ls models`` lists them; third parties register under the entry-point group
@@ -19,3 +19,9 @@ MODELS.register("reference", f"{_B}.reference:ReferenceRow",
                 help="ceiling row: another real image of the same group")
 MODELS.register("chance", f"{_B}.reference:ChanceRow",
                 help="chance row: a real image of a different group")
+MODELS.register("flux2", f"{_B}.flux2:Flux2Generator",
+                help="FLUX.2 [dev] (diffusers Flux2Pipeline), references as an image list, <=6 (variant=klein: <=4)")
+MODELS.register("qwen-image-edit", f"{_B}.qwen_image_edit:QwenImageEditGenerator",
+                help="Qwen-Image-Edit-Plus 2509 (diffusers QwenImageEditPlusPipeline), several input images, <=3")
+MODELS.register("omnigen", f"{_B}.omnigen:OmniGenGenerator",
+                help="OmniGen v1 (diffusers OmniGenPipeline), <img><|image_i|></img> placeholders in the prompt, <=3")

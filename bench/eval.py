@@ -17,7 +17,9 @@ shared machine hits both arms alike.
 
 Printed: seconds per image for both, the harness/raw ratio, and where the harness's time goes (generation, metrics,
 the rest: cache, PNG, JSONL, summary). The harness's one-off setup (benchmark, encoders, model build) is printed
-apart, as the raw loop's model build is not timed. For ``lora`` both include training one adapter per reference set (``--train-steps``). Benchmark data: a
+apart, as the raw loop's model build is not timed. For ``lora`` both include training one adapter per reference set (``--train-steps``).
+``flux2``, ``qwen-image-edit`` and ``omnigen`` run their tiny diffusers pipelines (32 x 32 outputs, one request per
+pipeline call, references capped and resized as their tiny profiles do). Benchmark data: a
 generated DreamBench-layout folder (so the numbers do not depend on the shared data being present).
 """
 
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-MODELS = ["easyref", "ip-adapter", "lora", "reference", "chance"]
+MODELS = ["easyref", "ip-adapter", "lora", "flux2", "qwen-image-edit", "omnigen", "reference", "chance"]
 
 
 def make_dreambench(root: Path, subjects: int = 4, images: int = 4, size: int = 256) -> Path:
@@ -126,11 +128,11 @@ def main() -> None:
           f"model, {a.steps} steps, LoRA {a.train_steps} training steps; medians of {a.repeats} interleaved repetitions")
     with tempfile.TemporaryDirectory() as tmp:
         bench = f"dreambench:{make_dreambench(Path(tmp) / 'dreambench')}"
-        print(f"{'model':<11} {'raw s/img':>10} {'harness s/img':>14} {'harness/raw':>12} {'gen s/img':>10} "
+        print(f"{'model':<15} {'raw s/img':>10} {'harness s/img':>14} {'harness/raw':>12} {'gen s/img':>10} "
               f"{'metrics s/img':>14} {'other s/img':>12} {'setup s':>8}")
         for model in a.models.split(","):
             r = bench_model(model, bench, a.requests, a.steps, a.train_steps, Path(tmp) / model, a.repeats, a.metrics)
-            print(f"{model:<11} {r['raw_per_image']:>10.3f} {r['harness_per_image']:>14.3f} {r['ratio']:>12.2f} "
+            print(f"{model:<15} {r['raw_per_image']:>10.3f} {r['harness_per_image']:>14.3f} {r['ratio']:>12.2f} "
                   f"{r['generate_per_image']:>10.3f} {r['metrics_per_image']:>14.3f} {r['other_per_image']:>12.3f} "
                   f"{r['setup_s']:>8.2f}")
             sys.stdout.flush()

@@ -263,6 +263,11 @@ class FaceSimilarity(Metric):
         return out
 
 
+METRICS.register("judge", "mrbench.evaluation.judge:JudgeMetric", direction="higher", aggregation=AGGREGATION,
+                 help="VLM judge@HF_ID|DIR (default Qwen2.5-VL-7B-Instruct): subject consistency, prompt following, "
+                      "visual quality, 0-10 each, greedy; unparsable answers are named failures")
+
+
 @dataclass
 class MetricSpec:
     """A metric name and, optionally, the encoder that computes it (``face@dlib``)."""
@@ -318,7 +323,9 @@ def build_metrics(specs: Sequence[MetricSpec], profile: str = "default", device:
             kwargs["device"] = device
         key = json.dumps([enc_name, kwargs], sort_keys=True, default=str)
         if key not in _ENCODERS:
-            _ENCODERS[key] = get_encoder(enc_name, **kwargs)
+            # A metric whose "encoder" is not a registered backend (judge@MODEL: a VLM) builds its own.
+            builder = getattr(cls, "build_encoder", None)
+            _ENCODERS[key] = builder(enc_name, **kwargs) if builder else get_encoder(enc_name, **kwargs)
         metric = cls(enc_name, _ENCODERS[key])
         metric.encoder_key = key
         built.append(metric)

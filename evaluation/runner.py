@@ -282,7 +282,8 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
         "sampling": {"steps": gen.steps, "guidance": gen.guidance},
         "benchmark": spec, "random_weights": any_random,
         "metrics": [{"key": m.key, "metric": m.name, "encoder": m.encoder_name, "encoder_info": m.info,
-                     "fields": m.field_keys()} for m in built],
+                     "fields": m.field_keys(), **({"settings": m.settings()} if hasattr(m, "settings") else {})}
+                    for m in built],
         "provenance": provenance(),
     }
     write_text_if_changed(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
@@ -330,12 +331,17 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
            encoders: dict[str, Any], any_random: bool, bench: Benchmark) -> list[dict[str, Any]]:
     ok = [i for i, (res, _) in enumerate(results) if res.status == "ok"]
     values: dict[int, dict[str, float | None]] = {i: {} for i in ok}
+    details: dict[int, dict[str, Any]] = {i: {} for i in ok}  # per metric key: what a metric keeps beside its values
     t0 = time.perf_counter()
     if ok:
         inputs = [MetricInput(results[i][0].image, batch[i].sample, results[i][0].source_id) for i in ok]  # type: ignore[arg-type]
         for m in built:
-            for i, vals in zip(ok, m.compute(inputs)):
+            detailed = getattr(m, "compute_detailed", None)  # metrics with row details (the judge's raw answers)
+            pairs = detailed(inputs) if detailed else [(v, None) for v in m.compute(inputs)]
+            for i, (vals, det) in zip(ok, pairs):
                 values[i].update(vals)
+                if det:
+                    details[i][m.key] = det
     timing["metrics_s"] += time.perf_counter() - t0
     rows = []
     for i, (req, (res, png)) in enumerate(zip(batch, results)):
@@ -351,5 +357,6 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
             "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
             "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
             "random_weights": any_random, "benchmark": bench.name,
+            "info": res.info, "metric_details": details.get(i, {}),
         })
     return rows

@@ -1,0 +1,298 @@
+"""``judge@MODEL``: a local open vision-language model scores each generation against its references and prompt.
+
+Recent multi-reference benchmarks (OmniContext, MultiRef, MICON-Bench) add a multimodal judge to CLIP/DINO
+similarity, because embedding similarity rewards copy-paste. This metric asks a Qwen2-VL / Qwen2.5-VL instruct model
+(transformers; a hub id found offline, or a local folder) three fixed questions at once and reads three scores:
+
+- ``subject_consistency``: is the generated subject the subject of the references?
+- ``prompt_following``: does the image show what the prompt asks for?
+- ``visual_quality``: is the image well formed?
+
+Each is an integer-or-decimal score in [0, 10]. One user turn holds the references (at most ``max_references``, in
+benchmark order; a reference that *is* the returned real image -- the ceiling row -- is left out, as for the other
+metrics), then the generated image, then :data:`INSTRUCTIONS` with the prompt; decoding is greedy
+(``do_sample=False``, one beam), so the same image gives the same answer. The answer must hold a JSON object with the
+three keys; anything else is a named failure kept in the row (``metric_details``): ``judge_unparsable`` (no JSON
+object), ``judge_missing_rubric``, ``judge_not_a_number``, ``judge_out_of_range`` -- never a guessed score. The raw
+answer is kept in the row whatever happened; the ``parsed`` field (1/0) makes the parse rate a column.
+
+The rubric text, the instructions, the model id and the decoding settings are recorded in the run's
+``config.json`` (``metrics[].settings``). Keys are ``judge@<model name>`` with the hub owner and dots dropped
+(``judge@Qwen2_5-VL-7B-Instruct``) so that field keys stay ``<metric>@<encoder>.<field>``. ``--profile tiny`` uses
+``judge@qwen2-vl-tiny``: the tiny random Qwen2-VL of :mod:`mrbench.baselines.tiny` [random weights] -- its answers
+are noise and are reported as such.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from PIL import Image
+
+from mrbench.config import ConfigError
+from mrbench.evaluation.metrics import Metric, MetricField, MetricInput, _ref_pool
+
+DEFAULT_JUDGE = "Qwen/Qwen2.5-VL-7B-Instruct"
+TINY_JUDGE = "qwen2-vl-tiny"
+SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+RUBRICS: tuple[tuple[str, str], ...] = (
+    ("subject_consistency",
+     "Subject consistency: is the main subject of the generated image the same subject as in the reference images "
+     "(identity, shape, colours, textures, distinctive details)? 0 = a different subject or no subject, 10 = the "
+     "same subject in every detail."),
+    ("prompt_following",
+     "Prompt following: does the generated image show what the text prompt asks for (scene, action, context, "
+     "style), leaving the subject's identity aside? 0 = unrelated to the prompt, 10 = everything the prompt asks for."),
+    ("visual_quality",
+     "Visual quality: is the generated image well formed and natural (no distortions, artefacts, broken anatomy, "
+     "garbled text or blur)? 0 = unusable, 10 = flawless."),
+)
+RUBRIC_KEYS = tuple(k for k, _ in RUBRICS)
+INSTRUCTIONS = (
+    "You are an expert judge of subject-driven image generation. The first images are references showing one "
+    "subject; the last image was generated from them and from this text prompt:\n\"{prompt}\"\n\n"
+    "Score the generated image on each criterion, from 0 to 10:\n{rubrics}\n\n"
+    "Answer with only a JSON object with exactly these keys and numbers as values, e.g. "
+    "{{\"subject_consistency\": 7, \"prompt_following\": 5, \"visual_quality\": 8}}."
+)
+REFERENCES_HEADER = "Reference images of the subject:"
+GENERATED_HEADER = "Generated image:"
+
+
+def rubric_text() -> str:
+    return "\n".join(f"- {key}: {text}" for key, text in RUBRICS)
+
+
+def instructions(prompt: str) -> str:
+    """The judge's instructions for one prompt (the rubric block filled in)."""
+    return INSTRUCTIONS.format(prompt=prompt, rubrics=rubric_text())
+
+
+def rubric_version() -> str:
+    """Short hash of the rubric and instruction text: changes whenever the judge is asked something else."""
+    return hashlib.sha256((INSTRUCTIONS + rubric_text()).encode()).hexdigest()[:10]
+
+
+def build_messages(prompt: str, n_references: int) -> list[dict[str, Any]]:
+    """One user turn: the references, the generated image, the instructions. Images are given to the processor in
+    the same order (references first, generated last)."""
+    content: list[dict[str, Any]] = []
+    if n_references:
+        content.append({"type": "text", "text": REFERENCES_HEADER})
+        content += [{"type": "image"} for _ in range(n_references)]
+    content += [{"type": "text", "text": GENERATED_HEADER}, {"type": "image"},
+                {"type": "text", "text": instructions(prompt)}]
+    return [{"role": "user", "content": content}]
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+@dataclass
+class Verdict:
+    """A parsed judge answer: ``status`` ``ok`` with every score, or a named failure with none."""
+
+    status: str
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*$")
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    """Every flat JSON object in ``text`` that loads, in order (code fences and prose around them are ignored)."""
+    out = []
+    for m in re.finditer(r"\{[^{}]*\}", text):
+        try:
+            obj = json.loads(m.group(0))
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def parse_answer(text: str) -> Verdict:
+    """Scores from a judge answer, or the named reason it has none.
+
+    The last JSON object holding any rubric key is used (keys compared case-insensitively, spaces and hyphens read
+    as underscores). Values must be numbers (or strings that are plain numbers) in [0, 10].
+    """
+    objects = _objects(text or "")
+    if not objects:
+        return Verdict("judge_unparsable", error="no JSON object in the answer")
+
+    def norm(k: Any) -> str:
+        return re.sub(r"[\s-]+", "_", str(k).strip().lower())
+
+    candidates = [{norm(k): v for k, v in o.items()} for o in objects]
+    with_keys = [c for c in candidates if any(k in c for k in RUBRIC_KEYS)]
+    if not with_keys:
+        return Verdict("judge_missing_rubric", error=f"no rubric key ({', '.join(RUBRIC_KEYS)}) in the answer")
+    obj = with_keys[-1]
+    missing = [k for k in RUBRIC_KEYS if k not in obj]
+    if missing:
+        return Verdict("judge_missing_rubric", error=f"missing {', '.join(missing)}")
+    scores: dict[str, float] = {}
+    for k in RUBRIC_KEYS:
+        v = obj[k]
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) or (isinstance(v, str) and _NUMBER.match(v))):
+            return Verdict("judge_not_a_number", error=f"{k} is {v!r}")
+        x = float(v)
+        if not 0.0 <= x <= 10.0:
+            return Verdict("judge_out_of_range", error=f"{k} = {x:g} is outside [0, 10]")
+        scores[k] = x
+    return Verdict("ok", scores)
+
+
+# ------------------------------------------------------------------------------------------------ the judge model
+
+
+def judge_slug(model: str) -> str:
+    """``Qwen/Qwen2.5-VL-7B-Instruct`` -> ``Qwen2_5-VL-7B-Instruct`` (no ``/`` or ``.`` inside metric keys)."""
+    base = model.rstrip("/").split("/")[-1] or model
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", base)
+
+
+class VLMJudge:
+    """A Qwen2-VL / Qwen2.5-VL instruct model answering the judge prompt with greedy decoding.
+
+    Args:
+        model: Hub id (found offline in ``$MRBENCH_WEIGHTS_DIR`` or the HF cache) or local folder; ``qwen2-vl-tiny``
+            for the tiny random model.
+        device: ``cuda``, ``cpu``, ... (None: CUDA when present).
+        dtype: Model dtype (None: bfloat16 on CUDA, float32 on CPU).
+        max_new_tokens: Answer length limit (128; tiny 24).
+        max_pixels: Pixel budget of each image in the processor (448 x 448; tiny 56 x 56).
+        seed: Seed of the tiny random model.
+    """
+
+    def __init__(self, model: str = DEFAULT_JUDGE, device: str | None = None, dtype: str | None = None,
+                 max_new_tokens: int | None = None, max_pixels: int | None = None, seed: int = 0) -> None:
+        import transformers
+
+        from mrbench.backends.base import BackendInfo
+        from mrbench.baselines.sdxl import resolve_device, resolve_dtype
+
+        self.model_id = model
+        self.device = resolve_device(device)
+        tiny = model == TINY_JUDGE
+        # A JSON answer with three scores is ~30 tokens; the tiny model's answers are noise, so it stops early.
+        self.max_new_tokens = max_new_tokens or (24 if tiny else 128)
+        self.max_pixels = max_pixels or (56 * 56 if tiny else 448 * 448)
+        min_pixels = min(4 * 28 * 28, self.max_pixels)
+        if tiny:
+            from mrbench.baselines.tiny import TINY_QWEN2VL, tiny_qwen2vl, tiny_qwen2vl_processor
+
+            self.processor = tiny_qwen2vl_processor(min_pixels, self.max_pixels)
+            self.model = tiny_qwen2vl(seed, self.processor.tokenizer)
+            weights = f"random(seed={seed}, {TINY_QWEN2VL})"
+        else:
+            from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+            from mrbench.backends.weights import hf_model_how, load_hf_pretrained, resolve_hf_model_dir
+
+            folder = resolve_hf_model_dir(model, what=f"judge VLM ({model})",
+                                          how=hf_model_how(model, "a saved Qwen2-VL / Qwen2.5-VL instruct model and "
+                                                                  "its processor"))
+            model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+            if model_type not in SUPPORTED_MODEL_TYPES:
+                raise ConfigError(f"judge@{model}: a {model_type!r} model; the judge runs Qwen2-VL / Qwen2.5-VL "
+                                  f"instruct models ({', '.join(SUPPORTED_MODEL_TYPES)})")
+            torch_dtype = resolve_dtype(dtype or ("bfloat16" if self.device.startswith("cuda") else "float32"),
+                                        self.device)
+            self.processor = AutoProcessor.from_pretrained(folder, min_pixels=min_pixels, max_pixels=self.max_pixels,
+                                                           local_files_only=True)
+            self.model = load_hf_pretrained(AutoModelForImageTextToText, folder, dtype=torch_dtype,
+                                            attn_implementation="sdpa").eval()
+            weights = model
+        self.model.to(self.device)
+        self.info = BackendInfo(name=f"judge:{judge_slug(model)}", weights=weights,
+                                version=f"transformers {transformers.__version__}; rubric {rubric_version()}",
+                                random_weights=tiny)
+
+    def answer(self, references: Sequence[Image.Image], generated: Image.Image, prompt: str) -> str:
+        """The model's raw answer for one generation (greedy)."""
+        import torch
+
+        messages = build_messages(prompt, len(references))
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        images = [im.convert("RGB") for im in [*references, generated]]
+        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
+                                      temperature=None, top_p=None, top_k=None)
+        new = out[0, inputs["input_ids"].shape[1]:]
+        return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model_id, "decoding": {"do_sample": False, "num_beams": 1,
+                                                    "max_new_tokens": self.max_new_tokens},
+                "image_max_pixels": self.max_pixels}
+
+
+# ------------------------------------------------------------------------------------------------ the metric
+
+
+class JudgeMetric(Metric):
+    """VLM judge: subject consistency, prompt following, visual quality (0-10 each); parse failures are named."""
+
+    name = "judge"
+    encoder_kind = "judge"
+    default_encoder = DEFAULT_JUDGE
+    tiny_encoder = TINY_JUDGE
+    max_references = 4  # references shown to the judge, in benchmark order (context stays bounded)
+    fields = (
+        MetricField("subject_consistency", description="judge: same subject as the references (0-10)"),
+        MetricField("prompt_following", description="judge: follows the prompt (0-10)"),
+        MetricField("visual_quality", description="judge: visual quality (0-10)"),
+        MetricField("parsed", description="judge answers that parsed (rate)"),
+    )
+
+    def __init__(self, encoder_name: str, encoder: Any) -> None:  # no backend-kind check: the encoder is a VLM
+        if not isinstance(encoder, VLMJudge):
+            raise ConfigError(f"metric 'judge' needs a VLM judge; {encoder_name!r} is a {type(encoder).__name__}")
+        self.encoder_name = encoder_name
+        self.encoder = encoder
+        self.encoder_key = f"{encoder_name}#{id(encoder)}"
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def build_encoder(cls, name: str, **kwargs: Any) -> VLMJudge:
+        return VLMJudge(name, **kwargs)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{judge_slug(self.encoder_name)}"
+
+    def settings(self) -> dict[str, Any]:
+        """Recorded in the run's config.json: model, rubric and instruction text, decoding, references shown."""
+        return {**self.encoder.settings(), "rubrics": dict(RUBRICS), "instructions": INSTRUCTIONS,
+                "rubric_version": rubric_version(), "max_references": self.max_references,
+                "message_layout": [REFERENCES_HEADER, "<references>", GENERATED_HEADER, "<generated>",
+                                   "<instructions>"]}
+
+    def compute_detailed(self, items: Sequence[MetricInput]) -> list[tuple[dict[str, float | None], dict[str, Any]]]:
+        """Per item: the field values and the row details (status, raw answer, error, references shown)."""
+        out = []
+        k = self.key
+        for it in items:
+            refs = _ref_pool(it)[: self.max_references]
+            answer = self.encoder.answer([r.load() for r in refs], it.image, it.sample.prompt)
+            verdict = parse_answer(answer)
+            row: dict[str, float | None] = {f"{k}.{f}": verdict.scores.get(f) for f in RUBRIC_KEYS}
+            row[f"{k}.parsed"] = 1.0 if verdict.status == "ok" else 0.0
+            detail = {"status": verdict.status, "answer": answer, "references": [r.id for r in refs]}
+            if verdict.error:
+                detail["error"] = verdict.error
+            out.append((row, detail))
+        return out
+
+    def compute(self, items: Sequence[MetricInput]) -> list[dict[str, float | None]]:
+        return [row for row, _ in self.compute_detailed(items)]
