@@ -25,7 +25,10 @@ import ahocorasick
 import yaml
 
 CATEGORIES = ("celebrity", "character", "style", "subject")
-_SEPARATORS = re.compile(r"[\s\-_\u2010-\u2015\u00b7/]+")
+# Separators besides whitespace: each becomes a space, then every run of whitespace one space (str.split() and
+# re's \s agree on what whitespace is), which is what replacing runs of ``[\s\-_\u2010-\u2015\u00b7/]`` did.
+_ASCII_SEPARATORS = ("-", "_", "/")
+_OTHER_SEPARATORS = ("\u00b7", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015")
 _ALPHABETIC_LIMIT = 0x0530  # below: Latin, Greek, Cyrillic, Armenian blocks, whose accents are folded away
 # Scripts that do not separate words by spaces: their aliases match as substrings.
 _UNSPACED = re.compile(
@@ -44,32 +47,33 @@ _UNSPACED = re.compile(
 
 @functools.cache
 def _mark_runs() -> re.Pattern[str]:
-    """``(base?)(run of combining marks)``, for every code point with a non-zero canonical combining class.
+    """Runs of combining marks (non-zero canonical combining class) in the BMP, or of any astral character.
 
-    Built once per process, on the first caption that has any non-ASCII character.
+    The BMP part compiles to a bitmap, so a scan costs one lookup per character; astral combining marks are few
+    and rare, and listing them as ranges would make every character walk that list, so every astral character
+    (emoji...) joins a run and :func:`_drop_marks` checks it. Built once per process, on the first non-ASCII text.
     """
-    marks = [cp for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp))]
+    marks = [cp for cp in range(0x10000) if unicodedata.combining(chr(cp))]
     ranges, lo = [], marks[0]
     for prev, cp in zip(marks, marks[1:] + [-1]):
         if cp != prev + 1:
             ranges.append(f"{re.escape(chr(lo))}-{re.escape(chr(prev))}" if prev > lo else re.escape(chr(lo)))
             lo = cp
-    cls = "".join(ranges)
-    return re.compile(f"([^{cls}]?)([{cls}]+)")
+    return re.compile(f"[{''.join(ranges)}\U00010000-\U0010ffff]+")
 
 
 def _drop_marks(m: re.Match[str]) -> str:
-    """Keep a run of combining marks only where it does not follow a Latin/Greek/Cyrillic character.
+    """Drop the combining marks of a run that follow a Latin/Greek/Cyrillic character.
 
-    A mark is dropped when the last character kept before it is below U+0530 (that character may itself be an
-    earlier mark of the run), which is the rule :func:`normalize` has always applied character by character.
+    A mark is dropped when the last character kept before it is below U+0530 (that character may be an earlier
+    mark of the run), the rule :func:`normalize` has always applied character by character. The character before
+    the run is never a mark (runs are maximal), so it is the last one kept.
     """
-    base, marks = m.group(1), m.group(2)
-    if base and ord(base) < _ALPHABETIC_LIMIT:  # the common case: é, ñ, ö... -> e, n, o
-        return base
-    kept, last = [base], base
-    for ch in marks:
-        if last and ord(last) < _ALPHABETIC_LIMIT:
+    start, run = m.start(), m.group()
+    last = m.string[start - 1] if start else ""
+    kept = []
+    for ch in run:
+        if last and ord(last) < _ALPHABETIC_LIMIT and unicodedata.combining(ch):
             continue
         kept.append(ch)
         last = ch
@@ -83,14 +87,23 @@ def normalize(text: str) -> str:
     ASCII text skips the Unicode steps (they leave it unchanged), and text without combining marks skips the
     per-mark rule, so the common path is a few calls into C per caption, not a Python loop per character.
     """
-    if not text.isascii():
+    if text.isascii():
+        text = text.lower()  # casefold() of ASCII
+    else:
         text = unicodedata.normalize("NFKC", text)
         decomposed = unicodedata.normalize("NFD", text)
         runs = _mark_runs()
         if runs.search(decomposed):
             text = unicodedata.normalize("NFC", runs.sub(_drop_marks, decomposed))
         # else NFC(NFD(text)) is text itself: NFKC output is already composed.
-    return _SEPARATORS.sub(" ", text.casefold()).strip()
+        text = text.casefold()
+        for sep in _OTHER_SEPARATORS:
+            if sep in text:
+                text = text.replace(sep, " ")
+    for sep in _ASCII_SEPARATORS:
+        if sep in text:
+            text = text.replace(sep, " ")
+    return " ".join(text.split())
 
 
 def _unspaced_script(text: str) -> bool:

@@ -119,9 +119,11 @@ PIECES = [
     "New York City", "york", "yorkshire", "Obama", "barack obama", "President Obama", "obama's", "an", "a n",
     "n", "N.", "_under_", "x_y", "x y", "café au lait", "cafe au lait", "café", "CAFÉ AU", "\u0301cafe",
     " \u0301\u0301", "\u0903", "x\u0301\u0327", "e\u0308\u0301", "ǅ", "①", "Ⅻ", "٣", "²", "😀", "🏳️‍🌈",
+    "😀\u0301\u0301", "e\U0001d165\u0301", "\U0001d15f", "\U0001d160", "x\U0001e944", "\u0915\U0001d165\u0301",
 ]
 FILLER = ["the", "a", "photo", "of", "and", "with", "poster", "in", "2024", "HD", "wallpaper", "art", "by", "", " "]
-JOINERS = [" ", " ", " ", "", "-", "_", "/", ",", ".", "!", "\n", "\t", "·", "'", "’s ", " (", ") ", ":", "\u3000"]
+JOINERS = [" ", " ", " ", "", "-", "_", "/", ",", ".", "!", "\n", "\t", "·", "'", "’s ", " (", ") ", ":", "\u3000",
+           "  ", " - ", "\x1c", "\x1f", "\u00a0", "\u2028", "\x85", "\u200b", "\u180e", "\u2012", "\u2015", "\u2016"]
 
 
 def generated_captions(n: int, seed: int = 0) -> list[str]:
@@ -140,7 +142,8 @@ def generated_captions(n: int, seed: int = 0) -> list[str]:
                 parts.append(rng.choice(FILLER))
             else:
                 parts.append(chr(rng.choice([rng.randint(0x20, 0x7E), rng.randint(0xA0, 0x52F), rng.randint(0x300, 0x36F),
-                                             rng.randint(0x900, 0x97F), rng.randint(0x3040, 0x30FF), rng.randint(0x4E00, 0x4E80)])))
+                                             rng.randint(0x900, 0x97F), rng.randint(0x3040, 0x30FF), rng.randint(0x4E00, 0x4E80),
+                                             rng.randint(0x1D165, 0x1D169), rng.randint(0x1E000, 0x1E02A), rng.randint(0x1F600, 0x1F64F)])))
             parts.append(rng.choice(JOINERS))
         if rng.random() < 0.1:  # repeated mentions
             parts = parts + parts
