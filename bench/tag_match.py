@@ -36,6 +36,13 @@ SYLLABLES = [
     "lin", "da", "vis", "ja", "mes", "ro", "sa", "cha", "ley", "ste", "ven", "wil", "ham", "fer", "nan", "dez",
     "lu", "ca", "pe", "tra", "ov", "ich", "sky", "berg", "man", "ne", "ko", "yu", "mi", "zu", "ha", "ru", "ki",
 ]
+# Caption words other than COMMON: made from other syllables, so a caption names a tag only where one is inserted
+# (tag names still occur inside longer words, as real names do; the automaton reports those and the matcher
+# rejects them on word boundaries).
+WORD_SYLLABLES = [
+    "pre", "con", "tion", "ing", "er", "ly", "ment", "able", "ous", "ive", "al", "ic", "ure", "ist", "ness",
+    "ful", "port", "form", "graph", "scape", "light", "wood", "stone", "land", "field", "house", "line", "work",
+]
 COMMON = (
     "a the of and with in on for by at from photo image picture poster wallpaper art illustration painting drawing "
     "print vintage modern new old red blue green black white gold silver beautiful cute small large woman man girl "
@@ -48,8 +55,8 @@ CJK = "的一是不了人我在有他这中大来上国个到说们为子和你�
 CATEGORIES = ("celebrity", "character", "style", "subject")
 
 
-def word(rng: random.Random, lo: int = 1, hi: int = 3) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(lo, hi)))
+def word(rng: random.Random, lo: int = 1, hi: int = 3, pool: list[str] = SYLLABLES) -> str:
+    return "".join(rng.choice(pool) for _ in range(rng.randint(lo, hi)))
 
 
 def make_tags(n: int, seed: int) -> list[Tag]:
@@ -80,7 +87,7 @@ def make_captions(n: int, seed: int, mentionable: list[str], mention: float) -> 
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        words = [rng.choice(COMMON) if rng.random() < 0.7 else word(rng) for _ in range(rng.randint(6, 25))]
+        words = [rng.choice(COMMON) if rng.random() < 0.7 else word(rng, pool=WORD_SYLLABLES) for _ in range(rng.randint(6, 25))]
         r = rng.random()
         if r < 0.08:
             words[rng.randrange(len(words))] = rng.choice(ACCENTED)
