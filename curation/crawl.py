@@ -126,40 +126,50 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write ``num_shards`` URL shards.
 
-    The candidates never come to Python as a whole: duckdb ranks them per tag (window over a sort that spills to
-    disk under ``SELECT_MEMORY``), keeps the first candidate row of each selected URL, and hands each URL shard
-    back in id order, batch by batch. The result is the one the per-tag heaps of earlier versions gave: per tag
-    the ``cap`` rows with the lowest (priority, then highest URL), the union of their URLs selected, each URL
-    released once, from its first candidate row (ingest shard, then row order).
+    The candidates never come to Python, nor into memory as a whole: duckdb streams them through a bounded top-n
+    per tag (the cap-th lowest priority), ranks only the rows under that cutoff, keeps the first candidate row of
+    each selected URL, and hands each URL shard back in id order, batch by batch; what it holds grows with what
+    the caps keep (and spills to disk past ``SELECT_MEMORY``), not with the candidates. The result is the one the
+    per-tag heaps of earlier versions gave: per tag the ``cap`` rows with the lowest (priority, then highest URL),
+    the union of their URLs selected, each URL released once, from its first candidate row (ingest shard, then
+    row order).
     """
     out = ShardSet(run_dir / "urls", "urls")
     ingest = ShardSet(run_dir / "ingest", "candidates")
     files = [str(ingest.output(i)) for i in range(num_ingest)]
     tmp = run_dir / "urls" / ".select_tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"memory_limit": SELECT_MEMORY, "temp_directory": str(tmp), "threads": SELECT_THREADS})
+    con = duckdb.connect(config={"memory_limit": SELECT_MEMORY, "temp_directory": str(tmp), "threads": SELECT_THREADS,
+                                 "preserve_insertion_order": False})  # every output order is explicit
     try:
         con.execute("CREATE TEMP TABLE files (fi INTEGER, filename VARCHAR)")
         con.executemany("INSERT INTO files VALUES (?, ?)", list(enumerate(files)))
         listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"  # a view takes no parameters
         con.execute(
-            "CREATE TEMP VIEW cand AS SELECT c.*, f.fi, c.file_row_number AS rn "
-            f"FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
+            "CREATE TEMP VIEW cand AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
+            " f.fi, c.file_row_number AS rn,"
+            " CASE WHEN c.tags IS NULL OR len(c.tags) = 0 THEN 'untagged' ELSE c.tags[1] END AS tag"  # the group the record lands in
+            f" FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
         )
+        cap = {"cap": config.crawl.max_candidates_per_tag}
+        # 1. Per tag, the cap-th lowest priority (a bounded top-n per tag, in one streaming aggregation).
+        con.execute("CREATE TEMP TABLE cutoff AS SELECT tag, list_max(min_by(priority, priority, $cap)) AS cutoff,"
+                    " count(*) AS n FROM cand GROUP BY tag", cap)
+        # 2. Only rows at or under their tag's cutoff can be in its top cap: rank just those, exactly as the heaps did
+        #    (priority, then the higher URL; a URL listed twice under one tag takes two places).
         con.execute(
-            "CREATE TEMP TABLE selected AS SELECT DISTINCT url FROM cand QUALIFY row_number() OVER ("
-            " PARTITION BY CASE WHEN tags IS NULL OR len(tags) = 0 THEN 'untagged' ELSE tags[1] END"
-            " ORDER BY priority, url DESC) <= $cap",
-            {"cap": config.crawl.max_candidates_per_tag},
-        )
+            "CREATE TEMP TABLE selected AS SELECT DISTINCT url FROM (SELECT c.url, row_number() OVER ("
+            " PARTITION BY c.tag ORDER BY c.priority, c.url DESC) AS r"
+            " FROM cand c JOIN cutoff k ON c.tag = k.tag AND c.priority <= k.cutoff) WHERE r <= $cap", cap)
+        # 3. Each selected URL once, from its first candidate row (ingest shard, then row).
         con.execute(
-            "CREATE TEMP TABLE chosen AS SELECT url, caption, tags, category, source, \"row\", fi, rn,"
-            " substr(sha1(url), 1, 16) AS id FROM cand SEMI JOIN selected USING (url)"
-            " QUALIFY row_number() OVER (PARTITION BY url ORDER BY fi, rn) = 1"
-        )
-        [(total, in_selected)] = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE url IN (SELECT url FROM selected)) FROM cand").fetchall()
-        [(chosen,)] = con.execute("SELECT count(*) FROM chosen").fetchall()
+            "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
+            " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
+            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first FROM cand SEMI JOIN selected USING (url)"
+            " GROUP BY url")
+        [(total,)] = con.execute("SELECT sum(n)::BIGINT FROM cutoff").fetchall()
+        [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
+        total, in_selected = total or 0, in_selected or 0
         stats = Stats()
         for key, n in (("select/over_tag_cap", total - in_selected), ("select/repeated_url", in_selected - chosen),
                        ("select/selected", chosen)):
@@ -167,8 +177,9 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
                 stats.inc(key, n)
         for i in range(config.num_shards):
             reader = con.sql(
-                "SELECT id, url, caption, tags, category, source, \"row\" FROM chosen"
-                " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, fi, rn",
+                "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
+                " first.source AS source, first.\"row\" AS \"row\" FROM chosen"
+                " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
                 params={"n": config.num_shards, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
             _write_url_shard(reader, out.output(i))

@@ -185,3 +185,23 @@ def test_streaming_select_writes_the_same_url_shards(tmp_path, monkeypatch, cap,
     assert not (tmp_path / "new" / "urls" / ".select_tmp").exists()
     assert sorted(p.name for p in (tmp_path / "new" / "urls").iterdir()) == sorted(
         [f"urls_{i:05d}.parquet" for i in range(num_shards)] + ["stats.json", "_SUCCESS"])
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3])
+def test_select_counts_a_url_repeated_under_one_tag_twice_like_the_heaps(tmp_path, cap):
+    urls = [f"https://x.example/{k}.jpg" for k in range(40)]
+    low = min(urls, key=lambda u: priority(7, u))  # the URL every tag's cap keeps first
+    rows = [(low, ["A"]), (low, ["A"]), (low, []), (low, [])]
+    rows += [(u, ["A"] if k % 2 else []) for k, u in enumerate(urls) if u != low]
+    cols = {"url": [u for u, _ in rows], "caption": ["c"] * len(rows), "tags": [t for _, t in rows],
+            "category": ["subject" if t else "" for _, t in rows], "source": ["/d/s.parquet"] * len(rows),
+            "row": list(range(len(rows))), "priority": [priority(7, u) for u, _ in rows]}
+    cfg = CurateConfig(seed=7, num_shards=2, crawl=CrawlConfig(max_candidates_per_tag=cap))
+    for run in ("new", "old"):
+        write_parquet_atomic(pa.table(cols, schema=CANDIDATE_SCHEMA), ShardSet(tmp_path / run / "ingest", "candidates").output(0))
+    ref = _reference_select(cfg, tmp_path / "old", 1)
+    assert select_and_shard(cfg, tmp_path / "new", 1).to_dict() == ref.to_dict()
+    assert ref.counts["select/selected"] == {1: 1, 2: 1, 3: 3}[cap]  # two copies of `low` fill a cap of 2
+    for i in range(2):
+        assert (tmp_path / "new" / "urls" / f"urls_{i:05d}.parquet").read_bytes() == \
+            (tmp_path / "old" / "urls" / f"urls_{i:05d}.parquet").read_bytes()
