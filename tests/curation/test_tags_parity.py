@@ -199,3 +199,14 @@ def test_word_character_rule_is_pythons_regex_rule():
 def test_shared_alias_is_still_an_error():
     with pytest.raises(ValueError, match="both"):
         TagMatcher(TagList([Tag("A", "subject", ["Beyonce"]), Tag("B", "subject", ["BEYONCÉ"])]))
+
+
+def test_normalize_matches_reference_for_every_bmp_character_in_context():
+    # each character alone, after a Latin letter, after a Devanagari letter and after a space, then a second mark
+    points = list(range(0x10000)) + list(range(0x10000, 0x110000, 97))
+    for cp in points:
+        ch = chr(cp)
+        for text in (ch, "e" + ch + "\u0301x", "\u0915" + ch + "\u0301", " " + ch + ch):
+            if 0xD800 <= cp <= 0xDFFF:
+                continue  # lone surrogates are not text
+            assert normalize(text) == _reference_normalize(text), (hex(cp), text)
