@@ -8,7 +8,9 @@ initial + surname, joined, accented variants, some CJK names; the smaller lists 
 Prints, per list size: captions/s per core (CPU time, normalisation included) of ``TagMatcher.match`` and the
 ratio of its cost to a raw automaton (the same keys in a bare pyahocorasick automaton, iterated over text that was
 normalised beforehand) measured in the same run, the cost at each size relative to 1k tags, the matcher build time,
-the tag-list load time (YAML and TSV), and peak RSS. Captions are generated and matched batch by batch (as ingest
+the tag-list load time (YAML and TSV), and peak RSS. With ``--ingest-rows``, the whole ingest step (parquet record
+batches, matching, candidate file) runs over that many rows at the largest list size, split into row-group
+ranges, and its rows/s per core is compared with the matcher's alone. Captions are generated and matched batch by batch (as ingest
 does); each batch is timed ``--reps`` times for every configuration, interleaved, and the median counts.
 
 Run: ``python bench/tag_match.py`` (``--captions 50000`` for a quick look). Goals on this machine: >= 50,000
@@ -27,9 +29,14 @@ import time
 from pathlib import Path
 
 import ahocorasick
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
-from mrbench.curation.tags import Tag, TagList, TagMatcher, normalize
+from mrbench.config import CrawlConfig, CurateConfig, SourceConfig
+from mrbench.curation.crawl import IngestTask
+from mrbench.curation.sources import expand_sources
+from mrbench.curation.tags import Tag, TagList, TagMatcher, load_matcher, normalize
 
 SYLLABLES = [
     "ka", "ri", "to", "mo", "na", "shi", "el", "an", "ber", "son", "mar", "li", "ton", "ve", "ra", "del", "go",
@@ -111,6 +118,32 @@ def raw_automaton(tags: list[Tag]) -> ahocorasick.Automaton:
     return a
 
 
+def ingest_cpu(tags: list[Tag], rows: int, batch: int, seed: int, mentionable: list[str], mention: float) -> float:
+    """CPU seconds per row of IngestTask over one parquet file of ``rows`` rows in row groups of ``batch`` rows,
+    split into ranges of about a quarter of the file (the matcher is built first, as a worker reuses it)."""
+    import mrbench.curation.sources as sources
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, tsv = Path(tmp) / "part-00000.parquet", Path(tmp) / "tags.tsv"
+        tsv.write_text("".join(f"{t.name}\t{t.category}\t{'|'.join(t.aliases)}\n" for t in tags), encoding="utf-8")
+        schema = pa.schema([("URL", pa.string()), ("TEXT", pa.string())])
+        with pq.ParquetWriter(path, schema) as w:
+            for b, start in enumerate(range(0, rows, batch)):
+                caps = make_captions(min(batch, rows - start), seed * 7_000_003 + b, mentionable, mention)
+                urls = [f"https://img.example/{start + k}.jpg" for k in range(len(caps))]
+                w.write_table(pa.table([urls, caps], schema=schema), row_group_size=batch)
+        cfg = CurateConfig(seed=seed, num_shards=1, crawl=CrawlConfig(tag_list=str(tsv)),
+                           sources=[SourceConfig(kind="metadata", paths=[str(path)], url_col="URL", caption_col="TEXT")])
+        old, sources.ROWS_PER_SHARD = sources.ROWS_PER_SHARD, max(batch, rows // 4)
+        try:
+            n = len(expand_sources(cfg.sources))
+            task = IngestTask(cfg, str(Path(tmp) / "run"))
+            load_matcher(str(tsv))
+            return cpu_of(lambda: [task(i) for i in range(n)]) / rows
+        finally:
+            sources.ROWS_PER_SHARD = old
+
+
 def cpu_of(fn) -> float:
     t = time.process_time()
     fn()
@@ -129,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="timings per batch and configuration; the median counts")
     ap.add_argument("--mention", type=float, default=0.03, help="share of captions that name a tag")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ingest-rows", type=int, default=200_000, help="rows for the ingest step run (0: skip it)")
     args = ap.parse_args(argv)
     sizes = sorted(args.sizes)
 
@@ -184,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n:>8,} {done / m:>16,.0f} {1e6 * m / done:>11.2f} {done / r:>12,.0f}/s {m / r:>13.2f} "
               f"{m / base:>14.2f} {hits[n] / done:>11.1%} {builds[n]:>8.2f}")
     top = sizes[-1]
+    if args.ingest_rows:
+        per_row = ingest_cpu(all_tags[:top], args.ingest_rows, args.batch, args.seed, mentionable, args.mention)
+        matcher_only = cost[(top, "matcher")] / done
+        print(f"\ningest step, {args.ingest_rows:,} parquet rows, {top:,} tags: {1 / per_row:,.0f} rows/s/core "
+              f"({per_row / matcher_only:.2f}x the matcher's cost per caption)")
     print(f"\npeak RSS {peak_rss_gb():.2f} GB (all {len(sizes)} matchers and raw automata held at once)")
     goals = [
         (f"captions/s/core at {top:,} tags >= 50,000", done / cost[(top, 'matcher')] >= 50_000),
