@@ -15,7 +15,6 @@ import csv
 import functools
 import os
 import re
-import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path

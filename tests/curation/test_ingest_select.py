@@ -6,7 +6,6 @@ with every selected record held on the driver), kept here as the reference.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import random
 import shutil
