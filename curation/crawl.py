@@ -4,19 +4,28 @@ selected URLs into deterministic download shards (one global step, linked to the
 from __future__ import annotations
 
 import hashlib
-import heapq
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.sources import expand_sources, read_source
-from mrbench.curation.tags import Tag, TagList, TagMatcher, normalize
-from mrbench.records import ImageRecord
-from mrbench.shards import ShardSet, global_step, records_to_table, write_parquet_atomic
+from mrbench.curation.sources import expand_sources, read_metadata_batches, read_source
+from mrbench.curation.tags import Tag, load_matcher, normalize
+from mrbench.records import STATUS_OK
+from mrbench.shards import RECORD_SCHEMA, ShardSet, global_step, write_parquet_atomic
 from mrbench.stats import Stats
+
+# Select: duckdb's working memory before it spills to disk, its threads, and the rows per batch it hands back.
+SELECT_MEMORY = "1GB"
+SELECT_THREADS = 2
+URL_BATCH_ROWS = 8192
+ROW_GROUP_ROWS = 1024  # as write_parquet_atomic
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -43,7 +52,7 @@ def priority(seed: int, url: str) -> int:
 
 @dataclass
 class IngestTask:
-    """Per source shard: stream rows, match tags, write the candidates that mention a tag."""
+    """Per source shard: stream record batches, match their captions, write the candidates that mention a tag."""
 
     config: CurateConfig
     run_dir: str
@@ -60,88 +69,195 @@ class IngestTask:
         cfg = self.config
         source_shard = expand_sources(cfg.sources)[shard]
         src = cfg.sources[source_shard.source_index]
-        tags = TagList.load(cfg.crawl.tag_list) if cfg.crawl.tag_list else TagList([])
-        matcher = TagMatcher(tags)
-        by_norm = {normalize(t.name): t for t in tags.tags}
+        tags, matcher = load_matcher(cfg.crawl.tag_list)
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
-        for row in read_source(source_shard, src):
-            stats.inc("ingest/rows")
-            if row.folder_tag is not None:
-                tag = by_norm.get(normalize(row.folder_tag)) or Tag(row.folder_tag.replace("_", " "), "subject")
-                matched = [tag.name] + [t for t in matcher.match(row.caption) if t != tag.name]
-                category = tag.category
-            else:
-                matched = matcher.match(row.caption)
-                if not matched and cfg.crawl.require_tag:
-                    stats.inc("ingest/no_tag_match")
-                    continue
-                category = tags.by_name[matched[0]].category if matched else ""
-            stats.inc("ingest/candidates")
+
+        def keep(url: str, caption: str, matched: list[str], category: str, row: int) -> None:
             for name, value in (
-                ("url", row.url), ("caption", row.caption), ("tags", matched), ("category", category),
-                ("source", row.source), ("row", row.row), ("priority", priority(cfg.seed, row.url)),
+                ("url", url), ("caption", caption), ("tags", matched), ("category", category),
+                ("source", source_shard.path), ("row", row), ("priority", priority(cfg.seed, url)),
             ):
                 cols[name].append(value)
+
+        if src.kind == "folder":
+            by_norm = {normalize(t.name): t for t in tags.tags}
+            for row in read_source(source_shard, src):
+                stats.inc("ingest/rows")
+                if row.folder_tag is not None:
+                    tag = by_norm.get(normalize(row.folder_tag)) or Tag(row.folder_tag.replace("_", " "), "subject")
+                    matched = [tag.name] + [t for t in matcher.match(row.caption) if t != tag.name]
+                    category = tag.category
+                else:
+                    matched = matcher.match(row.caption)
+                    if not matched and cfg.crawl.require_tag:
+                        stats.inc("ingest/no_tag_match")
+                        continue
+                    category = tags.by_name[matched[0]].category if matched else ""
+                stats.inc("ingest/candidates")
+                keep(row.url, row.caption, matched, category, row.row)
+        else:
+            rows = candidates = 0
+            for batch in read_metadata_batches(source_shard, src):
+                # rows without a URL are not rows (as before); captions are matched a whole batch at a time
+                with_url = range(len(batch.urls)) if all(batch.urls) else [k for k, u in enumerate(batch.urls) if u]
+                captions = [batch.captions[k] for k in with_url] if len(with_url) < len(batch.urls) else batch.captions
+                if not batch.captions_are_text:
+                    captions = [str(c or "") for c in captions]
+                rows += len(with_url)
+                for k, caption, matched in zip(with_url, captions, matcher.match_many(captions)):
+                    if not matched and cfg.crawl.require_tag:
+                        continue
+                    candidates += 1
+                    category = tags.by_name[matched[0]].category if matched else ""
+                    keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k)
+            if rows:
+                stats.inc("ingest/rows", rows)
+            if rows - candidates:
+                stats.inc("ingest/no_tag_match", rows - candidates)
+            if candidates:
+                stats.inc("ingest/candidates", candidates)
         write_parquet_atomic(pa.table(cols, schema=CANDIDATE_SCHEMA), self.shards.output(shard))
         self.shards.complete(shard, stats)
 
 
-def mark_origin(rec: ImageRecord, from_folder: bool) -> None:
-    """Rows of ``folder`` sources are marked as local files (the only rows ever read from disk); a metadata row whose
-    URL is not http(s) is ``unsupported_url`` here, before any I/O."""
+def origin_status(url: str, from_folder: bool) -> tuple[dict, str, str]:
+    """Origin of a selected row: rows of ``folder`` sources are marked as local files (the only rows ever read from
+    disk); a metadata row whose URL is not http(s) is ``unsupported_url`` here, before any I/O.
+
+    Returns the metadata to add, the status and the error message.
+    """
     from mrbench.curation.download import LOCAL_FILE
     from mrbench.curation.netguard import check_url
 
     if from_folder:
-        rec.metadata[LOCAL_FILE] = True
-    elif (bad := check_url(rec.url)) is not None:
-        rec.fail(*bad)
+        return {LOCAL_FILE: True}, STATUS_OK, ""
+    bad = check_url(url)
+    return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
 
 @global_step("urls")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
-    write ``num_shards`` URL shards. Memory is bounded by the selected set, not the candidate pool."""
+    write ``num_shards`` URL shards.
+
+    The candidates never come to Python, nor into memory as a whole: duckdb streams them through a bounded top-n
+    per tag (the cap-th lowest priority), ranks only the rows under that cutoff, keeps the first candidate row of
+    each selected URL, and hands each URL shard back in id order, batch by batch; what it holds grows with what
+    the caps keep (and spills to disk past ``SELECT_MEMORY``), not with the candidates. The result is the one the
+    per-tag heaps of earlier versions gave: per tag the ``cap`` rows with the lowest (priority, then highest URL),
+    the union of their URLs selected, each URL released once, from its first candidate row (ingest shard, then
+    row order).
+    """
     out = ShardSet(run_dir / "urls", "urls")
     ingest = ShardSet(run_dir / "ingest", "candidates")
-    cap = config.crawl.max_candidates_per_tag
-    heaps: dict[str, list[tuple[int, str]]] = {}  # tag -> max-heap (negated) of the `cap` lowest priorities
-    for i in range(num_ingest):
-        for batch in pq.ParquetFile(ingest.output(i)).iter_batches(columns=["url", "tags", "priority"]):
-            for url, tags, prio in zip(*(batch.column(c).to_pylist() for c in ("url", "tags", "priority"))):
-                for tag in (tags or ["untagged"])[:1]:  # the cap applies to the group the record will land in
-                    h = heaps.setdefault(tag, [])
-                    item = (-prio, url)
-                    if len(h) < cap:
-                        heapq.heappush(h, item)
-                    elif item > h[0]:
-                        heapq.heapreplace(h, item)
-    selected = {url for h in heaps.values() for _, url in h}
-    stats = Stats()
-    shards: list[list[ImageRecord]] = [[] for _ in range(config.num_shards)]
-    seen: set[str] = set()
-    local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
-    for i in range(num_ingest):
-        for batch in pq.ParquetFile(ingest.output(i)).iter_batches():
-            for row in batch.to_pylist():
-                url = row["url"]
-                if url not in selected:
-                    stats.inc("select/over_tag_cap")
-                    continue
-                if url in seen:
-                    stats.inc("select/repeated_url")
-                    continue
-                seen.add(url)
-                rid = record_id(url)
-                rec = ImageRecord(
-                    id=rid, url=url, caption=row["caption"], tags=list(row["tags"]), category=row["category"],
-                    metadata={"source": Path(row["source"]).name, "source_row": row["row"]},
-                )
-                mark_origin(rec, local[i])
-                shards[int(rid, 16) % config.num_shards].append(rec)
-                stats.inc("select/selected")
-    for i, recs in enumerate(shards):
-        recs.sort(key=lambda r: r.id)
-        write_parquet_atomic(records_to_table(recs), out.output(i))
+    files = [str(ingest.output(i)) for i in range(num_ingest)]
+    tmp = run_dir / "urls" / ".select_tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"memory_limit": SELECT_MEMORY, "temp_directory": str(tmp), "threads": SELECT_THREADS,
+                                 "preserve_insertion_order": False})  # every output order is explicit
+    try:
+        con.execute("CREATE TEMP TABLE files (fi INTEGER, filename VARCHAR)")
+        con.executemany("INSERT INTO files VALUES (?, ?)", list(enumerate(files)))
+        listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"  # a view takes no parameters
+        con.execute(
+            "CREATE TEMP VIEW cand AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
+            " f.fi, c.file_row_number AS rn,"
+            " CASE WHEN c.tags IS NULL OR len(c.tags) = 0 THEN 'untagged' ELSE c.tags[1] END AS tag"  # the group the record lands in
+            f" FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
+        )
+        cap = {"cap": config.crawl.max_candidates_per_tag}
+        local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
+        # 1. Per tag, the cap-th lowest priority (a bounded top-n per tag, in one streaming aggregation).
+        con.execute("CREATE TEMP TABLE cutoff AS SELECT tag, list_max(min_by(priority, priority, $cap)) AS cutoff,"
+                    " count(*) AS n FROM cand GROUP BY tag", cap)
+        # 2. Only rows at or under their tag's cutoff can be in its top cap: rank just those, exactly as the heaps did
+        #    (priority, then the higher URL; a URL listed twice under one tag takes two places).
+        con.execute(
+            "CREATE TEMP TABLE selected AS SELECT DISTINCT url FROM (SELECT c.url, row_number() OVER ("
+            " PARTITION BY c.tag ORDER BY c.priority, c.url DESC) AS r"
+            " FROM cand c JOIN cutoff k ON c.tag = k.tag AND c.priority <= k.cutoff) WHERE r <= $cap", cap)
+        # 3. Each selected URL once, from its first candidate row (ingest shard, then row).
+        con.execute(
+            "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
+            " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
+            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first FROM cand SEMI JOIN selected USING (url)"
+            " GROUP BY url")
+        [(total,)] = con.execute("SELECT sum(n)::BIGINT FROM cutoff").fetchall()
+        [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
+        total, in_selected = total or 0, in_selected or 0
+        stats = Stats()
+        for key, n in (("select/over_tag_cap", total - in_selected), ("select/repeated_url", in_selected - chosen),
+                       ("select/selected", chosen)):
+            if n:
+                stats.inc(key, n)
+        for i in range(config.num_shards):
+            reader = con.sql(
+                "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
+                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi FROM chosen"
+                " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
+                params={"n": config.num_shards, "i": i},
+            ).to_arrow_reader(URL_BATCH_ROWS)
+            _write_url_shard(reader, out.output(i), local)
+    finally:
+        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return stats
+
+
+def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
+    """Candidate rows -> rows of the record schema (what ``records_to_table`` made of each ``ImageRecord``)."""
+    n = batch.num_rows
+    sources = batch.column("source").to_pylist()
+    rows = batch.column("row").to_pylist()
+    urls, shard_of = batch.column("url").to_pylist(), batch.column("fi").to_pylist()
+    origins = [origin_status(u, fi < len(local) and local[fi]) for u, fi in zip(urls, shard_of)]
+    meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0]}, sort_keys=True)
+            for s, r, o in zip(sources, rows, origins)]
+    cols = {
+        "id": batch.column("id"), "url": batch.column("url"), "caption": batch.column("caption"),
+        "tags": batch.column("tags"), "category": batch.column("category"),
+        "group": pa.array([""] * n, pa.string()), "split": pa.array([""] * n, pa.string()),
+        "role": pa.array([""] * n, pa.string()), "image": pa.nulls(n, pa.binary()),
+        "width": pa.array([0] * n, pa.int32()), "height": pa.array([0] * n, pa.int32()),
+        "sha256": pa.array([""] * n, pa.string()), "status": pa.array([o[1] for o in origins], pa.string()),
+        "error_message": pa.array([o[2] for o in origins], pa.string()), "metadata": pa.array(meta, pa.string()),
+    }
+    return pa.table([cols[name].cast(f.type) for name, f in zip(RECORD_SCHEMA.names, RECORD_SCHEMA)],
+                    schema=RECORD_SCHEMA)
+
+
+def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]) -> None:
+    """Stream one URL shard to ``path`` (atomically), in row groups of 1024 rows as ``write_parquet_atomic``
+    writes them, so the file is byte for byte what writing the whole table at once gives."""
+    pending: list[pa.Table] = []
+    buffered = 0
+    writer: pq.ParquetWriter | None = None
+    tmp = path.with_name(path.name + ".tmp")
+
+    def flush(rows: int) -> None:
+        nonlocal writer, pending, buffered
+        table = pa.concat_tables(pending)
+        if writer is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(tmp, RECORD_SCHEMA, compression="zstd")
+        writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(rows)
+        pending, buffered = ([rest] if rest.num_rows else []), rest.num_rows
+
+    for batch in reader:
+        if batch.num_rows:
+            pending.append(_url_records(batch, local))
+            buffered += batch.num_rows
+        if buffered >= URL_BATCH_ROWS:
+            flush(buffered - buffered % ROW_GROUP_ROWS)
+    if writer is None:  # nothing, or less than one batch: the one-shot writer gives the same bytes
+        table = pa.concat_tables(pending) if pending else RECORD_SCHEMA.empty_table()
+        write_parquet_atomic(table, path)
+        return
+    if buffered:
+        flush(buffered)
+    writer.close()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -4,56 +4,115 @@ A tag list names what to crawl: celebrities, characters, styles and subjects, ea
 case-insensitive, on word boundaries, after a multilingual-safe normalisation (NFKC, accents folded, casefold,
 hyphens/underscores as spaces, whitespace collapsed). Scripts written without spaces between words (CJK, Thai...)
 cannot use word boundaries, so aliases in them match as substrings.
+
+Matching runs one Aho-Corasick automaton (pyahocorasick, in C) over the normalised caption, so its cost per caption
+does not grow with the number of tags and aliases; only the few occurrences it reports are checked in Python.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
+import ahocorasick
 import yaml
 
 CATEGORIES = ("celebrity", "character", "style", "subject")
-_SEPARATORS = re.compile(r"[\s\-_\u2010-\u2015\u00b7/]+")
+# Separators besides whitespace: each becomes a space, then every run of whitespace one space (str.split() and
+# re's \s agree on what whitespace is), which is what replacing runs of ``[\s\-_\u2010-\u2015\u00b7/]`` did.
+_ASCII_SEPARATORS = ("-", "_", "/")
+_OTHER_SEPARATORS = ("\u00b7", "\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2015")
+_ALPHABETIC_LIMIT = 0x0530  # below: Latin, Greek, Cyrillic, Armenian blocks, whose accents are folded away
+# Scripts that do not separate words by spaces: their aliases match as substrings.
+_UNSPACED = re.compile(
+    "["
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1780-\u17ff"  # Khmer
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3400-\u9fff"  # CJK
+    "\uac00-\ud7af"  # Hangul syllables (spaced, but particles attach to names)
+    "\uf900-\ufaff"
+    "\U00020000-\U0002ffff"
+    "]"
+)
+
+
+@functools.cache
+def _mark_runs() -> re.Pattern[str]:
+    """Runs of combining marks (non-zero canonical combining class) in the BMP, or of any astral character.
+
+    The BMP part compiles to a bitmap, so a scan costs one lookup per character; astral combining marks are few
+    and rare, and listing them as ranges would make every character walk that list, so every astral character
+    (emoji...) joins a run and :func:`_drop_marks` checks it. Built once per process, on the first non-ASCII text.
+    """
+    marks = [cp for cp in range(0x10000) if unicodedata.combining(chr(cp))]
+    ranges, lo = [], marks[0]
+    for prev, cp in zip(marks, marks[1:] + [-1]):
+        if cp != prev + 1:
+            ranges.append(f"{re.escape(chr(lo))}-{re.escape(chr(prev))}" if prev > lo else re.escape(chr(lo)))
+            lo = cp
+    return re.compile(f"[{''.join(ranges)}\U00010000-\U0010ffff]+")
+
+
+def _drop_marks(m: re.Match[str]) -> str:
+    """Drop the combining marks of a run that follow a Latin/Greek/Cyrillic character.
+
+    A mark is dropped when the last character kept before it is below U+0530 (that character may be an earlier
+    mark of the run), the rule :func:`normalize` has always applied character by character. The character before
+    the run is never a mark (runs are maximal), so it is the last one kept.
+    """
+    start, run = m.start(), m.group()
+    last = m.string[start - 1] if start else ""
+    kept = []
+    for ch in run:
+        if last and ord(last) < _ALPHABETIC_LIMIT and unicodedata.combining(ch):
+            continue
+        kept.append(ch)
+        last = ch
+    return "".join(kept)
 
 
 def normalize(text: str) -> str:
-    """NFKC, fold accents (é -> e), casefold, turn hyphens/underscores/slashes into single spaces."""
-    text = unicodedata.normalize("NFKC", text)
-    decomposed = unicodedata.normalize("NFD", text)
-    # Drop combining marks only when the base is Latin/Greek/Cyrillic; in other scripts they carry meaning.
-    out = []
-    for ch in decomposed:
-        if unicodedata.combining(ch) and out and _is_alphabetic_script(out[-1]):
-            continue
-        out.append(ch)
-    text = unicodedata.normalize("NFC", "".join(out)).casefold()
-    return _SEPARATORS.sub(" ", text).strip()
+    """NFKC, fold accents (é -> e), casefold, turn hyphens/underscores/slashes into single spaces.
 
-
-def _is_alphabetic_script(ch: str) -> bool:
-    return ord(ch) < 0x0530  # Latin, Greek, Cyrillic, Armenian blocks
+    Combining marks are dropped only after a Latin/Greek/Cyrillic base; in other scripts they carry meaning.
+    ASCII text skips the Unicode steps (they leave it unchanged), and text without combining marks skips the
+    per-mark rule, so the common path is a few calls into C per caption, not a Python loop per character.
+    """
+    if text.isascii():
+        text = text.lower()  # casefold() of ASCII
+    else:
+        text = unicodedata.normalize("NFKC", text)
+        decomposed = unicodedata.normalize("NFD", text)
+        runs = _mark_runs()
+        if runs.search(decomposed):
+            text = unicodedata.normalize("NFC", runs.sub(_drop_marks, decomposed))
+        # else NFC(NFD(text)) is text itself: NFKC output is already composed.
+        text = text.casefold()
+        for sep in _OTHER_SEPARATORS:
+            if sep in text:
+                text = text.replace(sep, " ")
+    for sep in _ASCII_SEPARATORS:
+        if sep in text:
+            text = text.replace(sep, " ")
+    return " ".join(text.split())
 
 
 def _unspaced_script(text: str) -> bool:
     """True when ``text`` has characters of scripts that do not separate words by spaces."""
-    for ch in text:
-        cp = ord(ch)
-        if (
-            0x0E00 <= cp <= 0x0EFF  # Thai, Lao
-            or 0x1000 <= cp <= 0x109F  # Myanmar
-            or 0x1780 <= cp <= 0x17FF  # Khmer
-            or 0x3040 <= cp <= 0x30FF  # Hiragana, Katakana
-            or 0x3400 <= cp <= 0x9FFF  # CJK
-            or 0xAC00 <= cp <= 0xD7AF  # Hangul syllables (spaced, but particles attach to names)
-            or 0xF900 <= cp <= 0xFAFF
-            or 0x20000 <= cp <= 0x2FFFF
-        ):
-            return True
-    return False
+    return _UNSPACED.search(text) is not None
+
+
+def _is_word(ch: str) -> bool:
+    """Whether ``ch`` is a word character as Python's ``re`` sees it (Unicode alphanumeric, or underscore)."""
+    return ch.isalnum() or ch == "_"
 
 
 @dataclass
@@ -86,9 +145,12 @@ class TagList:
 
     @classmethod
     def load(cls, path: str | Path) -> "TagList":
+        """Read a YAML or TSV tag list (the C YAML parser when PyYAML has it: 100k entries in seconds)."""
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(path.read_text()) or []
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            with open(path, encoding="utf-8") as f:
+                data = yaml.load(f, Loader=loader) or []
             if isinstance(data, dict):
                 data = data.get("tags", [])
             tags = []
@@ -110,12 +172,19 @@ class TagList:
 
 
 class TagMatcher:
-    """Finds the tags a caption mentions, in order of first mention."""
+    """Finds the tags a caption mentions, in order of first mention.
+
+    Semantics (unchanged from the regex matcher this replaces): aliases of spaced scripts match whole words
+    (not preceded or followed by a word character); aliases with characters of unspaced scripts match anywhere.
+    Each kind is scanned left to right without overlaps, and at each position the longest alias that fits wins
+    (so "spider man 2099" beats "spider man"). Tags come out ordered by the position of their first match.
+    """
 
     def __init__(self, tags: TagList) -> None:
         self.tags = tags
         self._alias_to_tag: dict[str, str] = {}
-        spaced, unspaced = [], []
+        self._automaton: ahocorasick.Automaton | None = None
+        automaton = ahocorasick.Automaton()
         for tag in tags.tags:
             for alias in [tag.name, *tag.aliases]:
                 key = normalize(alias)
@@ -124,25 +193,66 @@ class TagMatcher:
                 owner = self._alias_to_tag.setdefault(key, tag.name)
                 if owner != tag.name:
                     raise ValueError(f"alias {alias!r} belongs to both {owner!r} and {tag.name!r}")
-                (unspaced if _unspaced_script(key) else spaced).append(key)
-        # Longest first so "spider man 2099" wins over "spider man".
-        def alternation(keys: list[str]) -> str:
-            return "|".join(re.escape(k) for k in sorted(set(keys), key=lambda k: (-len(k), k)))
-
-        self._spaced = re.compile(rf"(?<!\w)(?:{alternation(spaced)})(?!\w)") if spaced else None
-        self._unspaced = re.compile(alternation(unspaced)) if unspaced else None
+                # value: (length, tag, substring match?) -- the length turns a reported end into a start
+                automaton.add_word(key, (len(key), tag.name, _unspaced_script(key)))
+        if len(automaton):
+            automaton.make_automaton()
+            self._automaton = automaton
 
     def match(self, caption: str | None) -> list[str]:
         """Canonical tag names mentioned in ``caption``, first mention first, each once."""
-        if not caption:
+        if not caption or self._automaton is None:
             return []
         text = normalize(caption)
-        hits: list[tuple[int, str]] = []
-        for pattern in (self._spaced, self._unspaced):
-            if pattern is not None:
-                hits.extend((m.start(), self._alias_to_tag[m.group(0)]) for m in pattern.finditer(text))
+        spaced: list[tuple[int, int, str]] = []
+        unspaced: list[tuple[int, int, str]] = []
+        last = len(text) - 1
+        for end, (n, name, substring) in self._automaton.iter(text):
+            start = end - n + 1
+            if substring:
+                unspaced.append((start, -n, name))
+            elif not ((start and _is_word(text[start - 1])) or (end < last and _is_word(text[end + 1]))):
+                spaced.append((start, -n, name))
+        if not spaced and not unspaced:
+            return []
+        hits = _leftmost_longest(spaced) + _leftmost_longest(unspaced)
         out: list[str] = []
         for _, name in sorted(hits):
             if name not in out:
                 out.append(name)
         return out
+
+    def match_many(self, captions: Iterable[str | None]) -> list[list[str]]:
+        """:meth:`match` over a batch of captions (one record batch of a source)."""
+        match = self.match
+        return [match(c) for c in captions]
+
+
+def _leftmost_longest(occurrences: list[tuple[int, int, str]]) -> list[tuple[int, str]]:
+    """From all (start, -length, tag) occurrences, the non-overlapping ones a left-to-right scan keeps: the
+    earliest start first, the longest alias at that start, then on from its end (what ``re.finditer`` does with
+    an alternation sorted longest first)."""
+    occurrences.sort()
+    kept: list[tuple[int, str]] = []
+    cursor = 0
+    for start, neg_len, name in occurrences:
+        if start >= cursor:
+            kept.append((start, name))
+            cursor = start - neg_len
+    return kept
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_matcher(path: str, mtime_ns: int, size: int) -> tuple[TagList, TagMatcher]:
+    tags = TagList.load(path)
+    return tags, TagMatcher(tags)
+
+
+def load_matcher(path: str | Path | None) -> tuple[TagList, TagMatcher]:
+    """The tag list at ``path`` and its matcher, built once per process and file version (every ingest shard a
+    worker runs reuses them); an empty list when ``path`` is empty."""
+    if not path:
+        tags = TagList([])
+        return tags, TagMatcher(tags)
+    st = os.stat(path)
+    return _cached_matcher(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
