@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.inputs import named_source_errors
 from mrbench.curation.sources import expand_sources, read_source
 from mrbench.curation.tags import Tag, TagList, TagMatcher, normalize
 from mrbench.records import ImageRecord
@@ -65,7 +66,7 @@ class IngestTask:
         by_norm = {normalize(t.name): t for t in tags.tags}
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
-        for row in read_source(source_shard, src):
+        for row in named_source_errors(read_source(source_shard, src), source_shard.path):
             stats.inc("ingest/rows")
             if row.folder_tag is not None:
                 tag = by_norm.get(normalize(row.folder_tag)) or Tag(row.folder_tag.replace("_", " "), "subject")

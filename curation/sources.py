@@ -81,7 +81,8 @@ def _iter_metadata(path: Path, url_col: str, caption_col: str) -> Iterator[tuple
         names = pf.schema_arrow.names
         _require_columns(path, names, url_col, caption_col)
         for batch in pf.iter_batches(batch_size=8192, columns=[url_col, caption_col]):
-            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist())
+            # A binary column is decoded as UTF-8 (invalid bytes raise), never stored as "b'...'".
+            yield from zip(batch.column(0).cast(pa.string()).to_pylist(), batch.column(1).cast(pa.string()).to_pylist())
         return
     if suffix in (".csv", ".tsv"):
         opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
