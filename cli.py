@@ -146,11 +146,11 @@ def release_extract(
 ) -> None:
     """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
     and copy the EasyRef JSON to OUT."""
-    from mrbench.curation.release import OutputInsideReleaseError, ReleaseError, extract_images
+    from mrbench.curation.release import UnsafeOutputError, ReleaseError, extract_images
 
     try:
         target, n = extract_images(release_dir, out)
-    except OutputInsideReleaseError as e:
+    except UnsafeOutputError as e:
         _fail(str(e))
     except ReleaseError as e:
         _fail(str(e), code=1)

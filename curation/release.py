@@ -13,6 +13,7 @@ give byte-identical releases.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -246,8 +247,8 @@ class ReleaseError(ValueError):
     """A release cannot be used as it is (it fails verification, or holds ids of another format)."""
 
 
-class OutputInsideReleaseError(ReleaseError):
-    """``extract-images --out`` names a folder inside the release (a usage error)."""
+class UnsafeOutputError(ReleaseError):
+    """``extract-images --out`` is inside the release, or a symlink waits where a file or folder is to be written."""
 
 
 @dataclass
@@ -448,7 +449,7 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
     root = release_dir.resolve()
     out_dir = Path(out).resolve() if out is not None else default_images_dir(release_dir)
     if out_dir == root or root in out_dir.parents:
-        raise OutputInsideReleaseError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
+        raise UnsafeOutputError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
     data_files = sorted(p for p in (root / "data").glob("*.parquet")) if (root / "data").is_dir() else []
     bad: list[str] = []
     for f in data_files:  # ids and formats first: a bad release writes nothing
@@ -463,7 +464,7 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
                            "\n".join(f"  {b}" for b in bad[:20]))
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
-    dir_fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # a symlinked images/ is refused here
+    dir_fd = _open_dir(images)
     n = 0
     try:
         for f in data_files:
@@ -471,7 +472,7 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
                 for rid, fmt, data in zip(*(batch.column(c).to_pylist() for c in ("id", "format", "image"))):
                     _write_in(dir_fd, f"{rid}.{fmt or 'jpg'}", data or b"")
                     n += 1
-        out_fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        out_fd = _open_dir(out_dir)
         try:
             for js in sorted((root / "easyref").glob("*.json")) if (root / "easyref").is_dir() else []:
                 _write_in(out_fd, js.name, js.read_bytes())
@@ -482,8 +483,23 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
     return images, n
 
 
+def _open_dir(path: Path) -> int:
+    """Open a folder to write in; a symlink in its place is refused (not followed)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise UnsafeOutputError(f"{path} is a symlink; refusing to write through it") from None
+        raise
+
+
 def _write_in(dir_fd: int, name: str, data: bytes) -> None:
     """Create or replace file ``name`` directly in the open folder ``dir_fd``, never through a symlink."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeOutputError(f"{name} in the output folder is a symlink; refusing to write through it") from None
+        raise
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

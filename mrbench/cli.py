@@ -1,1 +1,528 @@
-../cli.py
+"""The ``mrbench`` command line: a thin typer layer over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, NoReturn, Optional
+
+import typer
+
+from mrbench.config import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.")
+release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.")
+app.add_typer(release_app, name="release")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
+    """A rich progress display (rate and ETA) and a factory of per-step advance callbacks."""
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(
+            show_speed=True), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )
+
+    def factory(name: str, total: int) -> Callable[[int], None]:
+        task = progress.add_task(name, total=total)
+        return lambda n: progress.advance(task, n)
+
+    return progress, factory
+
+
+@app.command()
+def curate(
+    config: Path = typer.Option(..., "--config", "-c", help="curation config YAML"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder (created; an existing one is resumed)"),
+    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
+    set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
+) -> None:
+    """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
+    from mrbench.config import CurateConfig, load_config
+    from mrbench.curation.pipeline import run_curation
+    from mrbench.log import setup_logging
+
+    from mrbench.backends.base import MissingWeightsError
+
+    setup_logging("WARNING")
+    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers is not None else []),
+                 *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
+    try:
+        cfg = load_config(CurateConfig, config, overrides)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a run folder")
+    progress, factory = _progress_factory()
+    try:
+        with progress:  # type: ignore[attr-defined]
+            summary = run_curation(cfg, out, factory)
+    except (ConfigError, FileNotFoundError) as e:  # includes a locked run folder and unreadable sources
+        _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except ImportError as e:
+        _fail(f"a configured model is not available: {e}", code=3)
+    except PermissionError as e:
+        _fail(_os_error(e))
+    print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mrbench.curation.pipeline import drop_step
+
+    console = Console()
+    t = Table(title="rows per status and step")
+    t.add_column("status")
+    t.add_column("step")
+    t.add_column("rows", justify="right")
+    order = ["download", "embed", "filters", "dedup", "group", "audit"]
+    for k, v in sorted(summary["rows_per_status"].items(),
+                       key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0])), -kv[1], kv[0])):
+        t.add_row(k, "release" if k == "ok" else drop_step(k), str(v))
+    console.print(t)
+    audit = summary.get("leakage_audit")
+    if audit is not None:
+        a = Table(title="leakage audit (pairs across splits)")
+        for c in ("kind", "splits", "pairs"):
+            a.add_column(c)
+        for key, n in audit["pairs"].items():
+            kind, splits = key.split("/", 1)
+            a.add_row(kind, splits, str(n))
+        if not audit["pairs"]:
+            a.add_row("near_duplicate, identity", "all", "0")
+        console.print(a)
+        console.print(f"leakage audit: {audit['pairs_total']} pairs; {audit['removed_train_images']} training images "
+                      f"removed, {audit['dropped_groups']} groups dropped (near-duplicate cosine >= "
+                      f"{audit['near_dup_threshold']}, identity cosine >= {audit['identity_threshold']})")
+    g = Table(title="splits")
+    for c in ("split", "groups", "images"):
+        g.add_column(c)
+    for s in ("held_out", "held_in", "train"):
+        g.add_row(s, str(summary["groups_per_split"].get(s, 0)), str(summary["images_per_split"].get(s, 0)))
+    console.print(g)
+    console.print(f"release: {summary['release']} ({summary['release_rows']} images)")
+
+
+@release_app.command("verify")
+def release_verify(
+    release_dir: Path = typer.Argument(..., help="a release folder (with manifest.json)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+) -> None:
+    """Check every file against the manifest (presence, size, sha256, rows, total rows; no extra, temporary or
+    symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
+    import json
+
+    from mrbench.curation.release import check_release
+
+    report = check_release(release_dir)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1))
+    else:
+        for p in report.problems:
+            typer.echo(f"FAIL {p}", err=True)
+        typer.echo(report.summary(), err=not report.ok)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@release_app.command("extract-images")
+def release_extract(
+    release_dir: Path = typer.Argument(..., help="a release folder (verified first)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for images/<id>.<ext> and the EasyRef JSON "
+                                       "(default: RELEASE-easyref next to the release; never inside it)"),
+) -> None:
+    """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
+    and copy the EasyRef JSON to OUT."""
+    from mrbench.curation.release import ReleaseError, UnsafeOutputError, extract_images
+
+    try:
+        target, n = extract_images(release_dir, out)
+    except UnsafeOutputError as e:
+        _fail(str(e))
+    except ReleaseError as e:
+        _fail(str(e), code=1)
+    except OSError as e:
+        _fail(_os_error(e))
+    typer.echo(f"wrote {n} images to {target}")
+
+
+def _os_error(e: OSError) -> str:
+    """``path: reason`` for a file-system error caused by a path the user gave (permissions, a file for a folder)."""
+    where = e.filename if e.filename is not None else ""
+    return f"{where}: {e.strerror or e}" if where else str(e)
+
+
+LS_KINDS = {
+    "stages": ("mrbench.curation", "mrbench.stage:STAGES"),
+    "executors": ("mrbench.executors", "mrbench.executors:EXECUTORS"),
+    "encoders": ("mrbench.backends", "mrbench.backends:ENCODERS"),
+    "detectors": ("mrbench.backends", "mrbench.backends:DETECTORS"),
+    "models": ("mrbench.baselines", "mrbench.evaluation.registry:MODELS"),
+    "metrics": ("mrbench.evaluation.metrics", "mrbench.evaluation.registry:METRICS"),
+    "benchmarks": ("mrbench.evaluation.benchmarks", "mrbench.evaluation.registry:BENCHMARKS"),
+}
+
+
+@app.command("ls")
+def ls(kind: str = typer.Argument(..., help="stages, executors, encoders, detectors, models, metrics, benchmarks")) -> None:
+    """List the registered components of one kind, one line each."""
+    import importlib
+
+    if kind not in LS_KINDS:
+        _fail(f"unknown kind {kind!r}; choose from {', '.join(LS_KINDS)}")
+    module, attr = LS_KINDS[kind]
+    try:
+        importlib.import_module(module)
+        mod_name, _, reg_name = attr.partition(":")
+        registry = getattr(importlib.import_module(mod_name), reg_name)
+    except ImportError as e:
+        _fail(f"{kind} are not available: {e}")
+    width = max((len(e.name) for e in registry), default=0)
+    for entry in registry:
+        typer.echo(f"{entry.name:<{width}}  {entry.help}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_run"), "--out", "-o", help="run folder for the demo"),
+    fresh: bool = typer.Option(False, "--fresh", help="delete the run folder first"),
+) -> None:
+    """Offline demo: build a small sample web, serve it on 127.0.0.1, curate it, evaluate the release with tiny models
+    (+ reference and chance rows) and write a leaderboard."""
+    from mrbench.demo import run_demo
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    run_demo(out, fresh=fresh)
+
+
+def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional[int]) -> dict:
+    """``key=value`` backend options (values parsed as YAML scalars: 0.5, true, [640, 640]) + common flags."""
+    import yaml
+
+    kwargs: dict = {}
+    for a in args:
+        key, sep, value = a.partition("=")
+        if not sep or not key:
+            _fail(f"backend option {a!r} is not key=value")
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            _fail(f"backend option {a!r}: the value is not valid YAML")
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    if device:
+        _check_device(device)
+        kwargs["device"] = device
+    if batch_size:
+        kwargs["batch_size"] = batch_size
+    return kwargs
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device torch does not know (``cuda:x``, ``gpu``) or one this machine lacks, before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        _fail(f"--device {device!r} is not a torch device ({e})")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {device}: CUDA is not available on this machine")
+
+
+def _check_out_file(out: Path) -> None:
+    """``--out`` names a file to write: not an existing folder."""
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give a file name such as {out / 'out.parquet'}")
+
+
+def _build_backend(kind: str, name: str, kwargs: dict) -> object:
+    """Build a backend or exit with a clear message (unknown name, bad option, missing weights or dependency)."""
+    from mrbench.backends import MissingWeightsError, get_detector, get_encoder
+    from mrbench.registry import UnknownEntryError
+
+    build = get_encoder if kind == "encoder" else get_detector
+    try:
+        return build(name, **kwargs)
+    except UnknownEntryError as e:
+        _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except ImportError as e:
+        _fail(f"{kind} {name!r} is not available: {e}", code=3)
+    except (TypeError, ValueError) as e:
+        _fail(f"bad options for {kind} {name!r}: {e}")
+
+
+def _run_over_paths(kind: str, name: str, paths: List[Path], out: Path, kwargs: dict) -> None:
+    from mrbench.backends.files import detect_to_parquet, embed_to_parquet, find_images
+
+    _check_out_file(out)
+    backend = _build_backend(kind, name, kwargs)
+    files = find_images(paths)
+    progress, factory = _progress_factory()
+    run = embed_to_parquet if kind == "encoder" else detect_to_parquet
+    with progress:  # type: ignore[attr-defined]
+        counts = run(backend, name, files, out, progress=factory(name, len(files)))  # type: ignore[arg-type]
+    info = backend.info  # type: ignore[attr-defined]
+    flag = " [RANDOM WEIGHTS]" if info.random_weights else ""
+    typer.echo(f"wrote {sum(counts.values())} rows to {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})"
+               f"; {kind} {name}: {info.weights}{flag}")
+
+
+@app.command()
+def embed(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value, e.g. pretrained=openai"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Embed images: one row per image (path, encoder, embedding, status, error_message; faces: num_faces, face_box, face_score)."""
+    _run_over_paths("encoder", encoder, paths, out, _backend_kwargs(arg, device, batch_size))
+
+
+@app.command()
+def detect(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    detector: str = typer.Option(..., "--detector", "-d", help="detector name (mrbench ls detectors)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
+    arg: List[str] = typer.Option([], "--detector-arg", "-a", help="detector option key=value, e.g. threshold=0.5"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Detect objects: one row per image (path, detector, boxes, scores, labels, status, error_message)."""
+    _run_over_paths("detector", detector, paths, out, _backend_kwargs(arg, device, batch_size))
+
+
+def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
+                       batch_size: Optional[int]) -> tuple[object, object]:
+    """Build ``encoder`` (curation defaults + options) and embed the images under ``paths`` with a progress bar."""
+    from mrbench.backends.files import find_images
+    from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
+
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
+    model = _build_backend("encoder", encoder, kwargs)
+    files = find_images(paths)
+    if not files:
+        _fail(f"no images found under {', '.join(map(str, paths))}")
+    progress, factory = _progress_factory()
+    with progress:  # type: ignore[attr-defined]
+        got = embed_files(model, files, batch_size or 32, progress=factory("embed", len(files)))
+    return model, got
+
+
+def _write_table(rows: dict, schema: object, out: Path) -> None:
+    import pyarrow as pa
+
+    from mrbench.shards import write_parquet_atomic
+
+    write_parquet_atomic(pa.table(rows, schema=schema), out)  # type: ignore[arg-type]
+
+
+@app.command("dedup")
+def dedup_cmd(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, duplicate_of, similarity, status"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: calibrated)"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Find near-duplicates: one row per image; duplicate_of names the kept image (null when kept).
+
+    The kept image of a near-duplicate cluster is the one with the most pixels, then the smallest path.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
+
+    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0.05 < t <= 1.0:
+        _fail(f"--threshold must be in (0.05, 1], got {t}")
+    _check_out_file(out)
+    _, got = _embed_for_command(encoder, paths, arg, device, batch_size)
+    ok = got.ok_index  # type: ignore[attr-defined]
+    paths_ok = [got.paths[k] for k in ok]  # type: ignore[attr-defined]
+    res = dedup(got.vectors, paths_ok, np.asarray(got.resolution)[ok], t)  # type: ignore[attr-defined]
+    dup: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    sim: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    for k, row in enumerate(ok.tolist()):
+        if res.duplicate_of[k] >= 0:
+            dup[row], sim[row] = paths_ok[res.duplicate_of[k]], float(res.similarity[k])
+    schema = pa.schema([("path", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32()),
+                        ("status", pa.string()), ("error_message", pa.string())])
+    _write_table({"path": got.paths, "duplicate_of": dup, "similarity": sim, "status": got.status,  # type: ignore[attr-defined]
+                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
+    n_dup = sum(d is not None for d in dup)
+    typer.echo(f"wrote {len(dup)} rows to {out}: {len(ok) - n_dup} kept, {n_dup} near-duplicates "
+               f"(cosine >= {t}), {len(dup) - len(ok)} not embedded")
+
+
+@app.command("group")
+def group_cmd(
+    paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name; a face encoder groups by identity"),
+    out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, group_id, status"),
+    num_groups: Optional[int] = typer.Option(None, "--num-groups", "-k", help="number of groups (Ward linkage)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="average-linkage cosine similarity"),
+    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
+    seed: int = typer.Option(0, "--seed", help="seeds the k-means reduction of large sets"),
+) -> None:
+    """Group images visually (or by face identity): one row per image with its group_id (null when not embedded).
+
+    Without --num-groups or --threshold, image encoders infer the number of groups (best silhouette) and face
+    encoders cut at their identity threshold.
+    """
+    import pyarrow as pa
+
+    from mrbench.backends import FaceEncoder
+    from mrbench.curation.cluster import cluster_embeddings, face_threshold
+
+    if num_groups is not None and threshold is not None:
+        _fail("give --num-groups or --threshold, not both")
+    if num_groups is not None and num_groups < 1:
+        _fail("--num-groups must be >= 1")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        _fail(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
+    _check_out_file(out)
+    model, got = _embed_for_command(encoder, paths, arg, device, batch_size)
+    if threshold is None and num_groups is None and isinstance(model, FaceEncoder):
+        threshold = face_threshold(encoder)
+    result = cluster_embeddings(got.vectors, num_clusters=num_groups, threshold=threshold, seed=seed)  # type: ignore[attr-defined]
+    group_id: list = [None] * len(got.paths)  # type: ignore[attr-defined]
+    for row, label in zip(got.ok_index.tolist(), result.labels.tolist()):  # type: ignore[attr-defined]
+        group_id[row] = int(label)
+    schema = pa.schema([("path", pa.string()), ("group_id", pa.int64()), ("status", pa.string()),
+                        ("error_message", pa.string())])
+    _write_table({"path": got.paths, "group_id": group_id, "status": got.status,  # type: ignore[attr-defined]
+                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
+    extra = f", silhouette {result.silhouette:.3f}" if result.silhouette is not None else ""
+    typer.echo(f"wrote {len(group_id)} rows to {out}: {result.num_clusters} groups ({result.method}{extra}), "
+               f"{sum(g is None for g in group_id)} not embedded")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="model name (mrbench ls models)"),
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent folder of run folders"),
+    split: Optional[str] = typer.Option(None, "--split", help="held-in or held-out (MRBench releases; default held-out)"),
+    model_args: List[str] = typer.Option([], "--model-args", "-a", help="generator options k=v,k2=v2 (repeatable)"),
+    profile: str = typer.Option("default", "--profile", help="default (pretrained weights) or tiny (tiny random models)"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
+    seed: int = typer.Option(0, "--seed", help="first seed; image k of a prompt uses seed+k"),
+    images_per_prompt: int = typer.Option(4, "--images-per-prompt", help="images generated per sample"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
+    image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
+    metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
+) -> None:
+    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images)."""
+    from mrbench.backends.base import MissingWeightsError
+    from mrbench.evaluation.runner import run_eval
+    from mrbench.log import setup_logging
+    from mrbench.registry import UnknownEntryError
+
+    setup_logging("WARNING")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    if metric_device:
+        _check_device(metric_device)
+    progress, factory = _progress_factory()
+    state: dict = {}
+
+    def report(done: int, total: int) -> None:
+        if "advance" not in state:
+            state["advance"], state["done"] = factory(model, total), 0
+        state["advance"](done - state["done"])
+        state["done"] = done
+
+    try:
+        with progress:  # type: ignore[attr-defined]
+            result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
+                              seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
+                              image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
+                              metric_device=metric_device, progress=report)
+    except MissingWeightsError as e:
+        _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
+    except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    _print_eval(result)
+
+
+def _print_eval(result: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = result.summary  # type: ignore[attr-defined]
+    console = Console()
+    flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
+    for split, s in summary["splits"].items():
+        t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
+                        f"{s['groups']} groups, {s['rows']} images ({s['rows_per_status']})")
+        for c in ("metric", "mean", "95% CI (groups)", "groups"):
+            t.add_column(c)
+        for key, est in s["metrics"].items():
+            if est["mean"] is None:
+                t.add_row(key, "-", "-", "0")
+                continue
+            t.add_row(key, f"{est['mean']:.4f}", f"[{est['ci'][0]:.4f}, {est['ci'][1]:.4f}]", str(est["n_groups"]))
+            if est.get("scaled"):
+                sc = est["scaled"]
+                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", f"[{sc['ci'][0]:.4f}, {sc['ci'][1]:.4f}]",
+                          str(est["n_groups"]))
+        console.print(t)
+    timing = result.timing  # type: ignore[attr-defined]
+    console.print(f"run folder: {result.run_dir}  (generated {timing['generated_images']}, from cache "  # type: ignore[attr-defined]
+                  f"{timing['cached_images']}, resumed {timing['resumed_rows']}; {timing['wall_s']:.1f}s)")
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="run folders written by mrbench eval"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv and .html"),
+    grid_samples: int = typer.Option(4, "--grid-samples", help="samples shown per model in the HTML image grids"),
+) -> None:
+    """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""
+    from mrbench.evaluation.leaderboard import build_leaderboard
+
+    if grid_samples < 0:
+        _fail(f"--grid-samples must be >= 0, got {grid_samples}")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    try:
+        paths = build_leaderboard(run_dirs, out, grid_samples=grid_samples)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
