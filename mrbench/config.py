@@ -124,7 +124,7 @@ def _constraint_problem(meta: dict[str, Any], value: Any) -> str | None:
 
 
 def field_problems(cfg: Any, path: str = "") -> list[str]:
-    """Every type and constraint problem of dataclass ``cfg`` and its nested configs, as ``key: problem`` lines."""
+    """Every type and constraint problem of dataclass ``cfg`` and its nested configs, one ``key problem`` text each."""
     problems: list[str] = []
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
