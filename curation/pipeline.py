@@ -164,6 +164,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     :class:`~mrbench.runlock.RunLockedError` naming the holder.
     """
     config.validate()
+    check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -176,7 +177,6 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         raise
     except (TypeError, ValueError) as e:  # e.g. an option the model does not take
         raise ConfigError(f"embed: a model rejected its options ({e})") from None
-    check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail here too
     if models:
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
 

@@ -141,7 +141,7 @@ def test_unreadable_sources_name_the_file(tmp_path: Path, name: str, make, messa
     r = curate(cfg, tmp_path / "run")
     assert r.exit_code == 2, r.stderr
     assert name in r.stderr and message in r.stderr, r.stderr
-    assert not (tmp_path / "run" / "download").exists()  # failed before any download
+    assert not (tmp_path / "run" / "run_state.json").exists()  # failed before the run started
 
 
 def test_missing_source_and_tag_list_files(tmp_path: Path):
