@@ -305,7 +305,8 @@ def _manifest_entries(manifest: Any, report: VerifyReport) -> dict[str, dict[str
         report.add(MANIFEST, "manifest", f"malformed manifest: top level is {type(manifest).__name__}, not an object")
         return {}
     if manifest.get("format") != RELEASE_FORMAT:
-        report.add(MANIFEST, "manifest", f"unknown release format {manifest.get('format')!r} (expected {RELEASE_FORMAT!r})")
+        report.add(MANIFEST, "manifest",
+                   f"unknown release format {manifest.get('format')!r} (expected {RELEASE_FORMAT!r})")
     rows = manifest.get("rows")
     if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
         report.rows_manifest = rows
@@ -324,7 +325,8 @@ def _manifest_entries(manifest: Any, report: VerifyReport) -> dict[str, dict[str
             problem = "has no 'path'"
         else:
             rel = PurePosixPath(e["path"])
-            if rel.is_absolute() or ".." in rel.parts or "\\" in e["path"] or e["path"] == MANIFEST or str(rel) != e["path"]:
+            plain = not rel.is_absolute() and ".." not in rel.parts and "\\" not in e["path"] and str(rel) == e["path"]
+            if not plain or e["path"] == MANIFEST:
                 problem = f"path {e['path']!r} is not a plain path inside the release"
             elif not isinstance(e.get("sha256"), str) or not _SHA256.fullmatch(e["sha256"]):
                 problem = f"({e['path']}) has no valid 'sha256'"

@@ -149,7 +149,8 @@ def validate_fields(cfg: Any) -> None:
     """Raise one :class:`ConfigError` listing every field of ``cfg`` that breaks its type or declared constraints."""
     problems = field_problems(cfg)
     if problems:
-        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  " + "\n  ".join(problems))
+        listed = "\n  ".join(problems)
+        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
 
 
 @dataclass
@@ -556,7 +557,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         return key.strip().split("."), yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
