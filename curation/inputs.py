@@ -21,7 +21,7 @@ from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 T = TypeVar("T")
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
                pa.types.is_null)
-_UTF8_HINT = "not UTF-8 text; convert it first, e.g. iconv -f latin1 -t utf-8"
+_UTF8_HINT = "not UTF-8 text (latin-1?); convert it to UTF-8 first"
 
 
 def check_sources(config: CurateConfig) -> int:
