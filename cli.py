@@ -146,7 +146,7 @@ def release_extract(
 ) -> None:
     """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
     and copy the EasyRef JSON to OUT."""
-    from mrbench.curation.release import UnsafeOutputError, ReleaseError, extract_images
+    from mrbench.curation.release import ReleaseError, UnsafeOutputError, extract_images
 
     try:
         target, n = extract_images(release_dir, out)
