@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -146,9 +147,16 @@ def remove_stale_temporaries(run_dir: str | Path) -> int:
     return n
 
 
+_held = threading.local()  # run folders this thread holds through with_run_lock (nested calls re-use the lock)
+
+
 def with_run_lock(arg: str = "run_dir") -> Callable[[F], F]:
     """Decorator: hold the lock of the run folder passed as argument ``arg`` for the whole call, and remove the
-    temporary files a killed run left there before the call starts."""
+    temporary files a killed run left there before the call starts.
+
+    A decorated function may call another one on the same folder (e.g. a retry step that prepares the folder,
+    then runs the pipeline): the inner call runs under the outer call's lock.
+    """
 
     def wrap(fn: F) -> F:
         sig = inspect.signature(fn)
@@ -156,9 +164,16 @@ def with_run_lock(arg: str = "run_dir") -> Callable[[F], F]:
         @functools.wraps(fn)
         def locked(*args: Any, **kwargs: Any) -> Any:
             run_dir = Path(sig.bind(*args, **kwargs).arguments[arg]).resolve()
-            with RunLock(run_dir):
-                remove_stale_temporaries(run_dir)
+            held: set[Path] = _held.__dict__.setdefault("dirs", set())
+            if run_dir in held:
                 return fn(*args, **kwargs)
+            with RunLock(run_dir):
+                held.add(run_dir)
+                try:
+                    remove_stale_temporaries(run_dir)
+                    return fn(*args, **kwargs)
+                finally:
+                    held.discard(run_dir)
 
         return locked  # type: ignore[return-value]
 

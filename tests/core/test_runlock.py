@@ -82,6 +82,28 @@ def test_lock_is_exclusive_within_one_process_and_released(tmp_path: Path):
         pass
 
 
+def test_nested_locked_calls_share_the_outer_lock(tmp_path: Path):
+    from mrbench.runlock import with_run_lock
+
+    calls = []
+
+    @with_run_lock("run_dir")
+    def inner(run_dir: Path) -> None:
+        calls.append("inner")
+        with pytest.raises(RunLockedError):  # still exclusive against anyone else
+            RunLock(run_dir).acquire()
+
+    @with_run_lock("run_dir")
+    def outer(run_dir: Path) -> None:
+        calls.append("outer")
+        inner(run_dir)
+
+    outer(tmp_path / "r")
+    assert calls == ["outer", "inner"]
+    with RunLock(tmp_path / "r"):  # released after the outer call
+        pass
+
+
 def test_pidfile_fallback_takes_over_only_dead_local_holders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Where flock is unsupported (some network file systems) an exclusive pid file stands in."""
     import fcntl
