@@ -149,27 +149,52 @@ def test_concurrent_atomic_writes_of_one_file_never_fail(tmp_path: Path):
 
 @pytest.mark.slow
 def test_two_real_curate_processes_on_one_folder(tmp_path: Path):
-    """Process A curates; B, started on the same --out while A runs, exits 2 naming A; A finishes and verifies."""
+    """Process A curates; B, started on the same --out while A is downloading, exits 2 naming A; A then finishes
+    and its release verifies. A's image server holds every answer until B has been refused."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from smallweb import _photo, write_small_inputs
     from mrbench.curation.release import verify_release
-    from mrbench.webserver import Route, SampleWebServer, encode
+    from mrbench.webserver import encode
 
-    routes = {f"/img/s{s}_{k}.jpg": Route(encode(_photo(100 * s + k), "JPEG")) for s in range(3) for k in range(3)}
-    with SampleWebServer(routes) as server:
-        cfg = write_small_inputs(tmp_path / "in", server.base_url, routes, num_shards=1)
+    images = {f"/img/s{s}_{k}.jpg": encode(_photo(100 * s + k), "JPEG") for s in range(3) for k in range(3)}
+    gate, asked = threading.Event(), threading.Event()
+
+    class Held(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:  # noqa: N802
+            asked.set()
+            gate.wait(120)
+            body = images.get("/" + self.path.split("://", 1)[-1].split("/", 1)[-1].split("?")[0])
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        cfg = write_small_inputs(tmp_path / "in", base, dict.fromkeys(images), num_shards=1, crawl__timeout=120)
         cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg), "--out", str(tmp_path / "run")]
         a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while not (tmp_path / "run" / "run_state.json").exists():
-            assert a.poll() is None and time.time() < deadline, "A ended before B could start"
-            time.sleep(0.05)
+        assert asked.wait(300), "A never reached its downloads"
         t = time.perf_counter()
         b = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         b_wall = time.perf_counter() - t
-        assert a.poll() is None, "A finished before B was refused: the test proves nothing"
+        assert a.poll() is None
         assert b.returncode == 2 and f"in use by pid {a.pid}" in b.stderr, b.stderr[-2000:]
         assert "Traceback" not in b.stderr
-        assert a.wait(timeout=300) == 0, a.stderr.read()[-2000:]
+        gate.set()
+        assert a.wait(timeout=300) == 0, a.stderr.read()[-2000:]  # type: ignore[union-attr]
+    finally:
+        gate.set()
+        server.shutdown()
     assert verify_release(tmp_path / "run" / "release") == []
     print(f"second curate refused in {b_wall:.2f}s")

@@ -44,9 +44,9 @@ def make_release(root: Path) -> Path:
             row = {"id": record_id(url), "url": url, "caption": f"photo {k} of subject {g}", "tags": [f"s{g}"],
                    "category": "subject", "group": f"g{g}", "split": split, "role": "target" if k == 0 else "reference",
                    "image": data, "format": "jpg", "width": 24, "height": 16,
-                   "sha256": hashlib.sha256(data).hexdigest()}
-            for n in RELEASE_SCHEMA.names:
-                cols[n].append(row[n])
+                   "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
+            for n in RELEASE_SCHEMA.names:  # (a column added elsewhere gets null)
+                cols[n].append(row.get(n))
         per_split[split] = cols
     for split, cols in per_split.items():
         write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), root / release_file(split, 0, 1))
