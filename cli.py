@@ -52,6 +52,8 @@ def curate(
     from mrbench.curation.pipeline import run_curation
     from mrbench.log import setup_logging
 
+    from mrbench.backends.base import MissingWeightsError
+
     setup_logging("WARNING")
     if retry_failed is not None:
         if out is not None and out.resolve() != retry_failed.resolve():
@@ -63,12 +65,14 @@ def curate(
                 _fail(f"{retry_failed} has no config.yaml: not a curation run folder")
     if config is None or out is None:
         _fail("--config and --out are required (or --retry-failed RUN_DIR)")
-    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers else []),
+    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers is not None else []),
                  *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
     try:
         cfg = load_config(CurateConfig, config, overrides)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a run folder")
     progress, factory = _progress_factory()
     try:
         with progress:  # type: ignore[attr-defined]
@@ -78,8 +82,14 @@ def curate(
                 summary = retry(cfg, out, factory)
             else:
                 summary = run_curation(cfg, out, factory)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError) as e:  # includes a locked run folder and unreadable sources
         _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except ImportError as e:
+        _fail(f"a configured model is not available: {e}", code=3)
+    except PermissionError as e:
+        _fail(_os_error(e))
     print_summary(summary)
     if retry_failed is not None:
         typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
@@ -125,35 +135,52 @@ def print_summary(summary: dict) -> None:
 
 
 @release_app.command("verify")
-def release_verify(release_dir: Path = typer.Argument(..., help="a release folder (with manifest.json)")) -> None:
-    """Check every shard against the manifest; exits 1 naming any missing, extra or altered file."""
-    from mrbench.curation.release import verify_release
+def release_verify(
+    release_dir: Path = typer.Argument(..., help="a release folder (with manifest.json)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
+) -> None:
+    """Check every file against the manifest (presence, size, sha256, rows, total rows; no extra, temporary or
+    symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
+    import json
 
-    problems = verify_release(release_dir)
-    for p in problems:
-        typer.echo(f"FAIL {p}", err=True)
-    if problems:
+    from mrbench.curation.release import check_release
+
+    report = check_release(release_dir)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=1))
+    else:
+        for p in report.problems:
+            typer.echo(f"FAIL {p}", err=True)
+        typer.echo(report.summary(), err=not report.ok)
+    if not report.ok:
         raise typer.Exit(1)
-    typer.echo(f"ok: {release_dir} matches its manifest")
 
 
 @release_app.command("extract-images")
 def release_extract(
-    release_dir: Path = typer.Argument(...),
-    out: Path = typer.Option(None, "--out", help="folder for images/<id>.<ext> (default: RELEASE/easyref)"),
+    release_dir: Path = typer.Argument(..., help="a release folder (verified first)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for images/<id>.<ext> and the EasyRef JSON "
+                                       "(default: RELEASE-easyref next to the release; never inside it)"),
 ) -> None:
-    """Write the images of a release as files, at the paths the EasyRef JSON uses."""
-    import pyarrow.parquet as pq
+    """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
+    and copy the EasyRef JSON to OUT."""
+    from mrbench.curation.release import ReleaseError, UnsafeOutputError, extract_images
 
-    target = (out or release_dir / "easyref") / "images"
-    target.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for f in sorted((release_dir / "data").glob("*.parquet")):
-        for batch in pq.ParquetFile(f).iter_batches(columns=["id", "format", "image"], batch_size=256):
-            for rid, fmt, data in zip(*(batch.column(c).to_pylist() for c in ("id", "format", "image"))):
-                (target / f"{rid}.{fmt or 'jpg'}").write_bytes(data)
-                n += 1
+    try:
+        target, n = extract_images(release_dir, out)
+    except UnsafeOutputError as e:
+        _fail(str(e))
+    except ReleaseError as e:
+        _fail(str(e), code=1)
+    except OSError as e:
+        _fail(_os_error(e))
     typer.echo(f"wrote {n} images to {target}")
+
+
+def _os_error(e: OSError) -> str:
+    """``path: reason`` for a file-system error caused by a path the user gave (permissions, a file for a folder)."""
+    where = e.filename if e.filename is not None else ""
+    return f"{where}: {e.strerror or e}" if where else str(e)
 
 
 LS_KINDS = {
@@ -195,6 +222,8 @@ def demo(
     (+ reference and chance rows) and write a leaderboard."""
     from mrbench.demo import run_demo
 
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
     run_demo(out, fresh=fresh)
 
 
@@ -207,12 +236,36 @@ def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional
         key, sep, value = a.partition("=")
         if not sep or not key:
             _fail(f"backend option {a!r} is not key=value")
-        kwargs[key.strip()] = yaml.safe_load(value)
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            _fail(f"backend option {a!r}: the value is not valid YAML")
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
     if device:
+        _check_device(device)
         kwargs["device"] = device
     if batch_size:
         kwargs["batch_size"] = batch_size
     return kwargs
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device torch does not know (``cuda:x``, ``gpu``) or one this machine lacks, before any work."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        _fail(f"--device {device!r} is not a torch device ({e})")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {device}: CUDA is not available on this machine")
+
+
+def _check_out_file(out: Path) -> None:
+    """``--out`` names a file to write: not an existing folder."""
+    if out.is_dir():
+        _fail(f"--out {out} is a folder; give a file name such as {out / 'out.parquet'}")
 
 
 def _build_backend(kind: str, name: str, kwargs: dict) -> object:
@@ -236,6 +289,7 @@ def _build_backend(kind: str, name: str, kwargs: dict) -> object:
 def _run_over_paths(kind: str, name: str, paths: List[Path], out: Path, kwargs: dict) -> None:
     from mrbench.backends.files import detect_to_parquet, embed_to_parquet, find_images
 
+    _check_out_file(out)
     backend = _build_backend(kind, name, kwargs)
     files = find_images(paths)
     progress, factory = _progress_factory()
@@ -280,6 +334,8 @@ def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device:
     from mrbench.backends.files import find_images
     from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
 
+    if batch_size is not None and batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
     kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
     model = _build_backend("encoder", encoder, kwargs)
     files = find_images(paths)
@@ -321,6 +377,7 @@ def dedup_cmd(
     t = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0.05 < t <= 1.0:
         _fail(f"--threshold must be in (0.05, 1], got {t}")
+    _check_out_file(out)
     _, got = _embed_for_command(encoder, paths, arg, device, batch_size)
     ok = got.ok_index  # type: ignore[attr-defined]
     paths_ok = [got.paths[k] for k in ok]  # type: ignore[attr-defined]
@@ -365,6 +422,9 @@ def group_cmd(
         _fail("give --num-groups or --threshold, not both")
     if num_groups is not None and num_groups < 1:
         _fail("--num-groups must be >= 1")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        _fail(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
+    _check_out_file(out)
     model, got = _embed_for_command(encoder, paths, arg, device, batch_size)
     if threshold is None and num_groups is None and isinstance(model, FaceEncoder):
         threshold = face_threshold(encoder)
@@ -405,6 +465,10 @@ def eval_cmd(
     from mrbench.registry import UnknownEntryError
 
     setup_logging("WARNING")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    if metric_device:
+        _check_device(metric_device)
     progress, factory = _progress_factory()
     state: dict = {}
 
@@ -463,6 +527,10 @@ def leaderboard_cmd(
     """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""
     from mrbench.evaluation.leaderboard import build_leaderboard
 
+    if grid_samples < 0:
+        _fail(f"--grid-samples must be >= 0, got {grid_samples}")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
     try:
         paths = build_leaderboard(run_dirs, out, grid_samples=grid_samples)
     except (FileNotFoundError, ValueError) as e:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.inputs import named_source_errors
 from mrbench.curation.sources import expand_sources, read_metadata_batches, read_source
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.records import STATUS_OK
@@ -82,7 +83,7 @@ class IngestTask:
 
         if src.kind == "folder":
             by_norm = {normalize(t.name): t for t in tags.tags}
-            for row in read_source(source_shard, src):
+            for row in named_source_errors(read_source(source_shard, src), source_shard.path):
                 stats.inc("ingest/rows")
                 if row.folder_tag is not None:
                     tag = by_norm.get(normalize(row.folder_tag)) or Tag(row.folder_tag.replace("_", " "), "subject")
@@ -98,7 +99,7 @@ class IngestTask:
                 keep(row.url, row.caption, matched, category, row.row)
         else:
             rows = candidates = 0
-            for batch in read_metadata_batches(source_shard, src):
+            for batch in named_source_errors(read_metadata_batches(source_shard, src), source_shard.path):
                 # rows without a URL are not rows (as before); captions are matched a whole batch at a time
                 with_url = range(len(batch.urls)) if all(batch.urls) else [k for k, u in enumerate(batch.urls) if u]
                 captions = [batch.captions[k] for k in with_url] if len(with_url) < len(batch.urls) else batch.captions

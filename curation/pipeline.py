@@ -40,11 +40,13 @@ from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.release import (
     ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
 )
+from mrbench.curation.inputs import check_sources
 from mrbench.curation.sources import expand_sources
 from mrbench.curation.split import split_groups
 from mrbench.executors import get_executor
 from mrbench.log import get_logger
 from mrbench.provenance import provenance
+from mrbench.runlock import with_run_lock
 from mrbench.shards import ShardSet, atomic_write_text, global_step, read_records, records_to_table, write_parquet_atomic
 from mrbench.stats import Stats
 
@@ -153,15 +155,26 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
+@with_run_lock("run_dir")
 def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Run (or resume) every step; returns a summary (rows per status, groups, splits, release path)."""
+    """Run (or resume) every step; returns a summary (rows per status, groups, splits, release path).
+
+    The run folder is locked for the whole call (:mod:`mrbench.runlock`): a second process on it fails with
+    :class:`~mrbench.runlock.RunLockedError` naming the holder.
+    """
     config.validate()
+    check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     executor = get_executor(config.executor)
     # Missing weights or model dependencies fail here, before any work.
-    models = preflight(config.embed)
+    try:
+        models = preflight(config.embed)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. an option the model does not take
+        raise ConfigError(f"embed: a model rejected its options ({e})") from None
     if models:
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))  # after preflight: torch known

@@ -13,11 +13,15 @@ give byte-identical releases.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
+import stat
 from collections import Counter, defaultdict
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
@@ -234,29 +238,271 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     return manifest
 
 
-def verify_release(release_dir: str | Path) -> list[str]:
-    """Check every file against the manifest; returns problems (empty when the release is intact)."""
+RELEASE_FORMAT = "mrbench-release/1"
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
+IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ReleaseError(ValueError):
+    """A release cannot be used as it is (it fails verification, or holds ids of another format)."""
+
+
+class UnsafeOutputError(ReleaseError):
+    """``extract-images --out`` is inside the release, or a symlink waits where a file or folder is to be written."""
+
+
+@dataclass
+class ReleaseProblem:
+    """One finding of :func:`check_release`: the release-relative path, a kind and a message."""
+
+    path: str
+    kind: str  # missing, extra, altered, rows, symlink, temporary, not_regular, manifest
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`check_release` found."""
+
+    release: str
+    files_listed: int = 0
+    files_checked: int = 0
+    rows_manifest: int | None = None
+    rows_found: int = 0
+    problems: list[ReleaseProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, path: str, kind: str, message: str) -> None:
+        self.problems.append(ReleaseProblem(path, kind, message))
+
+    def summary(self) -> str:
+        """One line: verdict, files and rows checked, problems per kind."""
+        rows = f"{self.rows_found} rows" + ("" if self.rows_manifest in (None, self.rows_found)
+                                             else f" (manifest says {self.rows_manifest})")
+        head = f"{self.files_checked}/{self.files_listed} files, {rows}"
+        if self.ok:
+            return f"ok: {self.release} matches its manifest ({head})"
+        kinds = Counter(p.kind for p in self.problems)
+        return (f"FAILED: {self.release}: {len(self.problems)} problem(s) "
+                f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}); {head}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"release": self.release, "ok": self.ok, "files_listed": self.files_listed,
+                "files_checked": self.files_checked, "rows_manifest": self.rows_manifest, "rows_found": self.rows_found,
+                "problems": [{"path": p.path, "kind": p.kind, "message": p.message} for p in self.problems],
+                "summary": self.summary()}
+
+
+def _manifest_entries(manifest: Any, report: VerifyReport) -> dict[str, dict[str, Any]]:
+    """The well-formed file entries of a parsed manifest; every malformed part becomes a ``manifest`` problem."""
+    if not isinstance(manifest, dict):
+        report.add(MANIFEST, "manifest", f"malformed manifest: top level is {type(manifest).__name__}, not an object")
+        return {}
+    if manifest.get("format") != RELEASE_FORMAT:
+        report.add(MANIFEST, "manifest",
+                   f"unknown release format {manifest.get('format')!r} (expected {RELEASE_FORMAT!r})")
+    rows = manifest.get("rows")
+    if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
+        report.rows_manifest = rows
+    else:
+        report.add(MANIFEST, "manifest", f"malformed manifest: 'rows' must be a count, got {rows!r}")
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        report.add(MANIFEST, "manifest", f"malformed manifest: 'files' must be a list, got {type(files).__name__}")
+        return {}
+    entries: dict[str, dict[str, Any]] = {}
+    for i, e in enumerate(files):
+        problem = None
+        if not isinstance(e, dict):
+            problem = "is not an object"
+        elif not isinstance(e.get("path"), str) or not e["path"]:
+            problem = "has no 'path'"
+        else:
+            rel = PurePosixPath(e["path"])
+            plain = not rel.is_absolute() and ".." not in rel.parts and "\\" not in e["path"] and str(rel) == e["path"]
+            if not plain or e["path"] == MANIFEST:
+                problem = f"path {e['path']!r} is not a plain path inside the release"
+            elif not isinstance(e.get("sha256"), str) or not _SHA256.fullmatch(e["sha256"]):
+                problem = f"({e['path']}) has no valid 'sha256'"
+            elif not isinstance(e.get("bytes"), int) or isinstance(e["bytes"], bool) or e["bytes"] < 0:
+                problem = f"({e['path']}) has no valid 'bytes'"
+            elif "rows" in e and (not isinstance(e["rows"], int) or isinstance(e["rows"], bool) or e["rows"] < 0):
+                problem = f"({e['path']}) has an invalid 'rows'"
+            elif e["path"] in entries:
+                problem = f"lists {e['path']!r} twice"
+        if problem:
+            report.add(MANIFEST, "manifest", f"malformed manifest: files[{i}] {problem}")
+        else:
+            entries[e["path"]] = e
+    return entries
+
+
+def _walk_release(release_dir: Path, report: VerifyReport) -> set[str]:
+    """Regular files of the release (relative posix paths, manifest excluded); symlinks, temporary files and
+    special files (FIFOs, sockets) are problems and never opened."""
+    present: set[str] = set()
+    for root, dirs, files in os.walk(release_dir, followlinks=False):
+        base = Path(root)
+        for name in sorted(dirs):
+            if (base / name).is_symlink():
+                report.add((base / name).relative_to(release_dir).as_posix(), "symlink",
+                           "symlink (a release holds only regular files)")
+        dirs[:] = sorted(d for d in dirs if not (base / d).is_symlink())
+        for name in sorted(files):
+            p = base / name
+            rel = p.relative_to(release_dir).as_posix()
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                report.add(rel, "symlink", "symlink (a release holds only regular files)")
+            elif name.endswith(".tmp"):
+                report.add(rel, "temporary", "leftover temporary file (from an interrupted write)")
+            elif not stat.S_ISREG(st.st_mode):
+                report.add(rel, "not_regular", "not a regular file")
+            elif rel != MANIFEST:
+                present.add(rel)
+    return present
+
+
+def check_release(release_dir: str | Path) -> VerifyReport:
+    """Check a release against its manifest: every listed file present, unaltered (size, sha256) and with its
+    row count; no extra, temporary, symlinked or special file; the total row count as listed. A malformed manifest
+    is a problem like any other, never an exception."""
     release_dir = Path(release_dir)
+    report = VerifyReport(str(release_dir))
     mpath = release_dir / MANIFEST
-    if not mpath.is_file():
-        return [f"{mpath}: manifest missing"]
+    if not release_dir.is_dir():
+        report.add(".", "missing", "not a folder")
+        return report
+    if mpath.is_symlink() or not mpath.is_file():
+        report.add(MANIFEST, "symlink" if mpath.is_symlink() else "missing",
+                   "manifest is a symlink" if mpath.is_symlink() else "manifest missing")
+        return report
     try:
-        manifest = json.loads(mpath.read_text())
-        listed = {f["path"]: f for f in manifest["files"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        return [f"{mpath}: unreadable manifest ({e})"]
-    problems = []
-    present = {p.relative_to(release_dir).as_posix() for p in _release_files(release_dir)}
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        report.add(MANIFEST, "manifest", f"unreadable manifest ({type(e).__name__}: {e})")
+        return report
+    listed = _manifest_entries(manifest, report)
+    report.files_listed = len(listed)
+    present = _walk_release(release_dir, report)
     for rel in sorted(set(listed) - present):
-        problems.append(f"{rel}: missing")
+        report.add(rel, "missing", "missing")
     for rel in sorted(present - set(listed)):
-        problems.append(f"{rel}: extra file not in manifest")
+        report.add(rel, "extra", "extra file not in manifest")
+    listed_rows = 0
     for rel in sorted(set(listed) & present):
-        entry = listed[rel]
-        p = release_dir / rel
+        entry, p = listed[rel], release_dir / rel
+        report.files_checked += 1
+        if rel.startswith("data/") and "rows" in entry:
+            listed_rows += entry["rows"]
         if p.stat().st_size != entry["bytes"] or _sha256_file(p) != entry["sha256"]:
-            problems.append(f"{rel}: altered (sha256 mismatch)")
+            report.add(rel, "altered", "altered (sha256 mismatch)")
             continue
-        if "rows" in entry and pq.ParquetFile(p).metadata.num_rows != entry["rows"]:
-            problems.append(f"{rel}: row count differs from manifest")
-    return problems
+        if p.suffix == ".parquet":
+            try:
+                n = pq.ParquetFile(p).metadata.num_rows
+            except (pa.ArrowException, OSError) as e:
+                report.add(rel, "altered", f"not a readable parquet file ({e})")
+                continue
+            if rel.startswith("data/"):
+                report.rows_found += n
+            if "rows" in entry and n != entry["rows"]:
+                report.add(rel, "rows", f"row count differs from manifest ({n} != {entry['rows']})")
+    if report.rows_manifest is not None and report.rows_manifest != listed_rows:
+        report.add(MANIFEST, "rows", f"total rows {report.rows_manifest} != {listed_rows}, the sum over its data files")
+    return report
+
+
+def verify_release(release_dir: str | Path) -> list[str]:
+    """Check every file against the manifest; returns problems as ``path: message`` (empty when intact)."""
+    return [str(p) for p in check_release(release_dir).problems]
+
+
+def default_images_dir(release_dir: str | Path) -> Path:
+    """Where ``extract-images`` writes by default: ``<release>-easyref`` next to the release, never inside it
+    (files inside would make the release fail ``verify``)."""
+    release_dir = Path(release_dir).resolve()
+    return release_dir.parent / f"{release_dir.name}-easyref"
+
+
+def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tuple[Path, int]:
+    """Write every image of a verified release as ``OUT/images/<id>.<format>`` and copy its EasyRef JSON to
+    ``OUT`` (whose ``images/...`` paths then resolve). A shared release is untrusted input: it is verified first,
+    every id must have the release id format and every format be a bare extension, and files are created only
+    inside ``OUT/images`` (no symlink followed).
+
+    Returns:
+        The images folder and the number of images written.
+
+    Raises:
+        ReleaseError: the release fails verification, holds a bad id or format, or ``out`` is inside it.
+    """
+    release_dir = Path(release_dir)
+    report = check_release(release_dir)
+    if not report.ok:
+        raise ReleaseError(f"{release_dir} failed verification; nothing extracted:\n" +
+                           "\n".join(f"  {p}" for p in report.problems[:20]) + "\n" + report.summary())
+    root = release_dir.resolve()
+    out_dir = Path(out).resolve() if out is not None else default_images_dir(release_dir)
+    if out_dir == root or root in out_dir.parents:
+        raise UnsafeOutputError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
+    data_files = sorted(p for p in (root / "data").glob("*.parquet")) if (root / "data").is_dir() else []
+    bad: list[str] = []
+    for f in data_files:  # ids and formats first: a bad release writes nothing
+        for batch in pq.ParquetFile(f).iter_batches(columns=["id", "format"], batch_size=8192):
+            for rid, fmt in zip(*(batch.column(c).to_pylist() for c in ("id", "format"))):
+                if not isinstance(rid, str) or not RELEASE_ID.fullmatch(rid):
+                    bad.append(f"{f.name}: id {rid!r} is not a release id (16 hex digits)")
+                elif fmt and not IMAGE_EXTENSION.fullmatch(fmt):
+                    bad.append(f"{f.name}: id {rid}: format {fmt!r} is not an image extension")
+    if bad:
+        raise ReleaseError(f"{release_dir}: {len(bad)} row(s) with a bad id or format; nothing extracted:\n" +
+                           "\n".join(f"  {b}" for b in bad[:20]))
+    images = out_dir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    dir_fd = _open_dir(images)
+    n = 0
+    try:
+        for f in data_files:
+            for batch in pq.ParquetFile(f).iter_batches(columns=["id", "format", "image"], batch_size=256):
+                for rid, fmt, data in zip(*(batch.column(c).to_pylist() for c in ("id", "format", "image"))):
+                    _write_in(dir_fd, f"{rid}.{fmt or 'jpg'}", data or b"")
+                    n += 1
+        out_fd = _open_dir(out_dir)
+        try:
+            for js in sorted((root / "easyref").glob("*.json")) if (root / "easyref").is_dir() else []:
+                _write_in(out_fd, js.name, js.read_bytes())
+        finally:
+            os.close(out_fd)
+    finally:
+        os.close(dir_fd)
+    return images, n
+
+
+def _open_dir(path: Path) -> int:
+    """Open a folder to write in; a symlink in its place is refused (not followed)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise UnsafeOutputError(f"{path} is a symlink; refusing to write through it") from None
+        raise
+
+
+def _write_in(dir_fd: int, name: str, data: bytes) -> None:
+    """Create or replace file ``name`` directly in the open folder ``dir_fd``, never through a symlink."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeOutputError(f"{name} in the output folder is a symlink; refusing to write through it") from None
+        raise
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

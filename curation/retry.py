@@ -28,6 +28,7 @@ from typing import Any
 from mrbench.config import ConfigError, CurateConfig
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.netguard import RETRYABLE
+from mrbench.runlock import with_run_lock
 from mrbench.records import STATUS_OK, ImageRecord
 from mrbench.shards import ShardSet, read_records, records_to_table, write_parquet_atomic
 from mrbench.stats import Stats
@@ -85,6 +86,7 @@ def retry_shard(config: CurateConfig, path: Path) -> Stats:
     return stats
 
 
+@with_run_lock("run_dir")
 def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None) -> dict[str, Any]:
     """Retry the retryable download failures of ``run_dir`` and finish the run (see the module docstring).
 

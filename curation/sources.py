@@ -153,7 +153,8 @@ def _iter_metadata(
         _require_columns(path, names, url_col, caption_col)
         groups = range(*row_groups) if row_groups else None
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=[url_col, caption_col]):
-            yield batch.column(0), batch.column(1)
+            # A binary column is decoded as UTF-8 (invalid bytes raise), never stored as "b'...'".
+            yield batch.column(0).cast(pa.string()), batch.column(1).cast(pa.string())
         return
     if suffix in (".csv", ".tsv"):
         opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")

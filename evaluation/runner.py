@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mrbench.config import ConfigError
+from mrbench.config import ConfigError, option, validate_fields
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
@@ -72,16 +72,16 @@ class EvalConfig:
     out: str = "runs"
     split: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
-    profile: str = "default"
-    limit: int | None = None
-    seed: int = 0
-    images_per_prompt: int = 4
+    profile: str = option("default", choices=("default", "tiny"))
+    limit: int | None = option(None, ge=1)
+    seed: int = option(0, ge=0)
+    images_per_prompt: int = option(4, ge=1)
     metrics: list[str] | None = None
     image_encoder: str | None = None
-    batch_size: int | None = None
+    batch_size: int | None = option(None, ge=1)
     cache_dir: str | None = None
     metric_device: str | None = None
-    n_boot: int = 1000
+    n_boot: int = option(1000, ge=1)
 
 
 @dataclass
@@ -197,6 +197,7 @@ def run_eval(
                      profile=profile, limit=limit, seed=seed, images_per_prompt=images_per_prompt,
                      metrics=metric_list, image_encoder=image_encoder, batch_size=batch_size,
                      cache_dir=str(cache_dir) if cache_dir else None, metric_device=metric_device, n_boot=n_boot)
+    validate_fields(cfg)  # types, ranges and choices declared on EvalConfig's fields
     wall0 = time.perf_counter()
 
     # Everything that can fail on configuration fails here, before any generation.

@@ -6,6 +6,7 @@ Every config is validated before any work starts; a bad value raises :class:`Con
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,137 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
+class InputError(ConfigError):
+    """An input named by the config (a source file, the tag list) cannot be read; the message names the file."""
+
+
+# Constraints of one config field, declared next to it with :func:`option` and checked by :func:`validate_fields`
+# before any work; a new field gets validated by declaring its range or choices, not by editing ``validate``.
+_META = "mrbench"
+COSINE = "a cosine similarity"
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")  # img2dataset's ResizeMode
+ENCODE_FORMATS = ("jpg", "png", "webp")  # what img2dataset's resizer encodes
+PARQUET_CODECS = ("none", "snappy", "gzip", "brotli", "lz4", "lz4_raw", "zstd")  # what pyarrow's parquet writer takes
+
+
+def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           choices: tuple[str, ...] | None = None, nonempty: bool = False,
+           check: typing.Callable[[Any], str | None] | None = None, why: str = "") -> Any:
+    """A dataclass field carrying its constraints.
+
+    Args:
+        default: Default value (or ``default_factory`` for lists and dicts).
+        ge: Smallest allowed value (numbers); ``gt``, ``le``, ``lt`` likewise.
+        choices: Allowed values (strings).
+        nonempty: A string or list must not be empty.
+        check: ``check(value) -> problem or None`` for rules that need code (e.g. a codec pyarrow lacks).
+        why: Added to the error message (e.g. "a cosine similarity").
+
+    Every number is also checked to be finite, and every value to have the field's type (``int`` fields take no
+    fractions), whether or not constraints are given.
+    """
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "nonempty": nonempty, "check": check,
+            "why": why}
+    return field(default=default, default_factory=default_factory,  # type: ignore[call-overload]
+                 metadata={_META: {k: v for k, v in meta.items() if v is not None and v is not False and v != ""}})
+
+
+def _check_compression(value: str) -> str | None:
+    if value.lower() not in PARQUET_CODECS:
+        return f"must be one of {', '.join(PARQUET_CODECS)}, got {value!r}"
+    import pyarrow as pa
+
+    if value.lower() != "none" and not pa.Codec.is_available(value.lower()):
+        return f"codec {value!r} is not built into this pyarrow"
+    return None
+
+
+def _check_executor(value: str) -> str | None:
+    from mrbench.executors import EXECUTORS  # lazy: executors imports this module
+
+    names = [e.name for e in EXECUTORS]
+    return None if value in names else f"must be one of {', '.join(names)}, got {value!r}"
+
+
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """Why ``value`` is not of type ``tp`` (None when it is); numbers must be finite."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        origin = typing.get_origin(tp)
+    if tp is bool:
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"must be an integer, got {value!r}"
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be a number, got {value!r}"
+        return None if math.isfinite(value) else f"must be a finite number, got {value!r}"
+    if tp is str:
+        return None if isinstance(value, str) else f"must be a string, got {value!r}"
+    if origin is list:
+        if not isinstance(value, list):
+            return f"must be a list, got {value!r}"
+        (item_tp,) = typing.get_args(tp)
+        for i, v in enumerate(value):
+            if not dataclasses.is_dataclass(item_tp) and (problem := _type_problem(item_tp, v)):
+                return f"item {i} {problem}"
+        return None
+    if origin is dict:
+        return None if isinstance(value, dict) else f"must be a mapping, got {value!r}"
+    return None
+
+
+def _constraint_problem(meta: dict[str, Any], value: Any) -> str | None:
+    if value is None:
+        return None
+    if meta.get("nonempty") and not value:
+        return "must not be empty"
+    bounds = (("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+              ("le", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b))
+    for key, sign, ok in bounds:
+        if key in meta and not ok(value, meta[key]):
+            return f"must be {sign} {meta[key]}, got {value!r}"
+    if "choices" in meta and value not in meta["choices"]:
+        return f"must be one of {', '.join(meta['choices'])}, got {value!r}"
+    if "check" in meta:
+        return meta["check"](value)
+    return None
+
+
+def field_problems(cfg: Any, path: str = "") -> list[str]:
+    """Every type and constraint problem of dataclass ``cfg`` and its nested configs, one ``key problem`` text each."""
+    problems: list[str] = []
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{path}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += field_problems(value, key + ".")
+            continue
+        if isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            for i, v in enumerate(value):
+                problems += field_problems(v, f"{key}[{i}].")
+            continue
+        problem = _type_problem(hints[f.name], value)
+        meta = f.metadata.get(_META, {})
+        if problem is None:
+            problem = _constraint_problem(meta, value)
+        if problem:
+            problems.append(f"{key} {problem}" + (f" ({meta['why']})" if meta.get("why") else ""))
+    return problems
+
+
+def validate_fields(cfg: Any) -> None:
+    """Raise one :class:`ConfigError` listing every field of ``cfg`` that breaks its type or declared constraints."""
+    problems = field_problems(cfg)
+    if problems:
+        listed = "\n  ".join(problems)
+        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
+
+
 @dataclass
 class SourceConfig:
     """One input source.
@@ -33,10 +165,10 @@ class SourceConfig:
         folder_tag: For ``folder`` sources, use the image's sub-folder name as its tag.
     """
 
-    kind: str = "metadata"
-    paths: list[str] = field(default_factory=list)
-    url_col: str = "url"
-    caption_col: str = "caption"
+    kind: str = option("metadata", choices=("metadata", "folder"))
+    paths: list[str] = option(default_factory=list, nonempty=True)
+    url_col: str = option("url", nonempty=True)
+    caption_col: str = option("caption", nonempty=True)
     folder_tag: bool = True
 
 
@@ -70,38 +202,25 @@ class CrawlConfig:
     """
 
     tag_list: str = ""
-    max_candidates_per_tag: int = 1000
+    max_candidates_per_tag: int = option(1000, ge=1)
     require_tag: bool = True
     allow_private_network: bool = False
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 64_000_000
-    timeout: float = 10.0
-    retries: int = 0
-    thread_count: int = 16
-    output_format: str = "parquet"
-    resize_mode: str = "no"
-    image_size: int = 512
-    encode_format: str = "jpg"
+    max_body_bytes: int = option(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = option(64_000_000, ge=1)
+    timeout: float = option(10.0, gt=0, le=3600)
+    retries: int = option(0, ge=0, le=100)
+    thread_count: int = option(16, ge=1, le=1024)
+    output_format: str = option("parquet", choices=("parquet", "webdataset"))
+    resize_mode: str = option("no", choices=RESIZE_MODES)
+    image_size: int = option(512, ge=1, le=65535)
+    encode_format: str = option("jpg", choices=ENCODE_FORMATS)
     user_agent_token: str = "mrbench"
-    max_redirects: int = 10
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_max: float = 60.0
-    max_per_domain: int = 0
+    max_redirects: int = option(10, ge=0, le=100)
+    backoff_base: float = option(0.5, ge=0, le=3600)
+    backoff_max: float = option(30.0, ge=0, le=3600)
+    retry_after_max: float = option(60.0, ge=0, le=3600)
+    max_per_domain: int = option(0, ge=0, le=10_000)
     convert_format: bool = False
-
-    def __post_init__(self) -> None:
-        """Range checks of the download-policy fields (see the attributes)."""
-        import math
-
-        for key in ("backoff_base", "backoff_max", "retry_after_max"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 3600:
-                raise ConfigError(f"crawl.{key} must be a number of seconds in [0, 3600], got {value!r}")
-        for key, low, high in (("max_redirects", 0, 100), ("max_per_domain", 0, 10_000)):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"crawl.{key} must be an integer in [{low}, {high}], got {value!r}")
 
 
 @dataclass
@@ -128,16 +247,16 @@ class GroupConfig:
         visual_threshold: Group untagged images by average-linkage cosine similarity instead.
     """
 
-    min_group_size: int = 2
-    max_group_size: int = 64
-    max_references: int = 8
-    identity_threshold: float | None = None
-    consistency_min: float = 0.7
-    consistency_mad: float = 0.0
+    min_group_size: int = option(2, ge=2, why="a target needs a reference")
+    max_group_size: int = option(64, ge=2)
+    max_references: int = option(8, ge=1)
+    identity_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
+    consistency_min: float = option(0.7, ge=-1.0, le=1.0, why=COSINE)
+    consistency_mad: float = option(0.0, ge=0)
     consistency_categories: list[str] = field(default_factory=lambda: ["subject", "style"])
-    dedup_threshold: float | None = 0.92
-    visual_groups: int = 0
-    visual_threshold: float | None = None
+    dedup_threshold: float | None = option(0.92, ge=-1.0, le=1.0, why=COSINE)
+    visual_groups: int = option(0, ge=0)
+    visual_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
 
 
 @dataclass
@@ -167,7 +286,7 @@ class EmbedConfig:
     face_categories: list[str] = field(default_factory=lambda: ["celebrity", "character"])
     detector: str = ""
     detector_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int = option(32, ge=1)
 
 
 @dataclass
@@ -183,9 +302,9 @@ class DedupConfig:
     """
 
     enabled: bool = True
-    threshold: float | None = None
-    exact_max: int = 50_000
-    nprobe: int = 4
+    threshold: float | None = option(None, gt=0.05, le=1.0, why="it marks near-duplicates")
+    exact_max: int = option(50_000, ge=2)
+    nprobe: int = option(4, ge=1)
 
 
 @dataclass
@@ -209,14 +328,14 @@ class FilterConfig:
         object_classes: Tag name -> COCO class overrides (an empty value: the tag names no class).
     """
 
-    min_side: int = 0
-    max_aspect: float = 0.0
+    min_side: int = option(0, ge=0)
+    max_aspect: float = option(0.0, ge=0)
     face: bool = True
-    face_min_area: float = 0.01
-    face_min_score: float = 0.5
-    face_max_other: float = 0.5
+    face_min_area: float = option(0.01, ge=0, le=1.0)
+    face_min_score: float = option(0.5, ge=0, le=1.0)
+    face_max_other: float = option(0.5, gt=0, le=1.0)
     object: bool = True
-    object_min_score: float = 0.5
+    object_min_score: float = option(0.5, ge=0, le=1.0)
     object_classes: dict[str, str] = field(default_factory=dict)
 
 
@@ -233,8 +352,8 @@ class AuditConfig:
     """
 
     enabled: bool = True
-    near_dup_threshold: float = 0.9
-    identity_threshold: float | None = None
+    near_dup_threshold: float = option(0.9, ge=-1.0, le=1.0, why=COSINE)
+    identity_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
     remove_train_leaks: bool = True
 
 
@@ -242,8 +361,8 @@ class AuditConfig:
 class SplitConfig:
     """Split by group: held-out groups first, then held-in, the rest train (paper sizes by default)."""
 
-    held_out_groups: int = 50
-    held_in_groups: int = 300
+    held_out_groups: int = option(50, ge=0)
+    held_in_groups: int = option(300, ge=0)
 
 
 @dataclass
@@ -256,9 +375,9 @@ class ReleaseConfig:
         compression: Parquet compression codec.
     """
 
-    name: str = "mrbench"
+    name: str = option("mrbench", nonempty=True)
     easyref_json: bool = True
-    compression: str = "zstd"
+    compression: str = option("zstd", check=_check_compression)
 
 
 @dataclass
@@ -272,8 +391,8 @@ class ExecutorConfig:
         ray_address: Address for ``ray.init`` (None starts a local cluster).
     """
 
-    name: str = "local"
-    workers: int = 1
+    name: str = option("local", check=_check_executor)
+    workers: int = option(1, ge=1)
     ray_address: str | None = None
 
 
@@ -281,8 +400,8 @@ class ExecutorConfig:
 class CurateConfig:
     """Top-level curation config; see ``configs/*.yaml`` for examples."""
 
-    seed: int = 0
-    num_shards: int = 4
+    seed: int = option(0, ge=0)
+    num_shards: int = option(4, ge=1)
     sources: list[SourceConfig] = field(default_factory=list)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
@@ -295,39 +414,20 @@ class CurateConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for any value that would make the run fail later."""
-        if self.num_shards < 1:
-            raise ConfigError("num_shards must be >= 1")
+        """Raise :class:`ConfigError` for any value that would make the run fail later.
+
+        Field types, ranges and choices come from each field's :func:`option`; the rules that relate several fields
+        or read a file (the tag list) are here.
+        """
+        validate_fields(self)
         if not self.sources:
             raise ConfigError("sources: at least one source is required")
-        for i, src in enumerate(self.sources):
-            if src.kind not in ("metadata", "folder"):
-                raise ConfigError(f"sources[{i}].kind must be 'metadata' or 'folder', got {src.kind!r}")
-            if not src.paths:
-                raise ConfigError(f"sources[{i}].paths is empty")
         if any(s.kind == "metadata" for s in self.sources) and not self.crawl.tag_list:
             raise ConfigError("crawl.tag_list is required for metadata sources")
-        if self.crawl.tag_list and not Path(self.crawl.tag_list).is_file():
-            raise ConfigError(f"crawl.tag_list: no such file {self.crawl.tag_list!r}")
-        if self.crawl.output_format not in ("parquet", "webdataset"):
-            raise ConfigError("crawl.output_format must be 'parquet' or 'webdataset'")
-        modes = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
-        if self.crawl.resize_mode not in modes:
-            raise ConfigError(f"crawl.resize_mode must be one of {modes}")
-        if self.crawl.max_candidates_per_tag < 1:
-            raise ConfigError("crawl.max_candidates_per_tag must be >= 1")
-        if self.crawl.timeout <= 0 or self.crawl.max_body_bytes <= 0:
-            raise ConfigError("crawl.timeout and crawl.max_body_bytes must be > 0")
-        if self.group.min_group_size < 2:
-            raise ConfigError("group.min_group_size must be >= 2 (a target needs a reference)")
+        if self.crawl.tag_list:
+            check_tag_list(self.crawl.tag_list)
         if self.group.max_group_size < self.group.min_group_size:
             raise ConfigError("group.max_group_size must be >= group.min_group_size")
-        if self.split.held_out_groups < 0 or self.split.held_in_groups < 0:
-            raise ConfigError("split sizes must be >= 0")
-        if self.executor.name not in ("local", "ray"):
-            raise ConfigError("executor.name must be 'local' or 'ray'")
-        if self.executor.workers < 1:
-            raise ConfigError("executor.workers must be >= 1")
         self._validate_visual()
 
     def _validate_visual(self) -> None:
@@ -335,30 +435,55 @@ class CurateConfig:
         registries (no model is loaded here)."""
         from mrbench.curation.embed import check_models
 
-        for name in ("encoder_options", "face_options", "detector_options"):
-            if not isinstance(getattr(self.embed, name), dict):
-                raise ConfigError(f"embed.{name} must be a mapping")
-        if self.embed.batch_size < 1:
-            raise ConfigError("embed.batch_size must be >= 1")
         check_models(self.embed)
-        for key, value in (("dedup.threshold", self.dedup.threshold), ("group.identity_threshold", self.group.identity_threshold),
-                           ("group.dedup_threshold", self.group.dedup_threshold), ("group.visual_threshold", self.group.visual_threshold),
-                           ("audit.near_dup_threshold", self.audit.near_dup_threshold),
-                           ("audit.identity_threshold", self.audit.identity_threshold)):
-            if value is not None and not -1.0 <= value <= 1.0:
-                raise ConfigError(f"{key} is a cosine similarity in [-1, 1], got {value}")
-        if self.dedup.threshold is not None and self.dedup.threshold <= 0.05:
-            raise ConfigError("dedup.threshold must be > 0.05 (it marks near-duplicates)")
-        if self.dedup.exact_max < 2 or self.dedup.nprobe < 1:
-            raise ConfigError("dedup.exact_max must be >= 2 and dedup.nprobe >= 1")
-        if self.filters.min_side < 0 or self.filters.max_aspect < 0:
-            raise ConfigError("filters.min_side and filters.max_aspect must be >= 0")
-        if not 0.0 <= self.filters.face_min_area <= 1.0 or not 0.0 < self.filters.face_max_other <= 1.0:
-            raise ConfigError("filters.face_min_area must be in [0, 1] and filters.face_max_other in (0, 1]")
-        if not isinstance(self.filters.object_classes, dict):
-            raise ConfigError("filters.object_classes must be a mapping of tag name to COCO class")
-        if self.group.visual_groups < 0 or self.group.consistency_mad < 0:
-            raise ConfigError("group.visual_groups and group.consistency_mad must be >= 0")
+
+
+def check_tag_list(path: str | Path) -> None:
+    """Load the tag list once (as the crawl will) so a missing, malformed or empty one fails before any work.
+
+    Raises:
+        InputError: naming the file (and the line and column of a YAML syntax error).
+    """
+    import csv
+
+    from mrbench.curation.tags import TagList  # lazy: the core imports no curation module at import time
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"crawl.tag_list: no such file {str(path)!r}")
+    try:
+        tags = TagList.load(path)
+    except yaml.YAMLError as e:
+        raise InputError(yaml_error_message(path, e)) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, csv.Error, OSError) as e:
+        raise InputError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    if not tags.tags:
+        raise InputError(f"crawl.tag_list {path} has no tags: nothing would be crawled")
+
+
+def yaml_error_message(path: str | Path, error: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: problem`` for a YAML error (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = " ".join(p for p in (getattr(error, "context", None), getattr(error, "problem", None)) if p)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: invalid YAML: {problem or error}"
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; syntax and encoding errors become :class:`ConfigError` naming file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(yaml_error_message(path, e)) from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
@@ -389,6 +514,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return value
     if tp is bool:
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -398,13 +527,37 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{path} must be true or false, got {value!r}")
         return value
-    if tp in (int, float):
+    if tp is int:
+        return _to_int(value, path)
+    if tp is float:
+        # YAML 1.1 reads "1e-3" as a string; non-finite values are refused by validate_fields with the key named.
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
         try:
-            return tp(value)
-        except (TypeError, ValueError):
+            return float(value)
+        except ValueError:
             raise ConfigError(f"{path} must be a number, got {value!r}") from None
     if tp is str:
+        # A bare YAML scalar such as 2024 is meant as text; lists, mappings, booleans and null are not.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{path} must be a string, got {value!r}")
         return str(value)
+    return value
+
+
+def _to_int(value: Any, path: str) -> int:
+    """An integer from an int, a whole float (``2.0``, ``1.0e+6``) or its text; ``2.7`` is an error, not 2."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            raise ConfigError(f"{path} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ConfigError(f"{path} must be an integer, got {value!r}")
+        return int(value)
     return value
 
 
@@ -413,7 +566,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, _, raw = text.partition("=")
-    return key.strip().split("."), yaml.safe_load(raw)
+    if not key.strip() or any(not k for k in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    try:
+        return key.strip().split("."), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
@@ -424,7 +583,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = _resolve_paths(loaded, path.parent)
@@ -437,6 +596,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
                 raise ConfigError(f"override {ov!r}: {k} is not a mapping")
         node[keys[-1]] = value
     cfg = from_dict(cls, data)
+    validate_fields(cfg)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

@@ -59,9 +59,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.request_headers.setdefault(path, []).append(dict(self.headers.items()))
             self.server.active += 1
             self.server.peak_active = max(self.server.peak_active, self.server.active)
+        self._counted = True
         try:
             self._answer(route, hit)
         finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """Stop counting this request as active: before its response is sent (the client cannot start its next
+        request before reading it, so the concurrency probe never sees a finished request overlap the next)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
             with self.server.lock:
                 self.server.active -= 1
 
@@ -72,6 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
             route = route.sequence[hit]
         if route.delay:
             time.sleep(route.delay)
+        self._leave()
         try:
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mrbench.config import ConfigError, CrawlConfig
+from mrbench.config import ConfigError, CrawlConfig, validate_fields
 from mrbench.curation.netguard import FetchError, Fetcher, parse_retry_after
 from mrbench.webserver import Route, SampleWebServer, encode
 
@@ -250,7 +250,7 @@ def test_per_domain_limit(tmp_path, web):
                                        ("retry_after_max", float("inf")), ("max_redirects", 1.5)])
 def test_new_crawl_fields_are_range_checked(key, value):
     with pytest.raises(ConfigError, match=key):
-        CrawlConfig(**{key: value})
+        validate_fields(CrawlConfig(**{key: value}))
 
 
 def test_retry_failed_redownloads_only_retryable_rows(tmp_path, web):

@@ -1,0 +1,119 @@
+"""Upfront checks of the input sources: every file is opened (footer, header, first rows) before any work, so a
+missing file, a corrupt parquet, a missing column or a non-UTF-8 text file fails at once with the file named.
+
+Problems deeper in a file (a bad byte a million rows in) surface while ingesting; :func:`named_source_errors`
+wraps the reader so they too name the file instead of ending in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from mrbench.config import CurateConfig, InputError
+from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
+
+T = TypeVar("T")
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
+               pa.types.is_null)
+_UTF8_HINT = "not UTF-8 text (latin-1?); convert it to UTF-8 first"
+
+
+def check_sources(config: CurateConfig) -> int:
+    """Open every source file of ``config`` and check it can be ingested.
+
+    Returns:
+        The number of ingest shards (source files and folders).
+
+    Raises:
+        InputError: naming the file and the problem.
+    """
+    try:
+        shards = expand_sources(config.sources)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    for shard in shards:
+        src = config.sources[shard.source_index]
+        if src.kind == "metadata":
+            check_metadata_file(Path(shard.path), src.url_col, src.caption_col)
+    return len(shards)
+
+
+def check_metadata_file(path: Path, url_col: str, caption_col: str) -> None:
+    """Check that ``path`` opens as its format and has text columns ``url_col`` and ``caption_col``."""
+    suffix = path.suffix.lower()
+    if suffix not in METADATA_SUFFIXES:
+        raise InputError(f"{path}: unsupported metadata format {suffix or '(no suffix)'!r}; "
+                         f"use one of {', '.join(sorted(METADATA_SUFFIXES))}")
+    try:
+        if suffix == ".parquet":
+            schema = pq.ParquetFile(path).schema_arrow
+        elif suffix in (".csv", ".tsv"):
+            opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            schema = pacsv.open_csv(path, parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
+        else:
+            _check_json_head(path, url_col)
+            return
+    except (pa.ArrowException, OSError) as e:
+        kind = "parquet" if suffix == ".parquet" else "CSV"
+        raise InputError(f"{path}: not a readable {kind} file ({_short(e)})") from None
+    _check_columns(path, schema, url_col, caption_col, text_file=suffix != ".parquet")
+
+
+def _check_columns(path: Path, schema: pa.Schema, url_col: str, caption_col: str, text_file: bool) -> None:
+    missing = [c for c in (url_col, caption_col) if c not in schema.names]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(schema.names)}. "
+                         "Set sources[].url_col / caption_col.")
+    for col in (url_col, caption_col):
+        tp = schema.field(col).type
+        if not any(is_type(tp) for is_type in _TEXT_TYPES):
+            raise InputError(f"{path}: column {col!r} has type {tp}, expected text")
+        # pyarrow's CSV reader types a column holding invalid UTF-8 as binary.
+        if text_file and pa.types.is_binary(tp):
+            raise InputError(f"{path}: column {col!r} is {_UTF8_HINT}")
+
+
+def _check_json_head(path: Path, url_col: str) -> None:
+    """The first non-empty line of a JSON-lines file must be a UTF-8 JSON object with ``url_col``."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{number}: {_UTF8_HINT}") from None
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{number}: not JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict) or url_col not in row:
+                raise InputError(f"{path}:{number}: expected a JSON object with key {url_col!r}. "
+                                 "Set sources[].url_col.")
+            return
+    raise InputError(f"{path}: empty file")
+
+
+def named_source_errors(rows: Iterable[T], path: str) -> Iterator[T]:
+    """Yield ``rows``; a read error (bad bytes, a corrupt page, a bad type) becomes :class:`InputError` naming
+    ``path`` instead of a traceback."""
+    try:
+        yield from rows
+    except InputError:
+        raise
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: {_UTF8_HINT}") from None
+    except (pa.ArrowException, OSError, ValueError) as e:
+        text = _short(e)
+        if "UTF8" in text or "utf-8" in text.lower():
+            text = _UTF8_HINT
+        raise InputError(f"{path}: cannot read ({text})" if path not in text else text) from None
+
+
+def _short(e: BaseException) -> str:
+    """First line of an exception's message (pyarrow's can run to many lines)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
