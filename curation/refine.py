@@ -35,6 +35,9 @@ from mrbench.shards import step_done
 from mrbench.stats import Stats
 
 VISUAL_PREFIX = "visual_"
+# In-group dedup searches groups up to this size exactly; larger ones (a popular tag: tens of thousands of images)
+# use the partitioned search, so the cost stays sub-quadratic in the group size.
+IN_GROUP_EXACT_MAX = 4096
 
 
 def identity_threshold(config: CurateConfig) -> float:
@@ -119,7 +122,8 @@ class GroupRefiner:
         if len(has) < 2:
             return {}
         sub = [ids[k] for k in has]
-        res = dedup(index.image_vectors(at[has]), sub, index.resolution[at[has]], float(self.config.group.dedup_threshold))
+        res = dedup(index.image_vectors(at[has]), sub, index.resolution[at[has]], float(self.config.group.dedup_threshold),
+                    exact_max=IN_GROUP_EXACT_MAX, seed=self.config.seed)
         return {sub[k]: f"cosine {res.similarity[k]:.4f} to {sub[res.duplicate_of[k]]} in the same group"
                 for k in np.flatnonzero(~res.keep)}
 
