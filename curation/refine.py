@@ -66,7 +66,9 @@ class GroupRefiner:
         cfg = self.config
         if "untagged" in members and cfg.embed.encoder:
             self._visual_groups(members, meta, drops, stats, index, pos)
-        for gid in sorted(members):
+        for n_done, gid in enumerate(sorted(members)):
+            if n_done % 50_000 == 49_999:
+                index.release_pages()  # keep resident memory bounded over a million groups
             tag, category = meta[gid]
             ids = [r for r in members[gid] if r in pos]  # ids missing from the index keep their place untouched
             at = np.array([pos[r] for r in ids], np.int64)

@@ -79,9 +79,13 @@ class ReleaseTask:
         run = Path(self.run_dir)
         n = self.config.num_shards
         download = ShardSet(run / "download", "shard")
-        ids = pq.read_table(download.output(shard), columns=["id"]).column("id").to_pylist()
-        wanted = pa.array(ids, pa.string())
-        assign_table = pq.read_table(run / "groups" / "assignments.parquet", filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
+        sliced = run / "groups" / "by_shard" / f"assign_{shard:05d}.parquet"
+        if sliced.exists():  # this shard's slice of the assignments (written by the grouping step)
+            assign_table = pq.read_table(sliced)
+        else:  # a run folder grouped before slices existed
+            ids = pq.read_table(download.output(shard), columns=["id"]).column("id").to_pylist()
+            wanted = pa.array(ids, pa.string())
+            assign_table = pq.read_table(run / "groups" / "assignments.parquet", filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
         assign = {row["id"]: row for row in assign_table.to_pylist()}
         stats = Stats()
         per_split: dict[str, dict[str, list]] = {s: {n_: [] for n_ in RELEASE_SCHEMA.names} for s in SPLITS}
