@@ -90,6 +90,8 @@ def _average_linkage_cut(x: np.ndarray, threshold: float) -> np.ndarray:
     """
     n = x.shape[0]
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    if n == 2:  # the common case (about two faces per group): one distance decides
+        return np.array([0, 0 if 1.0 - float(unit[0] @ unit[1]) <= 1.0 - threshold else 1])
     total = 1.0 - unit @ unit.T  # sums of pairwise distances between clusters (singletons: the distances)
     size = np.ones(n)
     alive = np.ones(n, bool)
@@ -191,8 +193,8 @@ def cluster_embeddings(
     return Clustering(out, int(out.max()) + 1, f"{inner.method} over {used.size} k-means centroids", inner.silhouette)
 
 
-SILHOUETTE_SAMPLE = 2000
-SILHOUETTE_STEP = 1.15
+SILHOUETTE_SAMPLE = 1000
+SILHOUETTE_STEP = 1.25
 
 
 def _cluster_by_sampled_silhouette(
