@@ -242,9 +242,10 @@ def _child(argv: list[str], pythonpath: str | None = None) -> str:
 
 
 def _release_digest(run: Path) -> dict[str, str]:
-    rel = run / "release"
-    return {p.relative_to(rel).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(rel.rglob("*")) if p.is_file()}
+    """sha256 of every file of the release, the rejects and the group assignments."""
+    files = [p for sub in ("release", "rejects") for p in sorted((run / sub).rglob("*")) if p.is_file()]
+    files += [run / "groups" / "assignments.parquet", run / "groups" / "groups.parquet", run / "audit" / "leaks.parquet"]
+    return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def main(argv: list[str] | None = None) -> int:
