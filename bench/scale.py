@@ -198,11 +198,13 @@ def measure(run: Path, num_shards: int, seed: int) -> dict:
     t0 = time.perf_counter()
     stats = group_and_split(cfg, run)
     out["group_split_audit_s"] = time.perf_counter() - t0
+    out["rss_after_group_gb"] = peak_rss_gb()
     t1 = time.perf_counter()
     task = ReleaseTask(cfg, str(run))
     for i in range(num_shards):
         task(i)
     out["release_shards_s"] = time.perf_counter() - t1
+    out["rss_after_release_gb"] = peak_rss_gb()
     t2 = time.perf_counter()
     manifest = finalize_release(cfg, run)
     out["finalize_s"] = time.perf_counter() - t2
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
               f"big group {data['big_group']:,}; generated in {data['generate_s']:.0f} s; index {r['index_s']:.1f} s): "
               f"group+refine+split+audit {r['group_split_audit_s']:.1f} s, release shards {r['release_shards_s']:.1f} s, "
               f"finalize {r['finalize_s']:.1f} s -> total {r['total_s']:.1f} s (CPU {r['cpu_s']:.1f} s), "
-              f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['release_rows']:,} released", flush=True)
+              f"peak RSS {r['peak_rss_gb']:.2f} GB (after index {r['rss_after_index_gb']:.2f}, group {r['rss_after_group_gb']:.2f}, "
+              f"release {r['rss_after_release_gb']:.2f}), {r['release_rows']:,} released", flush=True)
         print("   ", json.dumps(r["groups"], sort_keys=True), flush=True)
         if args.check_against and n == sizes[0]:
             mine = _release_digest(run)

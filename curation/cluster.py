@@ -182,7 +182,7 @@ def cluster_embeddings(
     rng = np.random.default_rng(seed)
     sample = emb[np.sort(rng.choice(n, min(n, max_direct * 20), replace=False))]
     centroids = _spherical_kmeans(sample, max_direct, seed, niter=10)
-    nearest = np.concatenate([(emb[s : s + 65536] @ centroids.T).argmax(1) for s in range(0, n, 65536)])
+    nearest = np.concatenate([(emb[s : s + 8192] @ centroids.T).argmax(1) for s in range(0, n, 8192)])  # blocks: 8192 x 4000 floats
     used = np.unique(nearest)
     if num_clusters is None and threshold is None and used.size > 2:
         return _cluster_by_sampled_silhouette(emb, centroids, nearest, used, seed)
@@ -211,8 +211,8 @@ def _cluster_by_sampled_silhouette(
     tree = linkage(centroids[used].astype(np.float64), "ward")
     # Per centroid: the sum of its vectors and their count (the clusters' sums are sums of these).
     sums = np.zeros((m, emb.shape[1]), np.float64)
-    for s in range(0, n, 65536):
-        np.add.at(sums, cell[s : s + 65536], emb[s : s + 65536].astype(np.float64))
+    for s in range(0, n, 8192):
+        np.add.at(sums, cell[s : s + 8192], emb[s : s + 8192].astype(np.float64))
     counts = np.bincount(cell, minlength=m).astype(np.float64)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, min(n, SILHOUETTE_SAMPLE), replace=False))
