@@ -303,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         est = math.exp(icpt) * PAPER_IMAGES**slope
         print(f"growth: total time ~ N^{slope:.2f} over {', '.join(f'{n:,}' for n, _ in results)}; "
               f"extrapolated to {PAPER_IMAGES:,} images: {est:.0f} s ({est / 60:.1f} min)")
+        # CPU time is the steadier figure on a shared machine (wall time includes waiting for other processes).
+        cs, ci = np.polyfit(x, np.log([r["cpu_s"] for _, r in results]), 1)
+        cest = math.exp(ci) * PAPER_IMAGES**cs
+        print(f"growth: CPU time ~ N^{cs:.2f}; extrapolated to {PAPER_IMAGES:,} images: {cest:.0f} CPU s ({cest / 60:.1f} min)")
         rss = [r["peak_rss_gb"] for _, r in results]
         ys = np.log(rss)
         rs, ri = np.polyfit(x, ys, 1)
