@@ -12,6 +12,9 @@ Writes ``audit/leaks.parquet`` (one row per leaking pair, with the action taken)
 (the default) the training image of every pair that has one is dropped (``leak_near_duplicate`` /
 ``leak_identity``); pairs between held-in and held-out are reported only, since removing test images would change
 the test sets. Groups that fall below ``group.min_group_size`` are dropped (``group_too_small``).
+
+The search is exact and only across splits (train x test, held-in x held-out), with the training vectors streamed
+from the index file: cost grows with train x test images, memory with one block (see ``_cross_split_pairs``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from mrbench.config import CurateConfig
-from mrbench.curation.dedup import similar_pairs
+from mrbench.curation.dedup import _SEARCH_MARGIN
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
 from mrbench.curation.refine import identity_threshold
@@ -51,10 +54,57 @@ class AuditResult:
     stats: Stats = field(default_factory=Stats)
 
 
-def _pairs(vectors: np.ndarray, threshold: float, seed: int) -> list[tuple[int, int, float]]:
-    """Row pairs at or above ``threshold``, any split; the caller keeps those across splits."""
-    pairs = similar_pairs(vectors, threshold, seed=seed)
-    return list(zip(pairs.i.tolist(), pairs.j.tolist(), pairs.sim.tolist()))
+def _cross_split_pairs(
+    index: FeatureIndex, which: str, rows: np.ndarray, side: np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
+    """Pairs of images in different splits whose vectors have cosine >= ``threshold``, exactly.
+
+    Only pairs across splits can leak, so the search is train x test and held-in x held-out: the test images'
+    vectors (a few hundred groups) are held in memory; the training images' vectors are streamed from the index
+    file in blocks (memory stays one block). Candidates are searched ``_SEARCH_MARGIN`` below the threshold in
+    float32 and decided on a float64 recomputation, like every other near-duplicate search here.
+
+    Args:
+        index: The run's index.
+        which: ``vectors`` (image embeddings) or ``faces``.
+        rows: Matrix row of each image (all >= 0), images in id order.
+        side: Split code of each image (``SPLIT_ORDER``).
+        threshold: Cosine threshold.
+
+    Returns:
+        (image a, image b, similarity) with a < b (positions in ``rows``), unsorted.
+    """
+    out: list[tuple[int, int, float]] = []
+    test = np.flatnonzero(side != SPLIT_ORDER["train"])
+    if test.size == 0:
+        return out
+    matrix = getattr(index, which)
+    test_vec = np.ascontiguousarray(np.asarray(matrix[rows[test]], np.float32))
+    cut = np.float32(float(threshold) - _SEARCH_MARGIN)
+
+    def decide(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray) -> None:
+        sim = np.einsum("ij,ij->i", va.astype(np.float64), vb.astype(np.float64))
+        ok = sim >= threshold
+        for x, y, v in zip(a[ok].tolist(), b[ok].tolist(), sim[ok].astype(np.float32).tolist()):
+            out.append((min(x, y), max(x, y), v))
+
+    # Held-in x held-out (and any other pair of different test splits).
+    gram = test_vec @ test_vec.T
+    i, j = np.nonzero(np.triu(gram >= cut, 1))
+    diff = side[test[i]] != side[test[j]]
+    i, j = i[diff], j[diff]
+    if i.size:
+        decide(test[i], test[j], test_vec[i], test_vec[j])
+    del gram
+    # Train x test: training vectors streamed in the index file's row order.
+    train = np.flatnonzero(side == SPLIT_ORDER["train"])
+    order = np.argsort(rows[train], kind="stable")
+    train, train_rows = train[order], rows[train][order]
+    for at, vec in index.stream_rows(which, train_rows):
+        a, b = np.nonzero(vec @ test_vec.T >= cut)
+        if a.size:
+            decide(train[at[a]], test[b], vec[a], test_vec[b])
+    return out
 
 
 def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateConfig, run_dir: Path) -> AuditResult:
@@ -67,19 +117,20 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     pos = index.position()
     owner: dict[str, Group] = {rid: g for g in groups for rid in g.members}
     images = sorted(rid for rid in owner if rid in pos)
+    at = np.array([pos[r] for r in images], np.int64)
+    side = np.array([SPLIT_ORDER[splits[owner[r].group_id]] for r in images], np.int8)
+    del pos
     leaks: list[tuple[str, str, str, float]] = []
     if config.embed.encoder:
-        who = [k for k, rid in enumerate(images) if index.row[pos[rid]] >= 0]
-        vec = index.image_vectors(np.array([pos[images[k]] for k in who], np.int64))
-        for a, b, s in _pairs(vec, config.audit.near_dup_threshold, config.seed):
+        who = np.flatnonzero(index.row[at] >= 0)
+        for a, b, s in _cross_split_pairs(index, "vectors", index.row[at[who]], side[who], config.audit.near_dup_threshold):
             leaks.append(("near_duplicate", images[who[a]], images[who[b]], s))
     if config.embed.face_encoder:
         threshold = config.audit.identity_threshold
         if threshold is None:
             threshold = identity_threshold(config)
-        who = [k for k, rid in enumerate(images) if index.face_row[pos[rid]] >= 0]
-        faces = index.face_vectors(np.array([pos[images[k]] for k in who], np.int64))
-        for a, b, s in _pairs(faces, threshold, config.seed):
+        who = np.flatnonzero(index.face_row[at] >= 0)
+        for a, b, s in _cross_split_pairs(index, "faces", index.face_row[at[who]], side[who], threshold):
             leaks.append(("identity", images[who[a]], images[who[b]], s))
     rows: dict[str, list[Any]] = {n: [] for n in LEAK_SCHEMA.names}
     counts: Counter[str] = Counter()

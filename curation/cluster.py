@@ -12,7 +12,13 @@ Rules (deterministic; no random restarts except the seeded k-means used for larg
 
 Sets larger than ``max_direct`` are first reduced to ``max_direct`` seeded k-means centroids, clustered as above,
 and each vector takes its centroid's cluster. Labels are renumbered by first appearance, so the same input gives
-the same labels.
+the same labels. For the number of clusters with the best silhouette, large sets score each candidate cut (a
+bounded, geometric set of K) by the exact cosine silhouette of a seeded sample of the *vectors* against the whole
+set, computed from per-cluster sums (linear in N); scoring the centroids themselves would ignore how many vectors
+each one stands for (it collapsed to 2 clusters). Cost stays linear in N for a fixed ``max_direct``.
+
+Small sets cut by a threshold (the face identities of a person group, a million of them at paper scale) use a
+direct average-linkage loop rather than scipy's, whose per-call validation costs milliseconds.
 """
 
 from __future__ import annotations
@@ -73,6 +79,41 @@ def _candidate_ks(n: int) -> list[int]:
     return sorted(set(ks))
 
 
+SMALL_LINKAGE = 48
+
+
+def _average_linkage_cut(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Flat clusters of average linkage on cosine distance cut at ``1 - threshold``, for small sets.
+
+    Average linkage is monotone, so cutting the tree at distance t is merging the closest pair of clusters
+    (mean pairwise distance) while that distance is <= t. Same clusters as scipy's linkage + fcluster.
+    """
+    n = x.shape[0]
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+    if n == 2:  # the common case (about two faces per group): one distance decides
+        return np.array([0, 0 if 1.0 - float(unit[0] @ unit[1]) <= 1.0 - threshold else 1])
+    total = 1.0 - unit @ unit.T  # sums of pairwise distances between clusters (singletons: the distances)
+    size = np.ones(n)
+    alive = np.ones(n, bool)
+    labels = np.arange(n)
+    cut = 1.0 - threshold
+    while alive.sum() > 1:
+        avg = total / np.outer(size, size)
+        avg[~alive, :] = np.inf
+        avg[:, ~alive] = np.inf
+        np.fill_diagonal(avg, np.inf)
+        a, b = np.unravel_index(int(np.argmin(avg)), avg.shape)
+        if avg[a, b] > cut:
+            break
+        a, b = min(a, b), max(a, b)
+        total[a, :] += total[b, :]
+        total[:, a] += total[:, b]
+        size[a] += size[b]
+        alive[b] = False
+        labels[labels == b] = a
+    return labels
+
+
 def _cluster_direct(emb: np.ndarray, num_clusters: int | None, threshold: float | None) -> Clustering:
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import pdist, squareform
@@ -81,6 +122,9 @@ def _cluster_direct(emb: np.ndarray, num_clusters: int | None, threshold: float 
     if n == 1:
         return Clustering(np.zeros(1, np.int64), 1, "single")
     x = emb.astype(np.float64)
+    if threshold is not None and n <= SMALL_LINKAGE:
+        out = _renumber(_average_linkage_cut(x, threshold))
+        return Clustering(out, int(out.max()) + 1, f"average-linkage cosine >= {threshold}")
     if threshold is not None:
         tree = linkage(pdist(x, "cosine"), "average")
         labels = fcluster(tree, t=1.0 - threshold, criterion="distance")
@@ -138,13 +182,72 @@ def cluster_embeddings(
     rng = np.random.default_rng(seed)
     sample = emb[np.sort(rng.choice(n, min(n, max_direct * 20), replace=False))]
     centroids = _spherical_kmeans(sample, max_direct, seed, niter=10)
-    nearest = np.concatenate([(emb[s : s + 65536] @ centroids.T).argmax(1) for s in range(0, n, 65536)])
+    nearest = np.concatenate([(emb[s : s + 8192] @ centroids.T).argmax(1) for s in range(0, n, 8192)])  # blocks: 8192 x 4000 floats
     used = np.unique(nearest)
+    if num_clusters is None and threshold is None and used.size > 2:
+        return _cluster_by_sampled_silhouette(emb, centroids, nearest, used, seed)
     inner = _cluster_direct(centroids[used], num_clusters, threshold)
     lookup = np.zeros(centroids.shape[0], np.int64)
     lookup[used] = inner.labels
     out = _renumber(lookup[nearest])
     return Clustering(out, int(out.max()) + 1, f"{inner.method} over {used.size} k-means centroids", inner.silhouette)
+
+
+SILHOUETTE_SAMPLE = 1000
+SILHOUETTE_STEP = 1.25
+
+
+def _cluster_by_sampled_silhouette(
+    emb: np.ndarray, centroids: np.ndarray, nearest: np.ndarray, used: np.ndarray, seed: int
+) -> Clustering:
+    """Large sets, K inferred: Ward on the k-means centroids, each candidate cut scored by the silhouette of a
+    seeded sample of the vectors (cosine, exact against all N vectors through per-cluster sums)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n, m = emb.shape[0], used.size
+    where = np.full(centroids.shape[0], -1, np.int64)
+    where[used] = np.arange(m)
+    cell = where[nearest]  # each vector's centroid, 0..m-1
+    tree = linkage(centroids[used].astype(np.float64), "ward")
+    # Per centroid: the sum of its vectors and their count (the clusters' sums are sums of these).
+    sums = np.zeros((m, emb.shape[1]), np.float64)
+    for s in range(0, n, 8192):
+        np.add.at(sums, cell[s : s + 8192], emb[s : s + 8192].astype(np.float64))
+    counts = np.bincount(cell, minlength=m).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, min(n, SILHOUETTE_SAMPLE), replace=False))
+    xs = emb[sample].astype(np.float64)
+    dots = np.ascontiguousarray((sums @ xs.T).astype(np.float32))  # (m, s): each centroid's sum . each sample
+    self_dot = (xs * xs).sum(1)
+    own_cell = cell[sample]
+    rows = np.arange(sample.size)
+    ks, k = [], 2.0
+    while int(k) < m:
+        ks.append(int(k))
+        k = max(k + 1, k * SILHOUETTE_STEP)
+    ks.append(m)
+    best: tuple[float, int, np.ndarray] | None = None
+    for k in sorted(set(ks)):
+        lab_c = fcluster(tree, t=k, criterion="maxclust") - 1  # cluster of each centroid
+        kk = int(lab_c.max()) + 1
+        size = np.bincount(lab_c, weights=counts, minlength=kk)
+        order = np.argsort(lab_c, kind="stable")
+        starts = np.searchsorted(lab_c[order], np.arange(kk))
+        to_cluster = np.add.reduceat(dots[order], starts, axis=0)  # (k, s): dot with each cluster's sum
+        own = lab_c[own_cell]
+        own_size = size[own]
+        a = 1.0 - (to_cluster[own, rows] - self_dot) / np.maximum(own_size - 1, 1)
+        to_cluster[own, rows] = -np.inf  # the own cluster is not a candidate for b
+        # b: the smallest mean distance to another cluster = 1 - the largest mean dot.
+        b = 1.0 - (to_cluster / size[:, None]).max(0)
+        sil = np.where(own_size > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+        score = float(sil.mean())
+        if best is None or score > best[0] + 1e-12:  # ties keep the smaller k
+            best = (score, kk, lab_c)
+    assert best is not None
+    out = _renumber(best[2][cell])
+    return Clustering(out, int(out.max()) + 1,
+                      f"ward over {m} k-means centroids, k={int(out.max()) + 1} by sampled silhouette", best[0])
 
 
 def dominant_cluster(labels: np.ndarray) -> int:

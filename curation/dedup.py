@@ -46,6 +46,8 @@ _SEARCH_MARGIN = 1e-4
 # The partitioned search computes candidates in bfloat16 (error < 0.01 on unit vectors) this far below it.
 _BF16_MARGIN = 0.015
 EXACT_MAX = 50_000
+# Sets up to this size are searched by one numpy product instead of a faiss index (see exact_similar_pairs).
+SMALL_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -118,11 +120,19 @@ def exact_similar_pairs(emb: np.ndarray, threshold: float) -> SimilarPairs:
     Returns:
         The pairs, ``i < j``.
     """
+    emb = _as_matrix(emb)
+    n = emb.shape[0]
+    if n < 2:
+        return SimilarPairs.empty()
+    if n <= SMALL_MAX:
+        # Small sets (the per-group searches of the grouping step, a million of them at paper scale): one float32
+        # product is far cheaper than building a faiss index and its OpenMP range search. Candidates are decided
+        # by the same float64 recomputation, so the pairs are the same.
+        gram = emb @ emb.T
+        i, j = np.nonzero(np.triu(gram >= np.float32(float(threshold) - _SEARCH_MARGIN), 1))
+        return _finish(emb, i.astype(np.int64), j.astype(np.int64), threshold)
     import faiss
 
-    emb = _as_matrix(emb)
-    if emb.shape[0] < 2:
-        return SimilarPairs.empty()
     index = faiss.IndexFlatIP(emb.shape[1])
     index.add(emb)
     lims, _, labels = index.range_search(emb, float(threshold) - _SEARCH_MARGIN)

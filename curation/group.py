@@ -6,6 +6,7 @@ first tag its caption mentions (or its folder).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Group:
         return self.members[1:]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # called per image; a tag has ~2 images at paper scale, a popular one thousands
 def group_slug(tag: str) -> str:
     return re.sub(r"[^\w]+", "_", normalize(tag)).strip("_") or "untagged"
 

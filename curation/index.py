@@ -11,8 +11,10 @@ steps (dedup, grouping, audit) open the matrices memory-mapped, so the driver ne
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +71,46 @@ class FeatureIndex:
         rows = self.face_row[positions]
         return np.asarray(self.faces[rows], np.float32) if rows.size else np.zeros((0, self.faces.shape[1]), np.float32)
 
+    def release_pages(self) -> None:
+        """Let go of the memory-mapped pages read so far (they stay in the page cache): a pass over every group
+        touches the whole matrix, which would otherwise count in this process's resident memory."""
+        for m in (self.vectors, self.faces):
+            mm = getattr(m, "_mmap", None)
+            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
+
+    def stream_rows(self, which: str, rows: np.ndarray, block: int = 1 << 14) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Read rows of ``vectors`` or ``faces`` (``which``) block by block, with plain reads (no mapping).
+
+        Args:
+            which: ``vectors`` or ``faces``.
+            rows: Matrix rows wanted, ascending.
+            block: Matrix rows per read.
+
+        Yields:
+            (positions into ``rows``, their vectors as a float32 array) per block that holds any wanted row.
+        """
+        m = getattr(self, which)
+        dim = m.shape[1]
+        path, offset = getattr(m, "filename", None), getattr(m, "offset", None)
+        for s in range(0, int(rows[-1]) + 1 if rows.size else 0, block):
+            lo, hi = np.searchsorted(rows, [s, s + block])
+            if lo == hi:
+                continue
+            e = min(s + block, m.shape[0])
+            if path is None:  # an in-memory matrix
+                data = np.asarray(m[s:e], np.float32)
+            else:
+                data = np.fromfile(path, np.float32, count=(e - s) * dim, offset=offset + s * dim * 4).reshape(e - s, dim)
+            yield np.arange(lo, hi), data[rows[lo:hi] - s]
+
+
+def _flat(col: pa.Array, dim: int) -> np.ndarray:
+    """The non-null rows of a list<float32> column as an (N, dim) float32 array."""
+    col = col.drop_null() if col.null_count else col
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, np.float32).reshape(len(col), dim)
+
 
 def _dim(path: Path, column: str) -> int:
     for batch in pq.ParquetFile(path).iter_batches(columns=[column], batch_size=256):
@@ -113,29 +155,41 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     vec_tmp, face_tmp = folder / "vectors.npy.tmp", folder / "faces.npy.tmp"
     # Pass 2: stream the vectors into memory-mapped files.
     vectors = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float32, shape=(total if dim else 0, dim))
-    face_rows: list[np.ndarray] = []
+    face_parts: list[np.ndarray] = []
+    num_faces = 0
     k = 0
     for i in range(n):
         start = 0  # batches may come shorter than batch_size (row-group ends): slice the mask by their real length
-        batches = pq.ParquetFile(features.output(i)).iter_batches(columns=["embedding", "face_embedding"], batch_size=512)
+        batches = pq.ParquetFile(features.output(i)).iter_batches(columns=["embedding", "face_embedding"], batch_size=4096)
         for batch in batches:
-            emb, fem = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            mask, start = keep[i][start : start + batch.num_rows], start + batch.num_rows
-            for e, fe, ok in zip(emb, fem, mask):
-                if not ok:
-                    continue
-                if dim:
-                    vectors[k] = e if e is not None else np.zeros(dim, np.float32)
-                meta["row"].append(k if (dim and e is not None) else -1)
-                if fe is not None:
-                    meta["face_row"].append(len(face_rows))
-                    face_rows.append(np.asarray(fe, np.float32))
-                else:
-                    meta["face_row"].append(-1)
-                k += 1
+            mask = np.asarray(keep[i][start : start + batch.num_rows], bool)
+            start += batch.num_rows
+            m = int(mask.sum())
+            if not m:
+                continue
+            # Whole columns at once: the list values as one flat float32 buffer (no Python floats per value).
+            emb = batch.column(0).filter(pa.array(mask))
+            fem = batch.column(1).filter(pa.array(mask))
+            has = ~np.asarray(emb.is_null().to_numpy(zero_copy_only=False), bool)
+            if dim:
+                block = np.zeros((m, dim), np.float32)
+                if has.any():
+                    block[has] = _flat(emb, dim)
+                vectors[k : k + m] = block
+                meta["row"].extend(np.where(has, np.arange(k, k + m), -1).tolist())
+            else:
+                meta["row"].extend([-1] * m)
+            fhas = ~np.asarray(fem.is_null().to_numpy(zero_copy_only=False), bool)
+            face_row = np.full(m, -1, np.int64)
+            face_row[fhas] = np.arange(num_faces, num_faces + int(fhas.sum()))
+            meta["face_row"].extend(face_row.tolist())
+            if fhas.any():
+                face_parts.append(_flat(fem, face_dim))
+                num_faces += int(fhas.sum())
+            k += m
     vectors.flush()
     del vectors
-    faces = np.stack(face_rows) if face_rows else np.zeros((0, face_dim), np.float32)
+    faces = np.concatenate(face_parts) if face_parts else np.zeros((0, face_dim), np.float32)
     with open(face_tmp, "wb") as f:
         np.save(f, faces)
     vec_tmp.replace(folder / "vectors.npy")
@@ -143,5 +197,5 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     write_parquet_atomic(pa.table(meta, schema=META_SCHEMA), folder / "meta.parquet")
     stats = Stats()
     stats.inc("index/images", total)
-    stats.inc("index/faces", len(face_rows))
+    stats.inc("index/faces", num_faces)
     return stats

@@ -121,6 +121,7 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
             rows[k].append(v)
     table = pa.table(rows, schema=ASSIGN_SCHEMA).sort_by("id")
     write_parquet_atomic(table, folder / "assignments.parquet")
+    write_assignment_slices(table, download, config.num_shards, folder)
     gt = pa.table(
         {
             "group": [g.group_id for g in groups],
@@ -135,6 +136,22 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
         stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
     return stats
+
+
+def write_assignment_slices(table: pa.Table, download: ShardSet, num_shards: int, folder: Path) -> None:
+    """``groups/by_shard/assign_{i:05d}.parquet``: the rows of ``assignments.parquet`` whose ids are in download
+    shard ``i``, so each release shard reads its own slice (not the whole file: cost images x shards)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    parts = [pq.read_table(download.output(i), columns=["id"]).column("id") for i in range(num_shards)]
+    shard_of = np.repeat(np.arange(num_shards), [len(p) for p in parts])
+    where = pc.index_in(table.column("id"), value_set=pa.chunked_array([c for p in parts for c in p.chunks], pa.string()))
+    # every assigned id comes from a download shard; -1 would only mark an id that does not
+    found = where.fill_null(-1).to_numpy()
+    shard = np.where(found >= 0, shard_of[np.maximum(found, 0)], -1)
+    for i in range(num_shards):
+        write_parquet_atomic(table.filter(pa.array(shard == i)), folder / "by_shard" / f"assign_{i:05d}.parquet")
 
 
 def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:

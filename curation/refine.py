@@ -35,6 +35,9 @@ from mrbench.shards import step_done
 from mrbench.stats import Stats
 
 VISUAL_PREFIX = "visual_"
+# In-group dedup searches groups up to this size exactly; larger ones (a popular tag: tens of thousands of images)
+# use the partitioned search, so the cost stays sub-quadratic in the group size.
+IN_GROUP_EXACT_MAX = 4096
 
 
 def identity_threshold(config: CurateConfig) -> float:
@@ -63,7 +66,9 @@ class GroupRefiner:
         cfg = self.config
         if "untagged" in members and cfg.embed.encoder:
             self._visual_groups(members, meta, drops, stats, index, pos)
-        for gid in sorted(members):
+        for n_done, gid in enumerate(sorted(members)):
+            if n_done % 50_000 == 49_999:
+                index.release_pages()  # keep resident memory bounded over a million groups
             tag, category = meta[gid]
             ids = [r for r in members[gid] if r in pos]  # ids missing from the index keep their place untouched
             at = np.array([pos[r] for r in ids], np.int64)
@@ -119,7 +124,8 @@ class GroupRefiner:
         if len(has) < 2:
             return {}
         sub = [ids[k] for k in has]
-        res = dedup(index.image_vectors(at[has]), sub, index.resolution[at[has]], float(self.config.group.dedup_threshold))
+        res = dedup(index.image_vectors(at[has]), sub, index.resolution[at[has]], float(self.config.group.dedup_threshold),
+                    exact_max=IN_GROUP_EXACT_MAX, seed=self.config.seed)
         return {sub[k]: f"cosine {res.similarity[k]:.4f} to {sub[res.duplicate_of[k]]} in the same group"
                 for k in np.flatnonzero(~res.keep)}
 

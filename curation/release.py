@@ -25,12 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, to_dict
 from mrbench.curation.split import SPLITS
 from mrbench.provenance import package_versions
-from mrbench.shards import ShardSet, atomic_write_text, read_records, write_parquet_atomic
+from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 
 RELEASE_SCHEMA = pa.schema(
@@ -84,35 +85,69 @@ class ReleaseTask:
         run = Path(self.run_dir)
         n = self.config.num_shards
         download = ShardSet(run / "download", "shard")
-        ids = pq.read_table(download.output(shard), columns=["id"]).column("id").to_pylist()
-        wanted = pa.array(ids, pa.string())
-        assign_table = pq.read_table(run / "groups" / "assignments.parquet", filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
-        assign = {row["id"]: row for row in assign_table.to_pylist()}
+        sliced = run / "groups" / "by_shard" / f"assign_{shard:05d}.parquet"
+        if sliced.exists():  # this shard's slice of the assignments (written by the grouping step)
+            assign_table = pq.read_table(sliced)
+        else:  # a run folder grouped before slices existed
+            ids = pq.read_table(download.output(shard), columns=["id"]).column("id").to_pylist()
+            wanted = pa.array(ids, pa.string())
+            assign_table = pq.read_table(run / "groups" / "assignments.parquet", filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
+        # Whole columns, no record objects: the download shard joined with its assignments by id.
+        table = pq.read_table(download.output(shard))
+        ids = table.column("id")
+        where = pc.index_in(ids, value_set=assign_table.column("id"))
+        found = where.is_valid().to_numpy(zero_copy_only=False)
+        take = where.fill_null(0)
+
+        def joined(name: str) -> list[Any]:
+            col = assign_table.column(name)
+            return col.take(take).to_pylist() if len(col) else [None] * len(ids)
+
+        a_status, a_error = joined("status"), joined("error_message")
+        a_group, a_split, a_role = joined("group"), joined("split"), joined("role")
+        status = table.column("status").to_pylist()
+        error = table.column("error_message").to_pylist()
         stats = Stats()
-        per_split: dict[str, dict[str, list]] = {s: {n_: [] for n_ in RELEASE_SCHEMA.names} for s in SPLITS}
-        rejects: dict[str, list] = {n_: [] for n_ in REJECT_SCHEMA.names}
-        for rec in read_records(download.output(shard)):
-            a = assign.get(rec.id)
-            if rec.ok and a is not None and a["status"] != "ok":
-                rec.fail(a["status"], a["error_message"])
-            if rec.ok and a is None:
-                rec.fail("unassigned", "not in group assignments")
-            stats.inc(f"status/{rec.status}")
-            if not rec.ok:
-                for k in REJECT_SCHEMA.names:
-                    rejects[k].append(getattr(rec, k))
+        ok_rows: dict[str, list[int]] = {s: [] for s in SPLITS}
+        bad: list[int] = []
+        for k, st in enumerate(status):  # the rule of each row (cheap: strings only, no image bytes)
+            if st == "ok":
+                if not found[k]:
+                    status[k], error[k] = "unassigned", "not in group assignments"
+                elif a_status[k] != "ok":
+                    status[k], error[k] = a_status[k], a_error[k]
+            stats.inc(f"status/{status[k]}")
+            if status[k] != "ok":
+                bad.append(k)
                 continue
-            rec.group, rec.split, rec.role = a["group"], a["split"], a["role"]
-            cols = per_split[rec.split]
-            for k in RELEASE_SCHEMA.names:
-                cols[k].append(rec.metadata.get(k, "") if k in ("format", "encoding") else getattr(rec, k))
-            stats.inc(f"release/{rec.split}")
-        for split, cols in per_split.items():
+            ok_rows[a_split[k]].append(k)
+            stats.inc(f"release/{a_split[k]}")
+        metadata = table.column("metadata")
+        for split, rows in ok_rows.items():
             path = run / "release" / release_file(split, shard, n)
-            if cols["id"]:
-                write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), path, self.config.release.compression)
-            elif path.exists():
-                path.unlink()
+            if not rows:
+                if path.exists():
+                    path.unlink()
+                continue
+            at = pa.array(rows, pa.int64())
+            meta = metadata.take(at).to_pylist()
+            cols: dict[str, Any] = {name: table.column(name).take(at).combine_chunks()
+                                    for name in ("id", "url", "caption", "category", "image", "width", "height", "sha256")}
+            tags = table.column("tags").take(at).combine_chunks()
+            cols["tags"] = tags.fill_null(pa.scalar([], tags.type)) if tags.null_count else tags  # as ImageRecord: []
+            cols["group"] = pa.array([a_group[k] for k in rows], pa.string())
+            cols["split"] = pa.array([a_split[k] for k in rows], pa.string())
+            cols["role"] = pa.array([a_role[k] for k in rows], pa.string())
+            meta = [json.loads(m) if m else {} for m in meta]
+            for key in ("format", "encoding"):  # what the downloader recorded per row (original bytes or a re-encode)
+                cols[key] = pa.array([m.get(key, "") for m in meta], pa.string())
+            write_parquet_atomic(pa.table({name: cols[name] for name in RELEASE_SCHEMA.names}, schema=RELEASE_SCHEMA),
+                                 path, self.config.release.compression)
+        rejects = {
+            "id": ids.take(pa.array(bad, pa.int64())).to_pylist(),
+            "url": table.column("url").take(pa.array(bad, pa.int64())).to_pylist(),
+            "status": [status[k] for k in bad], "error_message": [error[k] for k in bad],
+        }
         write_parquet_atomic(pa.table(rejects, schema=REJECT_SCHEMA), run / "rejects" / f"rejects_{shard:05d}.parquet")
         self.state.complete(shard, stats)
 
