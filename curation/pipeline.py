@@ -12,6 +12,7 @@
     audit/     leakage.json, leaks.parquet: near-duplicates and identities across splits (global)
     release/   the release (sharded write, then global manifest/card/EasyRef JSON)
     rejects/   every non-ok row with its reason
+    report.html  what the run did, as pictures (``mrbench report``; curation.report)
 
 Each step skips work already complete, so a killed run resumes where it stopped.
 """
@@ -37,6 +38,7 @@ from mrbench.curation.filters import FilterTask, read_drops
 from mrbench.curation.group import group_by_tag
 from mrbench.curation.index import build_index
 from mrbench.curation.refine import GroupRefiner
+from mrbench.curation.report import write_report
 from mrbench.curation.release import (
     ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
 )
@@ -186,7 +188,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     step(ReleaseTask(config, str(run_dir)), config.num_shards)
     manifest = finalize_release(config, run_dir)
     merged = write_merged_stats(run_dir, config, num_ingest)
-    return summarize(run_dir, merged, manifest)
+    return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
 
 
 def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> dict[str, Stats]:

@@ -105,6 +105,10 @@ def _funnel(status: dict[str, int]) -> list[tuple[str, int, int, int]]:
     return rows
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _bar(n: int, total: int, width: int = 200) -> Raw:
     w = 0 if not total else max(1, round(width * n / total)) if n else 0
     return Raw(f"<span class='bar' style='width:{w}px'></span> {n}")
@@ -145,7 +149,7 @@ def _histograms(groups: list[dict[str, Any]]) -> list[str]:
         ax.barh(cats, vals, left=left, label=s)
         left += vals
     for k, c in enumerate(cats):
-        ax.text(left[k], k, f"  {int(left[k])} groups, {imgs[c]} images", va="center", fontsize=8)
+        ax.text(left[k], k, f"  {_plural(int(left[k]), 'group')}, {_plural(imgs[c], 'image')}", va="center", fontsize=8)
     ax.set_xlim(0, left.max() * 1.6 if left.max() else 1)
     ax.set_xlabel("groups")
     ax.set_title("groups per category")
@@ -242,13 +246,18 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     body.append("<h2 id='rejects'>Rejects per reason</h2><p class='note'>The first "
                 f"{per_reason} rows of each reason (by shard and id); hover for the URL and message. Download "
                 "failures have no image. Every reject is in <code>rejects/</code>.</p>")
-    for reason, n in sorted(((k, v) for k, v in status.items() if k != "ok"), key=lambda kv: (-kv[1], kv[0])):
-        figs = []
-        for r in examples.get(reason, []):
-            figs.append(figure(try_thumb(images.get(r["id"]), thumb), r["error_message"] or r["id"],
-                               title=f"{r['id']}  {r['url']}\n{r['error_message']}", size=thumb))
-        body.append(f"<h3>{esc(reason)} <span class='muted'>({esc(_drop_step(reason))}, {n} rows)</span></h3>"
-                    f"<div class='thumbs'>{''.join(figs) or '<span class=muted>no rows listed</span>'}</div>")
+    for reason, n in [kv for kv in status_rows if kv[0] != "ok"]:
+        rows_r = examples.get(reason, [])
+        head = (f"<h3>{esc(reason)} <span class='muted'>({esc(_drop_step(reason))}, {_plural(n, 'row')})</span>"
+                "</h3>")
+        if not any(r["id"] in images for r in rows_r):  # failed downloads: no bytes, so URL and message
+            body.append(head + (table(["id", "url", "message"], [(r["id"], r["url"], r["error_message"])
+                                                                 for r in rows_r], sortable=False)
+                                if rows_r else "<p class='muted'>no rows listed</p>"))
+            continue
+        figs = [figure(try_thumb(images.get(r["id"]), thumb), r["error_message"] or r["id"],
+                       title=f"{r['id']}  {r['url']}\n{r['error_message']}", size=thumb) for r in rows_r]
+        body.append(head + f"<div class='thumbs'>{''.join(figs)}</div>")
 
     # --- near-duplicates
     body.append("<h2 id='dedup'>Near-duplicate pairs removed</h2>")
@@ -270,7 +279,7 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     body.append("<h2 id='groups'>Groups</h2><p class='note'>Per split, the first groups by id: the target "
                 "(green frame), then its references.</p>")
     for s in [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER)):
-        body.append(f"<h3>{esc(s)} <span class='muted'>({len(by_split[s])} groups)</span></h3><div>")
+        body.append(f"<h3>{esc(s)} <span class='muted'>({_plural(len(by_split[s]), 'group')})</span></h3><div>")
         for g in shown_groups[s]:
             refs = g["references"] or []
             figs = [figure(try_thumb(images.get(g["target"]), thumb), "target", title=g["target"], cls="target",

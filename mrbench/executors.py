@@ -55,7 +55,8 @@ class LocalExecutor(Executor):
             return todo
         # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(self.config.workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(self.config.workers, len(todo)), mp_context=ctx,
+                                 initializer=_quiet_interrupt) as pool:
             futures = {pool.submit(task, i) for i in todo}
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
@@ -115,6 +116,15 @@ class RayExecutor(Executor):
             cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
             raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
         return todo
+
+
+def _quiet_interrupt() -> None:
+    """Pool workers end at once, without a traceback, on Ctrl-C (the terminal signals the whole process group):
+    the driver reports the interruption, and an unfinished shard has no marker, so a rerun redoes it."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 def _call_task(task: ShardTask, shard: int) -> None:
