@@ -126,6 +126,21 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
     return progress, factory
 
 
+def eval_progress(progress: Any, label: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+    """``(progress, phase)`` callbacks of :func:`~mrbench.evaluation.runner.run_eval` driving one bar of a rich
+    ``progress`` display: the phase in the description (loading / preparing / generating), images done of total
+    with rate and ETA."""
+    task = progress.add_task(f"{label}: loading", total=None)
+
+    def report(done: int, total: int) -> None:
+        progress.update(task, total=total, completed=done)
+
+    def phase(name: str) -> None:
+        progress.update(task, description=f"{label}: {name}")
+
+    return report, phase
+
+
 @app.command()
 def curate(
     config: Path = typer.Option(..., "--config", "-c", help="curation config YAML"),
@@ -497,21 +512,14 @@ def eval_cmd(
 
     setup_logging(_LOG["level"])
     _INTERRUPT["hint"] = RESUME_HINT + "; finished images come from the generation cache"
-    progress, factory = _progress_factory()
-    state: dict = {}
-
-    def report(done: int, total: int) -> None:
-        if "advance" not in state:
-            state["advance"], state["done"] = factory(model, total), 0
-        state["advance"](done - state["done"])
-        state["done"] = done
-
+    progress, _ = _progress_factory()
+    report, phase = eval_progress(progress, model)
     try:
         with progress:  # type: ignore[attr-defined]
             result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
                               seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
                               image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
-                              metric_device=metric_device, progress=report)
+                              metric_device=metric_device, progress=report, phase=phase)
     except MissingWeightsError as e:
         _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:

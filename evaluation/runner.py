@@ -170,6 +170,7 @@ def run_eval(
     metric_device: str | None = None,
     n_boot: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Evaluate ``model`` on ``benchmark``; returns the run folder, summary, timing and rows.
 
@@ -190,6 +191,9 @@ def run_eval(
         metric_device: Device for metric encoders.
         n_boot: Bootstrap resamples.
         progress: Called as ``progress(done, total)`` after each batch.
+        phase: Called with ``"loading"`` (benchmark, metrics, model), ``"preparing"`` (the generator's per-run
+            preparation, e.g. per-group LoRA training) and ``"generating"``, so a display can say what a long silence
+            is.
     """
     options = model_args if isinstance(model_args, dict) else parse_model_args(model_args)
     metric_list = None if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
@@ -200,6 +204,8 @@ def run_eval(
     wall0 = time.perf_counter()
 
     # Everything that can fail on configuration fails here, before any generation.
+    if phase:
+        phase("loading")
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
     specs = parse_metric_specs(metric_list or None, image_encoder)
@@ -230,6 +236,8 @@ def run_eval(
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
     gen.work_dir = cache.dir / "work"
     if pending:  # a finished run is only re-read: nothing to prepare for
+        if phase:
+            phase("preparing")
         gen.prepare(bench.all_samples())
 
     bs = batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
@@ -239,6 +247,8 @@ def run_eval(
     timing["setup_s"] = time.perf_counter() - wall0  # benchmark, metrics and model built; nothing generated yet
     if progress:
         progress(len(requests) - len(pending), len(requests))
+    if phase:
+        phase("generating")
     if pending:
         with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
             for start in range(0, len(pending), bs):
