@@ -110,12 +110,21 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
     """A rich progress display (rate and ETA) and a factory of per-step advance callbacks."""
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+        TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second (URLs/s, images/s): rich's own speed column shows only for bars without a total."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
 
     progress = Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(
-            show_speed=True), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         disable=_LOG["level"] == "ERROR",  # -q: no bars
     )
 
@@ -570,17 +579,17 @@ def leaderboard_cmd(
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-class Interrupted(SystemExit):
-    """Raised by the SIGINT handler: unwinds like an exit (context managers close, progress bars stop)."""
-
-
 def _on_sigint(signum: int, frame: Any) -> None:
+    from mrbench.executors import Interrupted
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while unwinding does not print a traceback
     raise Interrupted(130)
 
 
 def main() -> None:
     """The console entry point: ``app`` plus a clean Ctrl-C (exit 130, a line on how to resume, no traceback)."""
+    from mrbench.executors import Interrupted
+
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()

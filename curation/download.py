@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from mrbench.curation.netguard import BLOCKED_PRIVATE, BOMB, CORRUPT, EMPTY, NOT_IMAGE, OVERSIZE, GuardProxy
 from mrbench.config import CrawlConfig
+from mrbench.executors import keep_interrupt
 from mrbench.records import ImageRecord
 from mrbench.stage import Filter, Stage
 
@@ -113,7 +114,7 @@ class Img2DatasetDownloader(Stage):
             )
             out = Path(tmp) / "out"
             guard = GuardProxy(cfg.allow_private_network, cfg.max_body_bytes, cfg.timeout, cfg.max_image_pixels)
-            with guard, _proxy_env(guard.url), _output_to(self.log_path):
+            with guard, _proxy_env(guard.url), _output_to(self.log_path), keep_interrupt():
                 img2dataset.download(
                     url_list=str(url_list),
                     input_format="parquet",

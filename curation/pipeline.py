@@ -169,23 +169,33 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     if models:
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
 
-    def step(task: Any, n: int) -> None:
-        cb = progress(task.name, n) if progress else None
-        executor.run(task, n, cb)
+    def step(task: Any, n: int, unit: str = "", items: Any = None) -> None:
+        """Run a sharded step; the bar counts ``unit`` (items per shard from ``items(shard)``), resumed shards
+        included, so rate and ETA are in URLs / images rather than shards."""
+        if not progress:
+            executor.run(task, n)
+            return
+        weights = [int(items(i)) for i in range(n)] if items else None
+        advance = progress(f"{task.name} {unit}".strip(), sum(weights) if weights else n)
+        advance(sum(w for i, w in enumerate(weights or [1] * n) if task.is_done(i)))
+        executor.run(task, n, advance, weights)
+
+    def rows(folder: str, prefix: str) -> Any:  # rows of a finished step's shard, from its parquet footer
+        return lambda i: pq.ParquetFile(ShardSet(run_dir / folder, prefix).output(i)).metadata.num_rows
 
     num_ingest = len(expand_sources(config.sources))
-    step(IngestTask(config, str(run_dir)), num_ingest)
+    step(IngestTask(config, str(run_dir)), num_ingest, "files")
     select_and_shard(config, run_dir, num_ingest)
-    step(DownloadTask(config, str(run_dir)), config.num_shards)
+    step(DownloadTask(config, str(run_dir)), config.num_shards, "URLs", rows("urls", "urls"))
     if models:
-        step(EmbedTask(config, str(run_dir)), config.num_shards)
-    step(FilterTask(config, str(run_dir)), config.num_shards)
+        step(EmbedTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
+    step(FilterTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
     if models:
         build_index(config, run_dir)
     if config.embed.encoder and config.dedup.enabled:
         dedup_step(config, run_dir)
     group_and_split(config, run_dir)
-    step(ReleaseTask(config, str(run_dir)), config.num_shards)
+    step(ReleaseTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
     manifest = finalize_release(config, run_dir)
     merged = write_merged_stats(run_dir, config, num_ingest)
     return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
