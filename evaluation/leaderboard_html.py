@@ -74,7 +74,9 @@ def friendly_name(key: str, scale: float | None = None) -> str:
     if not rest and "." in name:
         name, _, fld = name.partition(".")
     label = METRIC_LABELS.get(name, name)
-    if fld:
+    if fld == "detected":
+        label = "face detection rate"
+    elif fld:
         label += " " + FIELD_LABELS.get(fld, fld)
     if encoder:
         label += f" ({encoder})"
@@ -106,7 +108,10 @@ def _best(table: BoardTable, col: Column) -> float | None:
 def _table_html(t: BoardTable) -> str:
     info_keys = list(dict.fromkeys(k for r in t.rows for k in r.info))
     head = "".join(f"<th>{esc(k)}</th>" for k in ["model", *info_keys])
-    for c in t.columns:
+    # A field no run has a value for (face metrics on a benchmark without faces) is named under the table instead.
+    empty = [c for c in t.columns if all(format_cell(r.estimates.get(c.key), c.scale)[1] is None for r in t.rows)]
+    columns = [c for c in t.columns if c not in empty]
+    for c in columns:
         arrow = ARROW.get(c.direction, "")
         tip = f"{c.key}: {c.description} ({c.direction} is better)" if c.description else c.key
         head += f"<th title='{esc(tip)}'>{esc(c.label)} {arrow}</th>"
@@ -118,15 +123,18 @@ def _table_html(t: BoardTable) -> str:
             label += f"<br><small>{esc(r.note)}</small>"
         cells = [f"<td data-v='{esc(r.model)}'>{label}</td>"]
         cells += [f"<td class='num'>{esc(str(r.info.get(k, '')))}</td>" for k in info_keys]
-        for c in t.columns:
+        for c in columns:
             text, v = format_cell(r.estimates.get(c.key), c.scale)
             mark = " best" if (v is not None and not r.real and best[id(c)] is not None
                                and abs(v - best[id(c)]) < 1e-12) else ""
             dv = "" if v is None else f" data-v='{v:.12g}'"
             cells.append(f"<td class='num{mark}'{dv}>{esc(text)}</td>")
         rows.append(f"<tr class='{'real' if r.real else ''}'>{''.join(cells)}</tr>")
+    notes = list(t.notes)
+    if empty:
+        notes.append("No value in any row (not shown): " + ", ".join(c.label for c in empty) + ".")
     return (f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + "".join(f"<p class='note'>{esc(n)}</p>" for n in t.notes))
+            + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
 
 
 def _gallery(t: BoardTable, real_images: Callable[[Any], dict[str, Any]], samples: int, thumb: int) -> str:

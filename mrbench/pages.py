@@ -25,7 +25,6 @@ td,th{border:1px solid #d4d4d4;padding:4px 8px;font-size:13px;vertical-align:top
 th{background:#f3f3f3;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.sortable th{cursor:pointer;user-select:none}
-table.sortable th:after{content:' \\2195';color:#aaa;font-size:11px}
 table.sortable th.asc:after{content:' \\25B2';color:#333}
 table.sortable th.desc:after{content:' \\25BC';color:#333}
 .best{font-weight:bold;background:#e6f4e6}
