@@ -33,6 +33,8 @@ from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
 )
 from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
+from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
+from mrbench.evaluation.registry import metrics as metrics_registry
 from mrbench.evaluation.registry import models
 from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
@@ -123,6 +125,20 @@ def build_generator(name: str, profile: str = "default", options: dict[str, Any]
     return gen
 
 
+def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any]) -> list[MissingWeightsError]:
+    """Missing weights of generator class ``cls``, looked up without loading anything: its ``check_weights`` on an
+    instance holding only the validated options (generators without that method, or whose check needs more of
+    the constructor, are checked when they are built)."""
+    if not isinstance(cls, type) or not hasattr(cls, "check_weights"):
+        return []
+    probe = cls.__new__(cls)
+    Generator.__init__(probe, profile, **options)  # validates the options (unknown ones fail here, by name)
+    try:
+        return weight_checks(probe)
+    except (AttributeError, TypeError):
+        return []
+
+
 def _fmt(x: float | None) -> str:
     return "na" if x is None else (f"{x:g}")
 
@@ -203,13 +219,26 @@ def run_eval(
                      cache_dir=str(cache_dir) if cache_dir else None, metric_device=metric_device, n_boot=n_boot)
     wall0 = time.perf_counter()
 
-    # Everything that can fail on configuration fails here, before any generation.
+    # Everything that can fail on configuration fails here, before any generation: names first (a typo is reported
+    # before any weights are looked up), then every missing weight of the run in one error.
     if phase:
         phase("loading")
+    model_cls = models().get(model)
+    specs = parse_metric_specs(metric_list or None, image_encoder)
+    for s in specs:
+        metrics_registry().get(s.metric)
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
-    specs = parse_metric_specs(metric_list or None, image_encoder)
-    built_metrics = build_metrics(specs, profile=profile, device=metric_device)
+    missing: list[MissingWeightsError] = []
+    built_metrics = []
+    for s in specs:
+        try:
+            built_metrics += build_metrics([s], profile=profile, device=metric_device)
+        except MissingWeightsError as e:
+            missing.append(e)
+    missing += _generator_missing_weights(model_cls, profile, options)
+    if missing:
+        raise merge_missing(missing)
     gen = build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
