@@ -120,6 +120,8 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
 
         def render(self, task: Any) -> Text:
             speed = task.finished_speed or task.speed
+            if speed is None and task.completed and task.elapsed:  # one big step (a shard, a batch): the average
+                speed = task.completed / task.elapsed
             return Text("" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
 
     progress = Progress(

@@ -200,8 +200,8 @@ def _plots(t: BoardTable, max_panels: int = 4) -> str:
     imgs = []
     for c in cols:
         data = [group_scores(r.run.rows, c.key) for r in runs]
-        if not any(data):
-            continue
+        if max(map(len, data)) < 2:
+            continue  # one group at most per model: the table's value says all there is
         fig, ax = new_figure(max(4.0, 1.0 + 0.9 * len(runs)), 3.0)
         pos = [k for k, d in enumerate(data) if d]
         ax.boxplot([data[k] for k in pos], positions=pos, widths=0.5, showfliers=False)
