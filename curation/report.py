@@ -81,9 +81,16 @@ def _reject_examples(run_dir: Path, reasons: set[str], per_reason: int) -> dict[
     """The first ``per_reason`` reject rows of each reason (shard order, then id order)."""
     got: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in sorted((run_dir / "rejects").glob("rejects_*.parquet")):
-        for r in pq.read_table(f).to_pylist():
-            if len(got[r["status"]]) < per_reason:
-                got[r["status"]].append(r)
+        # Only the status column becomes Python objects; the rows shown are taken by index (paper-scale rejects).
+        table = pq.read_table(f)
+        need = {r: per_reason - len(got[r]) for r in reasons}
+        take: list[int] = []
+        for k, status in enumerate(table.column("status").to_pylist()):
+            if need.get(status, 0) > 0:
+                need[status] -= 1
+                take.append(k)
+        for row in table.take(pa.array(take, pa.int64())).to_pylist():
+            got[row["status"]].append(row)
         if all(len(got[r]) >= per_reason for r in reasons):
             break
     return got
