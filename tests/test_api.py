@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_data
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -35,9 +34,9 @@ def test_import_mrbench_is_light_and_exports_the_api() -> None:
 
 
 @pytest.mark.slow
-def test_readme_example_runs(tmp_path: Path) -> None:
+def test_readme_example_runs(tmp_path: Path, dreambench_dir: Path) -> None:
     """The README's example, as written, on three DreamBench subjects copied into ``photos/<tag>/``."""
-    dreambench = shared_data("dreambench")
+    dreambench = dreambench_dir
     for subject in ("cat", "clock", "backpack"):
         (tmp_path / "photos" / subject).mkdir(parents=True)
         for f in sorted((dreambench / subject).glob("*.jpg"))[:4]:
