@@ -2,16 +2,104 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
 from pathlib import Path
-from typing import Callable, List, NoReturn, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from mrbench.config import ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.")
-release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.")
+# Help shows these instead of typer's type tags (``<list[str]>``, ``<bool>``); options that take key=value pairs
+# say so.
+_METAVARS = {"path": "PATH", "str": "TEXT", "int": "INTEGER", "float": "NUMBER"}
+_OPTION_METAVARS = {"--set": "KEY=VALUE", "--model-args": "K=V[,K=V]", "--encoder-arg": "KEY=VALUE",
+                    "--detector-arg": "KEY=VALUE"}
+
+
+def _readable_help(cmd: Any) -> Any:
+    """Give every parameter of ``cmd`` a plain metavar (PATH, TEXT, INTEGER, KEY=VALUE; nothing for flags)."""
+    if getattr(cmd, "_mrbench_help", False):
+        return cmd
+    for p in getattr(cmd, "params", []):
+        if p.metavar is not None:
+            continue
+        if getattr(p, "is_flag", False) or getattr(p, "count", False):
+            p.metavar = ""
+            continue
+        name = next((o for o in p.opts if o in _OPTION_METAVARS), None)
+        if name:
+            p.metavar = _OPTION_METAVARS[name]
+            continue
+        try:
+            label = p.display_type(None).strip("<>")
+        except Exception:  # noqa: BLE001 - a parameter typer cannot describe keeps typer's own text
+            continue
+        inner = label[5:-1] if label.startswith("list[") else label
+        readable = _METAVARS.get(inner.lower())
+        if readable is None:
+            continue
+        if isinstance(p, typer.core.TyperArgument):  # the name column already names it: only the type column
+            p.display_type_rich = lambda ctx=None, t=readable: t
+        else:
+            p.metavar = readable
+    get_help = cmd.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        opt = get_help(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    cmd.get_help_option = get_help_option
+    cmd._mrbench_help = True
+    return cmd
+
+
+class _Group(TyperGroup):
+    """Typer's group, with readable help types on every command it hands out."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _readable_help(self)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        return _readable_help(cmd) if cmd is not None else None
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.", cls=_Group)
+release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.", cls=_Group)
 app.add_typer(release_app, name="release")
+
+# Set by the root options (-v / -q); commands read it when they set up logging and progress bars.
+_LOG = {"level": "WARNING"}
+# What Ctrl-C prints; commands that resume set their own line.
+_INTERRUPT = {"hint": "rerun the command to start again (nothing is left half-written)"}
+RESUME_HINT = "rerun the same command to resume where it stopped (finished work is kept)"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mrbench import __version__
+
+        typer.echo(f"mrbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False, help="more log output: -v info, -vv debug"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="errors only, no progress bars"),
+) -> None:
+    from mrbench.log import setup_logging
+
+    _LOG["level"] = "ERROR" if quiet else ("DEBUG" if verbose >= 2 else "INFO" if verbose == 1 else "WARNING")
+    setup_logging(_LOG["level"])
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -22,12 +110,24 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
     """A rich progress display (rate and ETA) and a factory of per-step advance callbacks."""
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
+        TimeRemainingColumn,
     )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second (URLs/s, images/s): rich's own speed column shows only for bars without a total."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            if speed is None and task.completed and task.elapsed:  # one big step (a shard, a batch): the average
+                speed = task.completed / task.elapsed
+            return Text("" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
 
     progress = Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(
-            show_speed=True), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        disable=_LOG["level"] == "ERROR",  # -q: no bars
     )
 
     def factory(name: str, total: int) -> Callable[[int], None]:
@@ -35,6 +135,21 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
         return lambda n: progress.advance(task, n)
 
     return progress, factory
+
+
+def eval_progress(progress: Any, label: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+    """``(progress, phase)`` callbacks of :func:`~mrbench.evaluation.runner.run_eval` driving one bar of a rich
+    ``progress`` display: the phase in the description (loading / preparing / generating), images done of total
+    with rate and ETA."""
+    task = progress.add_task(f"{label}: loading", total=None)
+
+    def report(done: int, total: int) -> None:
+        progress.update(task, total=total, completed=done)
+
+    def phase(name: str) -> None:
+        progress.update(task, description=f"{label}: {name}")
+
+    return report, phase
 
 
 @app.command()
@@ -54,7 +169,8 @@ def curate(
 
     from mrbench.backends.base import MissingWeightsError
 
-    setup_logging("WARNING")
+    setup_logging(_LOG["level"])
+    _INTERRUPT["hint"] = RESUME_HINT
     if retry_failed is not None:
         if out is not None and out.resolve() != retry_failed.resolve():
             _fail("--retry-failed RUN_DIR works in RUN_DIR; leave --out out or give the same folder")
@@ -132,6 +248,24 @@ def print_summary(summary: dict) -> None:
         g.add_row(s, str(summary["groups_per_split"].get(s, 0)), str(summary["images_per_split"].get(s, 0)))
     console.print(g)
     console.print(f"release: {summary['release']} ({summary['release_rows']} images)")
+    if summary.get("report"):
+        console.print(f"report: {summary['report']}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="run folder of mrbench curate"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default: RUN_DIR/report.html)"),
+) -> None:
+    """Write a self-contained HTML page of a curation run: funnel, rejects per reason with thumbnails, groups,
+    near-duplicate pairs removed, group-size and category histograms."""
+    from mrbench.curation.report import ReportError, write_report
+
+    try:
+        path = write_report(run_dir, out)
+    except ReportError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path}")
 
 
 @release_app.command("verify")
@@ -224,6 +358,7 @@ def demo(
 
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")
+    _INTERRUPT["hint"] = f"rerun `mrbench demo --out {out}` to resume where it stopped"
     run_demo(out, fresh=fresh)
 
 
@@ -464,26 +599,20 @@ def eval_cmd(
     from mrbench.log import setup_logging
     from mrbench.registry import UnknownEntryError
 
-    setup_logging("WARNING")
+    setup_logging(_LOG["level"])
+    _INTERRUPT["hint"] = RESUME_HINT + "; finished images come from the generation cache"
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")
     if metric_device:
         _check_device(metric_device)
-    progress, factory = _progress_factory()
-    state: dict = {}
-
-    def report(done: int, total: int) -> None:
-        if "advance" not in state:
-            state["advance"], state["done"] = factory(model, total), 0
-        state["advance"](done - state["done"])
-        state["done"] = done
-
+    progress, _ = _progress_factory()
+    report, phase = eval_progress(progress, model)
     try:
         with progress:  # type: ignore[attr-defined]
             result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
                               seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
                               image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
-                              metric_device=metric_device, progress=report)
+                              metric_device=metric_device, progress=report, phase=phase)
     except MissingWeightsError as e:
         _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
@@ -538,8 +667,24 @@ def leaderboard_cmd(
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    from mrbench.executors import Interrupted
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while unwinding does not print a traceback
+    raise Interrupted(130)
+
+
 def main() -> None:
-    app()
+    """The console entry point: ``app`` plus a clean Ctrl-C (exit 130, a line on how to resume, no traceback)."""
+    from mrbench.executors import Interrupted
+
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        app()
+    except Interrupted:
+        logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
+        typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ def find_checkpoint(spec: str) -> Path:
     if not folders:
         looked.append(f"{spec} (no such file or cached repo)")
     raise missing_weights(f"EasyRef checkpoint ({spec})", looked,
-                          f"download {EASYREF_REPO} on a connected machine into the HF cache, or pass "
+                          f"on a connected machine run `hf download {EASYREF_REPO}` and copy the HF cache here, or pass "
                           "--model-args ckpt=/path/to/easyref.safetensors (or a DeepSpeed .pt with a 'module' key)")
 
 
@@ -251,13 +251,17 @@ class EasyRefGenerator(SDXLGenerator):
             if cfg.ckpt and cfg.ckpt != EASYREF_REPO:
                 self._ckpt = find_checkpoint(cfg.ckpt)
             return
-        from mrbench.backends.weights import resolve_hf_model_dir
+        from mrbench.backends.weights import MissingWeightsError, resolve_hf_model_dir
 
-        self._mllm_dir = resolve_hf_model_dir(
-            cfg.mllm, what=f"Qwen2-VL ({cfg.mllm})",
-            how=f"download {QWEN2VL} on a connected machine into the HF cache, or pass --model-args mllm=/local/qwen2-vl")
         if not cfg.ckpt:
             raise ConfigError("easyref needs a checkpoint with real weights (--model-args ckpt=...)")
+        try:  # a miss is collected (SDXLGenerator.check_weights): every missing weight is reported at once
+            self._mllm_dir = resolve_hf_model_dir(
+                cfg.mllm, what=f"Qwen2-VL ({cfg.mllm})",
+                how=f"on a connected machine run `hf download {QWEN2VL}` and copy the HF cache here, or pass "
+                    "--model-args mllm=/local/qwen2-vl")
+        except MissingWeightsError as e:
+            self.missing.append(e)
         self._ckpt = find_checkpoint(cfg.ckpt)
 
     def __init__(self, profile: str = "default", **options: Any) -> None:

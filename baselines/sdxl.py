@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mrbench.backends import weights as W  # noqa: F401  (offline mode before diffusers/transformers import)
-from mrbench.backends.weights import hf_cached_file, missing_weights, mirror_dir
+from mrbench.backends.weights import (
+    MissingWeightsError, hf_cached_file, merge_missing, mirror_dir, missing_weights, weight_checks,
+)
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import Generator
 
@@ -141,7 +143,7 @@ def resolve_sdxl(cfg: SDXLConfig) -> Path:
     """The local SDXL folder for ``cfg.base_model`` (MissingWeightsError when absent)."""
     return resolve_local_repo(
         cfg.base_model, "model_index.json", what=f"SDXL ({cfg.base_model})",
-        how=(f"put a diffusers copy of {SDXL_BASE} in the HF cache (`huggingface-cli download {SDXL_BASE}` on a "
+        how=(f"put a diffusers copy of {SDXL_BASE} in the HF cache (`hf download {SDXL_BASE}` on a "
              "connected machine, then copy ~/.cache/huggingface) or pass --model-args base_model=/local/sdxl"),
     )
 
@@ -205,13 +207,21 @@ class SDXLGenerator(Generator):
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
         self.device = resolve_device(self.config.device)
-        self.check_weights()  # every weight is located before anything heavy loads
+        missing = weight_checks(self)  # every weight is located before anything heavy loads; all misses at once
+        if missing:
+            raise merge_missing(missing)
         self.pipe = load_sdxl_pipeline(self.config, profile)
 
     def check_weights(self) -> None:
-        """Locate every weight file the generator needs; raise MissingWeightsError before any loading."""
+        """Locate every weight file the generator needs, before any loading. A miss goes to ``self.missing`` (so a
+        subclass's checks still run after ``super().check_weights()``) or is raised; the constructor reports them
+        all in one MissingWeightsError."""
+        self.missing: list[MissingWeightsError] = []
         if self.profile != "tiny":
-            resolve_sdxl(self.config)
+            try:
+                resolve_sdxl(self.config)
+            except MissingWeightsError as e:
+                self.missing.append(e)
 
     @property
     def size(self) -> tuple[int, int]:

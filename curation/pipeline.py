@@ -12,6 +12,7 @@
     audit/     leakage.json, leaks.parquet: near-duplicates and identities across splits (global)
     release/   the release (sharded write, then global manifest/card/EasyRef JSON)
     rejects/   every non-ok row with its reason
+    report.html  what the run did, as pictures (``mrbench report``; curation.report)
 
 Each step skips work already complete, so a killed run resumes where it stopped.
 """
@@ -37,6 +38,7 @@ from mrbench.curation.filters import FilterTask, read_drops
 from mrbench.curation.group import group_by_tag
 from mrbench.curation.index import build_index
 from mrbench.curation.refine import GroupRefiner
+from mrbench.curation.report import write_report
 from mrbench.curation.release import (
     ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
 )
@@ -196,28 +198,38 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         atomic_write_text(run_dir / "models.json", json.dumps(models, indent=1, sort_keys=True))
     atomic_write_text(run_dir / "provenance.json", json.dumps(provenance(), indent=1))  # after preflight: torch known
 
-    def step(task: Any, n: int) -> None:
-        cb = progress(task.name, n) if progress else None
-        executor.run(task, n, cb)
+    def step(task: Any, n: int, unit: str = "", items: Any = None) -> None:
+        """Run a sharded step; the bar counts ``unit`` (items per shard from ``items(shard)``), resumed shards
+        included, so rate and ETA are in URLs / images rather than shards."""
+        if not progress:
+            executor.run(task, n)
+            return
+        weights = [int(items(i)) for i in range(n)] if items else None
+        advance = progress(f"{task.name} {unit}".strip(), sum(weights) if weights else n)
+        advance(sum(w for i, w in enumerate(weights or [1] * n) if task.is_done(i)))
+        executor.run(task, n, advance, weights)
+
+    def rows(folder: str, prefix: str) -> Any:  # rows of a finished step's shard, from its parquet footer
+        return lambda i: pq.ParquetFile(ShardSet(run_dir / folder, prefix).output(i)).metadata.num_rows
 
     num_ingest = len(expand_sources(config.sources))
-    step(IngestTask(config, str(run_dir)), num_ingest)
+    step(IngestTask(config, str(run_dir)), num_ingest, "files")
     select_and_shard(config, run_dir, num_ingest)
-    step(DownloadTask(config, str(run_dir)), config.num_shards)
+    step(DownloadTask(config, str(run_dir)), config.num_shards, "URLs", rows("urls", "urls"))
     if models:
-        step(EmbedTask(config, str(run_dir)), config.num_shards)
+        step(EmbedTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
         executor.close()  # its workers hold the models: free that memory before the global steps
-    step(FilterTask(config, str(run_dir)), config.num_shards)
+    step(FilterTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
     if models:
         build_index(config, run_dir)
     if config.embed.encoder and config.dedup.enabled:
         dedup_step(config, run_dir)
     group_and_split(config, run_dir)
-    step(ReleaseTask(config, str(run_dir)), config.num_shards)
+    step(ReleaseTask(config, str(run_dir)), config.num_shards, "rows", rows("download", "shard"))
     executor.close()  # its worker pool served every sharded step above (a failing step closes it itself)
     manifest = finalize_release(config, run_dir)
     merged = write_merged_stats(run_dir, config, num_ingest)
-    return summarize(run_dir, merged, manifest)
+    return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
 
 
 def write_merged_stats(run_dir: Path, config: CurateConfig, num_ingest: int) -> dict[str, Stats]:

@@ -4,21 +4,18 @@ One table per (benchmark, split): a row per run (model), a column per metric fie
 groups. Rows from random weights (tiny profile or random encoders) are marked in every format. The ceiling
 (``reference``) and ``chance`` rows close each table when present. The HTML page adds, per model, image grids:
 references | target | generations, for the first samples of the benchmark (images embedded as base64 thumbnails).
+The HTML rendering itself (best values, sorting, gallery, plots) is :mod:`mrbench.evaluation.leaderboard_html`.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
-from PIL import Image
 
 from mrbench.evaluation.results import CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, read_jsonl
 from mrbench.shards import atomic_write_text
@@ -96,6 +93,8 @@ def format_estimate(est: dict[str, Any] | None, scale: float | None = None) -> s
         return "-"
     m, (lo, hi) = est["mean"], est["ci"]
     s = scale or 1.0
+    if est.get("n_groups", 2) <= 1:  # a bootstrap over one group is that group: no interval to show
+        return f"{m * s:.3f} [n/a]"
     return f"{m * s:.3f} [{lo * s:.3f}, {hi * s:.3f}]"
 
 
@@ -157,14 +156,6 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _thumb(image: Image.Image, size: int) -> str:
-    im = image.convert("RGB")
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def _real_images(run: Run) -> dict[str, Any]:
     """Image id -> ImageRef of the run's benchmark, when its data is still where the run found it."""
     from mrbench.evaluation.benchmarks import build_benchmark
@@ -177,64 +168,44 @@ def _real_images(run: Run) -> dict[str, Any]:
         return {}
 
 
-def write_html(runs: Sequence[Run], path: Path, grid_samples: int = 4, thumb: int = 128) -> None:
-    esc = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>MRBench leaderboard</title><style>",
-             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}th{background:#f4f4f4}"
-             ".rw{color:#b00;font-weight:bold}.real{background:#f7f7ff}.grid td{vertical-align:top}"
-             "img{margin:1px;border:1px solid #ddd}.cap{font-size:11px;color:#555;max-width:520px}",
-             "</style></head><body><h1>MRBench leaderboard</h1>",
-             "<p>Cells: mean over groups of per-group means [bootstrap 95 % CI over groups]. "
-             "<span class='rw'>Random weights</span> rows come from tiny random models.</p>"]
-    cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+def board_tables(runs: Sequence[Run]) -> list[Any]:
+    """The aggregated tables the HTML page renders (one per benchmark and split, rows in leaderboard order)."""
+    from mrbench.evaluation.leaderboard_html import BoardRow, BoardTable, Column
+
+    out = []
     for (bench, split), rs in _tables(runs).items():
-        cols = _columns(rs, split)
-        parts.append(f"<h2>{esc(bench)} / {esc(split)}</h2><table><tr><th>model</th><th>groups</th><th>images</th>"
-                     + "".join(f"<th>{esc(_col_name(*c))}</th>" for c in cols) + "</tr>")
+        cols = []
+        for key, scale in _columns(rs, split):
+            est = next((r.summary["splits"].get(split, {}).get("metrics", {}).get(key) for r in rs
+                        if key in r.summary["splits"].get(split, {}).get("metrics", {})), None) or {}
+            cols.append(Column(key, est.get("direction", "higher"), est.get("description", ""), scale))
+        rows = []
         for r in rs:
             s = r.summary["splits"].get(split, {})
-            cls = " class='real'" if r.model in REAL_ROWS else ""
-            label = esc(r.model) + (" <span class='rw'>[random weights]</span>" if r.summary.get("random_weights") else "")
-            if r.model in ROW_NOTE:
-                label += f"<br><small>{esc(ROW_NOTE[r.model])}</small>"
-            parts.append(f"<tr{cls}><td>{label}</td><td>{s.get('groups', 0)}</td>"
-                         f"<td>{s.get('rows_per_status', {}).get('ok', 0)}</td>"
-                         + "".join(f"<td>{esc(format_estimate(s.get('metrics', {}).get(k), sc))}</td>" for k, sc in cols) + "</tr>")
-        parts.append("</table>")
-        for r in rs:
-            b = r.summary["benchmark"]
-            ck = (b["name"], b["path"], b["split"])
-            if ck not in cache:
-                cache[ck] = _real_images(r)
-            real = cache[ck]
-            parts.append(f"<h3>{esc(r.label)}: references | target | generations</h3><table class='grid'>")
-            by_sample: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for row in r.rows:
-                by_sample[row["sample_id"]].append(row)
-            for sid in list(by_sample)[:grid_samples]:
-                rows = by_sample[sid]
-                first = rows[0]
-                refs = "".join(f"<img src='{_thumb(real[i].load(), thumb // 2)}' title='{esc(i)}'>"
-                               for i in first.get("reference_ids", []) if i in real)
-                tid = first.get("target_id")
-                target = f"<img src='{_thumb(real[tid].load(), thumb)}' title='{esc(tid)}'>" if tid in real else esc(str(tid))
-                gens = ""
-                for row in rows:
-                    if row.get("image") and (r.path / row["image"]).is_file():
-                        with Image.open(r.path / row["image"]) as im:
-                            gens += f"<img src='{_thumb(im, thumb)}' title='seed {row['seed']}'>"
-                    else:
-                        gens += f"<span title='{esc(row.get('error_message', ''))}'>[{esc(row['status'])}]</span> "
-                parts.append(f"<tr><td>{refs or '-'}</td><td>{target}</td><td>{gens}"
-                             f"<div class='cap'>{esc(sid)}: {esc(first['prompt'])}</div></td></tr>")
-            parts.append("</table>")
-    parts.append("<h2>Encoders</h2><ul>")
-    for key, info in sorted(_encoders(runs).items()):
-        flag = " <span class='rw'>[random weights]</span>" if info.get("random_weights") else ""
-        parts.append(f"<li><code>{esc(key)}</code>: {esc(str(info.get('weights', '')))}{flag}</li>")
-    parts.append("</ul></body></html>")
-    atomic_write_text(path, "\n".join(parts))
+            rows.append(BoardRow(
+                model=r.model, label=r.model, info={"groups": s.get("groups", 0),
+                                                    "images": s.get("rows_per_status", {}).get("ok", 0)},
+                estimates=s.get("metrics", {}), random_weights=bool(r.summary.get("random_weights")),
+                real=r.model in REAL_ROWS, note=ROW_NOTE.get(r.model, ""), run=r))
+        out.append(BoardTable(bench, split, cols, rows, notes=["Runs: " + ", ".join(r.path.name for r in rs)]))
+    return out
+
+
+def write_html(runs: Sequence[Run], path: Path, grid_samples: int = 4, thumb: int = 128) -> None:
+    """``leaderboard.html``: :func:`board_tables` rendered by :func:`~mrbench.evaluation.leaderboard_html.render_html`."""
+    from mrbench.evaluation.leaderboard_html import render_html
+
+    cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def real(run: Run) -> dict[str, Any]:
+        b = run.summary["benchmark"]
+        ck = (b["name"], b["path"], b["split"])
+        if ck not in cache:
+            cache[ck] = _real_images(run)
+        return cache[ck]
+
+    atomic_write_text(path, render_html(board_tables(runs), encoders=_encoders(runs), real_images=real,
+                                        grid_samples=grid_samples, thumb=thumb))
 
 
 def build_leaderboard(run_dirs: Sequence[str | Path], out: str | Path, grid_samples: int = 4) -> dict[str, Path]:

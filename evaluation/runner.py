@@ -33,6 +33,8 @@ from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
 )
 from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
+from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
+from mrbench.evaluation.registry import metrics as metrics_registry
 from mrbench.evaluation.registry import models
 from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
@@ -123,6 +125,20 @@ def build_generator(name: str, profile: str = "default", options: dict[str, Any]
     return gen
 
 
+def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any]) -> list[MissingWeightsError]:
+    """Missing weights of generator class ``cls``, looked up without loading anything: its ``check_weights`` on an
+    instance holding only the validated options (generators without that method, or whose check needs more of
+    the constructor, are checked when they are built)."""
+    if not isinstance(cls, type) or not hasattr(cls, "check_weights"):
+        return []
+    probe = cls.__new__(cls)
+    Generator.__init__(probe, profile, **options)  # validates the options (unknown ones fail here, by name)
+    try:
+        return weight_checks(probe)
+    except (AttributeError, TypeError):
+        return []
+
+
 def _fmt(x: float | None) -> str:
     return "na" if x is None else (f"{x:g}")
 
@@ -170,6 +186,7 @@ def run_eval(
     metric_device: str | None = None,
     n_boot: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Evaluate ``model`` on ``benchmark``; returns the run folder, summary, timing and rows.
 
@@ -190,6 +207,9 @@ def run_eval(
         metric_device: Device for metric encoders.
         n_boot: Bootstrap resamples.
         progress: Called as ``progress(done, total)`` after each batch.
+        phase: Called with ``"loading"`` (benchmark, metrics, model), ``"preparing"`` (the generator's per-run
+            preparation, e.g. per-group LoRA training) and ``"generating"``, so a display can say what a long silence
+            is.
     """
     options = model_args if isinstance(model_args, dict) else parse_model_args(model_args)
     metric_list = None if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
@@ -200,11 +220,26 @@ def run_eval(
     validate_fields(cfg)  # types, ranges and choices declared on EvalConfig's fields
     wall0 = time.perf_counter()
 
-    # Everything that can fail on configuration fails here, before any generation.
+    # Everything that can fail on configuration fails here, before any generation: names first (a typo is reported
+    # before any weights are looked up), then every missing weight of the run in one error.
+    if phase:
+        phase("loading")
+    model_cls = models().get(model)
+    specs = parse_metric_specs(metric_list or None, image_encoder)
+    for s in specs:
+        metrics_registry().get(s.metric)
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
-    specs = parse_metric_specs(metric_list or None, image_encoder)
-    built_metrics = build_metrics(specs, profile=profile, device=metric_device)
+    missing: list[MissingWeightsError] = []
+    built_metrics = []
+    for s in specs:
+        try:
+            built_metrics += build_metrics([s], profile=profile, device=metric_device)
+        except MissingWeightsError as e:
+            missing.append(e)
+    missing += _generator_missing_weights(model_cls, profile, options)
+    if missing:
+        raise merge_missing(missing)
     gen = build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
@@ -231,6 +266,8 @@ def run_eval(
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
     gen.work_dir = cache.dir / "work"
     if pending:  # a finished run is only re-read: nothing to prepare for
+        if phase:
+            phase("preparing")
         gen.prepare(bench.all_samples())
 
     bs = batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
@@ -240,6 +277,8 @@ def run_eval(
     timing["setup_s"] = time.perf_counter() - wall0  # benchmark, metrics and model built; nothing generated yet
     if progress:
         progress(len(requests) - len(pending), len(requests))
+    if phase:
+        phase("generating")
     if pending:
         with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
             for start in range(0, len(pending), bs):

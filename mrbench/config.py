@@ -493,7 +493,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(sorted(path + k for k in unknown))}")
+        raise ConfigError(unknown_keys_message(sorted(unknown), sorted(names), path, "config key"))
     kwargs = {k: _convert(hints[k], v, f"{path}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -618,3 +618,15 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-dict view of a config dataclass (for run folders and manifests)."""
     return dataclasses.asdict(cfg)
+
+
+def unknown_keys_message(unknown: list[str], valid: list[str], prefix: str = "", what: str = "config key") -> str:
+    """``unknown config key(s) crawl.timout (did you mean 'crawl.timeout'?); valid keys under crawl: ...``."""
+    import difflib
+
+    named = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, valid, n=1, cutoff=0.6)
+        named.append(prefix + k + (f" (did you mean {prefix + close[0]!r}?)" if close else ""))
+    where = f" under {prefix.rstrip('.')}" if prefix else ""
+    return f"unknown {what}(s) {', '.join(named)}; valid {what}s{where}: {', '.join(valid)}"

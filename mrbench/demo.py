@@ -187,15 +187,20 @@ DEMO_MODEL_ARGS = {"lora": {"train_steps": 25}}
 def run_demo_eval(release: Path, out: Path, console: object, models: tuple[str, ...] = DEMO_MODELS) -> dict:
     """Evaluate the demo release: the tiny-profile generators (random weights) plus the reference (ceiling) and
     chance rows, on held-out and held-in, then write the leaderboard. A model that fails is reported and skipped."""
+    from mrbench.cli import _progress_factory, eval_progress
     from mrbench.evaluation import build_leaderboard, run_eval
 
     runs, summaries, failed = [], [], {}
     for split in ("held-out", "held-in"):
         for model in models:
             t0 = time.perf_counter()
+            progress, _ = _progress_factory()  # one bar per run, followed by its summary line
+            report, phase = eval_progress(progress, f"eval {model} {split}")
             try:
-                result = run_eval(model, f"mrbench:{release}", out / "eval", split=split, profile="tiny",
-                                  images_per_prompt=1, metrics=DEMO_METRICS, model_args=DEMO_MODEL_ARGS.get(model))
+                with progress:  # type: ignore[attr-defined]
+                    result = run_eval(model, f"mrbench:{release}", out / "eval", split=split, profile="tiny",
+                                      images_per_prompt=1, metrics=DEMO_METRICS, model_args=DEMO_MODEL_ARGS.get(model),
+                                      progress=report, phase=phase)
             except Exception as e:  # noqa: BLE001 - the demo goes on and says what failed
                 failed[f"{model}/{split}"] = f"{type(e).__name__}: {e}"
                 console.print(f"[red]eval {model} on {split} failed[/]: {e}")  # type: ignore[attr-defined]

@@ -7,9 +7,10 @@ Neither materialises data on the driver: tasks read and write shard files and re
 from __future__ import annotations
 
 import abc
+import contextlib
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 from mrbench.config import ExecutorConfig
 from mrbench.registry import Registry
@@ -38,8 +39,10 @@ class Executor(abc.ABC):
         return [i for i in range(num_shards) if not task.is_done(i)]
 
     @abc.abstractmethod
-    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
-        """Run pending shards; returns the indices that ran. ``progress(1)`` is called per finished shard."""
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
+            weights: Sequence[int] | None = None) -> list[int]:
+        """Run pending shards; returns the indices that ran. ``progress(1)`` is called per finished shard, or
+        ``progress(weights[i])`` when the shards' item counts are given (progress in URLs / images, not shards)."""
 
     def close(self) -> None:
         """Release the workers kept between steps (nothing by default)."""
@@ -62,29 +65,33 @@ class LocalExecutor(Executor):
         super().__init__(config)
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
+            weights: Sequence[int] | None = None) -> list[int]:
         todo = self.pending(task, num_shards)
         if self.config.workers == 1 or len(todo) <= 1:
             for i in todo:
                 task(i)
                 if progress:
-                    progress(1)
+                    progress(weights[i] if weights else 1)
             return todo
         if self._pool is None:
             # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=ctx)
-        futures = {self._pool.submit(task, i) for i in todo}
+            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=ctx,
+                                             initializer=_quiet_interrupt)
+        shard_of = {self._pool.submit(task, i): i for i in todo}
+        futures = set(shard_of)
         try:
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for f in done:
                     f.result()  # re-raise a shard's crash here; finished shards stay complete
                     if progress:
-                        progress(1)
-        except BaseException:
-            wait(futures)  # like leaving the pool's context: the other shards finish (their markers are written)
-            self.close()
+                        progress(weights[shard_of[f]] if weights else 1)
+        except BaseException as e:  # Ctrl-C or a crash: start no further shard (a rerun does them)
+            pool, self._pool = self._pool, None
+            # after a crash the running shards finish (their markers are written); Ctrl-C does not wait for them
+            pool.shutdown(wait=not isinstance(e, KeyboardInterrupt), cancel_futures=True)
             raise
         return todo
 
@@ -116,7 +123,8 @@ class RayExecutor(Executor):
             # Tasks return nothing but completions; a small object store keeps a local cluster light.
             ray.init(num_cpus=num_cpus, object_store_memory=128 * 1024 * 1024, **kwargs)
 
-    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None) -> list[int]:
+    def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
+            weights: Sequence[int] | None = None) -> list[int]:
         try:
             import ray
         except ImportError as e:
@@ -128,6 +136,7 @@ class RayExecutor(Executor):
         remote = ray.remote(num_cpus=1, max_retries=0)(_call_task)
         task_ref = ray.put(task)  # one copy of the task (config) in the object store, shared by every shard
         pending = [remote.remote(task_ref, i) for i in todo]
+        shard_of = dict(zip(pending, todo))
         first_error: BaseException | None = None
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -138,11 +147,49 @@ class RayExecutor(Executor):
                 first_error = first_error or e
                 continue
             if progress:
-                progress(1)
+                progress(weights[shard_of[done[0]]] if weights else 1)
         if first_error is not None:
             cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
             raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
         return todo
+
+
+class Interrupted(SystemExit):
+    """Ctrl-C, as an exit with status 130: it unwinds like an exit (context managers close, progress bars stop),
+    passes through ``except Exception`` and click, and crosses from a shard worker to the driver like any error."""
+
+    def __init__(self, code: int = 130) -> None:
+        super().__init__(code)
+
+
+@contextlib.contextmanager
+def keep_interrupt() -> Iterator[None]:
+    """Around code that installs its own SIGINT handler (img2dataset's exits with status 0 on Ctrl-C): put the
+    previous handler back afterwards, and turn that exit into ``KeyboardInterrupt``, so Ctrl-C stays an interruption
+    (exit 130 at the command line) and never reads as success."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as e:
+        if e.code in (0, None) and not isinstance(e, Interrupted):
+            raise Interrupted(130) from e
+        raise
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_interrupt() -> None:
+    """Pool workers end at once, without a traceback, on Ctrl-C (the terminal signals the whole process group):
+    the driver reports the interruption, and an unfinished shard has no marker, so a rerun redoes it."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 def _call_task(task: ShardTask, shard: int) -> None:

@@ -36,7 +36,7 @@ WEIGHTS_DIR_ENV = "MRBENCH_WEIGHTS_DIR"
 __all__ = [
     "MissingWeightsError", "WEIGHTS_DIR_ENV", "mirror_dir", "missing_weights", "hf_hub_cache", "hf_cached_file",
     "resolve_hf_model_dir", "hf_model_how", "load_hf_pretrained", "torch_hub_checkpoints_dir", "insightface_root",
-    "first_existing",
+    "first_existing", "merge_missing", "weight_checks",
 ]
 
 
@@ -59,6 +59,25 @@ def missing_weights(what: str, looked: Iterable[str | Path], how: str) -> Missin
         f"weights for {what} are not available offline (nothing is downloaded at run time).\nSearched:\n{places}\n"
         f"To supply them: {how}"
     )
+
+
+def merge_missing(errors: Sequence[MissingWeightsError]) -> MissingWeightsError:
+    """One error listing every missing weight of a command (so one round of fetching fixes them all)."""
+    if len(errors) == 1:
+        return errors[0]
+    body = "\n\n".join(f"{k}. {e}" for k, e in enumerate(errors, 1))
+    return MissingWeightsError(f"{len(errors)} weights are missing; all of them:\n\n{body}\n\n"
+                               f"Any of them can also be put under ${WEIGHTS_DIR_ENV} (see mrbench.backends.weights).")
+
+
+def weight_checks(obj: Any) -> list[MissingWeightsError]:
+    """Run ``obj.check_weights()`` and return every missing weight it found: the ones it collected in
+    ``obj.missing`` (checks that go on after a miss) plus the one it raised, if any."""
+    try:
+        obj.check_weights()
+    except MissingWeightsError as e:
+        return [*getattr(obj, "missing", []), e]
+    return list(getattr(obj, "missing", []))
 
 
 def first_existing(paths: Iterable[Path]) -> Path | None:

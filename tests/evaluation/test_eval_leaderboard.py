@@ -56,7 +56,8 @@ def test_leaderboard_files(runs: list[Path], tmp_path: Path) -> None:
     assert float(ref_row["ci_low"]) <= float(ref_row["mean"]) <= float(ref_row["ci_high"]) and ref_row["n_groups"] == "3"
     html = (tmp_path / "leaderboard.html").read_text()
     assert html.count("data:image/jpeg;base64,") >= 3 * 3 * 3  # refs, target, generations per model
-    assert "random weights" in html and "<script" not in html
+    assert "random weights" in html and "<script" in html  # the sorting script: inline, nothing fetched
+    assert "src='http" not in html and "src=\"http" not in html
 
 
 def test_eval_command_errors(tmp_path: Path, mini_dreambench: Path) -> None:

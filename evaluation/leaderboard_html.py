@@ -1,0 +1,256 @@
+"""The leaderboard page (``leaderboard.html``): rendering only.
+
+:mod:`mrbench.evaluation.leaderboard` aggregates run folders into :class:`BoardTable` s (one per benchmark and
+split: columns with their direction, one row per run with its estimates); :func:`render_html` turns them into one
+self-contained page:
+
+* per table: friendly metric names with their direction (higher/lower is better), the best model value of each
+  column marked (the ``reference`` ceiling and ``chance`` rows are scale marks, not contenders), sorting by any column
+  on click, ``n/a`` for a confidence interval over a single group;
+* per table, a per-sample gallery: references | target | the images of every model side by side;
+* per table, plots of the per-group score distribution of every model (one panel per main metric field).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri
+
+# Friendly names of the built-in metrics and fields; unknown ones (plug-ins) show their registered key.
+METRIC_LABELS = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino_i": "DINO-I", "image_sim": "image similarity",
+                 "face": "face identity"}
+FIELD_LABELS = {"target": "to target", "refs": "to references", "target_zero": "to target (no face = 0)",
+                "refs_zero": "to references (no face = 0)", "detected": "face detected"}
+ARROW = {"higher": "\u2191", "lower": "\u2193"}
+
+
+@dataclass
+class Column:
+    """One metric column: ``key`` is the summary's field key (``image_sim@mobilenet_v2.target``)."""
+
+    key: str
+    direction: str = "higher"
+    description: str = ""
+    scale: float | None = None
+
+    @property
+    def label(self) -> str:
+        return friendly_name(self.key, self.scale)
+
+
+@dataclass
+class BoardRow:
+    """One run in a table: its display label, plain info cells (groups, images, failure rate, ...) and its
+    estimates (``{field key: {"mean", "ci", "n_groups", ...}}`` as in ``summary.json``)."""
+
+    model: str
+    label: str
+    info: dict[str, Any]
+    estimates: dict[str, dict[str, Any]]
+    random_weights: bool = False
+    real: bool = False  # reference / chance rows: scale marks, not contenders
+    note: str = ""
+    run: Any = None  # the loaded run (rows, path), for the gallery and the plots
+
+
+@dataclass
+class BoardTable:
+    """One benchmark and split."""
+
+    benchmark: str
+    split: str
+    columns: list[Column]
+    rows: list[BoardRow]
+    notes: list[str] = field(default_factory=list)
+
+
+def friendly_name(key: str, scale: float | None = None) -> str:
+    """``image_sim@mobilenet_v2.target`` -> ``image similarity to target (mobilenet_v2)``."""
+    name, _, rest = key.partition("@")
+    encoder, _, fld = rest.partition(".") if rest else ("", "", "")
+    if not rest and "." in name:
+        name, _, fld = name.partition(".")
+    label = METRIC_LABELS.get(name, name)
+    if fld == "detected":
+        label = "face detection rate"
+    elif fld:
+        label += " " + FIELD_LABELS.get(fld, fld)
+    if encoder:
+        label += f" ({encoder})"
+    if scale:
+        label += f" \u00d7{scale:g}"
+    return label
+
+
+def format_cell(est: dict[str, Any] | None, scale: float | None = None) -> tuple[str, float | None]:
+    """(text, sort value): ``mean [lo, hi]``; ``mean [n/a]`` when the interval rests on one group; ``-`` when none."""
+    if not est or est.get("mean") is None:
+        return "-", None
+    s = scale or 1.0
+    m = est["mean"] * s
+    if est.get("n_groups", 2) <= 1 or not est.get("ci") or est["ci"][0] is None:
+        return f"{m:.3f} [n/a]", m
+    lo, hi = est["ci"]
+    return f"{m:.3f} [{lo * s:.3f}, {hi * s:.3f}]", m
+
+
+def _best(table: BoardTable, col: Column) -> float | None:
+    vals = [format_cell(r.estimates.get(col.key), col.scale)[1] for r in table.rows if not r.real]
+    vals = [v for v in vals if v is not None]
+    if len(vals) < 2 or col.direction not in ARROW:
+        return None  # one contender (or no direction) is not a ranking
+    return max(vals) if col.direction == "higher" else min(vals)
+
+
+def _table_html(t: BoardTable) -> str:
+    info_keys = list(dict.fromkeys(k for r in t.rows for k in r.info))
+    head = "".join(f"<th>{esc(k)}</th>" for k in ["model", *info_keys])
+    # A field no run has a value for (face metrics on a benchmark without faces) is named under the table instead.
+    empty = [c for c in t.columns if all(format_cell(r.estimates.get(c.key), c.scale)[1] is None for r in t.rows)]
+    columns = [c for c in t.columns if c not in empty]
+    for c in columns:
+        arrow = ARROW.get(c.direction, "")
+        tip = f"{c.key}: {c.description} ({c.direction} is better)" if c.description else c.key
+        head += f"<th title='{esc(tip)}'>{esc(c.label)} {arrow}</th>"
+    best = {id(c): _best(t, c) for c in t.columns}
+    rows = []
+    for r in t.rows:
+        label = esc(r.label) + (" <span class='rw'>[random weights]</span>" if r.random_weights else "")
+        if r.note:
+            label += f"<br><small>{esc(r.note)}</small>"
+        cells = [f"<td data-v='{esc(r.model)}'>{label}</td>"]
+        cells += [f"<td class='num'>{esc(str(r.info.get(k, '')))}</td>" for k in info_keys]
+        for c in columns:
+            text, v = format_cell(r.estimates.get(c.key), c.scale)
+            mark = " best" if (v is not None and not r.real and best[id(c)] is not None
+                               and abs(v - best[id(c)]) < 1e-12) else ""
+            dv = "" if v is None else f" data-v='{v:.12g}'"
+            cells.append(f"<td class='num{mark}'{dv}>{esc(text)}</td>")
+        rows.append(f"<tr class='{'real' if r.real else ''}'>{''.join(cells)}</tr>")
+    notes = list(t.notes)
+    if empty:
+        notes.append("No value in any row (not shown): " + ", ".join(c.label for c in empty) + ".")
+    return (f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + "".join(f"<p class='note'>{esc(n)}</p>" for n in notes))
+
+
+def _gallery(t: BoardTable, real_images: Callable[[Any], dict[str, Any]], samples: int, thumb: int) -> str:
+    """references | target | every model's images, one row per sample (the first ``samples`` of the first run)."""
+    from PIL import Image
+
+    from mrbench.pages import thumb_uri
+
+    runs = [r for r in t.rows if r.run is not None]
+    if not runs or samples <= 0:
+        return ""
+    per_run: list[dict[str, list[dict[str, Any]]]] = []
+    for r in runs:
+        by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in r.run.rows:  # a run holds one benchmark split: every row belongs to this table
+            by[row["sample_id"]].append(row)
+        per_run.append(by)
+    order = list(dict.fromkeys(sid for by in per_run for sid in by))[:samples]
+    real = real_images(runs[0].run)
+    head = "<th>references</th><th>target</th>" + "".join(
+        f"<th>{esc(r.label)}{' <span class=rw>[rw]</span>' if r.random_weights else ''}</th>" for r in runs)
+    body = []
+    for sid in order:
+        first = next(by[sid][0] for by in per_run if sid in by)
+        refs = "".join(figure(thumb_uri(real[i].load(), thumb // 2) if i in real else None, "", title=i,
+                              size=thumb // 2) for i in first.get("reference_ids", []))
+        tid = first.get("target_id")
+        target = figure(thumb_uri(real[tid].load(), thumb) if tid in real else None, "", title=str(tid),
+                        cls="target", size=thumb)
+        cells = [f"<td><div class='thumbs'>{refs or '-'}</div><div class='note'>{esc(sid)}: "
+                 f"{esc(first.get('prompt', ''))}</div></td>", f"<td>{target}</td>"]
+        for r, by in zip(runs, per_run):
+            figs = []
+            for row in by.get(sid, []):
+                img = r.run.path / row["image"] if row.get("image") else None
+                if img is not None and img.is_file():
+                    with Image.open(img) as im:
+                        figs.append(figure(thumb_uri(im, thumb), f"seed {row['seed']}", size=thumb))
+                else:
+                    figs.append(figure(None, f"[{row['status']}] {row.get('error_message') or ''}", size=thumb))
+            cells.append(f"<td><div class='thumbs'>{''.join(figs) or '-'}</div></td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<h3>Samples: references | target | every model</h3><table class='grid'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def group_scores(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """Per-group means of field ``key`` over a run's ok rows (the values the split mean averages)."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        v = r.get("metrics", {}).get(key)
+        if r.get("status") == "ok" and v is not None:
+            by[r["group"]].append(float(v))
+    return [sum(v) / len(v) for _, v in sorted(by.items())]
+
+
+def _plots(t: BoardTable, max_panels: int = 4) -> str:
+    """Per-group score distributions per model: one box plot panel per main column (unscaled fields)."""
+    runs = [r for r in t.rows if r.run is not None]
+    cols = [c for c in t.columns if c.scale is None][:max_panels]
+    if not runs or not cols:
+        return ""
+    imgs = []
+    for c in cols:
+        data = [group_scores(r.run.rows, c.key) for r in runs]
+        if max(map(len, data)) < 2:
+            continue  # one group at most per model: the table's value says all there is
+        fig, ax = new_figure(max(4.0, 1.0 + 0.9 * len(runs)), 3.0)
+        pos = [k for k, d in enumerate(data) if d]
+        ax.boxplot([data[k] for k in pos], positions=pos, widths=0.5, showfliers=False)
+        for k in pos:  # every group as a dot: with few groups a box alone hides how few there are
+            xs = [k + 0.12 * ((j % 5) - 2) / 2 for j in range(len(data[k]))]
+            ax.scatter(xs, data[k], s=10, alpha=0.6, color="#c33" if runs[k].random_weights else "#36c", zorder=3)
+        ax.set_xticks(range(len(runs)))
+        ax.set_xticklabels([r.model for r in runs], rotation=20, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(runs) - 0.4)
+        ax.set_title(f"{c.label} {ARROW.get(c.direction, '')}", fontsize=9)
+        ax.set_ylabel("per-group mean", fontsize=8)
+        imgs.append(plot_uri(fig))
+    if not imgs:
+        return ""
+    return ("<h3>Per-group score distributions</h3><p class='note'>One dot per group (its mean over ok images); "
+            "boxes: quartiles. Red dots: random weights.</p><div class='plots'>"
+            + "".join(f"<img src='{u}' alt='per-group scores'> " for u in imgs) + "</div>")
+
+
+def render_html(tables: Sequence[BoardTable], *, encoders: dict[str, dict[str, Any]] | None = None,
+                real_images: Callable[[Any], dict[str, Any]] | None = None, grid_samples: int = 4,
+                thumb: int = 128) -> str:
+    """The whole leaderboard page from aggregated tables.
+
+    Args:
+        tables: One per benchmark and split, rows already ordered.
+        encoders: Encoder key -> info (``weights``, ``random_weights``) for the footer.
+        real_images: Run -> {image id: ImageRef} of its benchmark (references and targets of the gallery).
+        grid_samples: Samples shown per table in the gallery (0: no gallery).
+        thumb: Thumbnail size of generations and targets (references are half).
+    """
+    body = ["<p class='note'>Cells: mean over groups of per-group means [bootstrap 95 % CI over groups]; "
+            "n/a when a split has a single group. Arrows give the better direction; the best model value of each "
+            "column is highlighted (the reference ceiling and chance rows are scale marks, not contenders). Click "
+            "a header to sort. <span class='rw'>[random weights]</span> rows come from tiny random models: their "
+            "numbers test the path, not quality.</p>"]
+    nav = []
+    for k, t in enumerate(tables):
+        anchor = f"t{k}"
+        nav.append(f"<a href='#{anchor}'>{esc(t.benchmark)} / {esc(t.split)}</a>")
+        body.append(f"<h2 id='{anchor}'>{esc(t.benchmark)} / {esc(t.split)}</h2>")
+        body.append(_table_html(t))
+        body.append(_plots(t))
+        if real_images is not None:
+            body.append(_gallery(t, real_images, grid_samples, thumb))
+    if encoders:
+        body.append("<h2>Encoders</h2><ul>")
+        for key, info in sorted(encoders.items()):
+            flag = " <span class='rw'>[random weights]</span>" if info.get("random_weights") else ""
+            body.append(f"<li><code>{esc(key)}</code>: {esc(str(info.get('weights', '')))}{flag}</li>")
+        body.append("</ul>")
+    return page("MRBench leaderboard", [Raw(" &middot; ".join(nav)).html if nav else "", *body])

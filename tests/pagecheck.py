@@ -1,0 +1,31 @@
+"""Load a page in headless Chromium (Debian's ``chromium``): the DOM after scripts ran, and the page's JS errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium); pages not rendered")
+
+
+def load_page(path: Path) -> tuple[str, list[str]]:
+    """(DOM after the page's scripts ran, console errors) of ``path`` in headless Chromium; nothing is fetched."""
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", path.resolve().as_uri()],
+        capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines()
+              if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    return proc.stdout, errors
+
+
+def assert_self_contained(html: str) -> None:
+    """Every image and script is inline: the page opens anywhere, offline."""
+    assert "src='http" not in html and 'src="http' not in html and "<link" not in html
+    assert "src='file:" not in html and 'src="file:' not in html
