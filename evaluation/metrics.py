@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from mrbench.config import ConfigError
-from mrbench.evaluation.generator import Sample
+from mrbench.evaluation.generator import Sample, scored_references
 from mrbench.evaluation.registry import METRICS, metrics
 
 AGGREGATION = "mean over groups of per-group means; bootstrap 95% CI over groups"
@@ -150,7 +150,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ref_pool(item: MetricInput) -> list[Any]:
-    return [r for r in item.sample.references if r.id != item.source_id]
+    return scored_references(item.sample, item.source_id)
 
 
 class _EmbeddingSimilarity(Metric):

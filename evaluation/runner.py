@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 from mrbench.config import ConfigError
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
-    GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
+    GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
 from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
 from mrbench.evaluation.registry import models
@@ -347,7 +347,7 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
         rows.append({
             "sample_id": s.id, "group": s.group, "split": s.split, "model": model, "seed": req.seed,
             "prompt": s.prompt, "target_id": s.target.id if s.target else None,
-            "reference_ids": [r.id for r in s.references], "image": rel, "status": res.status,
+            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "image": rel, "status": res.status,
             "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
             "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
             "random_weights": any_random, "benchmark": bench.name,
