@@ -297,6 +297,24 @@ def parse_metric_specs(metrics_arg: str | Sequence[str] | None, image_encoder: s
     return specs
 
 
+def apply_benchmark_encoders(specs: Sequence[MetricSpec], encoders: dict[str, str], profile: str = "default",
+                             tiny_args: dict[str, dict[str, Any]] | None = None) -> list[MetricSpec]:
+    """Give metrics that name no encoder the benchmark's conventional one (``dino_i`` -> ``dino-v1`` on DreamBench).
+
+    With ``profile="tiny"`` the metric keeps its tiny random encoder, with the options that mirror the convention
+    (``variant=v1``). An explicit ``METRIC@ENCODER`` is left alone.
+    """
+    out = []
+    for s in specs:
+        if s.encoder is None and s.metric in encoders:
+            if profile == "tiny":
+                s = MetricSpec(s.metric, None, {**(tiny_args or {}).get(s.metric, {}), **s.encoder_args})
+            else:
+                s = MetricSpec(s.metric, encoders[s.metric], dict(s.encoder_args))
+        out.append(s)
+    return out
+
+
 # Encoders built in this process, reused by later runs (several runs in one process -- a demo, a benchmark script,
 # tests -- load each model once). Encoders hold no per-run state; the embedding caches live in the Metric objects.
 _ENCODERS: dict[str, Any] = {}

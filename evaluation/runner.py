@@ -32,7 +32,9 @@ from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchm
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
-from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
+from mrbench.evaluation.metrics import (
+    Metric, MetricInput, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
+)
 from mrbench.evaluation.registry import models
 from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
@@ -59,7 +61,9 @@ class EvalConfig:
         limit: Evaluate only the first N samples.
         seed: First seed; image k of a sample uses ``seed + k``.
         images_per_prompt: Images per sample.
-        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set.
+        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set. A metric without an encoder
+            uses the benchmark's convention where it has one (``dino_i``: ``dino-v1`` on DreamBench, ``dino`` --
+            DINOv2-S -- on MRBench releases), else the metric's default.
         image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
         batch_size: Requests per ``generate`` call (default: the generator's preference).
         cache_dir: Generation cache (default ``OUT/.cache/generations``).
@@ -203,6 +207,7 @@ def run_eval(
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
     specs = parse_metric_specs(metric_list or None, image_encoder)
+    specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
     built_metrics = build_metrics(specs, profile=profile, device=metric_device)
     gen = build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
