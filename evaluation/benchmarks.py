@@ -7,6 +7,10 @@
   held-out target; MRBench rotates one: prompt ``p`` of a subject uses the subject's ``p mod n``-th photo (sorted by
   file name) as the target and the other photos as references, so every photo serves as target and the
   comparison with the target is always against an image the generator did not see.
+- ``coco:PATH`` -- the EasyRef paper's zero-shot COCO evaluation: COCO 2017 val in its published layout
+  (``annotations/captions_val2017.json`` + ``val2017/<file_name>``). One sample per image: the image itself is the
+  single reference AND the target, its first caption (lowest annotation id) the prompt. Samples are in a seeded
+  random order (``COCO_ORDER_SEED``), so ``--limit N`` evaluates a seeded random subsample of N images.
 - ``folder:PATH`` -- any folder of ``<group>/<images>``: every image takes a turn as target, the rest of its group are
   the references, prompt ``a photo of a <class>`` (class from an optional ``classes.csv``: ``group,class``).
 
@@ -261,6 +265,62 @@ class DreamBench(Benchmark):
         return round_robin(by_group)
 
 
+# ------------------------------------------------------------------------------------------------ COCO
+
+COCO_ORDER_SEED = 0  # the seeded order of COCO samples (part of the benchmark version: changing it is coco/2)
+
+
+@BENCHMARKS.register("coco", help="COCO 2017 val (coco:PATH): one reference = the target image, its caption as prompt")
+class CocoCaptions(Benchmark):
+    """The paper's zero-shot single-reference COCO setting (EasyRef Table 1: CLIP-I / CLIP-T / DINO-I on COCO val).
+
+    Each image is its own group: the ceiling row has nothing to draw (``no_candidate``), the chance row draws another
+    image. Images listed in the annotations but missing from ``val2017/`` are left out with a warning (the
+    fingerprint records the list actually evaluated).
+    """
+
+    name = "coco"
+    version = "coco/1"
+    splits = ("val2017",)
+    annotations = "annotations/captions_val2017.json"
+    images = "val2017"
+
+    def _build(self) -> list[Sample]:
+        import numpy as np
+
+        from mrbench.log import get_logger
+
+        ann_file = self.path / self.annotations
+        if not ann_file.is_file():
+            raise ConfigError(f"coco: {ann_file} not found (expected COCO's layout: {self.annotations} + {self.images}/)")
+        try:
+            data = json.loads(ann_file.read_text(encoding="utf-8"))
+            files = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
+            captions: dict[int, tuple[int, str]] = {}
+            for a in data["annotations"]:
+                iid, aid = int(a["image_id"]), int(a["id"])
+                if iid not in captions or aid < captions[iid][0]:
+                    captions[iid] = (aid, _clean(str(a["caption"])))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"coco: {ann_file} is not a COCO captions file ({type(e).__name__}: {e})") from e
+        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()]
+        missing = sum(1 for iid in files if iid in captions) - len(present)
+        if not present:
+            raise ConfigError(f"coco: none of the {len(files)} annotated images is under {self.path / self.images}")
+        if missing:
+            get_logger("evaluation.benchmarks").warning(
+                "coco: %d annotated images are missing from %s and left out", missing, self.path / self.images)
+        order = np.random.default_rng(COCO_ORDER_SEED).permutation(len(present))
+        samples = []
+        for k in order:
+            iid = present[int(k)]
+            f = self.path / self.images / files[iid]
+            ref = ImageRef(f"coco/{iid}", f"coco/{iid}", partial(load_image_file, f))
+            samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=captions[iid][1],
+                                  references=[ref], target=ref, category="coco"))
+        return samples
+
+
 # ------------------------------------------------------------------------------------------------ folder
 
 
@@ -419,6 +479,6 @@ def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_p
 
 
 __all__ = [
-    "Benchmark", "BenchmarkSpec", "DreamBench", "FolderBenchmark", "MRBenchRelease", "ReleaseImageStore",
+    "Benchmark", "BenchmarkSpec", "CocoCaptions", "DreamBench", "FolderBenchmark", "MRBenchRelease", "ReleaseImageStore",
     "build_benchmark", "parse_benchmark_arg", "parse_dreambench_prompts", "normalize_split",
 ]
