@@ -38,7 +38,7 @@ from mrbench.curation.group import group_by_tag
 from mrbench.curation.index import build_index
 from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.release import (
-    ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
+    ASSIGN_SCHEMA, ReleaseTask, easyref_faces, verify_release, write_card, write_easyref_json, write_manifest,
 )
 from mrbench.curation.sources import expand_sources
 from mrbench.curation.split import split_groups
@@ -141,7 +141,7 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     if (run_dir / "state" / "release_final.done").exists():
         return json.loads((release / "manifest.json").read_text())
     if config.release.easyref_json:
-        write_easyref_json(release)
+        write_easyref_json(release, easyref_faces(run_dir))
     write_card(release, config)
     manifest = write_manifest(release, config)
     problems = verify_release(release)

@@ -43,6 +43,9 @@ from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 IDENTIFIER = "sks"  # DreamBooth's rare-token identifier
+# The class noun of a release group, from its tag category: what DreamBooth-style prompts call the subject. Never the
+# tag itself -- a celebrity's name would give the identity away as text.
+CATEGORY_CLASS = {"celebrity": "person", "character": "character", "style": "style", "subject": "object"}
 
 
 @dataclass
@@ -409,12 +412,13 @@ class ReleaseImageStore:
 class MRBenchRelease(Benchmark):
     """A split of a release made by ``mrbench curate``: one sample per target image.
 
-    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the target's first tag,
-    else its category; the identifier prompt is ``"<caption>, sks <class>"``.
+    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the class noun of the
+    group's category (``CATEGORY_CLASS``: person, character, style, object), never its tag (an identity's name); the
+    identifier prompt is ``"<caption>, sks <class>"``.
     """
 
     name = "mrbench"
-    version = "mrbench/1"
+    version = "mrbench/2"  # 2: class token from the category, not the tag
     splits = ("held_out", "held_in")
 
     def _build(self) -> list[Sample]:
@@ -441,7 +445,7 @@ class MRBenchRelease(Benchmark):
             refs = [ImageRef(r["id"], gid, partial(store.load, r["id"])) for r in rows if r["role"] == "reference"]
             samples = []
             for t in targets:
-                cls = (t["tags"] or [""])[0] or t["category"] or ""
+                cls = CATEGORY_CLASS.get(t["category"] or "", CATEGORY_CLASS["subject"])
                 caption = t["caption"] or ""
                 samples.append(Sample(
                     id=t["id"], group=gid, split=self.split, prompt=caption, references=refs,

@@ -65,7 +65,8 @@ def test_mrbench_release_splits(mini_release: Path) -> None:
     assert [s.group for s in samples] == ["held_out_g0", "held_out_g1"]
     s = samples[0]
     assert s.target.id == "held_out_g0_img0" and [r.id for r in s.references] == ["held_out_g0_img1", "held_out_g0_img2"]
-    assert s.prompt == "photo 0 of a toy" and s.class_token == "red toy"
+    # The class noun of the category ("subject" -> object), never the group's tag (an identity's name for people).
+    assert s.prompt == "photo 0 of a toy" and s.class_token == "object" and "red toy" not in s.identifier_prompt
     assert s.target.load().size == (64, 64)
     held_in = build_benchmark(f"mrbench:{mini_release}", split="held-in")
     assert held_in.split == "held_in" and {x.group for x in held_in.samples()} == {"held_in_g0", "held_in_g1"}
