@@ -28,7 +28,8 @@ from mrbench.evaluation.results import CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, 
 from mrbench.shards import atomic_write_text
 
 REAL_ROWS = ("reference", "chance")
-ROW_NOTE = {"reference": "ceiling, a real image of the same group", "chance": "chance, a real image of another group"}
+ROW_NOTE = {"reference": "ceiling, another real image of the same group (leave-one-out)",
+            "chance": "chance, a real image of another group"}
 
 
 @dataclass
