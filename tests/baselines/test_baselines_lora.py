@@ -91,7 +91,7 @@ def test_class_noun_never_the_identity(tmp_path: Path) -> None:
         row = {"id": f"g0_{k}", "url": f"http://127.0.0.1/{k}.png", "caption": "a woman at a press conference",
                "tags": ["Eileen Collins"], "category": "celebrity", "group": "g0", "split": "held_out",
                "role": "target" if k == 0 else "reference", "image": data, "format": "png", "width": 64,
-               "height": 64, "sha256": hashlib.sha256(data).hexdigest()}
+               "height": 64, "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
         for n in RELEASE_SCHEMA.names:
             cols[n].append(row[n])
     write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), tmp_path / "rel" / release_file("held_out", 0, 1))

@@ -43,7 +43,8 @@ def _release(root: Path) -> Path:
                 row = {"id": f"{gid}_{k}", "url": f"http://127.0.0.1/{gid}/{k}.png", "caption": f"caption {gid} {k}",
                        "tags": ["Some Name"], "category": "celebrity", "group": gid, "split": split,
                        "role": "target" if k == 0 else "reference", "image": data, "format": "png", "width": 32,
-                       "height": 24, "sha256": hashlib.sha256(data).hexdigest()}
+                       "height": 24, "sha256": hashlib.sha256(data).hexdigest(),
+                       "encoding": "original"}  # a column of newer release schemas (only the schema's are written)
                 for c in RELEASE_SCHEMA.names:
                     cols[c].append(row[c])
         write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), rel / release_file(split, 0, 1))
