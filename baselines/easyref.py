@@ -9,8 +9,14 @@ Built as the paper and the authors' code describe [C]:
    the language model with ``inputs_embeds`` only). The output is the text model's normed last hidden state (the
    authors' ``multimodal_llm.norm = Identity()`` lands on the outer class, so the final RMSNorm stays in effect).
 2. A final layer -- a copy of the MLLM's last decoder layer and its norm -- receives that sequence with 64 learnable
-   reference tokens (init ``0.1 * N(0, 1)``, shape 64 x hidden) appended at the END, attends without a causal mask
-   (padding only), and the last 64 hidden states are kept.
+   reference tokens (init ``0.1 * N(0, 1)``, shape 64 x hidden) appended at the END, and the last 64 hidden states
+   are kept. Its attention is CAUSAL by default (``final_layer_attention="causal"``), as the released checkpoints
+   were trained and run: the authors set ``self_attn.is_causal = False``, but under their pinned transformers 4.45.2
+   the SDPA attention never reads that flag -- ``Qwen2VLModel._update_causal_mask`` builds a causal mask (or returns
+   None for an unpadded batch, and ``Qwen2VLSdpaAttention`` then calls SDPA with ``is_causal = causal_mask is None
+   and q_len > 1``). Issue 12 ran their code on those versions with the same tiny weights: it matches the causal
+   tokens to 2e-5 and differs from the bidirectional ones by up to 0.055. ``final_layer_attention="bidirectional"`` is
+   what the authors' code says it does (every token sees every token; padding still masked).
 3. A projector ``Linear(h, h) -> GELU -> Linear(h, cross_dim) -> LayerNorm(cross_dim)`` (1536 -> 1536 -> 2048) maps
    them to 64 image tokens, appended after SDXL's 77 text tokens.
 4. Every ``attn2`` of the UNet gets decoupled cross-attention (``to_k_ip``/``to_v_ip``, weight ``scale``); stages 2-3
@@ -49,6 +55,7 @@ MLLM_TEMPLATE = ("Visualize a scene that closely resembles the provided images, 
 QWEN2VL = "Qwen/Qwen2-VL-2B-Instruct"
 EASYREF_REPO = "zongzhuofan/EasyRef"
 PREFIXES = ("image_proj_model", "mllm_final_layer", "multimodal_llm", "unet")
+FINAL_LAYER_ATTENTION = ("causal", "bidirectional")
 
 
 @dataclass
@@ -69,6 +76,8 @@ class EasyRefConfig(SDXLConfig):
             trust). Default: tensors only.
         init_seed: Seed of the EasyRef layers' initialisation (reference tokens, projector, adapters, LoRA) before any
             checkpoint is loaded.
+        final_layer_attention: ``causal`` (default: what the released checkpoints were trained with, see the module
+            docstring) or ``bidirectional`` (the authors' stated intent, ``is_causal=False``).
     """
 
     mllm: str = QWEN2VL
@@ -81,9 +90,13 @@ class EasyRefConfig(SDXLConfig):
     mllm_dtype: str | None = None
     trust_pickle: bool = False
     init_seed: int = 0
+    final_layer_attention: str = "causal"
 
     def validate(self) -> None:
         super().validate()
+        if self.final_layer_attention not in FINAL_LAYER_ATTENTION:
+            raise ConfigError(f"final_layer_attention must be one of {', '.join(FINAL_LAYER_ATTENTION)}; "
+                              f"got {self.final_layer_attention!r}")
         if self.num_tokens < 1 or self.lora_rank < 1:
             raise ConfigError("num_tokens and lora_rank must be >= 1")
         if self.cond_image_size is not None and self.cond_image_size < 56:
@@ -105,7 +118,7 @@ class MLPProjector(nn.Module):
 
 
 class ReferenceFinalLayer(nn.Module):
-    """The MLLM's last decoder layer (a copy) with learnable reference tokens appended at the end, non-causal.
+    """The MLLM's last decoder layer (a copy) with learnable reference tokens appended at the end.
 
     State keys match the authors' ``mllm_final_layer.``: ``layers.0.*``, ``norm.weight``, ``reference_tokens``.
 
@@ -115,16 +128,21 @@ class ReferenceFinalLayer(nn.Module):
         rotary_emb: The text model's rotary embedding (no weights).
         num_tokens: Reference tokens.
         hidden: Hidden width.
+        causal: Causal attention (position i sees positions <= i; what the released checkpoints ran with, see the
+            module docstring) or bidirectional. Padding is masked either way.
     """
 
-    def __init__(self, layer: nn.Module, norm: nn.Module, rotary_emb: nn.Module, num_tokens: int, hidden: int) -> None:
+    def __init__(self, layer: nn.Module, norm: nn.Module, rotary_emb: nn.Module, num_tokens: int, hidden: int,
+                 causal: bool = True) -> None:
         super().__init__()
         self.layers = nn.ModuleList([layer])
         self.norm = norm
         self.rotary_emb = rotary_emb
         self.reference_tokens = nn.Parameter(0.1 * torch.randn(num_tokens, hidden))
+        self.causal = causal
         for lyr in self.layers:
-            lyr.self_attn.is_causal = False  # reference tokens see the whole sequence, and the sequence sees them
+            # The mask below is always explicit, so this flag only matters where no mask is passed; keep it truthful.
+            lyr.self_attn.is_causal = causal
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``hidden`` (B, L, H) from the truncated MLLM and its padding mask (B, L) -> (B, num_tokens, H)."""
@@ -134,10 +152,13 @@ class ReferenceFinalLayer(nn.Module):
         length = x.shape[1]
         positions = torch.arange(length, device=x.device).view(1, 1, -1).expand(3, b, -1)
         pos_emb = self.rotary_emb(x, positions)
+        allowed = mask.bool()[:, None, None, :].expand(b, 1, length, length)  # padding keys are never seen
+        if self.causal:
+            allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         additive = None
-        if not bool(mask.all()):  # padding only, never causal
+        if not bool(allowed.all()):
             additive = torch.zeros(b, 1, length, length, dtype=x.dtype, device=x.device)
-            additive = additive.masked_fill(~mask.bool()[:, None, None, :], torch.finfo(x.dtype).min)
+            additive = additive.masked_fill(~allowed, torch.finfo(x.dtype).min)
         for lyr in self.layers:
             x = lyr(x, attention_mask=additive, position_embeddings=pos_emb)
         return self.norm(x)[:, -n:]
@@ -299,7 +320,7 @@ class EasyRefGenerator(SDXLGenerator):
         with seeded(cfg.init_seed):
             self.mllm_final_layer = ReferenceFinalLayer(
                 copy.deepcopy(text.layers[-1]), copy.deepcopy(text.norm), copy.deepcopy(text.rotary_emb),
-                cfg.num_tokens, hidden)
+                cfg.num_tokens, hidden, causal=cfg.final_layer_attention == "causal")
             self.image_proj_model = MLPProjector(hidden, self.pipe.unet.config.cross_attention_dim)
             install_processors(self.pipe.unet, cfg.num_tokens, cfg.scale, cfg.lora_rank if self.use_lora else 0)
         text.layers = text.layers[:-1]  # the MLLM without its last layer

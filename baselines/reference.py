@@ -1,7 +1,12 @@
 """Real-image rows that give every leaderboard its scale.
 
-- ``reference`` (ceiling): the "generation" is another real image of the same group -- one of the sample's
-  references, never its target. Metrics against the references leave that image out.
+- ``reference`` (ceiling, leave-one-out): the "generation" is a real image of the same group that is neither the
+  sample's target nor among the references it is scored against. A group image outside the sample (an MRBench
+  group's other targets) is taken first, so the row is scored against the sample's full references; where every
+  image of the group is the target or a reference (DreamBench, folder benchmarks) one reference is left out and the
+  row is scored against the others. The row's ``reference_ids`` are exactly the references it was scored against
+  and its ``source_id`` names its image. A group with no such image (no image besides the target and a single
+  reference) gives a ``no_candidate`` row.
 - ``chance``: the "generation" is a real image of a different group, drawn from the benchmark's whole pool.
 
 The choice depends only on the request's seed and sample id (a seeded hash), so reruns pick the same images.
@@ -56,16 +61,34 @@ class _RealImageRow(Generator):
 
 
 class ReferenceRow(_RealImageRow):
-    """Ceiling: returns another real image of the same group (one of the sample's references)."""
+    """Ceiling by leave-one-out: another real image of the same group, never the target, never a reference it is
+    scored against (see the module docstring)."""
 
     name = "reference"
-    no_candidate = "group {group} has no other real image"
+    no_candidate = ("group {group} has no real image besides the target that leaves a reference to score against "
+                    "(needs a second reference or another image of the group)")
+
+    def __init__(self, profile: str = "default", **options: object) -> None:
+        super().__init__(profile, **options)
+        self._by_group: dict[str, list[ImageRef]] = {}
+
+    def prepare(self, samples: Sequence[Sample]) -> None:
+        by_group: dict[str, dict[str, ImageRef]] = {}
+        for s in samples:
+            for ref in s.real_images():
+                by_group.setdefault(s.group, {}).setdefault(ref.id, ref)
+        self._by_group = {g: [imgs[k] for k in sorted(imgs)] for g, imgs in by_group.items()}
 
     def candidates(self, sample: Sample) -> list[ImageRef]:
-        return sample.references
+        in_sample = {r.id for r in sample.real_images()}
+        outside = [r for r in self._by_group.get(sample.group, []) if r.id not in in_sample]
+        if outside:  # the sample's references stay whole
+            return outside
+        # Leave one reference out; at least one must remain to score against.
+        return list(sample.references) if len(sample.references) >= 2 else []
 
     def weights(self) -> dict[str, str]:
-        return {"kind": "real images of the same group"}
+        return {"kind": "real images of the same group (leave-one-out)"}
 
 
 class ChanceRow(_RealImageRow):

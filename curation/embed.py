@@ -25,10 +25,11 @@ from mrbench.stats import Stats
 
 log = get_logger(__name__)
 
-# Options the curation steps use unless the config says otherwise. mobilenet_v2's multicrop view averaging makes
-# crops of one photo embed closer together (crop keeping 85% per side: min cosine 0.93 -> 0.95 on DreamBench),
-# which the dedup threshold was calibrated with.
-ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {"mobilenet_v2": {"tta": "multicrop"}}
+# Options the curation steps use unless the config says otherwise. None for now: an option that changes the vectors
+# would give another vector under the same encoder name, so such variants are registry names instead (mobilenet_v2
+# is the multicrop definition the dedup threshold was calibrated with: crops keeping 85% per side embed at min cosine
+# 0.95 on DreamBench, 0.93 with centre crops; mobilenet_v2-flip and mobilenet_v2-center are the other views).
+ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 FEATURE_SCHEMA = pa.schema(
     [

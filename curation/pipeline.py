@@ -40,7 +40,7 @@ from mrbench.curation.index import build_index
 from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.report import write_report
 from mrbench.curation.release import (
-    ASSIGN_SCHEMA, ReleaseTask, verify_release, write_card, write_easyref_json, write_manifest,
+    ASSIGN_SCHEMA, ReleaseTask, easyref_faces, verify_release, write_card, write_easyref_json, write_manifest,
 )
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.sources import expand_sources
@@ -161,7 +161,7 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     if (run_dir / "state" / "release_final.done").exists():
         return json.loads((release / "manifest.json").read_text())
     if config.release.easyref_json:
-        write_easyref_json(release)
+        write_easyref_json(release, easyref_faces(run_dir))
     write_card(release, config)
     manifest = write_manifest(release, config)
     problems = verify_release(release)

@@ -3,7 +3,10 @@
 Layout of a release folder::
 
     data/{split}-{shard:05d}-of-{num_shards:05d}.parquet   # ok images only, sorted by id
-    easyref/{train,held_in,held_out}.json                  # EasyRef's record shapes (paths images/<id>.<ext>)
+    easyref/stage1-2_single.json                           # EasyRef training records, one shape per file
+    easyref/stage1-2_face.json                             #   (write_easyref_json); image paths are relative to
+    easyref/stage3_group.json                              #   the image root `mrbench release extract-images`
+    easyref/{held_in,held_out}.json                        #   writes: <root>/images/<id>.<ext>
     README.md                                              # dataset card: counts per category and split
     manifest.json                                          # files, rows, sha256 per file, config, versions, seed
 
@@ -152,42 +155,86 @@ class ReleaseTask:
         self.state.complete(shard, stats)
 
 
-def write_easyref_json(release_dir: Path) -> dict[str, int]:
-    """EasyRef's three training record shapes (SPEC): single reference, face crop, group.
+EASYREF_FILES = {
+    "single": "stage1-2_single.json",  # {"image_file": [t], "text": [caption], "target": t}
+    "face": "stage1-2_face.json",      # {"face": [[x1, y1, x2, y2, score]], "text": [caption], "target": t}
+    "group": "stage3_group.json",      # {"image_file": [refs...], "text": [target caption], "target": t}
+}
 
-    ``train.json`` holds train groups (group records: references -> target; single records: each image as its
-    own reference) plus the references of held-in groups as single records, as in the paper. ``held_in.json``
-    and ``held_out.json`` hold one group record per test group. Image paths are ``images/<id>.<format>``;
-    ``mrbench release extract-images`` writes them.
+
+def easyref_image_path(image_id: str, fmt: str | None) -> str:
+    """An image's path in the EasyRef JSON, relative to the image root: ``images/<id>.<ext>``, where
+    ``mrbench release extract-images RELEASE --out ROOT`` writes it (the authors' ``image_root_path`` is ROOT)."""
+    return f"images/{image_id}.{fmt or 'jpg'}"
+
+
+def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
+    """Image id -> its largest detected face ``[x1, y1, x2, y2, score]``, from the embed step's features (pixels of
+    the stored image as PIL decodes it, without EXIF rotation: the frame the authors' loader crops in); empty when
+    no face encoder ran."""
+    faces: dict[str, list[float]] = {}
+    cols = ["id", "num_faces", "face_box", "face_score"]
+    for f in sorted((Path(run_dir) / "embed").glob("shard_*.parquet")):
+        if not set(cols) <= set(pq.ParquetFile(f).schema_arrow.names):
+            continue
+        for r in pq.read_table(f, columns=cols).to_pylist():
+            if r["num_faces"] and r["face_box"] is not None and len(r["face_box"]) == 4:
+                faces[r["id"]] = [round(float(x), 2) for x in r["face_box"]] + [round(float(r["face_score"] or 0.0), 4)]
+    return faces
+
+
+def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None = None) -> dict[str, int]:
+    """EasyRef's training data, one record shape per file, for the stage that reads it [C: finetune_sdxl.py]:
+
+    - ``stage1-2_single.json``: single-reference records (the image is its own reference) for the alignment
+      pre-training and single-reference fine-tuning stages, whose loader truncates to 256 tokens and stacks
+      fixed-size tensors, so a group record would break it. Every image of a train group, and the references of
+      held-in groups (the paper trains on held-in references, never on their targets).
+    - ``stage1-2_face.json``: face-crop records in the authors' flat shape ``{"face": [[x1, y1, x2, y2, score]],
+      "text": [caption], "target": t}`` (their loader reads ``item["face"][0]``) for the same images, where the
+      embed step detected a face (``faces``; the largest face, in pixels of the decoded image).
+    - ``stage3_group.json``: group records (references -> target) of the train groups, for the multi-reference
+      stage (batch 1 per GPU).
+    - ``held_in.json`` / ``held_out.json``: one group record per test group (evaluation, not training).
+
+    Paths are :func:`easyref_image_path` values relative to the image root that ``mrbench release extract-images
+    RELEASE --out ROOT`` fills (pass ROOT as the authors' ``image_root_path``). Returns records per file.
     """
+    faces = faces or {}
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in sorted((release_dir / "data").glob("*.parquet")):
         cols = ["id", "caption", "group", "split", "role", "format"]
-        rows_f = pq.read_table(f, columns=cols).to_pylist()
-        for r in rows_f:
+        for r in pq.read_table(f, columns=cols).to_pylist():
             rows[r["group"]].append(r)
-    out: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in [*EASYREF_FILES.values(), "held_in.json", "held_out.json"]}
+
+    def path(r: dict[str, Any]) -> str:
+        return easyref_image_path(r["id"], r["format"])
+
+    def single(r: dict[str, Any]) -> None:
+        out[EASYREF_FILES["single"]].append({"image_file": [path(r)], "text": [r["caption"]], "target": path(r)})
+        if r["id"] in faces:
+            out[EASYREF_FILES["face"]].append({"face": [faces[r["id"]]], "text": [r["caption"]], "target": path(r)})
+
     for gid in sorted(rows):
         members = sorted(rows[gid], key=lambda r: (r["role"] != "target", r["id"]))
-        target = members[0]
-        refs = members[1:]
+        target, refs = members[0], members[1:]
         split = target["split"]
-
-        def path(r: dict[str, Any]) -> str:
-            return f"images/{r['id']}.{r['format'] or 'jpg'}"
-
         group_rec = {"image_file": [path(r) for r in refs], "text": [target["caption"]], "target": path(target)}
         if split == "train":
-            out["train"].append(group_rec)
-            out["train"].extend({"image_file": [path(r)], "text": [r["caption"]], "target": path(r)} for r in members)
+            if refs:
+                out[EASYREF_FILES["group"]].append(group_rec)
+            for r in members:
+                single(r)
         else:
-            out[split].append(group_rec)
+            out[f"{split}.json"].append(group_rec)
             if split == "held_in":
-                out["train"].extend({"image_file": [path(r)], "text": [r["caption"]], "target": path(r)} for r in refs)
+                for r in refs:
+                    single(r)
     (release_dir / "easyref").mkdir(parents=True, exist_ok=True)
-    for split, recs in out.items():
-        atomic_write_text(release_dir / "easyref" / f"{split}.json", json.dumps(recs, indent=1, ensure_ascii=False))
-    return {s: len(v) for s, v in out.items()}
+    for name, recs in out.items():
+        atomic_write_text(release_dir / "easyref" / name, json.dumps(recs, indent=1, ensure_ascii=False))
+    return {name: len(v) for name, v in out.items()}
 
 
 def write_card(release_dir: Path, config: CurateConfig) -> None:

@@ -7,10 +7,17 @@
   held-out target; MRBench rotates one: prompt ``p`` of a subject uses the subject's ``p mod n``-th photo (sorted by
   file name) as the target and the other photos as references, so every photo serves as target and the
   comparison with the target is always against an image the generator did not see.
+- ``coco:PATH`` -- the EasyRef paper's zero-shot COCO evaluation: COCO 2017 val in its published layout
+  (``annotations/captions_val2017.json`` + ``val2017/<file_name>``). One sample per image: the image itself is the
+  single reference AND the target, its first caption (lowest annotation id) the prompt. Samples are in a seeded
+  random order (``COCO_ORDER_SEED``), so ``--limit N`` evaluates a seeded random subsample of N images.
 - ``folder:PATH`` -- any folder of ``<group>/<images>``: every image takes a turn as target, the rest of its group are
   the references, prompt ``a photo of a <class>`` (class from an optional ``classes.csv``: ``group,class``).
 
-A benchmark spec records its version, the fingerprint of its sample list, seeds and images per prompt.
+A benchmark spec records its version, the fingerprint of its sample list, seeds and images per prompt, and the
+encoders its own convention asks for (``metric_encoders``): DINO-I is DINO v1 ViT-S/16 CLS (``dino-v1``) on
+DreamBench, as its published numbers (real-image ceiling 0.774) use, and DINOv2-S (``dino``) elsewhere, as the EasyRef
+paper does; the encoder is in the column name (``dino_i@dino-v1``) and the run config. ``dino_i@ENCODER`` overrides.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import json
 import re
 import threading
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -36,6 +43,9 @@ from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 IDENTIFIER = "sks"  # DreamBooth's rare-token identifier
+# The class noun of a release group, from its tag category: what DreamBooth-style prompts call the subject. Never the
+# tag itself -- a celebrity's name would give the identity away as text.
+CATEGORY_CLASS = {"celebrity": "person", "character": "character", "style": "style", "subject": "object"}
 
 
 @dataclass
@@ -53,6 +63,7 @@ class BenchmarkSpec:
             many groups); None for all.
         num_samples: Samples evaluated (after the limit).
         fingerprint: sha256 of the full sample list (ids, prompts, reference and target ids).
+        metric_encoders: Metric -> encoder the benchmark's convention uses when the metric names none.
     """
 
     name: str
@@ -64,6 +75,7 @@ class BenchmarkSpec:
     limit: int | None = None
     num_samples: int = 0
     fingerprint: str = ""
+    metric_encoders: dict[str, str] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -73,7 +85,7 @@ class BenchmarkSpec:
         return {
             "name": self.name, "version": self.version, "path": self.path, "split": self.split, "seed": self.seed,
             "seeds": self.seeds, "images_per_prompt": self.images_per_prompt, "limit": self.limit,
-            "num_samples": self.num_samples, "fingerprint": self.fingerprint,
+            "num_samples": self.num_samples, "fingerprint": self.fingerprint, "metric_encoders": dict(self.metric_encoders),
         }
 
 
@@ -91,6 +103,10 @@ class Benchmark(abc.ABC):
     name: ClassVar[str] = ""
     version: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ("test",)
+    # Encoders of the benchmark's own metric convention (metric -> encoder; with --profile tiny, the tiny encoder's
+    # options that mirror it). The EasyRef paper scores DINO-I with DINOv2-Small.
+    metric_encoders: ClassVar[dict[str, str]] = {"dino_i": "dino"}
+    tiny_encoder_args: ClassVar[dict[str, dict[str, Any]]] = {"dino_i": {"variant": "v2"}}
 
     def __init__(self, path: str | Path, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
                  limit: int | None = None) -> None:
@@ -133,7 +149,7 @@ class Benchmark(abc.ABC):
         return BenchmarkSpec(
             name=self.name, version=self.version, path=str(self.path), split=self.split, seed=self.seed,
             images_per_prompt=self.images_per_prompt, limit=self.limit, num_samples=len(self.samples()),
-            fingerprint=hashlib.sha256(blob.encode()).hexdigest(),
+            fingerprint=hashlib.sha256(blob.encode()).hexdigest(), metric_encoders=dict(self.metric_encoders),
         )
 
 
@@ -221,6 +237,9 @@ class DreamBench(Benchmark):
     name = "dreambench"
     version = "dreambench/1"
     splits = ("test",)
+    # DreamBench's DINO-I (Ruiz et al.): DINO v1 ViT-S/16 CLS; its real-image ceiling 0.774 is on that scale.
+    metric_encoders = {"dino_i": "dino-v1"}
+    tiny_encoder_args = {"dino_i": {"variant": "v1"}}
 
     def _build(self) -> list[Sample]:
         prompts_file = self.path / "prompts_and_classes.txt"
@@ -248,6 +267,62 @@ class DreamBench(Benchmark):
                 ))
             by_group[subject] = samples
         return round_robin(by_group)
+
+
+# ------------------------------------------------------------------------------------------------ COCO
+
+COCO_ORDER_SEED = 0  # the seeded order of COCO samples (part of the benchmark version: changing it is coco/2)
+
+
+@BENCHMARKS.register("coco", help="COCO 2017 val (coco:PATH): one reference = the target image, its caption as prompt")
+class CocoCaptions(Benchmark):
+    """The paper's zero-shot single-reference COCO setting (EasyRef Table 1: CLIP-I / CLIP-T / DINO-I on COCO val).
+
+    Each image is its own group: the ceiling row has nothing to draw (``no_candidate``), the chance row draws another
+    image. Images listed in the annotations but missing from ``val2017/`` are left out with a warning (the
+    fingerprint records the list actually evaluated).
+    """
+
+    name = "coco"
+    version = "coco/1"
+    splits = ("val2017",)
+    annotations = "annotations/captions_val2017.json"
+    images = "val2017"
+
+    def _build(self) -> list[Sample]:
+        import numpy as np
+
+        from mrbench.log import get_logger
+
+        ann_file = self.path / self.annotations
+        if not ann_file.is_file():
+            raise ConfigError(f"coco: {ann_file} not found (expected COCO's layout: {self.annotations} + {self.images}/)")
+        try:
+            data = json.loads(ann_file.read_text(encoding="utf-8"))
+            files = {int(im["id"]): str(im["file_name"]) for im in data["images"]}
+            captions: dict[int, tuple[int, str]] = {}
+            for a in data["annotations"]:
+                iid, aid = int(a["image_id"]), int(a["id"])
+                if iid not in captions or aid < captions[iid][0]:
+                    captions[iid] = (aid, _clean(str(a["caption"])))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"coco: {ann_file} is not a COCO captions file ({type(e).__name__}: {e})") from e
+        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()]
+        missing = sum(1 for iid in files if iid in captions) - len(present)
+        if not present:
+            raise ConfigError(f"coco: none of the {len(files)} annotated images is under {self.path / self.images}")
+        if missing:
+            get_logger("evaluation.benchmarks").warning(
+                "coco: %d annotated images are missing from %s and left out", missing, self.path / self.images)
+        order = np.random.default_rng(COCO_ORDER_SEED).permutation(len(present))
+        samples = []
+        for k in order:
+            iid = present[int(k)]
+            f = self.path / self.images / files[iid]
+            ref = ImageRef(f"coco/{iid}", f"coco/{iid}", partial(load_image_file, f))
+            samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=captions[iid][1],
+                                  references=[ref], target=ref, category="coco"))
+        return samples
 
 
 # ------------------------------------------------------------------------------------------------ folder
@@ -338,12 +413,13 @@ class ReleaseImageStore:
 class MRBenchRelease(Benchmark):
     """A split of a release made by ``mrbench curate``: one sample per target image.
 
-    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the target's first tag,
-    else its category; the identifier prompt is ``"<caption>, sks <class>"``.
+    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the class noun of the
+    group's category (``CATEGORY_CLASS``: person, character, style, object), never its tag (an identity's name); the
+    identifier prompt is ``"<caption>, sks <class>"``.
     """
 
     name = "mrbench"
-    version = "mrbench/1"
+    version = "mrbench/2"  # 2: class token from the category, not the tag
     splits = ("held_out", "held_in")
 
     def _build(self) -> list[Sample]:
@@ -370,7 +446,7 @@ class MRBenchRelease(Benchmark):
             refs = [ImageRef(r["id"], gid, partial(store.load, r["id"])) for r in rows if r["role"] == "reference"]
             samples = []
             for t in targets:
-                cls = (t["tags"] or [""])[0] or t["category"] or ""
+                cls = CATEGORY_CLASS.get(t["category"] or "", CATEGORY_CLASS["subject"])
                 caption = t["caption"] or ""
                 samples.append(Sample(
                     id=t["id"], group=gid, split=self.split, prompt=caption, references=refs,
@@ -408,6 +484,6 @@ def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_p
 
 
 __all__ = [
-    "Benchmark", "BenchmarkSpec", "DreamBench", "FolderBenchmark", "MRBenchRelease", "ReleaseImageStore",
+    "Benchmark", "BenchmarkSpec", "CocoCaptions", "DreamBench", "FolderBenchmark", "MRBenchRelease", "ReleaseImageStore",
     "build_benchmark", "parse_benchmark_arg", "parse_dreambench_prompts", "normalize_split",
 ]

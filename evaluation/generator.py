@@ -106,7 +106,7 @@ class GenerationResult:
         status: ``ok`` or a named failure reason (``no_candidate``, ``generation_error``, ...).
         error_message: Human-readable detail for failures.
         source_id: For rows that return a real image (reference/chance), the id of that image; metrics against the
-            references leave that image out.
+            references leave that image out (:func:`scored_references`).
         info: Small JSON-able extras recorded with the row.
     """
 
@@ -119,6 +119,12 @@ class GenerationResult:
     @classmethod
     def failed(cls, status: str, message: str) -> "GenerationResult":
         return cls(image=None, status=status, error_message=message)
+
+
+def scored_references(sample: Sample, source_id: str | None) -> list[ImageRef]:
+    """The references a row is scored against: the sample's, less the real image the row returned (leave-one-out
+    ceiling). Metrics use it and the row records it as ``reference_ids``."""
+    return [r for r in sample.references if r.id != source_id]
 
 
 class Generator(abc.ABC):

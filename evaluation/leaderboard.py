@@ -1,7 +1,11 @@
 """Leaderboards from run folders: ``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html``.
 
-One table per (benchmark, split): a row per run (model), a column per metric field, cells ``mean [95 % CI]`` over
-groups. Rows from random weights (tiny profile or random encoders) are marked in every format. The ceiling
+One table per evaluated sample set -- (benchmark, split, benchmark fingerprint, limit, seeds): runs of different
+benchmark fingerprints (another release, another DreamBench copy) are never merged into one table. A row per run
+(model), a column per metric field, cells ``mean [95 % CI]`` over groups of the ok rows; every table shows each
+model's failure rate (rows whose status is not ``ok``) and is followed by the same table with failed rows counted as
+0 (higher-is-better fields), so a model that fails on hard samples is not ranked on an easier subset. Rows from
+random weights (tiny profile or random encoders) are marked in every format. The ceiling
 (``reference``) and ``chance`` rows close each table when present. The HTML page adds, per model, image grids:
 references | target | generations, for the first samples of the benchmark (images embedded as base64 thumbnails).
 The HTML rendering itself (best values, sorting, gallery, plots) is :mod:`mrbench.evaluation.leaderboard_html`.
@@ -21,7 +25,8 @@ from mrbench.evaluation.results import CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, 
 from mrbench.shards import atomic_write_text
 
 REAL_ROWS = ("reference", "chance")
-ROW_NOTE = {"reference": "ceiling, a real image of the same group", "chance": "chance, a real image of another group"}
+ROW_NOTE = {"reference": "ceiling, another real image of the same group (leave-one-out)",
+            "chance": "chance, a real image of another group"}
 
 
 @dataclass
@@ -47,9 +52,22 @@ class Run:
         return self.model + (f" [{', '.join(tags)}]" if tags else "")
 
     @property
-    def table_key(self) -> tuple[str, str]:
+    def table_key(self) -> tuple[str, str, str, str]:
+        """(benchmark, split, fingerprint, limit and seeds): runs share a table only when they saw the same samples."""
         b = self.summary["benchmark"]
-        return b["name"], b["split"]
+        return b["name"], b["split"], b.get("fingerprint", ""), f"limit={b.get('limit')} seeds={b.get('seeds')}"
+
+    def split_summary(self, split: str) -> dict[str, Any]:
+        """The split's summary; one written before failure rates existed is recomputed from the run's rows."""
+        s = self.summary["splits"].get(split, {})
+        if not s or "failure_rate" in s:
+            return s
+        from mrbench.evaluation.results import summarize
+
+        fields = {k: {"direction": e.get("direction", "higher"), "description": e.get("description", ""),
+                      "display_scale": (e.get("scaled") or {}).get("factor")} for k, e in s.get("metrics", {}).items()}
+        n_boot = int(self.config.get("eval", {}).get("n_boot", 1000))
+        return summarize([r for r in self.rows if r["split"] == split], fields, n_boot=n_boot).get(split, s)
 
 
 def load_run(path: str | Path) -> Run:
@@ -74,7 +92,7 @@ def _columns(runs: Sequence[Run], split: str) -> list[tuple[str, float | None]]:
     """(field key, scale) columns in first-seen order; a scaled copy follows fields that declare one."""
     cols: list[tuple[str, float | None]] = []
     for r in runs:
-        metrics = r.summary["splits"].get(split, {}).get("metrics", {})
+        metrics = r.split_summary(split).get("metrics", {})
         # The run's own metric order (config.json), not the summary's sorted keys.
         ordered = [f for m in r.config.get("metrics", []) for f in m.get("fields", [])]
         for key in ordered + sorted(set(metrics) - set(ordered)):
@@ -102,11 +120,39 @@ def _col_name(key: str, scale: float | None) -> str:
     return f"{key} x{scale:g}" if scale else key
 
 
-def _tables(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
-    by: dict[tuple[str, str], list[Run]] = defaultdict(list)
+def _tables(runs: Sequence[Run]) -> dict[tuple[str, str, str, str], list[Run]]:
+    by: dict[tuple[str, str, str, str], list[Run]] = defaultdict(list)
     for r in runs:
         by[r.table_key].append(r)
     return {k: _order(v) for k, v in sorted(by.items())}
+
+
+def _title(key: tuple[str, str, str, str], keys: Sequence[tuple[str, str, str, str]]) -> str:
+    """``bench / split``, plus the fingerprint and sample selection when another table has the same benchmark and
+    split (different data or selection: never merged)."""
+    bench, split, fp, sel = key
+    if sum(1 for k in keys if k[:2] == key[:2]) > 1:
+        return f"{bench} / {split} (fingerprint {fp[:12]}, {sel})"
+    return f"{bench} / {split}"
+
+
+def _benchmark_line(rs: Sequence[Run]) -> str:
+    b = rs[0].summary["benchmark"]
+    return (f"Benchmark `{b['name']}` at `{b.get('path', '')}`, split {b['split']}, fingerprint "
+            f"`{b.get('fingerprint', '')[:12]}`, {b.get('num_samples', '?')} samples, limit {b.get('limit')}, "
+            f"seeds {b.get('seeds')}.")
+
+
+def format_failures(s: dict[str, Any]) -> str:
+    """``failed/rows (rate %)`` of a split summary."""
+    n = s.get("rows", 0)
+    failed = s.get("failed", n - s.get("rows_per_status", {}).get("ok", 0))
+    return f"{failed}/{n} ({100 * failed / n:.1f} %)" if n else "-"
+
+
+def _zero_estimate(est: dict[str, Any] | None, scale: float | None) -> str:
+    """The failures-counted-as-0 view of an estimate, or ``-`` (lower-is-better fields have none)."""
+    return format_estimate((est or {}).get("failures_as_zero"), scale)
 
 
 def _encoders(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
@@ -120,16 +166,26 @@ def _encoders(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
 def write_markdown(runs: Sequence[Run], path: Path) -> None:
     lines = ["# MRBench leaderboard", "",
              "Cells: mean over groups of per-group means, with a bootstrap 95 % confidence interval over groups.",
+             "`failed`: rows without a scored image (any status but ok), out of all rows; the first table of each "
+             "benchmark averages ok rows only, the second counts failed rows as 0.",
+             "Runs of different benchmark fingerprints are never merged: each sample set has its own tables.",
              "Rows marked [random weights] come from tiny random models: their numbers say nothing about quality.", ""]
-    for (bench, split), rs in _tables(runs).items():
+    tables = _tables(runs)
+    for key, rs in tables.items():
+        split = key[1]
         cols = _columns(rs, split)
-        lines += [f"## {bench} / {split}", "", "| model | groups | images | " + " | ".join(_col_name(*c) for c in cols) + " |",
-                  "|---|---|---|" + "---|" * len(cols)]
+        title = _title(key, list(tables))
+        head = "| model | groups | images | failed | " + " | ".join(_col_name(*c) for c in cols) + " |"
+        rule = "|---|---|---|---|" + "---|" * len(cols)
+        lines += [f"## {title}", "", _benchmark_line(rs), "", head, rule]
+        zero = [f"### {title}: failures counted as 0", "", head, rule]
         for r in rs:
-            s = r.summary["splits"].get(split, {})
-            cells = [format_estimate(s.get("metrics", {}).get(k), sc) for k, sc in cols]
-            lines.append(f"| {r.label} | {s.get('groups', 0)} | {s.get('rows_per_status', {}).get('ok', 0)} | "
-                         + " | ".join(cells) + " |")
+            s = r.split_summary(split)
+            front = f"| {r.label} | {s.get('groups', 0)} | {s.get('rows_per_status', {}).get('ok', 0)} | {format_failures(s)} | "
+            m = s.get("metrics", {})
+            lines.append(front + " | ".join(format_estimate(m.get(k), sc) for k, sc in cols) + " |")
+            zero.append(front + " | ".join(_zero_estimate(m.get(k), sc) for k, sc in cols) + " |")
+        lines += ["", *zero]
         notes = [f"`{m}` = {ROW_NOTE[m]}" for m in REAL_ROWS if any(r.model == m for r in rs)]
         if notes:
             lines += ["", "Scale rows: " + "; ".join(notes) + "."]
@@ -145,14 +201,19 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["benchmark", "split", "model", "run", "metric", "encoder", "mean", "ci_low", "ci_high", "n_groups",
-                "n_rows", "direction", "random_weights", "model_random_weights"])
-    for (bench, split), rs in _tables(runs).items():
+                "n_rows", "direction", "random_weights", "model_random_weights", "fingerprint", "limit", "rows",
+                "failed", "failure_rate", "mean_failures_as_zero", "ci_low_failures_as_zero",
+                "ci_high_failures_as_zero"])
+    for (bench, split, fingerprint, _), rs in _tables(runs).items():
         for r in rs:
-            for key, est in r.summary["splits"].get(split, {}).get("metrics", {}).items():
+            s = r.split_summary(split)
+            for key, est in s.get("metrics", {}).items():
                 enc = key.split("@", 1)[1].split(".", 1)[0] if "@" in key else ""
+                z = est.get("failures_as_zero") or {"mean": None, "ci": [None, None]}
                 w.writerow([bench, split, r.model, r.path.name, key, enc, est["mean"], est["ci"][0], est["ci"][1],
                             est["n_groups"], est["n_rows"], est["direction"], r.summary.get("random_weights"),
-                            r.summary.get("model_random_weights")])
+                            r.summary.get("model_random_weights"), fingerprint, r.summary["benchmark"].get("limit"),
+                            s.get("rows"), s.get("failed"), s.get("failure_rate"), z["mean"], z["ci"][0], z["ci"][1]])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -169,25 +230,33 @@ def _real_images(run: Run) -> dict[str, Any]:
 
 
 def board_tables(runs: Sequence[Run]) -> list[Any]:
-    """The aggregated tables the HTML page renders (one per benchmark and split, rows in leaderboard order)."""
+    """The aggregated tables the HTML page renders: one per evaluated sample set (benchmark, split, fingerprint,
+    selection), rows in leaderboard order, each with its failures-counted-as-0 view."""
     from mrbench.evaluation.leaderboard_html import BoardRow, BoardTable, Column
 
     out = []
-    for (bench, split), rs in _tables(runs).items():
+    tables = _tables(runs)
+    for key, rs in tables.items():
+        split = key[1]
+        bench, _, split_title = _title(key, list(tables)).partition(" / ")
         cols = []
-        for key, scale in _columns(rs, split):
-            est = next((r.summary["splits"].get(split, {}).get("metrics", {}).get(key) for r in rs
-                        if key in r.summary["splits"].get(split, {}).get("metrics", {})), None) or {}
-            cols.append(Column(key, est.get("direction", "higher"), est.get("description", ""), scale))
-        rows = []
+        for col, scale in _columns(rs, split):
+            est = next((r.split_summary(split).get("metrics", {}).get(col) for r in rs
+                        if col in r.split_summary(split).get("metrics", {})), None) or {}
+            cols.append(Column(col, est.get("direction", "higher"), est.get("description", ""), scale))
+        rows, zero_rows = [], []
         for r in rs:
-            s = r.summary["splits"].get(split, {})
-            rows.append(BoardRow(
-                model=r.model, label=r.model, info={"groups": s.get("groups", 0),
-                                                    "images": s.get("rows_per_status", {}).get("ok", 0)},
-                estimates=s.get("metrics", {}), random_weights=bool(r.summary.get("random_weights")),
-                real=r.model in REAL_ROWS, note=ROW_NOTE.get(r.model, ""), run=r))
-        out.append(BoardTable(bench, split, cols, rows, notes=["Runs: " + ", ".join(r.path.name for r in rs)]))
+            s = r.split_summary(split)
+            info = {"groups": s.get("groups", 0), "images": s.get("rows_per_status", {}).get("ok", 0),
+                    "failed": format_failures(s)}
+            common = dict(model=r.model, label=r.model, info=info, random_weights=bool(r.summary.get("random_weights")),
+                          real=r.model in REAL_ROWS, note=ROW_NOTE.get(r.model, ""), run=r)
+            estimates = s.get("metrics", {})
+            rows.append(BoardRow(estimates=estimates, **common))
+            zero_rows.append(BoardRow(estimates={k: v.get("failures_as_zero") for k, v in estimates.items()
+                                                 if isinstance(v, dict) and v.get("failures_as_zero")}, **common))
+        out.append(BoardTable(bench, split_title, cols, rows, notes=[_benchmark_line(rs).replace("`", ""), "Runs: " + ", ".join(
+            r.path.name for r in rs)], failures_as_zero=zero_rows))
     return out
 
 

@@ -65,6 +65,7 @@ class BoardTable:
     columns: list[Column]
     rows: list[BoardRow]
     notes: list[str] = field(default_factory=list)
+    failures_as_zero: list[BoardRow] = field(default_factory=list)  # the same rows, failed rows counted as 0
 
 
 def friendly_name(key: str, scale: float | None = None) -> str:
@@ -244,6 +245,10 @@ def render_html(tables: Sequence[BoardTable], *, encoders: dict[str, dict[str, A
         nav.append(f"<a href='#{anchor}'>{esc(t.benchmark)} / {esc(t.split)}</a>")
         body.append(f"<h2 id='{anchor}'>{esc(t.benchmark)} / {esc(t.split)}</h2>")
         body.append(_table_html(t))
+        if t.failures_as_zero:
+            body.append("<h4>Failures counted as 0</h4><p class='note'>Failed rows score 0 (higher-is-better fields "
+                        "only), so a model that fails on hard samples is not ranked on an easier subset.</p>")
+            body.append(_table_html(BoardTable(t.benchmark, t.split, t.columns, t.failures_as_zero)))
         body.append(_plots(t))
         if real_images is not None:
             body.append(_gallery(t, real_images, grid_samples, thumb))

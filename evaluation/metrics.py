@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from mrbench.config import ConfigError
-from mrbench.evaluation.generator import Sample
+from mrbench.evaluation.generator import Sample, scored_references
 from mrbench.evaluation.registry import METRICS, metrics
 
 AGGREGATION = "mean over groups of per-group means; bootstrap 95% CI over groups"
@@ -150,7 +150,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ref_pool(item: MetricInput) -> list[Any]:
-    return [r for r in item.sample.references if r.id != item.source_id]
+    return scored_references(item.sample, item.source_id)
 
 
 class _EmbeddingSimilarity(Metric):
@@ -300,6 +300,24 @@ def parse_metric_specs(metrics_arg: str | Sequence[str] | None, image_encoder: s
     if len(set(keys)) != len(keys):
         raise ConfigError(f"metric listed twice in {', '.join(items)}")
     return specs
+
+
+def apply_benchmark_encoders(specs: Sequence[MetricSpec], encoders: dict[str, str], profile: str = "default",
+                             tiny_args: dict[str, dict[str, Any]] | None = None) -> list[MetricSpec]:
+    """Give metrics that name no encoder the benchmark's conventional one (``dino_i`` -> ``dino-v1`` on DreamBench).
+
+    With ``profile="tiny"`` the metric keeps its tiny random encoder, with the options that mirror the convention
+    (``variant=v1``). An explicit ``METRIC@ENCODER`` is left alone.
+    """
+    out = []
+    for s in specs:
+        if s.encoder is None and s.metric in encoders:
+            if profile == "tiny":
+                s = MetricSpec(s.metric, None, {**(tiny_args or {}).get(s.metric, {}), **s.encoder_args})
+            else:
+                s = MetricSpec(s.metric, encoders[s.metric], dict(s.encoder_args))
+        out.append(s)
+    return out
 
 
 # Encoders built in this process, reused by later runs (several runs in one process -- a demo, a benchmark script,

@@ -150,8 +150,17 @@ def estimate(rows: Sequence[dict[str, Any]], key: str, n_boot: int = 1000, seed:
     return Estimate(float(np.mean(vals)), lo, hi, len(vals), n_rows)
 
 
+def estimate_failures_as_zero(rows: Sequence[dict[str, Any]], key: str, n_boot: int = 1000, seed: int = 0) -> Estimate:
+    """As :func:`estimate`, over every row of the split: a failed row (status not ``ok``) counts as 0, so a model that
+    fails on hard samples is not scored on an easier subset. Ok rows without a value stay excluded."""
+    filled = [r if r.get("status") == "ok" else {**r, "metrics": {key: 0.0}} for r in rows]
+    return estimate(filled, key, n_boot=n_boot, seed=seed)
+
+
 def summarize(rows: Sequence[dict[str, Any]], fields: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Per split: row counts per status and, per metric field, the estimate (plus a scaled view where declared).
+    """Per split: row counts per status, the failure rate (rows not ``ok`` / rows) and, per metric field, the
+    estimate over ok rows (plus a scaled view where declared) and, for higher-is-better fields, the estimate with
+    failed rows counted as 0 (``failures_as_zero``; a 0 would flatter a lower-is-better field, so those have none).
 
     Args:
         rows: ``samples.jsonl`` rows.
@@ -174,9 +183,12 @@ def summarize(rows: Sequence[dict[str, Any]], fields: dict[str, Any], n_boot: in
             scale = f.get("display_scale")
             if scale and est["mean"] is not None:
                 est["scaled"] = {"factor": scale, "mean": est["mean"] * scale, "ci": [c * scale for c in est["ci"]]}
+            if f["direction"] == "higher":
+                est["failures_as_zero"] = estimate_failures_as_zero(srows, key, n_boot=n_boot, seed=seed).to_dict()
             metrics[key] = est
         out[split] = {
             "rows": len(srows), "rows_per_status": dict(sorted(status.items())),
+            "failed": len(srows) - len(ok), "failure_rate": (len(srows) - len(ok)) / len(srows) if srows else 0.0,
             "groups": len({r["group"] for r in srows}), "samples": len({r["sample_id"] for r in srows}),
             "metrics": metrics,
         }

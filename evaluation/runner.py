@@ -30,9 +30,11 @@ from typing import Any, Callable, Sequence
 from mrbench.config import ConfigError, option, validate_fields
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
-    GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash,
+    GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
-from mrbench.evaluation.metrics import Metric, MetricInput, build_metrics, metric_fields, parse_metric_specs
+from mrbench.evaluation.metrics import (
+    Metric, MetricInput, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
+)
 from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
 from mrbench.evaluation.registry import metrics as metrics_registry
 from mrbench.evaluation.registry import models
@@ -61,7 +63,9 @@ class EvalConfig:
         limit: Evaluate only the first N samples.
         seed: First seed; image k of a sample uses ``seed + k``.
         images_per_prompt: Images per sample.
-        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set.
+        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set. A metric without an encoder
+            uses the benchmark's convention where it has one (``dino_i``: ``dino-v1`` on DreamBench, ``dino`` --
+            DINOv2-S -- on MRBench releases), else the metric's default.
         image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
         batch_size: Requests per ``generate`` call (default: the generator's preference).
         cache_dir: Generation cache (default ``OUT/.cache/generations``).
@@ -230,6 +234,7 @@ def run_eval(
         metrics_registry().get(s.metric)
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
+    specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
     missing: list[MissingWeightsError] = []
     built_metrics = []
     for s in specs:
@@ -393,7 +398,7 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
         rows.append({
             "sample_id": s.id, "group": s.group, "split": s.split, "model": model, "seed": req.seed,
             "prompt": s.prompt, "target_id": s.target.id if s.target else None,
-            "reference_ids": [r.id for r in s.references], "image": rel, "status": res.status,
+            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "image": rel, "status": res.status,
             "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
             "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
             "random_weights": any_random, "benchmark": bench.name,

@@ -39,7 +39,11 @@ ENCODERS.register("dino-v1", f"{_B}.dino:DinoV1Encoder", kind="image",
 ENCODERS.register("dino-tiny", f"{_B}.dino:TinyDinoEncoder", kind="image", random_weights=True,
                   help="tiny random DINO, seeded (variant=v2|v1) [random weights]")
 ENCODERS.register("mobilenet_v2", f"{_B}.torchvision_backend:MobileNetV2Encoder", kind="image",
-                  help="torchvision MobileNetV2 ImageNet pooled features, 1280-d (offline weights)")
+                  help="torchvision MobileNetV2 ImageNet pooled features, 1280-d, multicrop views (offline weights)")
+ENCODERS.register("mobilenet_v2-flip", f"{_B}.torchvision_backend:MobileNetV2FlipEncoder", kind="image",
+                  help="mobilenet_v2 features, centre crop + mirror averaged (offline weights)")
+ENCODERS.register("mobilenet_v2-center", f"{_B}.torchvision_backend:MobileNetV2CenterEncoder", kind="image",
+                  help="mobilenet_v2 features, single centre crop (offline weights)")
 ENCODERS.register("dlib", f"{_B}.dlib_face:DlibFaceEncoder", kind="face",
                   help="dlib CNN face detector + ResNet 128-d identity, largest face (offline weights)")
 ENCODERS.register("insightface", f"{_B}.insightface_face:InsightFaceEncoder", kind="face",

@@ -4,11 +4,13 @@ Preprocessing (deterministic):
 
 - ``clip`` / ``clip-tiny`` (open_clip): the pretrained tag's own eval transform: ``convert("RGB")``, resize the
   shorter side to the model's input size (bicubic, antialiased), centre crop, scale to [0, 1], normalise with the
-  tag's mean/std (OpenAI mean/std for ``openai``). Texts: open_clip's tokenizer for the architecture (77 tokens,
-  truncated).
+  tag's mean/std (OpenAI mean/std for ``openai``). Texts: open_clip's tokenizer for the architecture; a text longer
+  than the context (77 tokens) has its token ids sliced to the context, as torchmetrics' ``CLIPScore`` does (the
+  end-of-text token is cut with the rest, not moved to the last slot as open_clip's own truncation would).
 - ``clip-hf``: the checkpoint's ``CLIPProcessor`` (for OpenAI checkpoints the same recipe: shortest edge 224,
-  bicubic, centre crop 224, OpenAI mean/std); texts padded to the longest in the batch and truncated to the model's
-  maximum length. This is exactly what torchmetrics' ``CLIPScore`` does, so ``100 * max(cos, 0)`` here equals it.
+  bicubic, centre crop 224, OpenAI mean/std); texts padded to the longest in the batch, then ids and attention mask
+  sliced to the model's maximum length. This is exactly what torchmetrics' ``CLIPScore`` does (long captions
+  included), so ``100 * max(cos, 0)`` here equals it.
 """
 
 from __future__ import annotations
@@ -97,8 +99,11 @@ class _OpenClipBase(TorchImageEncoder, TextImageEncoder):
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         with torch.inference_mode():
+            ctx = int(getattr(self.tokenizer, "context_length", None) or 77)
             for chunk in batched(list(texts), self.options.batch_size):
-                tokens = self.tokenizer(list(chunk)).to(self.options.torch_device)
+                # One slot more than the context, then sliced: a long text keeps its first ``ctx`` ids and loses its
+                # end-of-text token, as torchmetrics' CLIPScore slices ids (open_clip alone would move it to the end).
+                tokens = self.tokenizer(list(chunk), context_length=ctx + 1)[:, :ctx].to(self.options.torch_device)
                 out.append(self.model.encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
 
@@ -288,17 +293,19 @@ class HFClipEncoder(TorchImageEncoder, TextImageEncoder):
         return _features(self.model.get_image_features(pixel_values=pixels))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts (padded to the longest, truncated to the model's length); L2-normalised float32."""
+        """Embed texts (padded to the longest, ids sliced to the model's length as torchmetrics' CLIPScore does);
+        L2-normalised float32."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         device = self.options.torch_device
         with torch.inference_mode():
             for chunk in batched(list(texts), self.options.batch_size):
-                enc = self.processor(text=list(chunk), return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_length)
-                feats = self.model.get_text_features(input_ids=enc["input_ids"].to(device),
-                                                     attention_mask=enc["attention_mask"].to(device))
+                enc = self.processor(text=list(chunk), return_tensors="pt", padding=True)
+                # torchmetrics slices a long caption's ids (and mask); truncating in the tokenizer would keep the
+                # end-of-text token and score a different text.
+                ids, mask = enc["input_ids"][..., : self.max_length], enc["attention_mask"][..., : self.max_length]
+                feats = self.model.get_text_features(input_ids=ids.to(device), attention_mask=mask.to(device))
                 out.append(_features(feats).float().cpu().numpy())
         return l2_normalize(np.concatenate(out))
 

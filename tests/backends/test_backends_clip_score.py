@@ -12,8 +12,7 @@ from PIL import Image
 from mrbench.backends import BackendInfo, get_encoder
 from mrbench.backends.clip import HFClipEncoder, build_tiny_hf_clip
 
-# Captions within CLIP's 77 tokens: for longer ones torchmetrics cuts the token ids (dropping the end-of-text token
-# CLIP pools at), whereas we truncate through the tokenizer, which keeps it; scores then differ on purpose.
+# Captions within CLIP's 77 tokens; test_long_caption_sliced_as_torchmetrics covers longer ones.
 TEXTS = ["a photo of a dog", "a red backpack", "an old teapot on a wooden table", "a cat"]
 SEED = 2  # with this seed the random model gives one negative and three positive pairs: the clamp is exercised
 
@@ -99,3 +98,46 @@ def test_open_clip_local_checkpoint_loads_same_weights(tmp_path: Path, pairs: tu
     np.testing.assert_allclose(loaded.embed_images(images), tiny.embed_images(images), atol=1e-6)
     np.testing.assert_allclose(loaded.embed_texts(texts), tiny.embed_texts(texts), atol=1e-6)
     assert loaded.preprocess_cfg["mean"] == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+
+
+LONG = ("a very long caption about a small red toy robot standing on a wooden kitchen table next to a cup of coffee, "
+        "a plate of cookies, a folded newspaper, an old brass lamp, three green apples, a blue ceramic vase with "
+        "yellow tulips, a pair of reading glasses and a sleeping grey cat, photographed in warm morning light through a tall window "
+        "with white curtains, while outside the garden shows a wet lawn, a wooden fence and two children on bicycles")
+
+
+def test_long_caption_sliced_as_torchmetrics(pairs: tuple[list[Image.Image], list[str]]) -> None:
+    """A caption over 77 tokens: ids are sliced to 77 (end-of-text token cut), exactly as torchmetrics does."""
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+
+    images, _ = pairs
+    texts = [LONG, "a cat"]  # one long and one short caption in the same padded batch
+    model, processor = build_tiny_hf_clip(SEED)
+    assert processor.tokenizer(LONG, return_tensors="pt")["input_ids"].shape[-1] > 77
+    ours = HFClipEncoder.from_objects(model, processor, BackendInfo("clip-tiny", f"random(seed={SEED})", random_weights=True))
+    raw = ours.clip_scores(images[:2], texts)
+    tm_model, tm_processor = build_tiny_hf_clip(SEED)
+    tm_model = _tensor_features_clip(tm_model)
+    tensors = [torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous() for im in images[:2]]
+    per_pair, _ = _clip_score_update(tensors, texts, tm_model, tm_processor)
+    np.testing.assert_allclose(100 * raw, per_pair.detach().numpy(), atol=1e-3)
+    # Truncating in the tokenizer instead (end-of-text token kept at slot 77) scores another text.
+    enc = processor(text=[LONG], return_tensors="pt", padding=True, truncation=True, max_length=77)
+    with torch.no_grad():
+        kept_eot = model.get_text_features(**enc)
+    kept_eot = kept_eot if isinstance(kept_eot, torch.Tensor) else kept_eot.pooler_output
+    kept_eot = (kept_eot / kept_eot.norm(dim=-1, keepdim=True)).numpy()[0]
+    assert not np.allclose(ours.embed_texts([LONG])[0], kept_eot, atol=1e-4)
+
+    # open_clip (the default ``clip`` backend): the same 77 ids torchmetrics keeps, no end-of-text token moved in.
+    tiny = get_encoder("clip-tiny", seed=0)
+    sliced = processor.tokenizer(LONG, return_tensors="pt")["input_ids"][0, :77]
+    captured: list[torch.Tensor] = []
+    encode_text = tiny.model.encode_text
+    tiny.model.encode_text = lambda tokens, *a, **k: (captured.append(tokens.clone()), encode_text(tokens, *a, **k))[1]
+    try:
+        tiny.embed_texts([LONG])
+    finally:
+        tiny.model.encode_text = encode_text
+    assert captured[0].shape == (1, 77) and torch.equal(captured[0][0].cpu(), sliced)
+    assert int(captured[0][0, -1]) != processor.tokenizer.eos_token_id

@@ -47,7 +47,7 @@ def test_mobilenet_nearest_neighbour_is_same_subject(dreambench_dir: Path, one_t
     files = sorted(dreambench_dir.glob("*/*.jpg"))
     subjects = np.array([p.parent.name for p in files])
     assert len(set(subjects)) == 30
-    enc = get_encoder("mobilenet_v2")  # defaults: centre crop, no TTA
+    enc = get_encoder("mobilenet_v2-center")  # centre crop, no TTA
     emb = enc.embed_images(_load(files))
     assert emb.shape == (len(files), 1280) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -64,8 +64,8 @@ def test_mobilenet_is_deterministic_and_batch_invariant(dreambench_dir: Path, on
     a = get_encoder("mobilenet_v2", batch_size=3).embed_images(images)
     b = get_encoder("mobilenet_v2", batch_size=1).embed_images(images)
     np.testing.assert_allclose(a, b, atol=1e-5)
-    flip = get_encoder("mobilenet_v2", tta="flip").embed_images(images)
-    mirrored = get_encoder("mobilenet_v2", tta="flip").embed_images([im.transpose(Image.FLIP_LEFT_RIGHT) for im in images])
+    flip = get_encoder("mobilenet_v2-flip").embed_images(images)
+    mirrored = get_encoder("mobilenet_v2-flip").embed_images([im.transpose(Image.FLIP_LEFT_RIGHT) for im in images])
     np.testing.assert_allclose(flip, mirrored, atol=2e-3)  # flip TTA makes the embedding mirror-invariant
 
 

@@ -12,7 +12,7 @@ from mrbench.backends import DETECTORS, ENCODERS, get_encoder
 from mrbench.registry import UnknownEntryError
 
 ENCODER_NAMES = {"clip", "clip-hf", "clip-tiny", "dino", "dino-v1", "dino-tiny", "mobilenet_v2", "dlib", "insightface",
-                 "insightface-tiny"}
+                 "insightface-tiny", "mobilenet_v2-flip", "mobilenet_v2-center"}
 DETECTOR_NAMES = {"rtdetr", "rtdetr-tiny", "mmdet", "mmdet-tiny"}
 
 

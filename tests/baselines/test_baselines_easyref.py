@@ -42,25 +42,62 @@ def test_architecture(easyref: EasyRefGenerator) -> None:
     assert pixel_bounds(336) == (94864, 113680)  # SPEC: cond_image_size 336
 
 
-def test_reference_tokens_are_non_causal(easyref: EasyRefGenerator) -> None:
+def _final_layer_outputs(layer, hidden: torch.Tensor, mask: torch.Tensor, bump_index: int):
+    """The layer's output, and its output after adding 1.0 to the reference token at ``bump_index``."""
+    base = layer(hidden, mask)
+    with torch.no_grad():
+        saved = layer.reference_tokens[bump_index].clone()
+        layer.reference_tokens[bump_index] += 1.0
+        moved = layer(hidden, mask)
+        layer.reference_tokens[bump_index].copy_(saved)
+    return base, moved
+
+
+def test_final_layer_is_causal_by_default(easyref: EasyRefGenerator) -> None:
+    # Evidence (issue 12): the authors set is_causal=False, but their pinned transformers 4.45.2 SDPA path never reads
+    # it and builds a causal mask, so the released checkpoints were trained causal. A later token therefore cannot
+    # change an earlier position's output, while an earlier one changes every later one.
+    assert easyref.config.final_layer_attention == "causal"
     layer = easyref.mllm_final_layer
     hidden = torch.randn(1, 7, 64, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(1, 7, dtype=torch.long)
-    base = layer(hidden, mask)
+    base, moved = _final_layer_outputs(layer, hidden, mask, bump_index=-1)
     assert base.shape == (1, 64, 64)
-    with torch.no_grad():
-        saved = layer.reference_tokens[-1].clone()
-        layer.reference_tokens[-1] += 1.0
-        moved = layer(hidden, mask)
-        layer.reference_tokens[-1].copy_(saved)
-    # The first reference token sees the last one: attention is bidirectional among the appended tokens.
-    assert not torch.allclose(base[0, 0], moved[0, 0])
+    assert torch.equal(base[0, :-1], moved[0, :-1])  # the last reference token is seen by no earlier position
+    assert not torch.allclose(base[0, -1], moved[0, -1])
+    base, moved = _final_layer_outputs(layer, hidden, mask, bump_index=10)
+    assert torch.equal(base[0, :10], moved[0, :10]) and not torch.allclose(base[0, 11:], moved[0, 11:])
+    # The MLLM sequence precedes every reference token: it changes all of them.
+    other = hidden.clone()
+    other[0, -1] += 1.0
+    assert not torch.allclose(layer(other, mask)[0, 0], base[0, 0])
     # Padding is masked: changing a padded position changes nothing.
     padded = torch.cat([hidden, torch.randn(1, 2, 64)], dim=1)
     pmask = torch.tensor([[1] * 7 + [0, 0]])
     out1 = layer(padded, pmask)
     padded[:, -1] += 5.0
     assert torch.allclose(out1, layer(padded, pmask), atol=1e-6)
+
+
+def test_final_layer_bidirectional_option() -> None:
+    gen = EasyRefGenerator(profile="tiny", num_inference_steps=2, final_layer_attention="bidirectional")
+    layer = gen.mllm_final_layer
+    hidden = torch.randn(1, 7, 64, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(1, 7, dtype=torch.long)
+    base, moved = _final_layer_outputs(layer, hidden, mask, bump_index=-1)
+    # The first reference token sees the last one: attention is bidirectional among the appended tokens.
+    assert not torch.allclose(base[0, 0], moved[0, 0])
+    padded = torch.cat([hidden, torch.randn(1, 2, 64)], dim=1)
+    pmask = torch.tensor([[1] * 7 + [0, 0]])
+    out1 = layer(padded, pmask)
+    padded[:, -1] += 5.0
+    assert torch.allclose(out1, layer(padded, pmask), atol=1e-6)
+    # Same weights (same seeds), different masks: different reference tokens.
+    causal = EasyRefGenerator(profile="tiny", num_inference_steps=2)
+    assert torch.equal(causal.mllm_final_layer.reference_tokens, layer.reference_tokens)
+    assert not torch.allclose(causal.mllm_final_layer(hidden, mask), base)
+    with pytest.raises(Exception, match="final_layer_attention"):
+        EasyRefGenerator(profile="tiny", final_layer_attention="full")
 
 
 def test_same_seed_same_image(easyref: EasyRefGenerator) -> None:

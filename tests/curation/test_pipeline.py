@@ -78,15 +78,16 @@ def test_release_readers(finished_run):
 def test_easyref_json_shapes(finished_run):
     tmp, _, _ = finished_run
     er = tmp / "run" / "release" / "easyref"
-    train = json.loads((er / "train.json").read_text())
+    single = json.loads((er / "stage1-2_single.json").read_text())
+    group = json.loads((er / "stage3_group.json").read_text())
     held_out = json.loads((er / "held_out.json").read_text())
     assert len(held_out) == 1 and set(held_out[0]) == {"image_file", "text", "target"}
     assert held_out[0]["target"] not in held_out[0]["image_file"] and len(held_out[0]["image_file"]) >= 1
-    group_recs = [r for r in train if len(r["image_file"]) > 1 or r["image_file"][0] != r["target"]]
-    single = [r for r in train if r["image_file"] == [r["target"]]]
-    assert group_recs and single
+    assert single and all(r["image_file"] == [r["target"]] for r in single)  # one record shape per file
+    assert group and all(r["target"] not in r["image_file"] and r["image_file"] for r in group)
+    assert json.loads((er / "stage1-2_face.json").read_text()) == []  # no face encoder in this run
     held_out_ids = {held_out[0]["target"], *held_out[0]["image_file"]}
-    assert not held_out_ids & {p for r in train for p in [r["target"], *r["image_file"]]}  # held-out never trains
+    assert not held_out_ids & {p for r in single + group for p in [r["target"], *r["image_file"]]}  # never trains
 
 
 def test_rerun_does_no_work_and_shard_count_is_fixed(finished_run):
@@ -115,11 +116,11 @@ def test_verify_catches_flipped_byte_missing_and_extra(finished_run, tmp_path):
     data[len(data) // 2] ^= 0x01
     victim.write_bytes(bytes(data))
     (rel / "data" / "extra.parquet").write_bytes(b"x")
-    (rel / "easyref" / "train.json").unlink()
+    (rel / "easyref" / "stage3_group.json").unlink()
     problems = verify_release(rel)
     assert any(victim.name in p and "altered" in p for p in problems)
     assert any("extra.parquet" in p and "extra" in p for p in problems)
-    assert any("easyref/train.json" in p and "missing" in p for p in problems)
+    assert any("easyref/stage3_group.json" in p and "missing" in p for p in problems)
     cli = subprocess.run([sys.executable, "-m", "mrbench.cli", "release", "verify", str(rel)], capture_output=True, text=True)
     assert cli.returncode == 1 and victim.name in cli.stderr
     ok = subprocess.run([sys.executable, "-m", "mrbench.cli", "release", "verify", str(tmp / "run" / "release")],

@@ -65,7 +65,8 @@ def test_mrbench_release_splits(mini_release: Path) -> None:
     assert [s.group for s in samples] == ["held_out_g0", "held_out_g1"]
     s = samples[0]
     assert s.target.id == "held_out_g0_img0" and [r.id for r in s.references] == ["held_out_g0_img1", "held_out_g0_img2"]
-    assert s.prompt == "photo 0 of a toy" and s.class_token == "red toy"
+    # The class noun of the category ("subject" -> object), never the group's tag (an identity's name for people).
+    assert s.prompt == "photo 0 of a toy" and s.class_token == "object" and "red toy" not in s.identifier_prompt
     assert s.target.load().size == (64, 64)
     held_in = build_benchmark(f"mrbench:{mini_release}", split="held-in")
     assert held_in.split == "held_in" and {x.group for x in held_in.samples()} == {"held_in_g0", "held_in_g1"}
@@ -92,3 +93,65 @@ def test_bad_benchmarks(tmp_path: Path) -> None:
         build_benchmark(f"dreambench:{tmp_path / 'missing'}")
     with pytest.raises(ConfigError, match="prompts_and_classes"):
         build_benchmark(f"dreambench:{tmp_path}").all_samples()
+
+
+def _coco_fixture(root: Path, n: int = 8, missing: int = 1) -> dict[int, str]:
+    """A COCO-format captions file over ``n`` seeded images (``missing`` of them absent from val2017/).
+
+    Returns image id -> the caption the benchmark must use (the one with the lowest annotation id)."""
+    import json
+
+    from evalhelpers import subject_image
+
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    images, annotations, expected = [], [], {}
+    subjects = sorted(MINI_SUBJECTS)
+    for k in range(n):
+        iid = 1000 + 7 * k
+        name = f"{iid:012d}.jpg"
+        images.append({"id": iid, "file_name": name, "width": 64, "height": 64})
+        if k >= missing:
+            subject_image(subjects[k % len(subjects)], k).save(root / "val2017" / name, quality=95)
+        # Two captions, the later-listed one with the lower annotation id (the benchmark takes that one).
+        annotations.append({"id": 50 + 2 * k + 1, "image_id": iid, "caption": f"second caption {k}"})
+        annotations.append({"id": 50 + 2 * k, "image_id": iid, "caption": f"A  photo\nof thing {k} "})
+        expected[iid] = f"A photo of thing {k}"
+    (root / "annotations" / "captions_val2017.json").write_text(json.dumps(
+        {"info": {}, "licenses": [], "images": images, "annotations": annotations}))
+    return expected
+
+
+def test_coco_benchmark(tmp_path: Path) -> None:
+    from mrbench.evaluation.runner import run_eval
+
+    root = tmp_path / "coco"
+    expected = _coco_fixture(root)
+    bench = build_benchmark(f"coco:{root}")
+    samples = bench.samples()
+    assert bench.split == "val2017" and len(samples) == 7  # the image missing from val2017/ is left out
+    assert {s.id for s in samples} == {f"coco/{i}" for i in list(expected)[1:]}
+    for s in samples:
+        iid = int(s.id.split("/")[1])
+        assert s.prompt == expected[iid]  # the lowest annotation id, whitespace cleaned
+        assert [r.id for r in s.references] == [s.target.id] == [s.id]  # one reference: the target image itself
+        assert s.target.load().size == (64, 64)
+    # A seeded order (not the id order), identical on every build: --limit N is a seeded subsample of N images.
+    ids = [s.id for s in samples]
+    assert ids != sorted(ids) and ids == [s.id for s in build_benchmark(f"coco:{root}").samples()]
+    sub = build_benchmark(f"coco:{root}", limit=3)
+    assert [s.id for s in sub.samples()] == ids[:3] and sub.spec().fingerprint == bench.spec().fingerprint
+    assert sub.spec().metric_encoders == {"dino_i": "dino"}
+
+    res = run_eval("chance", f"coco:{root}", tmp_path / "runs", profile="tiny", metrics="clip_t,image_sim",
+                   images_per_prompt=1, limit=4, n_boot=10)
+    assert [r["status"] for r in res.rows] == ["ok"] * 4 and all(r["source_id"] != r["target_id"] for r in res.rows)
+    ceiling = run_eval("reference", f"coco:{root}", tmp_path / "runs", profile="tiny", metrics="image_sim",
+                       images_per_prompt=1, limit=2, n_boot=10)
+    assert {r["status"] for r in ceiling.rows} == {"no_candidate"}  # a group of one image has no other real image
+
+    (root / "annotations" / "captions_val2017.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a COCO captions file"):
+        build_benchmark(f"coco:{root}").samples()
+    with pytest.raises(ConfigError, match="captions_val2017.json not found"):
+        build_benchmark(f"coco:{tmp_path}").samples()

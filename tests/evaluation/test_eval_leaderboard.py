@@ -45,10 +45,13 @@ def test_leaderboard_files(runs: list[Path], tmp_path: Path) -> None:
     md = (tmp_path / "leaderboard.md").read_text()
     assert "## dreambench / test" in md and "ip-adapter [random weights]" in md
     lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert [line.split("|")[1].strip().split(" ")[0] for line in lines[1:]] == ["ip-adapter", "reference", "chance"]
+    # The ok-rows table, then the same rows with failures counted as 0.
+    assert [line.split("|")[1].strip().split(" ")[0] for line in lines[1:4]] == ["ip-adapter", "reference", "chance"]
+    assert [line.split("|")[1].strip().split(" ")[0] for line in lines[5:]] == ["ip-adapter", "reference", "chance"]
+    assert lines[1].split("|")[4].strip() == "0/6 (0.0 %)"  # failure rate column
     assert "clip_t@clip-tiny x2.5" in md and "ceiling" in md
     header = lines[0].split("|")
-    assert header[4].strip() == "clip_t@clip-tiny" and header[5].strip() == "clip_t@clip-tiny x2.5"  # run order
+    assert header[5].strip() == "clip_t@clip-tiny" and header[6].strip() == "clip_t@clip-tiny x2.5"  # run order
     with open(tmp_path / "leaderboard.csv") as f:
         table = list(csv.DictReader(f))
     assert {r["model"] for r in table} == {"ip-adapter", "reference", "chance"}
@@ -76,3 +79,66 @@ def test_ls_lists_models_metrics_benchmarks() -> None:
     assert all(m in models for m in ("easyref", "ip-adapter", "lora", "reference", "chance"))
     assert all(m in cli.invoke(app, ["ls", "metrics"]).output for m in ("clip_t", "clip_i", "dino_i", "face", "image_sim"))
     assert all(b in cli.invoke(app, ["ls", "benchmarks"]).output for b in ("mrbench", "dreambench", "folder"))
+
+
+def _folder_bench(root: Path, mini_dreambench: Path, subjects: list[str], single: bool) -> str:
+    """A folder benchmark from mini DreamBench subjects (+ a one-image group whose ceiling row fails)."""
+    for s in subjects:
+        (root / s).symlink_to(mini_dreambench / s)
+    if single:
+        (root / "single").mkdir()
+        (root / "single" / "only.jpg").symlink_to(mini_dreambench / subjects[0] / "00.jpg")
+    return f"folder:{root}"
+
+
+def test_leaderboard_failures_and_fingerprints(tmp_path: Path, mini_dreambench: Path) -> None:
+    from mrbench.evaluation.leaderboard import build_leaderboard
+    from mrbench.evaluation.results import estimate
+    from mrbench.evaluation.runner import run_eval
+
+    subjects = sorted(p.name for p in mini_dreambench.iterdir() if p.is_dir())
+    a_root, b_root = tmp_path / "a", tmp_path / "b"
+    a_root.mkdir()
+    b_root.mkdir()
+    bench_a = _folder_bench(a_root, mini_dreambench, subjects, single=True)
+    bench_b = _folder_bench(b_root, mini_dreambench, subjects[:2], single=False)
+    kw = dict(profile="tiny", metrics="image_sim@dino-tiny", images_per_prompt=1, n_boot=50)
+    ref_a = run_eval("reference", bench_a, tmp_path / "runs", **kw)
+    chance_a = run_eval("chance", bench_a, tmp_path / "runs", **kw)
+    ref_b = run_eval("reference", bench_b, tmp_path / "runs", **kw)
+    assert ref_a.summary["benchmark"]["fingerprint"] != ref_b.summary["benchmark"]["fingerprint"]
+
+    # The summary: failure rate, and the mean with failed rows counted as 0 next to the mean over ok rows.
+    key = "image_sim@dino-tiny.target"
+    s = ref_a.summary["splits"]["test"]
+    n = len(ref_a.rows)
+    assert s["failed"] == 1 and s["failure_rate"] == pytest.approx(1 / n)  # the one-image group
+    zero_rows = [r if r["status"] == "ok" else {**r, "metrics": {key: 0.0}} for r in ref_a.rows]
+    est = s["metrics"][key]
+    assert est["failures_as_zero"]["mean"] == pytest.approx(estimate(zero_rows, key).mean)
+    assert est["failures_as_zero"]["mean"] < est["mean"] and est["failures_as_zero"]["n_groups"] == est["n_groups"] + 1
+
+    out = tmp_path / "lb"
+    build_leaderboard([ref_a.run_dir, chance_a.run_dir, ref_b.run_dir], out)
+    md = (out / "leaderboard.md").read_text()
+    # Two sample sets, two tables (each with its failures-as-0 twin); never one table with two reference rows.
+    fa, fb = (r.summary["benchmark"]["fingerprint"][:12] for r in (ref_a, ref_b))
+    heads = [line for line in md.splitlines() if line.startswith("## folder / test (fingerprint ")]
+    assert len(heads) == 2 and fa in md and fb in md
+    assert sum(1 for line in md.splitlines() if line.startswith("### ") and line.endswith(": failures counted as 0")) == 2
+    sections = md.split("\n## ")
+    sec_a = next(x for x in sections if x.startswith(f"folder / test (fingerprint {fa}"))
+    sec_b = next(x for x in sections if x.startswith(f"folder / test (fingerprint {fb}"))
+    assert sum(1 for line in sec_a.splitlines() if line.startswith("| reference")) == 2  # ok-rows and as-0 tables
+    assert sum(1 for line in sec_b.splitlines() if line.startswith("| reference")) == 2
+    assert "| chance" in sec_a and "| chance" not in sec_b
+    ref_line = next(line for line in sec_a.splitlines() if line.startswith("| reference"))
+    assert f"1/{n} (" in ref_line  # the failure rate is shown
+    with open(out / "leaderboard.csv") as f:
+        table = list(csv.DictReader(f))
+    row = next(r for r in table if r["model"] == "reference" and r["fingerprint"] == ref_a.summary["benchmark"]["fingerprint"]
+               and r["metric"] == key)
+    assert int(row["failed"]) == 1 and float(row["mean_failures_as_zero"]) == pytest.approx(est["failures_as_zero"]["mean"])
+    assert {r["fingerprint"] for r in table} == {ref_a.summary["benchmark"]["fingerprint"], ref_b.summary["benchmark"]["fingerprint"]}
+    html = (out / "leaderboard.html").read_text()
+    assert html.count("Failures counted as 0") == 2 and f"1/{n} (" in html

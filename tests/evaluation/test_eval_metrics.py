@@ -111,3 +111,28 @@ def test_read_jsonl_skips_truncated_line(tmp_path: Path) -> None:
     p = tmp_path / "rows.jsonl"
     p.write_text(json.dumps({"a": 1}) + "\n" + '{"a": 2, "b"')
     assert read_jsonl(p) == [{"a": 1}]
+
+
+def test_dino_i_follows_the_benchmark_convention(tmp_path: Path, mini_dreambench: Path, mini_release: Path) -> None:
+    """DINO-I: DINO v1 ViT-S/16 on DreamBench (its published numbers), DINOv2-S on MRBench releases (the paper)."""
+    from mrbench.evaluation.benchmarks import DreamBench, MRBenchRelease
+    from mrbench.evaluation.metrics import apply_benchmark_encoders
+    from mrbench.evaluation.runner import run_eval
+
+    specs = parse_metric_specs("clip_t,dino_i")
+    dream = apply_benchmark_encoders(specs, DreamBench.metric_encoders)
+    release = apply_benchmark_encoders(specs, MRBenchRelease.metric_encoders)
+    assert [(s.metric, s.encoder) for s in dream] == [("clip_t", None), ("dino_i", "dino-v1")]
+    assert [(s.metric, s.encoder) for s in release] == [("clip_t", None), ("dino_i", "dino")]
+    explicit = apply_benchmark_encoders(parse_metric_specs("dino_i@dino"), DreamBench.metric_encoders)
+    assert explicit[0].encoder == "dino"  # an explicit encoder wins
+
+    # In a run (tiny profile: the tiny DINO with the matching architecture), the encoder is in the run config.
+    kw = dict(profile="tiny", metrics="dino_i", images_per_prompt=1, limit=2, n_boot=10)
+    runs = {"dreambench": run_eval("reference", f"dreambench:{mini_dreambench}", tmp_path, **kw),
+            "mrbench": run_eval("reference", f"mrbench:{mini_release}", tmp_path, **kw)}
+    for name, variant in (("dreambench", "v1"), ("mrbench", "v2")):
+        config = json.loads((runs[name].run_dir / "config.json").read_text())
+        (m,) = config["metrics"]
+        assert m["key"] == "dino_i@dino-tiny" and f"'variant': '{variant}'" in m["encoder_info"]["weights"]
+        assert config["benchmark"]["metric_encoders"]["dino_i"] == ("dino-v1" if variant == "v1" else "dino")

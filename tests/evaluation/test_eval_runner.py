@@ -37,8 +37,10 @@ def test_reference_beats_chance_on_dreambench_mobilenet(tmp_path: Path) -> None:
     assert r["n_groups"] == c["n_groups"] == 30
     assert r["ci"][0] > c["ci"][1] + 0.1, (r, c)  # a clear margin: the CIs are far apart
     assert ref.summary["random_weights"] is False and ref.rows[0]["encoders"]["image_sim@mobilenet_v2"]["random_weights"] is False
-    # The ceiling row returned a reference, never the target.
-    assert all(row["source_id"] in row["reference_ids"] for row in ref.rows)
+    # The ceiling row returned another image of the group (leave-one-out): never the target, never a reference it
+    # was scored against.
+    assert all(row["source_id"] not in row["reference_ids"] and row["source_id"] != row["target_id"]
+               and row["source_id"].split("/")[0] == row["group"] for row in ref.rows)
     assert all(row["source_id"].split("/")[0] != row["group"] for row in chance.rows)
 
 
