@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 from PIL import Image
 
 from mrbench.backends import weights as W  # noqa: F401  (offline mode before diffusers/transformers import)
-from mrbench.backends.weights import hf_cached_file, missing_weights, mirror_dir
+from mrbench.backends.weights import missing_weights
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Generator, ImageRef, Sample
 
@@ -122,20 +122,9 @@ def resolve_pipeline_dir(repo: str, *, what: str, how: str) -> Path:
     Raises:
         MissingWeightsError: naming the pipeline, every place searched, the missing components and how to supply them.
     """
-    looked: list[str] = []
-    p = Path(repo).expanduser()
-    candidates: list[Path] = []
-    if p.is_dir() or repo.startswith((".", "/", "~")):
-        candidates.append(p)
-    else:
-        mirror = mirror_dir()
-        if mirror is not None:
-            candidates.append(mirror / repo)
-        cached = hf_cached_file(repo, ["model_index.json"])
-        if cached is not None:
-            candidates.append(cached.parent)
-        else:
-            looked.append(f"Hugging Face cache: {repo} (model_index.json not cached)")
+    from mrbench.baselines.sdxl import candidate_dirs
+
+    candidates, looked = candidate_dirs(repo, "model_index.json")
     for c in candidates:
         index = c / "model_index.json"
         if not index.is_file():

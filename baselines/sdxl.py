@@ -97,12 +97,9 @@ def resolve_dtype(dtype: str | None, device: str) -> Any:
     return DTYPES[name]
 
 
-def resolve_local_repo(repo: str, marker: str, *, what: str, how: str) -> Path:
-    """A local folder for ``repo`` (a path, or a hub id found in the mirror folder or the HF cache) holding ``marker``.
-
-    Raises:
-        MissingWeightsError: naming the weights, every place searched and how to supply them.
-    """
+def candidate_dirs(repo: str, marker: str) -> tuple[list[Path], list[str]]:
+    """Where a local copy of ``repo`` may be: the path itself, or for a hub id its folder in the mirror
+    (``$MRBENCH_WEIGHTS_DIR``) and the HF-cache snapshot holding ``marker``; plus the places already ruled out."""
     looked: list[str] = []
     p = Path(repo).expanduser()
     candidates: list[Path] = []
@@ -120,6 +117,16 @@ def resolve_local_repo(repo: str, marker: str, *, what: str, how: str) -> Path:
             candidates.append(root)
         else:
             looked.append(f"Hugging Face cache: {repo} ({marker} not cached)")
+    return candidates, looked
+
+
+def resolve_local_repo(repo: str, marker: str, *, what: str, how: str) -> Path:
+    """A local folder for ``repo`` (a path, or a hub id found in the mirror folder or the HF cache) holding ``marker``.
+
+    Raises:
+        MissingWeightsError: naming the weights, every place searched and how to supply them.
+    """
+    candidates, looked = candidate_dirs(repo, marker)
     for c in candidates:
         if (c / marker).is_file():
             return c

@@ -20,7 +20,7 @@ from mrbench.cli import app
 from mrbench.config import CurateConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.release import (
-    MANIFEST, RELEASE_SCHEMA, release_file, write_card, write_easyref_json, write_manifest,
+    EASYREF_FILES, MANIFEST, RELEASE_SCHEMA, release_file, write_card, write_easyref_json, write_manifest,
 )
 from mrbench.shards import write_parquet_atomic
 
@@ -83,7 +83,8 @@ def release(tmp_path: Path) -> Path:
 def test_intact_release_passes_with_summary_and_json(release: Path):
     r = verify(release)
     assert r.exit_code == 0
-    assert r.stdout.strip().splitlines()[-1] == f"ok: {release} matches its manifest (6/6 files, 6 rows)"
+    n = len(json.loads((release / "manifest.json").read_text())["files"])
+    assert r.stdout.strip().splitlines()[-1] == f"ok: {release} matches its manifest ({n}/{n} files, 6 rows)"
     r = verify(release, "--json")
     report = json.loads(r.stdout)
     assert r.exit_code == 0 and report["ok"] and report["rows_found"] == report["rows_manifest"] == 6
@@ -171,7 +172,7 @@ def test_extract_default_is_outside_release_which_still_verifies(release: Path):
     ids = [i for f in sorted((release / "data").glob("*.parquet")) for i in pq.read_table(f).column("id").to_pylist()]
     assert images == sorted(f"{i}.jpg" for i in ids)
     # The EasyRef JSON sits next to images/, so its relative paths resolve.
-    train = json.loads((out / "train.json").read_text())
+    train = json.loads((out / EASYREF_FILES["single"]).read_text())
     assert train and all((out / p).is_file() for rec in train for p in rec["image_file"])
     for f in (release / "data").glob("*.parquet"):
         t = pq.read_table(f)
