@@ -10,6 +10,8 @@ The same module embeds plain files for the standalone ``mrbench dedup`` / ``mrbe
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -117,6 +119,17 @@ def _batches(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _spare_core() -> bool:
+    """Whether this process has a CPU core that torch's intra-op threads do not use."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
+
+
 def _forward(encoder: Any, pixels: list[Any]) -> np.ndarray:
     """``TorchImageEncoder.embed_images`` on inputs already preprocessed (by ``EmbedTask._prepare``)."""
     import torch
@@ -178,13 +191,20 @@ class EmbedTask:
         rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
         encoder = self._model("encoder") if cfg.encoder else None  # built here: the reader thread preprocesses with it
         batches = (self._prepare(batch, encoder) for batch in _batches((r for r in read_records(download) if r.ok), cfg.batch_size))
-        # One reader thread reads, decodes and preprocesses the next batch while this one runs the models: PIL's
-        # decoding and resizing and torch's tensor ops release the GIL, so they overlap the forward pass instead of
-        # adding to it (they were a third of the stage's time).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-read") as reader:
-            pending = reader.submit(next, batches, None)
-            while (prepared := pending.result()) is not None:
+        # With a core that torch's threads leave free, one reader thread reads, decodes and preprocesses the next
+        # batch while this one runs the models: PIL's decoding and resizing and torch's tensor ops release the GIL,
+        # so they overlap the forward pass instead of adding to it. Without a free core the reader only preempts
+        # torch's threads (measured slower than doing the same work in turn), so batches are then prepared inline.
+        if _spare_core():
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-read") as reader:
                 pending = reader.submit(next, batches, None)
+                while (prepared := pending.result()) is not None:
+                    pending = reader.submit(next, batches, None)
+                    for row in self._embed_batch(*prepared, classes, stats):
+                        for k in FEATURE_SCHEMA.names:
+                            rows[k].append(row.get(k))
+        else:
+            for prepared in batches:
                 for row in self._embed_batch(*prepared, classes, stats):
                     for k in FEATURE_SCHEMA.names:
                         rows[k].append(row.get(k))
