@@ -7,10 +7,9 @@ Neither materialises data on the driver: tasks read and write shard files and re
 from __future__ import annotations
 
 import abc
-import contextlib
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from mrbench.config import ExecutorConfig
 from mrbench.registry import Registry
@@ -160,27 +159,6 @@ class Interrupted(SystemExit):
 
     def __init__(self, code: int = 130) -> None:
         super().__init__(code)
-
-
-@contextlib.contextmanager
-def keep_interrupt() -> Iterator[None]:
-    """Around code that installs its own SIGINT handler (img2dataset's exits with status 0 on Ctrl-C): put the
-    previous handler back afterwards, and turn that exit into ``KeyboardInterrupt``, so Ctrl-C stays an interruption
-    (exit 130 at the command line) and never reads as success."""
-    import signal
-    import threading
-
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
-    try:
-        yield
-    except SystemExit as e:
-        if e.code in (0, None) and not isinstance(e, Interrupted):
-            raise Interrupted(130) from e
-        raise
-    finally:
-        if main and previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _quiet_interrupt() -> None:
