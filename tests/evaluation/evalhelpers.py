@@ -67,3 +67,27 @@ def require_encoder(name: str) -> None:
         get_encoder(name)
     except (MissingWeightsError, ImportError) as e:
         pytest.skip(f"encoder {name} unavailable: {e}")
+
+
+def kill_run_eval_after(out: Path, args: dict, cached_images: int, cwd: Path) -> int:
+    """Start ``run_eval(out=out, **args)`` in a subprocess, SIGKILL it once ``cached_images`` generations are in
+    its cache, and return how many are cached after the kill (the run must still have been going)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import json,sys; from mrbench.evaluation.runner import run_eval; "
+              "run_eval(out=sys.argv[1], **json.loads(sys.argv[2]))")
+    cache = out / ".cache" / "generations"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), json.dumps(args)], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(list(cache.rglob("*.json"))) < cached_images:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(list(cache.rglob("*.json")))

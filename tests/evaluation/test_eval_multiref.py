@@ -4,15 +4,10 @@ resume after SIGKILL with identical rows, and `mrbench ls`."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from evalhelpers import shared
+from evalhelpers import kill_run_eval_after, shared
 from typer.testing import CliRunner
 
 from mrbench.cli import app
@@ -69,19 +64,8 @@ def test_same_seed_same_rows_and_resume_after_sigkill(tmp_path: Path, mini_dream
     """A run killed mid-way completes without regenerating; its rows equal a fresh run's, byte for byte."""
     args = dict(model=model, benchmark=f"dreambench:{mini_dreambench}", profile="tiny", limit=1, images_per_prompt=3,
                 model_args=STEPS, metrics=["clip_t", "image_sim@dino-tiny"], n_boot=50)
-    script = ("import json,sys; from mrbench.evaluation.runner import run_eval; "
-              "run_eval(out=sys.argv[1], **json.loads(sys.argv[2]))")
     killed_out = tmp_path / "killed"
-    cache = killed_out / ".cache" / "generations"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(killed_out), json.dumps(args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(list(cache.rglob("*.json"))) < 1:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    cached = len(list(cache.rglob("*.json")))
+    cached = kill_run_eval_after(killed_out, args, 1, REPO)
     assert 1 <= cached < 3
 
     resumed = run_eval(out=killed_out, **args)

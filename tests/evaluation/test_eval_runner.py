@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from evalhelpers import require_encoder, shared
+from evalhelpers import kill_run_eval_after, require_encoder, shared
 
 from mrbench.backends.base import MissingWeightsError
 from mrbench.config import ConfigError
@@ -69,19 +64,8 @@ def test_deterministic_and_resumes_after_sigkill(tmp_path: Path, mini_dreambench
     """Same command twice -> identical samples.jsonl; a run killed mid-way completes without regenerating."""
     args = dict(model="easyref", benchmark=f"dreambench:{mini_dreambench}", profile="tiny", limit=4, images_per_prompt=2,
                 model_args={"num_inference_steps": 2}, metrics=["clip_t", "image_sim@dino-tiny"])
-    script = ("import json,sys; from mrbench.evaluation.runner import run_eval; "
-              "run_eval(out=sys.argv[1], **json.loads(sys.argv[2]))")
     killed_out = tmp_path / "killed"
-    cache = killed_out / ".cache" / "generations"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(killed_out), json.dumps(args)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(list(cache.rglob("*.json"))) < 3:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    cached = len(list(cache.rglob("*.json")))
+    cached = kill_run_eval_after(killed_out, args, 3, REPO)
     assert 3 <= cached < 8
 
     resumed = run_eval(out=killed_out, **args)
