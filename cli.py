@@ -215,14 +215,14 @@ def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mrbench.curation.pipeline import drop_step
+    from mrbench.curation.pipeline import drop_step, drop_step_order
 
     console = Console()
     t = Table(title="rows per status and step")
     t.add_column("status")
     t.add_column("step")
     t.add_column("rows", justify="right")
-    order = ["download", "embed", "filters", "dedup", "group", "audit"]
+    order = drop_step_order()
     for k, v in sorted(summary["rows_per_status"].items(),
                        key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0])), -kv[1], kv[0])):
         t.add_row(k, "release" if k == "ok" else drop_step(k), str(v))
@@ -318,7 +318,7 @@ def _os_error(e: OSError) -> str:
 
 
 LS_KINDS = {
-    "stages": ("mrbench.curation", "mrbench.stage:STAGES"),
+    "stages": ("mrbench.curation", "mrbench.curation.pipeline:RUN_ORDER"),  # in run order
     "executors": ("mrbench.executors", "mrbench.executors:EXECUTORS"),
     "encoders": ("mrbench.backends", "mrbench.backends:ENCODERS"),
     "detectors": ("mrbench.backends", "mrbench.backends:DETECTORS"),

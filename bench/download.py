@@ -83,7 +83,7 @@ def run_step(run_dir: Path, cfg_path: Path) -> tuple[float, int]:
     code = f"""
 import time
 from mrbench.config import CurateConfig, load_config
-from mrbench.curation.pipeline import DownloadTask
+from mrbench.curation.download import DownloadTask
 from mrbench.executors import get_executor
 cfg = load_config(CurateConfig, {str(cfg_path)!r})
 t = time.perf_counter()

@@ -33,7 +33,8 @@ from mrbench.curation.dedup import _SEARCH_MARGIN
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
 from mrbench.curation.refine import identity_threshold
-from mrbench.shards import atomic_write_text, step_done, write_parquet_atomic
+from mrbench.layout import RunLayout
+from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 
 LEAK_SCHEMA = pa.schema(
@@ -111,7 +112,8 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     """Audit ``groups`` (split by ``splits``), write the report, and drop leaking training images (see the module
     docstring). Without an index (no embed step) or with ``audit.enabled`` off, returns the groups unchanged."""
     result = AuditResult(groups)
-    if not config.audit.enabled or not step_done(Path(run_dir) / "index"):
+    layout = RunLayout(run_dir)
+    if not config.audit.enabled or not layout.step_done("index"):
         return result
     index = FeatureIndex.load(run_dir)
     pos = index.position()
@@ -149,8 +151,7 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
         for k, v in zip(LEAK_SCHEMA.names, (kind, a, ga.group_id, sa, b, gb.group_id, sb, s, action)):
             rows[k].append(v)
         counts[f"{kind}/{sa}-{sb}"] += 1
-    folder = Path(run_dir) / "audit"
-    write_parquet_atomic(pa.table(rows, schema=LEAK_SCHEMA), folder / "leaks.parquet")
+    write_parquet_atomic(pa.table(rows, schema=LEAK_SCHEMA), layout.leaks)
     result.groups, result.drops = _remove(groups, removed, config.group.min_group_size)
     report = {
         "pairs": dict(sorted(counts.items())),
@@ -160,7 +161,7 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
         "near_dup_threshold": config.audit.near_dup_threshold if config.embed.encoder else None,
         "identity_threshold": (threshold if config.embed.face_encoder else None),
     }
-    atomic_write_text(folder / "leakage.json", json.dumps(report, indent=1, sort_keys=True))
+    atomic_write_text(layout.leakage_report, json.dumps(report, indent=1, sort_keys=True))
     result.report = report
     for reason, _ in result.drops.values():
         result.stats.inc(f"audit/dropped/{reason}")
@@ -187,5 +188,5 @@ def _remove(groups: list[Group], removed: dict[str, tuple[str, str]], min_size: 
 
 def read_report(run_dir: Path) -> dict[str, Any] | None:
     """The ``audit/leakage.json`` report of a run, or None when the audit did not run."""
-    path = Path(run_dir) / "audit" / "leakage.json"
+    path = RunLayout(run_dir).leakage_report
     return json.loads(path.read_text()) if path.exists() else None

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -18,8 +17,10 @@ from mrbench.config import CurateConfig
 from mrbench.curation.inputs import named_source_errors
 from mrbench.curation.sources import expand_sources, read_metadata_batches, read_source
 from mrbench.curation.tags import Tag, load_matcher, normalize
+from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
-from mrbench.shards import RECORD_SCHEMA, ShardSet, global_step, write_parquet_atomic
+from mrbench.shards import RECORD_SCHEMA, write_parquet_atomic
+from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
 # Select: duckdb's working memory before it spills to disk, its threads, and the rows per batch it hands back.
@@ -51,22 +52,16 @@ def priority(seed: int, url: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{url}".encode(), digest_size=8).digest(), "big")
 
 
-@dataclass
-class IngestTask:
+class IngestTask(ShardedStep):
     """Per source shard: stream record batches, match their captions, write the candidates that mention a tag."""
 
-    config: CurateConfig
-    run_dir: str
-    name: str = "ingest"
+    name = "ingest"
 
-    @property
-    def shards(self) -> ShardSet:
-        return ShardSet(Path(self.run_dir) / "ingest", "candidates")
+    @classmethod
+    def num_shards(cls, config: CurateConfig) -> int:
+        return len(expand_sources(config.sources))  # one shard per source shard (file or row range)
 
-    def is_done(self, shard: int) -> bool:
-        return self.shards.is_done(shard)
-
-    def __call__(self, shard: int) -> None:
+    def process(self, shard: int) -> tuple[pa.Table, Stats]:
         cfg = self.config
         source_shard = expand_sources(cfg.sources)[shard]
         src = cfg.sources[source_shard.source_index]
@@ -118,8 +113,7 @@ class IngestTask:
                 stats.inc("ingest/no_tag_match", rows - candidates)
             if candidates:
                 stats.inc("ingest/candidates", candidates)
-        write_parquet_atomic(pa.table(cols, schema=CANDIDATE_SCHEMA), self.shards.output(shard))
-        self.shards.complete(shard, stats)
+        return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
 
 
 def origin_status(url: str, from_folder: bool) -> tuple[dict, str, str]:
@@ -137,7 +131,7 @@ def origin_status(url: str, from_folder: bool) -> tuple[dict, str, str]:
     return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
 
-@global_step("urls")
+@global_step("select")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write ``num_shards`` URL shards.
@@ -150,10 +144,10 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     the union of their URLs selected, each URL released once, from its first candidate row (ingest shard, then
     row order).
     """
-    out = ShardSet(run_dir / "urls", "urls")
-    ingest = ShardSet(run_dir / "ingest", "candidates")
-    files = [str(ingest.output(i)) for i in range(num_ingest)]
-    tmp = run_dir / "urls" / ".select_tmp"
+    layout = RunLayout(run_dir)
+    out = layout.urls
+    files = [str(layout.ingest.output(i)) for i in range(num_ingest)]
+    tmp = layout.select_tmp
     tmp.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={"memory_limit": SELECT_MEMORY, "temp_directory": str(tmp), "threads": SELECT_THREADS,
                                  "preserve_insertion_order": False})  # every output order is explicit
@@ -204,6 +198,15 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
+
+
+def select_step(config: CurateConfig, run_dir: Path) -> Stats:
+    """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
+
+
+INGEST_STEP = Step("ingest", IngestTask, unit="files")
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:

@@ -34,7 +34,9 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
 from mrbench.log import get_logger
-from mrbench.shards import global_step, write_parquet_atomic
+from mrbench.layout import RunLayout
+from mrbench.shards import write_parquet_atomic
+from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
@@ -428,7 +430,6 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
     """
     from mrbench.curation.index import FeatureIndex
 
-    folder = Path(run_dir) / "dedup"
     index = FeatureIndex.load(run_dir)
     has = np.flatnonzero(index.row >= 0)
     threshold = config.dedup.threshold if config.dedup.threshold is not None else DEFAULT_THRESHOLD
@@ -445,7 +446,7 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
          "similarity": result.similarity[dropped]},
         schema=DUPLICATE_SCHEMA,
     ).sort_by("id")
-    write_parquet_atomic(table, folder / "duplicates.parquet")
+    write_parquet_atomic(table, RunLayout(run_dir).duplicates)
     stats = Stats()
     stats.inc("dedup/images", len(ids))
     stats.inc("dedup/pairs", len(result.pairs))
@@ -455,10 +456,19 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
 
 def read_duplicates(run_dir: Path) -> dict[str, tuple[str, str]]:
     """Id -> (``near_duplicate``, detail) from ``dedup/duplicates.parquet`` (empty when dedup did not run)."""
-    path = Path(run_dir) / "dedup" / "duplicates.parquet"
+    path = RunLayout(run_dir).duplicates
     if not path.exists():
         return {}
     return {
         r["id"]: ("near_duplicate", f"cosine {r['similarity']:.4f} to {r['duplicate_of']}")
         for r in pq.read_table(path).to_pylist()
     }
+
+
+def dedup_enabled(config: CurateConfig) -> bool:
+    """Near-duplicate removal needs image embeddings."""
+    return bool(config.embed.encoder and config.dedup.enabled)
+
+
+DEDUP_STEP = Step("dedup", dedup_step, after="index", reads=("index",), enabled=dedup_enabled,
+                  drops=(("dedup", ("near_duplicate",)),))

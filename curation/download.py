@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
+import pyarrow as pa
+
 from mrbench.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url
 from mrbench.images import display_size, load_image
 from mrbench.records import ImageRecord
-from mrbench.stage import Filter, Stage
+from mrbench.shards import read_records, records_to_table
+from mrbench.stage import Filter, ShardedStep, Stage, Step
+from mrbench.stats import Stats
 
 # Leading bytes of the image formats we accept: a body that starts like one but does not parse is corrupt.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
@@ -251,3 +255,19 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
     options = {"jpg": ("JPEG", {"quality": 95}), "png": ("PNG", {}), "webp": ("WEBP", {"quality": 95})}[fmt]
     im.save(buf, format=options[0], **options[1])
     return buf.getvalue(), im.width, im.height
+
+
+class DownloadTask(ShardedStep):
+    """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
+
+    name = "download"
+
+    def process(self, shard: int) -> tuple[pa.Table, Stats]:
+        downloader = Downloader(self.config.crawl)
+        validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
+        records = list(validator(downloader(read_records(self.layout.urls.output(shard)))))
+        records.sort(key=lambda r: r.id)
+        return records_to_table(records), Stats().merge(downloader.stats).merge(validator.stats)
+
+
+DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -22,7 +22,8 @@ import pyarrow as pa
 from mrbench.config import ConfigError, CurateConfig, EmbedConfig
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
-from mrbench.shards import ShardSet, read_records, write_parquet_atomic
+from mrbench.shards import read_records
+from mrbench.stage import ShardedStep, Step
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
@@ -142,24 +143,17 @@ def _forward(encoder: Any, pixels: list[Any]) -> np.ndarray:
     return l2_normalize(np.concatenate(out))
 
 
-@dataclass
-class EmbedTask:
+class EmbedTask(ShardedStep):
     """Per download shard: image embedding, faces and detections of every ok image (see the module docstring).
 
     Models are built lazily inside the call, so the task pickles to any executor.
     """
 
-    config: CurateConfig
-    run_dir: str
-    name: str = "embed"
-    _models: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    name = "embed"
 
-    @property
-    def shards(self) -> ShardSet:
-        return ShardSet(Path(self.run_dir) / "embed", "shard")
-
-    def is_done(self, shard: int) -> bool:
-        return self.shards.is_done(shard)
+    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
+        super().__init__(config, run_dir)
+        self._models: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -179,14 +173,14 @@ class EmbedTask:
                 self._models[key] = get_detector(cfg.detector, **cfg.detector_options)
         return self._models[key]
 
-    def __call__(self, shard: int) -> None:
+    def process(self, shard: int) -> tuple[pa.Table, Stats]:
         from concurrent.futures import ThreadPoolExecutor
 
         from mrbench.curation.filters import TagClasses
 
         cfg = self.config.embed
         classes = TagClasses(self.config) if cfg.detector else {}
-        download = ShardSet(Path(self.run_dir) / "download", "shard").output(shard)
+        download = self.layout.download.output(shard)
         stats = Stats()
         rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
         encoder = self._model("encoder") if cfg.encoder else None  # built here: the reader thread preprocesses with it
@@ -208,8 +202,7 @@ class EmbedTask:
                 for row in self._embed_batch(*prepared, classes, stats):
                     for k in FEATURE_SCHEMA.names:
                         rows[k].append(row.get(k))
-        write_parquet_atomic(pa.table(rows, schema=FEATURE_SCHEMA), self.shards.output(shard))
-        self.shards.complete(shard, stats)
+        return pa.table(rows, schema=FEATURE_SCHEMA), stats
 
     @staticmethod
     def _prepare(batch: list[ImageRecord], encoder: Any) -> tuple[list[ImageRecord], list[Any], list[Any] | None]:
@@ -267,6 +260,16 @@ class EmbedTask:
                 out[k].update(det_labels=list(det.labels), det_scores=[float(s) for s in det.scores])
                 stats.inc("embed/detections_checked")
         return out
+
+
+def uses_models(config: CurateConfig) -> bool:
+    """Whether the run configures any model (else embed, index and the model-driven rules are off)."""
+    cfg = config.embed
+    return bool(cfg.encoder or cfg.face_encoder or cfg.detector)
+
+
+EMBED_STEP = Step("embed", EmbedTask, after="download", reads=("download",), enabled=uses_models,
+                  drops=(("embed", ("embed_decode_error",)),), frees_models=True)
 
 
 @dataclass

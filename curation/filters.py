@@ -12,6 +12,9 @@ embed step's feature shards, so no filter loads a model. Drop reasons:
 * ``object_missing``: the tag names a COCO class (``tag -> class`` rule below) and the detector found no box of it
   with score >= ``object_min_score``.
 
+Every :class:`~mrbench.stage.Filter` registered in ``mrbench.stage.STAGES`` (a plugin's included) runs after these,
+in registration order, over the images they kept.
+
 ``filters/drops_{i:05d}.parquet`` lists the dropped ids of shard ``i`` with reason and detail (the rejects); the
 grouping step reads them.
 """
@@ -28,8 +31,8 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, FilterConfig
 from mrbench.records import ImageRecord
-from mrbench.shards import ShardSet, read_records, write_parquet_atomic
-from mrbench.stage import Filter, Stage
+from mrbench.shards import read_records
+from mrbench.stage import Filter, ShardedStep, Stage, Step, filter_stages
 from mrbench.stats import Stats
 
 DROP_SCHEMA = pa.schema([("id", pa.string()), ("status", pa.string()), ("error_message", pa.string())])
@@ -232,25 +235,24 @@ def chain(stages: list[Stage], records: Iterable[ImageRecord]) -> Iterator[Image
     return iter(stream)
 
 
-@dataclass
-class FilterTask:
+class FilterTask(ShardedStep):
     """Per download shard: apply the filters and write the dropped ids with their reasons."""
 
-    config: CurateConfig
-    run_dir: str
-    name: str = "filter"
-
-    @property
-    def shards(self) -> ShardSet:
-        return ShardSet(Path(self.run_dir) / "filters", "drops")
-
-    def is_done(self, shard: int) -> bool:
-        return self.shards.is_done(shard)
+    name = "filters"
 
     def filters(self, shard: int) -> list[Filter]:
+        """The built-in filters for this shard, then every registered filter stage that is on for the run."""
+        out = self.builtin_filters(shard)
+        for _, cls in filter_stages():
+            stage = cls.from_config(self.config)
+            if stage is not None:
+                out.append(stage)
+        return out
+
+    def builtin_filters(self, shard: int) -> list[Filter]:
         cfg, fc = self.config, self.config.filters
         out: list[Filter] = [ResolutionFilter(fc.min_side, fc.max_aspect)]
-        features = ShardSet(Path(self.run_dir) / "embed", "shard").output(shard)
+        features = self.layout.embed.output(shard)
         if not features.exists():
             return out
         cols = ["id", "status", "error_message", "num_faces", "face_box", "face_score", "face_boxes", "det_labels",
@@ -266,8 +268,8 @@ class FilterTask:
             out.append(ObjectFilter(TagClasses(cfg), dets, fc.object_min_score))
         return out
 
-    def __call__(self, shard: int) -> None:
-        download = ShardSet(Path(self.run_dir) / "download", "shard").output(shard)
+    def process(self, shard: int) -> tuple[pa.Table, Stats]:
+        download = self.layout.download.output(shard)
         columns = [n for n in pq.ParquetFile(download).schema_arrow.names if n != "image"]  # bytes are not needed
         filters = self.filters(shard)
         rows: dict[str, list[str]] = {n: [] for n in DROP_SCHEMA.names}
@@ -275,15 +277,22 @@ class FilterTask:
             if not rec.ok:
                 for k in DROP_SCHEMA.names:
                     rows[k].append(getattr(rec, k))
-        write_parquet_atomic(pa.table(rows, schema=DROP_SCHEMA), self.shards.output(shard))
         stats = Stats()
         for f in filters:
             stats.merge(f.stats)
-        self.shards.complete(shard, stats)
+        return pa.table(rows, schema=DROP_SCHEMA), stats
+
+
+FILTER_REASONS = ("low_resolution", "extreme_aspect", "no_face", "face_too_small", "face_low_score", "multiple_faces",
+                  "object_missing")
+FILTERS_STEP = Step("filters", FilterTask, after="embed", reads=("download", "embed"),
+                    drops=(("filters", FILTER_REASONS),))
 
 
 def read_drops(folder: Path, prefix: str, num_shards: int) -> dict[str, tuple[str, str]]:
     """Id -> (reason, message) from the drop lists of a sharded step (missing files: nothing dropped)."""
+    from mrbench.shards import ShardSet
+
     out: dict[str, tuple[str, str]] = {}
     shards = ShardSet(folder, prefix)
     for i in range(num_shards):
@@ -292,3 +301,8 @@ def read_drops(folder: Path, prefix: str, num_shards: int) -> dict[str, tuple[st
             for r in pq.read_table(path).to_pylist():
                 out[r["id"]] = (r["status"], r["error_message"])
     return out
+
+
+def dropped_ids(path: Path) -> set[str]:
+    """The ids of one drop list (one shard's worth: bounded by the shard), or none when it does not exist."""
+    return set(pq.read_table(path, columns=["id"]).column("id").to_pylist()) if Path(path).exists() else set()

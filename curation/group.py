@@ -1,7 +1,8 @@
 """Group by tag (global step): exact-duplicate removal, group size bounds, target and reference choice.
 
 Visual and identity consistency refine this in later stages; this first version groups every ok image under the
-first tag its caption mentions (or its folder).
+first tag its caption mentions (or its folder). The ``group`` step (:func:`group_and_split`) groups, refines,
+splits by group and audits leakage, and writes ``groups/``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import GroupConfig
+from mrbench.config import CurateConfig, GroupConfig
+from mrbench.curation.dedup import read_duplicates
+from mrbench.curation.filters import read_drops
+from mrbench.curation.release import ASSIGN_SCHEMA
+from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
-from mrbench.shards import ShardSet
+from mrbench.layout import RunLayout
+from mrbench.shards import ShardSet, write_parquet_atomic
+from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
 
@@ -107,3 +116,73 @@ def group_by_tag(
     for reason, _ in drops.values():
         stats.inc(f"group/dropped/{reason}")
     return groups, drops, stats
+
+
+@global_step("group")
+def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
+    """Global step: groups by tag, splits by group, writes ``groups/assignments.parquet`` (one row per ok image)."""
+    from mrbench.curation.audit import leakage_audit
+    from mrbench.curation.refine import GroupRefiner
+
+    layout = RunLayout(run_dir)
+    download = layout.download
+    # The only load of the earlier steps' drop lists with their reasons (the index reads each shard's ids alone).
+    earlier = {**read_drops(layout.filters.folder, layout.filters.prefix, config.num_shards), **read_duplicates(run_dir)}
+    groups, drops, stats = group_by_tag(download, config.num_shards, config.group, config.seed,
+                                        exclude=earlier, refine=GroupRefiner(config, run_dir))
+    del earlier
+    splits = split_groups([g.group_id for g in groups], config.split, config.seed)
+    audit = leakage_audit(groups, splits, config, run_dir)
+    groups = audit.groups
+    drops.update(audit.drops)
+    stats.merge(audit.stats)
+    rows: dict[str, list[Any]] = {n: [] for n in ASSIGN_SCHEMA.names}
+    for g in groups:
+        for rid in g.members:
+            role = "target" if rid == g.target else "reference"
+            for k, v in zip(ASSIGN_SCHEMA.names, (rid, g.group_id, splits[g.group_id], role, "ok", "")):
+                rows[k].append(v)
+    for rid in sorted(drops):
+        reason, msg = drops[rid]
+        for k, v in zip(ASSIGN_SCHEMA.names, (rid, "", "", "", reason, msg)):
+            rows[k].append(v)
+    table = pa.table(rows, schema=ASSIGN_SCHEMA).sort_by("id")
+    write_parquet_atomic(table, layout.assignments)
+    write_assignment_slices(table, download, config.num_shards, layout)
+    gt = pa.table(
+        {
+            "group": [g.group_id for g in groups],
+            "tag": [g.tag for g in groups],
+            "category": [g.category for g in groups],
+            "split": [splits[g.group_id] for g in groups],
+            "target": [g.target for g in groups],
+            "references": [g.references for g in groups],
+        }
+    )
+    write_parquet_atomic(gt, layout.groups_table)
+    for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
+        stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
+    return stats
+
+
+def write_assignment_slices(table: pa.Table, download: ShardSet, num_shards: int, layout: RunLayout) -> None:
+    """``groups/by_shard/assign_{i:05d}.parquet``: the rows of ``assignments.parquet`` whose ids are in download
+    shard ``i``, so each release shard reads its own slice (not the whole file: cost images x shards)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    parts = [pq.read_table(download.output(i), columns=["id"]).column("id") for i in range(num_shards)]
+    shard_of = np.repeat(np.arange(num_shards), [len(p) for p in parts])
+    where = pc.index_in(table.column("id"), value_set=pa.chunked_array([c for p in parts for c in p.chunks], pa.string()))
+    # every assigned id comes from a download shard; -1 would only mark an id that does not
+    found = where.fill_null(-1).to_numpy()
+    shard = np.where(found >= 0, shard_of[np.maximum(found, 0)], -1)
+    for i in range(num_shards):
+        write_parquet_atomic(table.filter(pa.array(shard == i)), layout.assignment_slice(i))
+
+
+GROUP_DROPS = ("duplicate_bytes", "group_too_small", "group_overflow", "other_identity", "inconsistent",
+               "duplicate_in_group", "no_embedding", "unassigned")
+AUDIT_DROPS = ("leak_near_duplicate", "leak_identity")
+GROUP_STEP = Step("group", group_and_split, after="dedup", reads=("download", "filters", "dedup", "index"),
+                  drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)))

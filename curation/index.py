@@ -21,8 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.filters import read_drops
-from mrbench.shards import ShardSet, global_step, write_parquet_atomic
+from mrbench.curation.embed import uses_models
+from mrbench.curation.filters import dropped_ids
+from mrbench.layout import RunLayout
+from mrbench.shards import write_parquet_atomic
+from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
 META_SCHEMA = pa.schema(
@@ -46,7 +49,7 @@ class FeatureIndex:
 
     @classmethod
     def load(cls, run_dir: Path) -> "FeatureIndex":
-        folder = Path(run_dir) / "index"
+        folder = RunLayout(run_dir).index
         meta = pq.read_table(folder / "meta.parquet")
         col = {n: meta.column(n).to_numpy(zero_copy_only=False) for n in META_SCHEMA.names}
         return cls(
@@ -123,11 +126,10 @@ def _dim(path: Path, column: str) -> int:
 @global_step("index")
 def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: write ``index/`` (see the module docstring); skipped when already complete."""
-    folder = Path(run_dir) / "index"
+    layout = RunLayout(run_dir)
+    folder = layout.index
     n = config.num_shards
-    download = ShardSet(Path(run_dir) / "download", "shard")
-    features = ShardSet(Path(run_dir) / "embed", "shard")
-    dropped = read_drops(Path(run_dir) / "filters", "drops", n)
+    download, features = layout.download, layout.embed
     meta: dict[str, list] = {k: [] for k in META_SCHEMA.names}
     # Pass 1: which rows are in play, and the vector sizes.
     dim = face_dim = 0
@@ -135,6 +137,7 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     for i in range(n):
         cols = ["id", "tags", "category", "status"]
         info = {r["id"]: r for r in pq.read_table(download.output(i), columns=cols).to_pylist()}
+        dropped = dropped_ids(layout.filters.output(i))  # this shard's filter drops: ids only, one shard at a time
         feats = pq.read_table(features.output(i), columns=["id", "width", "height", "status"]).to_pylist()
         dim = dim or _dim(features.output(i), "embedding")
         face_dim = face_dim or _dim(features.output(i), "face_embedding")
@@ -199,3 +202,6 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     stats.inc("index/images", total)
     stats.inc("index/faces", num_faces)
     return stats
+
+
+INDEX_STEP = Step("index", build_index, after="filters", reads=("download", "embed", "filters"), enabled=uses_models)

@@ -31,7 +31,7 @@ from mrbench.curation.cluster import (
 )
 from mrbench.curation.dedup import dedup
 from mrbench.curation.index import FeatureIndex
-from mrbench.shards import step_done
+from mrbench.layout import RunLayout
 from mrbench.stats import Stats
 
 VISUAL_PREFIX = "visual_"
@@ -59,7 +59,7 @@ class GroupRefiner:
         self, members: dict[str, list[str]], meta: dict[str, tuple[str, str]],
         drops: dict[str, tuple[str, str]], stats: Stats,
     ) -> None:
-        if not step_done(Path(self.run_dir) / "index"):
+        if not RunLayout(self.run_dir).step_done("index"):
             return
         index = FeatureIndex.load(self.run_dir)
         pos = index.position()

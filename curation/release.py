@@ -33,8 +33,10 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, to_dict
 from mrbench.curation.split import SPLITS
+from mrbench.layout import RunLayout
 from mrbench.provenance import package_versions
-from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
+from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
 RELEASE_SCHEMA = pa.schema(
@@ -69,32 +71,22 @@ def release_file(split: str, shard: int, num_shards: int) -> str:
     return f"data/{split}-{shard:05d}-of-{num_shards:05d}.parquet"
 
 
-@dataclass
-class ReleaseTask:
+class ReleaseTask(ShardedStep):
     """Per download shard: join group/split assignments, write release rows per split and the rejects."""
 
-    config: CurateConfig
-    run_dir: str
-    name: str = "release"
+    name = "release"
 
-    @property
-    def state(self) -> ShardSet:
-        return ShardSet(Path(self.run_dir) / "state", "release", suffix=".unused")
-
-    def is_done(self, shard: int) -> bool:
-        return self.state.is_done(shard)
-
-    def __call__(self, shard: int) -> None:
-        run = Path(self.run_dir)
+    def process(self, shard: int) -> tuple[None, Stats]:
+        layout = self.layout
         n = self.config.num_shards
-        download = ShardSet(run / "download", "shard")
-        sliced = run / "groups" / "by_shard" / f"assign_{shard:05d}.parquet"
+        download = layout.download
+        sliced = layout.assignment_slice(shard)
         if sliced.exists():  # this shard's slice of the assignments (written by the grouping step)
             assign_table = pq.read_table(sliced)
         else:  # a run folder grouped before slices existed
             ids = pq.read_table(download.output(shard), columns=["id"]).column("id").to_pylist()
             wanted = pa.array(ids, pa.string())
-            assign_table = pq.read_table(run / "groups" / "assignments.parquet", filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
+            assign_table = pq.read_table(layout.assignments, filters=[("id", "in", wanted)]) if ids else ASSIGN_SCHEMA.empty_table()
         # Whole columns, no record objects: the download shard joined with its assignments by id.
         table = pq.read_table(download.output(shard))
         ids = table.column("id")
@@ -127,7 +119,7 @@ class ReleaseTask:
             stats.inc(f"release/{a_split[k]}")
         metadata = table.column("metadata")
         for split, rows in ok_rows.items():
-            path = run / "release" / release_file(split, shard, n)
+            path = layout.release / release_file(split, shard, n)
             if not rows:
                 if path.exists():
                     path.unlink()
@@ -151,8 +143,32 @@ class ReleaseTask:
             "url": table.column("url").take(pa.array(bad, pa.int64())).to_pylist(),
             "status": [status[k] for k in bad], "error_message": [error[k] for k in bad],
         }
-        write_parquet_atomic(pa.table(rejects, schema=REJECT_SCHEMA), run / "rejects" / f"rejects_{shard:05d}.parquet")
-        self.state.complete(shard, stats)
+        write_parquet_atomic(pa.table(rejects, schema=REJECT_SCHEMA), layout.rejects.output(shard))
+        return None, stats
+
+
+@global_step("finalize")
+def finalize_step(config: CurateConfig, run_dir: Path) -> Stats:
+    """Global step after the release shards: EasyRef JSON, card, manifest, then the release checks itself."""
+    release = RunLayout(run_dir).release
+    if config.release.easyref_json:
+        write_easyref_json(release, easyref_faces(run_dir))
+    write_card(release, config)
+    write_manifest(release, config)
+    problems = verify_release(release)
+    if problems:
+        raise RuntimeError(f"release failed its own verification: {problems[:5]}")
+    return Stats()
+
+
+def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
+    """Finish the release (:func:`finalize_step`, skipped when done); returns its manifest."""
+    finalize_step(config, run_dir)
+    return json.loads((RunLayout(run_dir).release / MANIFEST).read_text())
+
+
+RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"))
+FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",))
 
 
 EASYREF_FILES = {
@@ -174,7 +190,7 @@ def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
     no face encoder ran."""
     faces: dict[str, list[float]] = {}
     cols = ["id", "num_faces", "face_box", "face_score"]
-    for f in sorted((Path(run_dir) / "embed").glob("shard_*.parquet")):
+    for f in sorted(RunLayout(run_dir).embed.folder.glob("shard_*.parquet")):
         if not set(cols) <= set(pq.ParquetFile(f).schema_arrow.names):
             continue
         for r in pq.read_table(f, columns=cols).to_pylist():

@@ -26,15 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from mrbench.config import ConfigError, CurateConfig
+from mrbench.layout import RunLayout
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.netguard import RETRYABLE
 from mrbench.runlock import with_run_lock
 from mrbench.records import STATUS_OK, ImageRecord
-from mrbench.shards import ShardSet, read_records, records_to_table, write_parquet_atomic
+from mrbench.shards import read_records, records_to_table, write_parquet_atomic
 from mrbench.stats import Stats
 
-# Global results computed from all download shards; removed whole when any shard changes.
-_GLOBAL_FOLDERS = ("index", "dedup", "groups", "audit", "release", "rejects")
+# Global results computed from all download shards (steps' folders); removed whole when any shard changes.
+_GLOBAL_FOLDERS = ("index", "dedup", "group", "audit", "release", "rejects")
+# Per-shard results computed from each download shard.
+_PER_SHARD = ("embed", "filters")
 
 
 def retryable_rows(path: Path) -> int:
@@ -46,22 +49,20 @@ def retryable_rows(path: Path) -> int:
 
 def invalidate(run_dir: Path, config: CurateConfig, shards: list[int]) -> None:
     """Remove every result computed from download shards ``shards`` (markers before outputs)."""
-    state = run_dir / "state"
-    if state.is_dir():
-        for marker in state.glob("release*"):
+    layout = RunLayout(run_dir)
+    if layout.state.is_dir():
+        for marker in layout.state.glob("release*"):  # release shards and finalize
             marker.unlink()
-    for folder in _GLOBAL_FOLDERS:
-        success = run_dir / folder / "_SUCCESS"
-        if success.exists():
-            success.unlink()
-    for sub, prefix in (("embed", "shard"), ("filters", "drops")):
-        per_shard = ShardSet(run_dir / sub, prefix)
+    for step in _GLOBAL_FOLDERS:
+        layout.step_marker(step).unlink(missing_ok=True)
+    for step in _PER_SHARD:
+        per_shard = layout.shards(step)
         for i in shards:
             for path in (per_shard.marker(i), per_shard.stats_path(i), per_shard.output(i)):
                 path.unlink(missing_ok=True)
-    for folder in _GLOBAL_FOLDERS:
-        shutil.rmtree(run_dir / folder, ignore_errors=True)
-    (run_dir / "stats.json").unlink(missing_ok=True)
+    for step in _GLOBAL_FOLDERS:
+        shutil.rmtree(layout.folder(step), ignore_errors=True)
+    layout.stats.unlink(missing_ok=True)
 
 
 def retry_shard(config: CurateConfig, path: Path) -> Stats:
@@ -96,8 +97,9 @@ def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None
     from mrbench.curation.pipeline import run_curation
 
     run_dir = Path(run_dir).resolve()
-    download = ShardSet(run_dir / "download", "shard")
-    if not (run_dir / "run_state.json").exists() or not download.folder.is_dir():
+    layout = RunLayout(run_dir)
+    download = layout.download
+    if not layout.run_state.exists() or not download.folder.is_dir():
         raise ConfigError(f"{run_dir} is not a curation run folder with downloads (nothing to retry)")
     config.validate()
     todo = [i for i in range(config.num_shards) if download.is_done(i) and retryable_rows(download.output(i))]

@@ -75,7 +75,19 @@ class Registry(Generic[T]):
         self._entry_points_loaded = True
         for ep in entry_points(group=f"mrbench.{self.kind}s"):
             if ep.name not in self._entries:
-                self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})")
+                self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})", (("entry_point", True),))
+
+    def refresh_entry_points(self) -> None:
+        """Forget the entry-point entries; they are looked up again when next asked for (after installing one)."""
+        self._entries = {k: e for k, e in self._entries.items() if not dict(e.meta).get("entry_point")}
+        self._entry_points_loaded = False
+
+    def in_order(self) -> list[Entry]:
+        """Every entry in registration order, entry-point plugins last."""
+        self._load_entry_points()
+        entries = list(self._entries.values())
+        return [e for e in entries if not dict(e.meta).get("entry_point")] + \
+            [e for e in entries if dict(e.meta).get("entry_point")]
 
     def entry(self, name: str) -> Entry:
         self._load_entry_points()

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,35 +87,7 @@ def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd")
         tmp.unlink(missing_ok=True)
 
 
-SUCCESS = "_SUCCESS"
-
-
-def step_done(folder: Path) -> bool:
-    """Whether the global step writing ``folder`` finished (its ``_SUCCESS`` marker exists)."""
-    return (Path(folder) / SUCCESS).exists()
-
-
-def global_step(subdir: str) -> Callable[[Callable[..., Stats]], Callable[..., Stats]]:
-    """Decorator for a global step ``fn(config, run_dir, *args) -> Stats`` writing ``run_dir/subdir``: a finished
-    step returns its saved stats without work; otherwise ``fn`` runs, then its stats and, last, the ``_SUCCESS``
-    marker are written (the same order rule as shards)."""
-
-    def wrap(fn: Callable[..., Stats]) -> Callable[..., Stats]:
-        def step(config: Any, run_dir: Path, *args: Any, **kwargs: Any) -> Stats:
-            folder = Path(run_dir) / subdir
-            if step_done(folder):
-                return Stats.load(folder / "stats.json")
-            stats = fn(config, run_dir, *args, **kwargs)
-            folder.mkdir(parents=True, exist_ok=True)
-            stats.save(folder / "stats.json")
-            atomic_write_text(folder / SUCCESS, "")
-            return stats
-
-        step.__name__, step.__qualname__, step.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        step.__wrapped__ = fn  # type: ignore[attr-defined]
-        return step
-
-    return wrap
+SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)
 
 
 def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:

@@ -1,17 +1,40 @@
-"""Stage contracts: a stage is a lazy generator over records; a filter only answers keep or drop-with-reason.
+"""Stage contracts, and the curation pipeline as data.
 
-Heavy resources (models, servers) are created lazily inside :meth:`Stage.run`, never in ``__init__``, so stages
-stay picklable for any executor. Failed records keep flowing (with their status) so every input ends as a row.
+A stage is a lazy generator over records; a filter only answers keep or drop-with-reason. Heavy resources (models,
+servers) are created lazily inside :meth:`Stage.run`, never in ``__init__``, so stages stay picklable for any
+executor. Failed records keep flowing (with their status) so every input ends as a row.
+
+The pipeline is the list of :class:`Step` specs registered in :data:`STAGES` (built-ins in ``mrbench.curation``,
+third parties through the ``mrbench.stages`` entry-point group), ordered by what each runs after
+(:func:`pipeline_steps`). What is registered is what runs:
+
+* a :class:`Step` is a step of the run: sharded (a :class:`ShardedStep` class: the base owns the completion marker,
+  per-shard stats and logs; the executor skips shards that are done) or global (a function ``fn(config, run_dir)
+  -> Stats`` wrapped by :func:`global_step`, which owns skip-if-done, the stats file and the marker);
+* a :class:`Filter` subclass runs inside the ``filters`` step over every ok image of each download shard, after the
+  built-in filters; its drops land in ``filters/`` (then ``rejects/``) and its counters in ``stats.json``;
+* an entry registered with ``inside="<step>"`` is a part its step runs itself (listed by ``mrbench ls stages``).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Iterator
+import dataclasses
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
+from mrbench.layout import RunLayout
+from mrbench.log import get_logger
 from mrbench.records import ImageRecord
-from mrbench.registry import Registry
+from mrbench.registry import Entry, Registry
+from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = get_logger(__name__)
 
 
 class Stage(abc.ABC):
@@ -31,7 +54,19 @@ class Stage(abc.ABC):
 
 
 class Filter(Stage):
-    """A stage that keeps or drops ok records; dropped records are yielded with their reason as status."""
+    """A stage that keeps or drops ok records; dropped records are yielded with their reason as status.
+
+    Registered in :data:`STAGES`, a filter runs in the ``filters`` step of every curation run (see
+    :meth:`from_config`); ``reasons`` names the drop reasons it gives (the CLI and report file them under
+    ``filters``).
+    """
+
+    reasons: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Filter | None":
+        """The filter for a curation run (``config`` is its ``CurateConfig``), or None to stay off in this run."""
+        return cls()
 
     @abc.abstractmethod
     def check(self, record: ImageRecord) -> str | None:
@@ -49,4 +84,189 @@ class Filter(Stage):
             yield r
 
 
-STAGES: Registry[type] = Registry("stage")
+STAGES: Registry[Any] = Registry("stage")
+
+
+def _always(config: Any) -> bool:
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One step of the curation pipeline, as data.
+
+    Attributes:
+        name: Registry name; also the step's folder and its key in ``stats.json`` (:class:`~mrbench.layout.RunLayout`).
+        run: A :class:`ShardedStep` subclass, or a global step ``fn(config, run_dir) -> Stats`` (:func:`global_step`).
+        after: The step this one runs right after ("" for the first); several steps after one run in
+            registration order, built-ins first.
+        reads: The steps whose files it reads; the first one's shard rows drive the progress bar of a sharded step.
+        enabled: Whether it runs for a config (``fn(config) -> bool``).
+        unit: What a sharded step's progress bar counts ("files" counts shards).
+        drops: (label, drop reasons) pairs: the reasons whose rows this step drops, under the label the summary and
+            report show them (``mrbench curate``'s table).
+        frees_models: Close the executor after this step: its workers hold models the next steps do not need.
+    """
+
+    name: str
+    run: Any
+    after: str = ""
+    reads: tuple[str, ...] = ()
+    enabled: Callable[[Any], bool] = _always
+    unit: str = "rows"
+    drops: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    frees_models: bool = False
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(self.run, type) and issubclass(self.run, ShardedStep)
+
+    @property
+    def kind(self) -> str:
+        return "sharded" if self.sharded else "global"
+
+
+class ShardedStep(abc.ABC):
+    """A step run shard by shard by an executor: subclasses implement :meth:`process` (their work) only.
+
+    The base owns the rest, the same for every step: the output shard set (from the run layout, by ``name``),
+    ``is_done`` (the executor skips complete shards), and after the work the output, then the shard's stats, then its
+    completion marker, in that order; a debug log line per shard.
+
+    Args:
+        config: The run's ``CurateConfig``.
+        run_dir: The run folder.
+    """
+
+    name: ClassVar[str] = "step"
+
+    def __init__(self, config: Any, run_dir: str | Path) -> None:
+        self.config = config
+        self.run_dir = str(run_dir)  # a plain string pickles to any executor
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
+    def shards(self):  # -> ShardSet
+        """Outputs, stats and markers of this step's shards."""
+        return self.layout.shards(self.name)
+
+    @classmethod
+    def num_shards(cls, config: Any) -> int:
+        """How many shards the step has (the run's ``num_shards`` unless the step says otherwise)."""
+        return config.num_shards
+
+    def is_done(self, shard: int) -> bool:
+        return self.shards.is_done(shard)
+
+    def __call__(self, shard: int) -> None:
+        """Do shard ``shard`` (again, when called directly) and mark it complete."""
+        table, stats = self.process(shard)
+        if table is not None:
+            write_parquet_atomic(table, self.shards.output(shard))
+        self.shards.complete(shard, stats)
+        log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
+
+    @abc.abstractmethod
+    def process(self, shard: int) -> "tuple[pa.Table | None, Stats]":
+        """Do the work of one shard; return its output table (written by the base to ``shards.output(shard)``), or
+        None when the step wrote its own files, and its stats."""
+
+
+def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Stats]]:
+    """Decorator for a global step ``fn(config, run_dir, *args) -> Stats``: a finished step returns its saved stats
+    without work; otherwise ``fn`` runs, then its stats and, last, its marker are written (the same order rule as
+    shards). Where they live is the run layout's (:meth:`~mrbench.layout.RunLayout.step_marker`)."""
+
+    def wrap(fn: Callable[..., Stats]) -> Callable[..., Stats]:
+        @functools.wraps(fn)
+        def run(config: Any, run_dir: Path, *args: Any, **kwargs: Any) -> Stats:
+            layout = RunLayout(run_dir)
+            stats_path, marker = layout.step_stats(step), layout.step_marker(step)
+            if marker.exists():
+                return Stats.load(stats_path) if stats_path is not None else Stats()
+            stats = fn(config, run_dir, *args, **kwargs)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            if stats_path is not None:
+                stats.save(stats_path)
+            atomic_write_text(marker, "")
+            return stats
+
+        return run
+
+    return wrap
+
+
+def _place(order: list[Step], step: Step) -> None:
+    """Insert ``step`` right after the step it names, after those already placed there."""
+    if not step.after:
+        order.insert(0, step)
+        return
+    names = [s.name for s in order]
+    if step.after not in names:
+        raise ValueError(f"stage {step.name!r} runs after {step.after!r}, which is not a registered step "
+                         f"(steps: {', '.join(names)})")
+    at = names.index(step.after) + 1
+    while at < len(order) and order[at].after == step.after:
+        at += 1
+    order.insert(at, step)
+
+
+def _load(entry: Entry) -> Any:
+    obj = entry.load()
+    if isinstance(obj, Step) and obj.name != entry.name:
+        raise ValueError(f"stage {entry.name!r} is registered with a Step named {obj.name!r}")
+    return obj
+
+
+def pipeline_steps(registry: Registry[Any] = STAGES) -> list[Step]:
+    """The registered steps in run order (``mrbench.curation`` must be imported for the built-ins).
+
+    Raises:
+        ValueError: a registered stage is neither a step, a filter nor a part, or runs after an unknown step.
+    """
+    order: list[Step] = []
+    pending: list[Step] = []
+    for entry in registry.in_order():
+        if dict(entry.meta).get("inside"):
+            continue
+        obj = _load(entry)
+        if isinstance(obj, Step):
+            pending.append(obj)
+        elif not (isinstance(obj, type) and issubclass(obj, Filter)):
+            raise ValueError(f"stage {entry.name!r} ({entry.target}) is neither a mrbench.stage.Step, a Filter "
+                             "subclass, nor registered with inside=<step>")
+    while pending:  # a step may be registered before the one it runs after
+        placed = [s for s in pending if not s.after or any(o.name == s.after for o in order)]
+        if not placed:
+            _place(order, pending[0])  # raises: names a step nobody registered
+        for s in placed:
+            _place(order, s)
+            pending.remove(s)
+    return order
+
+
+def filter_stages(registry: Registry[Any] = STAGES) -> list[tuple[str, type[Filter]]]:
+    """Registered :class:`Filter` stages (name, class) that run in the ``filters`` step, in registration order."""
+    out = []
+    for entry in registry.in_order():
+        if dict(entry.meta).get("inside"):
+            continue
+        obj = _load(entry)
+        if isinstance(obj, type) and issubclass(obj, Filter):
+            out.append((entry.name, obj))
+    return out
+
+
+def drop_labels(registry: Registry[Any] = STAGES) -> dict[str, str]:
+    """Drop reason -> the label of the step that drops it, in run order (:attr:`Step.drops`; registered filters
+    under ``filters``). Reasons not listed come from the download (crawl and decode failures)."""
+    out: dict[str, str] = {}
+    for step in pipeline_steps(registry):
+        for label, reasons in step.drops:
+            out.update((r, label) for r in reasons)
+        if step.name == "filters":
+            out.update((r, "filters") for _, f in filter_stages(registry) for r in f.reasons)
+    return out

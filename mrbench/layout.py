@@ -1,0 +1,181 @@
+"""The run folder of ``mrbench curate``: every path in it, in one place.
+
+Nothing else joins run-folder path strings: steps, the pipeline, retry, report and the CLI ask a
+:class:`RunLayout`. The names on disk are part of the run-folder format (old run folders resume), so they are
+spelled here exactly once::
+
+    RUN_DIR/config.yaml, provenance.json, models.json, run_state.json, stats.json, report.html
+    ingest/candidates_{i:05d}.parquet   urls/urls_{i:05d}.parquet   download/shard_{i:05d}.parquet
+    embed/shard_{i:05d}.parquet         filters/drops_{i:05d}.parquet
+    index/  dedup/duplicates.parquet  groups/{groups,assignments}.parquet, groups/by_shard/assign_{i:05d}.parquet
+    audit/{leakage.json,leaks.parquet}  release/  rejects/rejects_{i:05d}.parquet
+    state/release_{i:05d}.done (release shards), state/release_final.done (manifest, card, EasyRef JSON written)
+
+A sharded step ``name`` keeps ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done`` in its folder
+(:meth:`RunLayout.shards`); a global step keeps ``stats.json`` and a ``_SUCCESS`` marker in its folder
+(:meth:`RunLayout.step_marker`, :meth:`RunLayout.step_stats`). A step contributed by a plugin gets the folder named
+after it, with shards named ``shard``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mrbench.shards import SUCCESS, ShardSet
+
+# Sharded steps: step name -> (folder, shard prefix, output suffix). Release shards write several files (release/,
+# rejects/), so their markers and stats live in state/ beside an output name nothing writes.
+_SHARDED = {
+    "ingest": ("ingest", "candidates", ".parquet"),
+    "select": ("urls", "urls", ".parquet"),
+    "download": ("download", "shard", ".parquet"),
+    "embed": ("embed", "shard", ".parquet"),
+    "filters": ("filters", "drops", ".parquet"),
+    "release": ("state", "release", ".unused"),
+}
+# Global steps whose folder is not their name.
+_FOLDERS = {"select": "urls", "group": "groups"}
+
+
+class RunLayout:
+    """Every folder and file of one curation run folder.
+
+    Args:
+        run_dir: The run folder (``mrbench curate --out``).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.root = Path(run_dir)
+
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.root)!r})"
+
+    # --- files of the run -------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models.json"
+
+    @property
+    def run_state(self) -> Path:
+        return self.root / "run_state.json"
+
+    @property
+    def stats(self) -> Path:
+        """Every step's counters merged over its shards."""
+        return self.root / "stats.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    # --- steps ------------------------------------------------------------------------------------------------
+    def folder(self, step: str) -> Path:
+        """The folder a step writes (``select`` -> ``urls``, ``group`` -> ``groups``, others by their name)."""
+        return self.root / _FOLDERS.get(step, step)
+
+    def shards(self, step: str) -> ShardSet:
+        """The shard set of a sharded step (outputs, per-shard stats and completion markers)."""
+        folder, prefix, suffix = _SHARDED.get(step, (step, "shard", ".parquet"))
+        return ShardSet(self.root / folder, prefix, suffix)
+
+    def step_marker(self, step: str) -> Path:
+        """The completion marker of a global step (written last)."""
+        if step == "finalize":
+            return self.state / "release_final.done"
+        return self.folder(step) / SUCCESS
+
+    def step_done(self, step: str) -> bool:
+        """Whether global step ``step`` finished (its marker exists)."""
+        return self.step_marker(step).exists()
+
+    def step_stats(self, step: str) -> Path | None:
+        """The stats file of a global step (None for ``finalize``: it has no counters of its own)."""
+        return None if step == "finalize" else self.folder(step) / "stats.json"
+
+    @property
+    def state(self) -> Path:
+        """Markers of steps whose outputs are not theirs alone (release shards, the release's final files)."""
+        return self.root / "state"
+
+    # --- named shard sets and files -----------------------------------------------------------------------------
+    @property
+    def ingest(self) -> ShardSet:
+        return self.shards("ingest")
+
+    @property
+    def urls(self) -> ShardSet:
+        return self.shards("select")
+
+    @property
+    def download(self) -> ShardSet:
+        return self.shards("download")
+
+    @property
+    def embed(self) -> ShardSet:
+        return self.shards("embed")
+
+    @property
+    def filters(self) -> ShardSet:
+        return self.shards("filters")
+
+    @property
+    def release_state(self) -> ShardSet:
+        return self.shards("release")
+
+    @property
+    def select_tmp(self) -> Path:
+        """duckdb's spill folder while selecting."""
+        return self.folder("select") / ".select_tmp"
+
+    @property
+    def index(self) -> Path:
+        return self.folder("index")
+
+    @property
+    def duplicates(self) -> Path:
+        return self.folder("dedup") / "duplicates.parquet"
+
+    @property
+    def groups(self) -> Path:
+        return self.folder("group")
+
+    @property
+    def groups_table(self) -> Path:
+        return self.groups / "groups.parquet"
+
+    @property
+    def assignments(self) -> Path:
+        return self.groups / "assignments.parquet"
+
+    def assignment_slice(self, shard: int) -> Path:
+        """The rows of ``assignments.parquet`` whose ids are in download shard ``shard``."""
+        return self.groups / "by_shard" / f"assign_{shard:05d}.parquet"
+
+    @property
+    def audit(self) -> Path:
+        return self.folder("audit")
+
+    @property
+    def leakage_report(self) -> Path:
+        return self.audit / "leakage.json"
+
+    @property
+    def leaks(self) -> Path:
+        return self.audit / "leaks.parquet"
+
+    @property
+    def release(self) -> Path:
+        return self.folder("release")
+
+    @property
+    def rejects(self) -> ShardSet:
+        """``rejects/rejects_{i:05d}.parquet``: every non-ok row of download shard ``i`` (written by release)."""
+        return ShardSet(self.folder("rejects"), "rejects")
