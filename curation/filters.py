@@ -240,10 +240,16 @@ class FilterTask(ShardedStep):
 
     name = "filters"
 
+    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
+        super().__init__(config, run_dir)
+        # Looked up here, in the driver, and shipped with the task: a stage registered in-process runs in spawned
+        # workers too (classes pickle by reference).
+        self.stages = [cls for _, cls in filter_stages()]
+
     def filters(self, shard: int) -> list[Filter]:
         """The built-in filters for this shard, then every registered filter stage that is on for the run."""
         out = self.builtin_filters(shard)
-        for _, cls in filter_stages():
+        for cls in self.stages:
             stage = cls.from_config(self.config)
             if stage is not None:
                 out.append(stage)

@@ -77,6 +77,10 @@ class Registry(Generic[T]):
             if ep.name not in self._entries:
                 self._entries[ep.name] = Entry(ep.name, ep.value, f"(plugin {ep.value})", (("entry_point", True),))
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test's or a session's own registration); unknown names are ignored."""
+        self._entries.pop(name, None)
+
     def refresh_entry_points(self) -> None:
         """Forget the entry-point entries; they are looked up again when next asked for (after installing one)."""
         self._entries = {k: e for k, e in self._entries.items() if not dict(e.meta).get("entry_point")}

@@ -199,8 +199,9 @@ def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Sta
     return wrap
 
 
-def _place(order: list[Step], step: Step) -> None:
-    """Insert ``step`` right after the step it names, after those already placed there."""
+def _place(order: list[Step], step: Step, core: set[str]) -> None:
+    """Insert ``step`` right after the step it names: before the built-in steps that follow that one, after the
+    contributed steps already placed there (contributed steps after one step run in registration order)."""
     if not step.after:
         order.insert(0, step)
         return
@@ -209,7 +210,7 @@ def _place(order: list[Step], step: Step) -> None:
         raise ValueError(f"stage {step.name!r} runs after {step.after!r}, which is not a registered step "
                          f"(steps: {', '.join(names)})")
     at = names.index(step.after) + 1
-    while at < len(order) and order[at].after == step.after:
+    while at < len(order) and order[at].after == step.after and order[at].name not in core:
         at += 1
     order.insert(at, step)
 
@@ -227,24 +228,26 @@ def pipeline_steps(registry: Registry[Any] = STAGES) -> list[Step]:
     Raises:
         ValueError: a registered stage is neither a step, a filter nor a part, or runs after an unknown step.
     """
-    order: list[Step] = []
-    pending: list[Step] = []
+    core: set[str] = set()  # the built-in steps (registered from mrbench's own modules) form the chain
+    steps: list[Step] = []
     for entry in registry.in_order():
         if dict(entry.meta).get("inside"):
             continue
         obj = _load(entry)
         if isinstance(obj, Step):
-            pending.append(obj)
+            steps.append(obj)
+            if isinstance(entry.target, str) and entry.target.startswith("mrbench."):
+                core.add(obj.name)
         elif not (isinstance(obj, type) and issubclass(obj, Filter)):
             raise ValueError(f"stage {entry.name!r} ({entry.target}) is neither a mrbench.stage.Step, a Filter "
                              "subclass, nor registered with inside=<step>")
-    while pending:  # a step may be registered before the one it runs after
-        placed = [s for s in pending if not s.after or any(o.name == s.after for o in order)]
-        if not placed:
-            _place(order, pending[0])  # raises: names a step nobody registered
-        for s in placed:
-            _place(order, s)
-            pending.remove(s)
+    order: list[Step] = []
+    for group in ([s for s in steps if s.name in core], [s for s in steps if s.name not in core]):
+        pending = list(group)
+        while pending:  # a step may be registered before the one it runs after
+            ready = next((s for s in pending if not s.after or any(o.name == s.after for o in order)), pending[0])
+            _place(order, ready, core)  # raises for a step after one nobody registered
+            pending.remove(ready)
     return order
 
 
