@@ -32,7 +32,6 @@ from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.curation.audit import read_report
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
-from mrbench.curation.release import MANIFEST
 from mrbench.curation.report import write_report
 from mrbench.executors import get_executor
 from mrbench.layout import RunLayout
@@ -120,7 +119,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
             # every sharded step (a failing step closes it itself)
             executor.close()
     merged = write_merged_stats(run_dir, config, steps)
-    manifest = json.loads((layout.release / MANIFEST).read_text())
+    manifest = json.loads(layout.manifest.read_text())
     return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
 
 

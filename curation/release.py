@@ -164,7 +164,7 @@ def finalize_step(config: CurateConfig, run_dir: Path) -> Stats:
 def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     """Finish the release (:func:`finalize_step`, skipped when done); returns its manifest."""
     finalize_step(config, run_dir)
-    return json.loads((RunLayout(run_dir).release / MANIFEST).read_text())
+    return json.loads(RunLayout(run_dir).manifest.read_text())
 
 
 RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"))
@@ -190,7 +190,7 @@ def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
     no face encoder ran."""
     faces: dict[str, list[float]] = {}
     cols = ["id", "num_faces", "face_box", "face_score"]
-    for f in sorted(RunLayout(run_dir).embed.folder.glob("shard_*.parquet")):
+    for f in RunLayout(run_dir).embed.existing():
         if not set(cols) <= set(pq.ParquetFile(f).schema_arrow.names):
             continue
         for r in pq.read_table(f, columns=cols).to_pylist():

@@ -27,13 +27,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
 from mrbench.shards import atomic_write_text
 
-REPORT_FILE = "report.html"
 SPLIT_ORDER = ("held_out", "held_in", "train")
-# Steps in pipeline order; each drop reason belongs to one (curation.pipeline.drop_step).
-STEP_ORDER = ("download", "embed", "filters", "dedup", "group", "audit")
 
 
 class ReportError(ValueError):
@@ -46,10 +44,17 @@ def _drop_step(reason: str) -> str:
     return drop_step(reason)
 
 
+def _step_order() -> list[str]:
+    """The steps drop reasons belong to, in pipeline order (curation.pipeline.drop_step_order)."""
+    from mrbench.curation.pipeline import drop_step_order
+
+    return drop_step_order()
+
+
 def _read_stats(run_dir: Path) -> dict[str, dict[str, int]]:
-    path = run_dir / "stats.json"
+    path = RunLayout(run_dir).stats
     if not path.is_file():
-        if not (run_dir / "run_state.json").is_file():
+        if not RunLayout(run_dir).run_state.is_file():
             raise ReportError(f"{run_dir} is not a curation run folder (no run_state.json); "
                               "give the --out folder of `mrbench curate`")
         raise ReportError(f"{run_dir} has no stats.json yet: the run has not finished; rerun `mrbench curate` "
@@ -67,7 +72,7 @@ def _images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
     if not ids:
         return out
     wanted = pa.array(sorted(ids), pa.string())
-    for f in sorted((run_dir / "download").glob("shard_*.parquet")):
+    for f in RunLayout(run_dir).download.existing():
         t = pq.read_table(f, columns=["id", "image"], filters=[("id", "in", wanted)])
         for rid, data in zip(t.column("id").to_pylist(), t.column("image").to_pylist()):
             if data:
@@ -80,7 +85,7 @@ def _images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
 def _reject_examples(run_dir: Path, reasons: set[str], per_reason: int) -> dict[str, list[dict[str, Any]]]:
     """The first ``per_reason`` reject rows of each reason (shard order, then id order)."""
     got: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for f in sorted((run_dir / "rejects").glob("rejects_*.parquet")):
+    for f in RunLayout(run_dir).rejects.existing():
         # Only the status column becomes Python objects; the rows shown are taken by index (paper-scale rejects).
         table = pq.read_table(f)
         need = {r: per_reason - len(got[r]) for r in reasons}
@@ -104,7 +109,7 @@ def _funnel(status: dict[str, int]) -> list[tuple[str, int, int, int]]:
             dropped[_drop_step(reason)] += n
     rows = []
     left = sum(status.values())
-    for step in STEP_ORDER:
+    for step in _step_order():
         if step not in dropped and step in ("embed", "dedup", "audit"):
             continue  # model steps that did not run (or dropped nothing) stay out of the funnel
         rows.append((step, left, dropped[step], left - dropped[step]))
@@ -190,7 +195,8 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     body: list[str] = []
 
     # --- overview
-    manifest_path = run_dir / "release" / "manifest.json"
+    layout = RunLayout(run_dir)
+    manifest_path = layout.manifest
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     cfg = manifest.get("config", {})
     total = sum(status.values())
@@ -225,8 +231,9 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     rows = [(label, "", "", Raw(f"{n}")) for label, n in pre]
     rows += [(step, vin, drop, _bar(vout, total)) for step, vin, drop, vout in _funnel(status)]
     body.append(table(["step", "rows in", "dropped", "rows out"], rows, sortable=False, numeric=(1, 2)))
-    status_rows = sorted(status.items(), key=lambda kv: (kv[0] != "ok", STEP_ORDER.index(_drop_step(kv[0]))
-                                                         if _drop_step(kv[0]) in STEP_ORDER else 99, -kv[1], kv[0]))
+    order = _step_order()
+    status_rows = sorted(status.items(), key=lambda kv: (kv[0] != "ok", order.index(_drop_step(kv[0]))
+                                                         if _drop_step(kv[0]) in order else 99, -kv[1], kv[0]))
     body.append("<h3>Rows per status and step</h3>")
     body.append(table(["status", "step", "rows", "share"],
                       [(k, "release" if k == "ok" else _drop_step(k), v, f"{v / total:.1%}" if total else "-")
@@ -235,11 +242,11 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     # --- rejects
     reasons = {k for k in status if k != "ok"}
     examples = _reject_examples(run_dir, reasons, per_reason) if reasons else {}
-    dups_path = run_dir / "dedup" / "duplicates.parquet"
+    dups_path = layout.duplicates
     dups = pq.read_table(dups_path).to_pylist() if dups_path.is_file() else []
     dups.sort(key=lambda r: (-r["similarity"], r["id"]))
     dups = dups[:max_pairs]
-    groups_path = run_dir / "groups" / "groups.parquet"
+    groups_path = layout.groups_table
     groups = pq.read_table(groups_path).to_pylist() if groups_path.is_file() else []
     by_split: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for g in sorted(groups, key=lambda g: g["group"]):
@@ -302,7 +309,7 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     body += _histograms(groups)
 
     # --- audit
-    leak_path = run_dir / "audit" / "leakage.json"
+    leak_path = layout.leakage_report
     if leak_path.is_file():
         audit = json.loads(leak_path.read_text())
         body.append("<h2 id='audit'>Leakage audit</h2>")
@@ -317,6 +324,6 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, **kwargs: Any) -> Path:
     """Write :func:`build_report` to ``out`` (default ``RUN_DIR/report.html``); returns the path."""
-    path = Path(out) if out is not None else Path(run_dir) / REPORT_FILE
+    path = Path(out) if out is not None else RunLayout(run_dir).report
     atomic_write_text(path, build_report(run_dir, **kwargs))
     return path

@@ -176,6 +176,11 @@ class RunLayout:
         return self.folder("release")
 
     @property
+    def manifest(self) -> Path:
+        """The release's ``manifest.json`` (written last by ``finalize``)."""
+        return self.release / "manifest.json"
+
+    @property
     def rejects(self) -> ShardSet:
         """``rejects/rejects_{i:05d}.parquet``: every non-ok row of download shard ``i`` (written by release)."""
         return ShardSet(self.folder("rejects"), "rejects")

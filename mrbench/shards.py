@@ -135,6 +135,10 @@ class ShardSet:
     def is_done(self, i: int) -> bool:
         return self.marker(i).exists()
 
+    def existing(self) -> list[Path]:
+        """The shard outputs present in the folder, in shard order (none when it does not exist)."""
+        return sorted(self.folder.glob(f"{self.prefix}_*{self.suffix}"))
+
     def complete(self, i: int, stats: Stats) -> None:
         """Call after the output is written: writes stats, then the completion marker, last."""
         stats.save(self.stats_path(i))
