@@ -176,7 +176,9 @@ def curate(
             _fail("--retry-failed RUN_DIR works in RUN_DIR; leave --out out or give the same folder")
         out = retry_failed
         if config is None:
-            config = retry_failed / "config.yaml"
+            from mrbench.layout import RunLayout
+
+            config = RunLayout(retry_failed).config
             if not config.is_file():
                 _fail(f"{retry_failed} has no config.yaml: not a curation run folder")
     if config is None or out is None:
