@@ -68,18 +68,22 @@ ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 @with_run_lock("run_dir")
 def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFactory | None = None) -> dict[str, Any]:
-    """Run (or resume) every step; returns a summary (rows per status, groups, splits, release path).
+    """Run (or resume) every enabled registered step, in order; returns a summary (rows per status, groups, splits,
+    release path).
 
     The run folder is locked for the whole call (:mod:`mrbench.runlock`): a second process on it fails with
     :class:`~mrbench.runlock.RunLockedError` naming the holder.
     """
     config.validate()
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
+    try:
+        steps = pipeline_steps()  # a stage registered wrongly fails here, before any work
+    except ValueError as e:
+        raise ConfigError(f"stages: {e}") from None
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
     layout = RunLayout(run_dir)
     atomic_write_text(layout.config, yaml.safe_dump(to_dict(config), sort_keys=False))
-    steps = pipeline_steps()  # a plugin registered wrongly fails here, before any work
     executor = get_executor(config.executor)
     # Missing weights or model dependencies fail here, before any work.
     try:

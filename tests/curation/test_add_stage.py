@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import ConfigError, CurateConfig, load_config
 from mrbench.curation.pipeline import drop_step, run_curation
 from mrbench.stage import STAGES, pipeline_steps
 from smallweb import write_small_inputs
@@ -143,7 +143,7 @@ def test_a_stage_after_an_unknown_step_fails_before_any_work(tmp_path, web_serve
     STAGES.register("orphan", Step("orphan", noop, after="no_such_step"))
     try:
         cfg = load_config(CurateConfig, write_small_inputs(tmp_path / "in", web_server.base_url, small_web))
-        with pytest.raises(ValueError, match="no_such_step"):
+        with pytest.raises(ConfigError, match="no_such_step"):
             run_curation(cfg, tmp_path / "run")
     finally:
         STAGES.unregister("orphan")
