@@ -8,7 +8,8 @@ What it does to the run folder, in this order (each step is safe to kill; rerunn
 2. Removes what was computed from the shards that have such rows, so no stale result survives: ``embed/`` and
    ``filters/`` outputs of those shards (outputs, stats, markers), and the global results that depend on every shard:
    ``index/``, ``dedup/``, ``groups/``, ``audit/``, ``release/``, ``rejects/``, the release markers in ``state/`` and
-   ``stats.json``. Markers go first, so an interrupted retry never leaves a step marked done over stale inputs.
+   ``stats.json`` (and the results of contributed steps after the download, by the same rule). Markers go first,
+   so an interrupted retry never leaves a step marked done over stale inputs.
 3. Downloads those rows again (with the run's config; ``--set crawl.retries=3`` etc. apply) and rewrites each such
    download shard atomically: the rows that were not retried are copied unchanged, the retried rows take their new
    outcome (``ok`` or a named failure), rows stay sorted by id; its stats count ``download/<status>`` over the whole
@@ -32,12 +33,11 @@ from mrbench.curation.netguard import RETRYABLE
 from mrbench.runlock import with_run_lock
 from mrbench.records import STATUS_OK, ImageRecord
 from mrbench.shards import read_records, records_to_table, write_parquet_atomic
+from mrbench.stage import pipeline_steps
 from mrbench.stats import Stats
 
-# Global results computed from all download shards (steps' folders); removed whole when any shard changes.
-_GLOBAL_FOLDERS = ("index", "dedup", "group", "audit", "release", "rejects")
-# Per-shard results computed from each download shard.
-_PER_SHARD = ("embed", "filters")
+# Written by the group and release steps besides their own folders; removed whole when any shard changes.
+_SHARED_FOLDERS = ("audit", "release", "rejects")
 
 
 def retryable_rows(path: Path) -> int:
@@ -48,20 +48,26 @@ def retryable_rows(path: Path) -> int:
 
 
 def invalidate(run_dir: Path, config: CurateConfig, shards: list[int]) -> None:
-    """Remove every result computed from download shards ``shards`` (markers before outputs)."""
+    """Remove every result computed from download shards ``shards`` (markers before outputs): of every registered
+    step after the download, a global step's whole folder; a sharded step's shards ``shards``, or all of its shards
+    once a global step (which reads every shard) runs before it."""
     layout = RunLayout(run_dir)
-    if layout.state.is_dir():
-        for marker in layout.state.glob("release*"):  # release shards and finalize
-            marker.unlink()
-    for step in _GLOBAL_FOLDERS:
-        layout.step_marker(step).unlink(missing_ok=True)
-    for step in _PER_SHARD:
-        per_shard = layout.shards(step)
-        for i in shards:
+    steps = pipeline_steps()
+    later = steps[[s.name for s in steps].index("download") + 1:]
+    for step in later:
+        if not step.sharded:
+            layout.step_marker(step.name).unlink(missing_ok=True)
+    after_global = False
+    for step in later:
+        if not step.sharded:
+            after_global = True
+            continue
+        per_shard = layout.shards(step.name)
+        for i in range(step.run.num_shards(config)) if after_global else shards:
             for path in (per_shard.marker(i), per_shard.stats_path(i), per_shard.output(i)):
                 path.unlink(missing_ok=True)
-    for step in _GLOBAL_FOLDERS:
-        shutil.rmtree(layout.folder(step), ignore_errors=True)
+    for folder in [layout.folder(s.name) for s in later if not s.sharded] + [layout.folder(f) for f in _SHARED_FOLDERS]:
+        shutil.rmtree(folder, ignore_errors=True)
     layout.stats.unlink(missing_ok=True)
 
 
