@@ -28,7 +28,7 @@ from mrbench.layout import RunLayout
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
 from mrbench.registry import Entry, Registry
-from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class Step:
     Attributes:
         name: Registry name; also the step's folder and its key in ``stats.json`` (:class:`~mrbench.layout.RunLayout`).
         run: A :class:`ShardedStep` subclass, or a global step ``fn(config, run_dir) -> Stats`` (:func:`global_step`).
-        after: The step this one runs right after ("" for the first); several steps after one run in
-            registration order, built-ins first.
+        after: The step this one runs after ("" for the first). A contributed step runs right after it, before the
+            built-in step that follows it; contributed steps after one step run in registration order.
         reads: The steps whose files it reads; the first one's shard rows drive the progress bar of a sharded step.
         enabled: Whether it runs for a config (``fn(config) -> bool``).
         unit: What a sharded step's progress bar counts ("files" counts shards).
@@ -149,7 +149,7 @@ class ShardedStep(abc.ABC):
         return RunLayout(self.run_dir)
 
     @property
-    def shards(self):  # -> ShardSet
+    def shards(self) -> ShardSet:
         """Outputs, stats and markers of this step's shards."""
         return self.layout.shards(self.name)
 
