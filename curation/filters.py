@@ -99,6 +99,7 @@ class ResolutionFilter(Filter):
     """Drops images with a short side below ``min_side`` or a side ratio above ``max_aspect`` (0 turns a rule off)."""
 
     name = "resolution"
+    reasons = ("low_resolution", "extreme_aspect")
 
     def __init__(self, min_side: int, max_aspect: float) -> None:
         super().__init__()
@@ -162,6 +163,7 @@ class FaceFilter(Filter):
     """
 
     name = "face"
+    reasons = ("no_face", "face_too_small", "face_low_score", "multiple_faces")
 
     def __init__(self, config: FilterConfig, categories: Iterable[str], faces: Mapping[str, FaceInfo]) -> None:
         super().__init__()
@@ -204,6 +206,7 @@ class ObjectFilter(Filter):
     """
 
     name = "object"
+    reasons = ("object_missing",)
 
     def __init__(self, classes: TagClasses, detections: Mapping[str, tuple[list[str], list[float]]], min_score: float) -> None:
         super().__init__()
@@ -289,10 +292,9 @@ class FilterTask(ShardedStep):
         return pa.table(rows, schema=DROP_SCHEMA), stats
 
 
-FILTER_REASONS = ("low_resolution", "extreme_aspect", "no_face", "face_too_small", "face_low_score", "multiple_faces",
-                  "object_missing")
+# embed_decode_error, which EmbedFailureFilter passes on, is the embed step's (curation.embed.EMBED_STEP).
 FILTERS_STEP = Step("filters", FilterTask, after="embed", reads=("download", "embed"),
-                    drops=(("filters", FILTER_REASONS),))
+                    drops=(("filters", ResolutionFilter.reasons + FaceFilter.reasons + ObjectFilter.reasons),))
 
 
 def read_drops(folder: Path, prefix: str, num_shards: int) -> dict[str, tuple[str, str]]:

@@ -148,3 +148,15 @@ def test_a_stage_after_an_unknown_step_fails_before_any_work(tmp_path, web_serve
     finally:
         STAGES.unregister("orphan")
     assert not (tmp_path / "run" / "ingest").exists()
+
+
+def test_ls_stages_lists_what_runs_in_run_order():
+    import mrbench.curation  # noqa: F401  (the built-in steps)
+
+    out = subprocess.run([sys.executable, "-m", "mrbench.cli", "ls", "stages"], capture_output=True, text=True)
+    names = [line.split()[0] for line in out.stdout.splitlines() if not line.startswith(" ")]
+    steps = [s.name for s in pipeline_steps()]
+    assert steps == ["ingest", "select", "download", "embed", "filters", "index", "dedup", "group", "release",
+                     "finalize"]
+    assert [n for n in names if n in steps] == steps
+    assert names.index("download") < names.index("validate") < names.index("embed")  # a part, under its step
