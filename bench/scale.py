@@ -186,8 +186,7 @@ def measure(run: Path, num_shards: int, seed: int) -> dict:
     """Index (apart), then the timed global steps on ``run``; returns the timings."""
     from mrbench.curation.index import build_index
     from mrbench.curation.group import group_and_split
-    from mrbench.curation.release import finalize_release
-    from mrbench.curation.release import ReleaseTask
+    from mrbench.curation.release import ReleaseTask, finalize_release
 
     cfg = _config(num_shards, seed)
     out: dict = {}
