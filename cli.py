@@ -108,48 +108,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
-    """A rich progress display (rate and ETA) and a factory of per-step advance callbacks."""
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``."""
+    from mrbench.console import progress_display
 
-    class RateColumn(ProgressColumn):
-        """Items per second (URLs/s, images/s): rich's own speed column shows only for bars without a total."""
-
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            if speed is None and task.completed and task.elapsed:  # one big step (a shard, a batch): the average
-                speed = task.completed / task.elapsed
-            return Text("" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
-
-    progress = Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        disable=_LOG["level"] == "ERROR",  # -q: no bars
-    )
-
-    def factory(name: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(name, total=total)
-        return lambda n: progress.advance(task, n)
-
-    return progress, factory
-
-
-def eval_progress(progress: Any, label: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
-    """``(progress, phase)`` callbacks of :func:`~mrbench.evaluation.runner.run_eval` driving one bar of a rich
-    ``progress`` display: the phase in the description (loading / preparing / generating), images done of total
-    with rate and ETA."""
-    task = progress.add_task(f"{label}: loading", total=None)
-
-    def report(done: int, total: int) -> None:
-        progress.update(task, total=total, completed=done)
-
-    def phase(name: str) -> None:
-        progress.update(task, description=f"{label}: {name}")
-
-    return report, phase
+    return progress_display(disable=_LOG["level"] == "ERROR")
 
 
 @app.command()
@@ -164,6 +126,7 @@ def curate(
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
+    from mrbench.console import print_summary
     from mrbench.curation.pipeline import run_curation
     from mrbench.log import setup_logging
 
@@ -209,47 +172,6 @@ def curate(
     print_summary(summary)
     if retry_failed is not None:
         typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
-
-
-def print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from mrbench.curation.pipeline import drop_step
-
-    console = Console()
-    t = Table(title="rows per status and step")
-    t.add_column("status")
-    t.add_column("step")
-    t.add_column("rows", justify="right")
-    order = ["download", "embed", "filters", "dedup", "group", "audit"]
-    for k, v in sorted(summary["rows_per_status"].items(),
-                       key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0])), -kv[1], kv[0])):
-        t.add_row(k, "release" if k == "ok" else drop_step(k), str(v))
-    console.print(t)
-    audit = summary.get("leakage_audit")
-    if audit is not None:
-        a = Table(title="leakage audit (pairs across splits)")
-        for c in ("kind", "splits", "pairs"):
-            a.add_column(c)
-        for key, n in audit["pairs"].items():
-            kind, splits = key.split("/", 1)
-            a.add_row(kind, splits, str(n))
-        if not audit["pairs"]:
-            a.add_row("near_duplicate, identity", "all", "0")
-        console.print(a)
-        console.print(f"leakage audit: {audit['pairs_total']} pairs; {audit['removed_train_images']} training images "
-                      f"removed, {audit['dropped_groups']} groups dropped (near-duplicate cosine >= "
-                      f"{audit['near_dup_threshold']}, identity cosine >= {audit['identity_threshold']})")
-    g = Table(title="splits")
-    for c in ("split", "groups", "images"):
-        g.add_column(c)
-    for s in ("held_out", "held_in", "train"):
-        g.add_row(s, str(summary["groups_per_split"].get(s, 0)), str(summary["images_per_split"].get(s, 0)))
-    console.print(g)
-    console.print(f"release: {summary['release']} ({summary['release_rows']} images)")
-    if summary.get("report"):
-        console.print(f"report: {summary['report']}")
 
 
 @app.command("report")
@@ -595,6 +517,7 @@ def eval_cmd(
 ) -> None:
     """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images)."""
     from mrbench.backends.base import MissingWeightsError
+    from mrbench.console import eval_progress
     from mrbench.evaluation.runner import run_eval
     from mrbench.log import setup_logging
     from mrbench.registry import UnknownEntryError
