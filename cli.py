@@ -118,7 +118,7 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
 def curate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="curation config YAML (required unless --retry-failed)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (created; an existing one is resumed)"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="a registered executor (mrbench ls executors); default: the config's executor.name"),
     workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
@@ -144,7 +144,9 @@ def curate(
                 _fail(f"{retry_failed} has no config.yaml: not a curation run folder")
     if config is None or out is None:
         _fail("--config and --out are required (or --retry-failed RUN_DIR)")
-    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers is not None else []),
+    # Only the flags given override the config (CLI > YAML > defaults).
+    overrides = [*([f"executor.name={executor}"] if executor else []),
+                 *([f"executor.workers={workers}"] if workers is not None else []),
                  *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
     try:
         cfg = load_config(CurateConfig, config, overrides)

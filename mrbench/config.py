@@ -385,7 +385,8 @@ class ExecutorConfig:
     """Which executor runs the shards.
 
     Attributes:
-        name: ``local`` (processes) or ``ray``.
+        name: A registered executor (``mrbench ls executors``; built in: processes on this machine, the default,
+            and Ray), checked against the registry.
         workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
             ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
         ray_address: Address for ``ray.init`` (None starts a local cluster).

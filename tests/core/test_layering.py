@@ -104,3 +104,16 @@ def test_checker_reports_file_and_line(tmp_path: Path, source: str, line: int | 
     path.write_text(source)
     problems = outer_imports(path, "mrbench.probe")
     assert [p.split(": ")[0] for p in problems] == ([] if line is None else [f"{path}:{line}"])
+
+
+def test_no_core_module_imports_the_cli_even_lazily() -> None:
+    """The CLI is the outermost layer: the core (the demo included) uses :mod:`mrbench.console` for its display,
+    never the CLI's helpers, not even inside a function."""
+    problems = []
+    for path in core_modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        module = ".".join(path.relative_to(CORE.parent).with_suffix("").parts)
+        for node in ast.walk(tree):
+            if any(n == "mrbench.cli" or n.startswith("mrbench.cli.") for n in _imported(node, module)):
+                problems.append(f"{path.relative_to(CORE.parent)}:{node.lineno}")
+    assert not problems, "core modules import the CLI: " + ", ".join(problems)
