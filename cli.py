@@ -500,25 +500,42 @@ def group_cmd(
                f"{sum(g is None for g in group_id)} not embedded")
 
 
+def _eval_default(name: str) -> str:
+    """`` (default: VALUE)`` of an :class:`~mrbench.config.EvalConfig` field, for help texts: the flags have no
+    defaults of their own (an absent flag leaves the YAML's or the config's value)."""
+    import dataclasses
+
+    from mrbench.config import EvalConfig
+
+    f = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
+    return "" if f.default in (None, dataclasses.MISSING, "") else f" (default: {f.default})"
+
+
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="model name (mrbench ls models)"),
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent folder of run folders"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="eval config YAML: the option names below in snake_case (model, benchmark, model_args, images_per_prompt, ...); flags and --set override it"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model name (mrbench ls models)"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="parent folder of run folders" + _eval_default("out")),
     split: Optional[str] = typer.Option(None, "--split", help="held-in or held-out (MRBench releases; default held-out)"),
     model_args: List[str] = typer.Option([], "--model-args", "-a", help="generator options k=v,k2=v2 (repeatable)"),
-    profile: str = typer.Option("default", "--profile", help="default (pretrained weights) or tiny (tiny random models)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="default (pretrained weights) or tiny (tiny random models)" + _eval_default("profile")),
     limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
-    seed: int = typer.Option(0, "--seed", help="first seed; image k of a prompt uses seed+k"),
-    images_per_prompt: int = typer.Option(4, "--images-per-prompt", help="images generated per sample"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="first seed; image k of a prompt uses seed+k" + _eval_default("seed")),
+    images_per_prompt: Optional[int] = typer.Option(None, "--images-per-prompt", help="images generated per sample" + _eval_default("images_per_prompt")),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
     image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
     metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
+    set_: List[str] = typer.Option([], "--set", help="override an eval option: --set n_boot=200 (also model_args.KEY=VALUE)"),
 ) -> None:
-    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images)."""
+    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images).
+
+    Options come from EvalConfig: defaults, then --config YAML, then the flags given, then --set (CLI > YAML > defaults).
+    """
     from mrbench.backends.base import MissingWeightsError
+    from mrbench.config import EvalConfig, load_config, parse_model_args
     from mrbench.console import eval_progress
     from mrbench.evaluation.runner import run_eval
     from mrbench.log import setup_logging
@@ -526,18 +543,25 @@ def eval_cmd(
 
     setup_logging(_LOG["level"])
     _INTERRUPT["hint"] = RESUME_HINT + "; finished images come from the generation cache"
-    if out.exists() and not out.is_dir():
-        _fail(f"--out {out} is a file, not a folder")
-    if metric_device:
-        _check_device(metric_device)
+    flags = {"model": model, "benchmark": benchmark, "out": str(out) if out else None, "split": split,
+             "profile": profile, "limit": limit, "seed": seed, "images_per_prompt": images_per_prompt,
+             "metrics": [metrics] if metrics else None, "image_encoder": image_encoder, "batch_size": batch_size,
+             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device}
+    try:
+        if model_args:
+            flags["model_args"] = parse_model_args(model_args)
+        cfg = load_config(EvalConfig, config, set_, values={k: v for k, v in flags.items() if v is not None})
+    except ConfigError as e:
+        _fail(str(e))
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        _fail(f"--out {cfg.out} is a file, not a folder")
+    if cfg.metric_device:
+        _check_device(cfg.metric_device)
     progress, _ = _progress_factory()
-    report, phase = eval_progress(progress, model)
+    report, phase = eval_progress(progress, cfg.model)
     try:
         with progress:  # type: ignore[attr-defined]
-            result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
-                              seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
-                              image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
-                              metric_device=metric_device, progress=report, phase=phase)
+            result = run_eval(config=cfg, progress=report, phase=phase)
     except MissingWeightsError as e:
         _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
