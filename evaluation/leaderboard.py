@@ -211,7 +211,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 enc = key.split("@", 1)[1].split(".", 1)[0] if "@" in key else ""
                 z = est.get("failures_as_zero") or {"mean": None, "ci": [None, None]}
                 w.writerow([bench, split, r.model, r.path.name, key, enc, est["mean"], est["ci"][0], est["ci"][1],
-                            est["n_groups"], est["n_rows"], est["direction"], r.summary.get("random_weights"),
+                            est["n_groups"], est["n_rows"], column_direction(key, est)[0], r.summary.get("random_weights"),
                             r.summary.get("model_random_weights"), fingerprint, r.summary["benchmark"].get("limit"),
                             s.get("rows"), s.get("failed"), s.get("failure_rate"), z["mean"], z["ci"][0], z["ci"][1]])
     atomic_write_text(path, buf.getvalue())
@@ -229,6 +229,17 @@ def _real_images(run: Run) -> dict[str, Any]:
         return {}
 
 
+def column_direction(key: str, est: dict[str, Any]) -> tuple[str, str]:
+    """(direction, aggregation) of the column ``key``, from the metric registry (what a metric registers is what
+    ranks it); a metric this installation does not know keeps what its run recorded in ``summary.json``."""
+    from mrbench.evaluation.metrics import registered_metric
+
+    reg = registered_metric(key)
+    if reg["registered"]:
+        return reg["direction"], reg["aggregation"] or ""
+    return est.get("direction", "higher"), ""
+
+
 def board_tables(runs: Sequence[Run]) -> list[Any]:
     """The aggregated tables the HTML page renders: one per evaluated sample set (benchmark, split, fingerprint,
     selection), rows in leaderboard order, each with its failures-counted-as-0 view."""
@@ -243,7 +254,8 @@ def board_tables(runs: Sequence[Run]) -> list[Any]:
         for col, scale in _columns(rs, split):
             est = next((r.split_summary(split).get("metrics", {}).get(col) for r in rs
                         if col in r.split_summary(split).get("metrics", {})), None) or {}
-            cols.append(Column(col, est.get("direction", "higher"), est.get("description", ""), scale))
+            direction, aggregation = column_direction(col, est)
+            cols.append(Column(col, direction, est.get("description", ""), scale, aggregation))
         rows, zero_rows = [], []
         for r in rs:
             s = r.split_summary(split)
