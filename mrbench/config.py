@@ -434,9 +434,26 @@ class CurateConfig:
     def _validate_visual(self) -> None:
         """Embed, dedup, filter, audit and visual grouping settings; model names are checked against the
         registries (no model is loaded here)."""
-        from mrbench.curation.embed import check_models
+        check_embed_models(self.embed)
 
-        check_models(self.embed)
+
+def check_embed_models(config: EmbedConfig) -> None:
+    """Check the configured model names against the backend registries (nothing is loaded); raises ConfigError."""
+    from mrbench.backends import DETECTORS, ENCODERS  # lazy: the backends package is not needed to load a config
+    from mrbench.registry import UnknownEntryError
+
+    def kind(name: str) -> str:  # image, text-image or face: registered with each encoder
+        return dict(ENCODERS.entry(name).meta).get("kind", "image")
+
+    try:
+        if config.encoder and kind(config.encoder) == "face":
+            raise ConfigError(f"embed.encoder {config.encoder!r} is a face encoder; set it as embed.face_encoder")
+        if config.face_encoder and kind(config.face_encoder) != "face":
+            raise ConfigError(f"embed.face_encoder {config.face_encoder!r} is not a face encoder")
+        if config.detector:
+            DETECTORS.entry(config.detector)
+    except UnknownEntryError as e:
+        raise ConfigError(f"embed: {e}") from None
 
 
 PROFILES = ("default", "tiny")  # pretrained weights, or tiny random models and encoders (no download)
