@@ -80,3 +80,18 @@ def test_first_click_sorts_best_first(lower_metric: str, tmp_path: Path) -> None
     dom, errors = load_page(path)
     assert errors == []
     assert "<title>abc|bca</title>" in dom  # distance 0.2, 0.5, 0.9; similarity 0.7, 0.5, 0.3
+
+
+def test_markdown_marks_the_best_value_by_registered_direction(lower_metric: str, tmp_path: Path) -> None:
+    from mrbench.evaluation.leaderboard import write_markdown
+
+    runs = _runs() + [_run("reference", {f"{LOWER}@enc.target": 0.01, "image_sim@enc.target": 0.99})]
+    write_markdown(runs, tmp_path / "board.md")
+    md = (tmp_path / "board.md").read_text()
+    first_table = md[: md.index("### ")]  # the ok-rows table (its failures-as-0 twin follows)
+    rows = {line.split("|")[1].strip(): line for line in first_table.splitlines() if line.startswith("| ")
+            and "---" not in line and "model" not in line.split("|")[1]}
+    assert "**0.200 [0.100, 0.300]**" in rows["a"] and rows["a"].count("**") == 2  # the lowest distance
+    assert "**0.700 [0.600, 0.800]**" in rows["b"] and rows["b"].count("**") == 2  # the highest similarity
+    assert "**" not in rows["c"] and "**" not in rows["reference"]  # the ceiling row is a scale mark
+    assert f"Lower is better: `{LOWER}@enc.target`." in md
