@@ -24,9 +24,11 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from mrbench.config import ConfigError, EvalConfig, eval_config, parse_model_args
+# EvalConfig and parse_model_args live in the core config module (declared once); imported here for callers that
+# know them from the runner.
+from mrbench.config import ConfigError, EvalConfig, eval_config, parse_model_args  # noqa: F401
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
