@@ -108,55 +108,17 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
-    """A rich progress display (rate and ETA) and a factory of per-step advance callbacks."""
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``."""
+    from mrbench.console import progress_display
 
-    class RateColumn(ProgressColumn):
-        """Items per second (URLs/s, images/s): rich's own speed column shows only for bars without a total."""
-
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            if speed is None and task.completed and task.elapsed:  # one big step (a shard, a batch): the average
-                speed = task.completed / task.elapsed
-            return Text("" if speed is None else f"{speed:.3g}/s", style="progress.data.speed")
-
-    progress = Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), RateColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        disable=_LOG["level"] == "ERROR",  # -q: no bars
-    )
-
-    def factory(name: str, total: int) -> Callable[[int], None]:
-        task = progress.add_task(name, total=total)
-        return lambda n: progress.advance(task, n)
-
-    return progress, factory
-
-
-def eval_progress(progress: Any, label: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
-    """``(progress, phase)`` callbacks of :func:`~mrbench.evaluation.runner.run_eval` driving one bar of a rich
-    ``progress`` display: the phase in the description (loading / preparing / generating), images done of total
-    with rate and ETA."""
-    task = progress.add_task(f"{label}: loading", total=None)
-
-    def report(done: int, total: int) -> None:
-        progress.update(task, total=total, completed=done)
-
-    def phase(name: str) -> None:
-        progress.update(task, description=f"{label}: {name}")
-
-    return report, phase
+    return progress_display(disable=_LOG["level"] == "ERROR")
 
 
 @app.command()
 def curate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="curation config YAML (required unless --retry-failed)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (created; an existing one is resumed)"),
-    executor: str = typer.Option("local", "--executor", help="local or ray"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="a registered executor (mrbench ls executors); default: the config's executor.name"),
     workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
@@ -164,6 +126,7 @@ def curate(
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
+    from mrbench.console import print_summary
     from mrbench.curation.pipeline import run_curation
     from mrbench.log import setup_logging
 
@@ -183,7 +146,9 @@ def curate(
                 _fail(f"{retry_failed} has no config.yaml: not a curation run folder")
     if config is None or out is None:
         _fail("--config and --out are required (or --retry-failed RUN_DIR)")
-    overrides = [f"executor.name={executor}", *([f"executor.workers={workers}"] if workers is not None else []),
+    # Only the flags given override the config (CLI > YAML > defaults).
+    overrides = [*([f"executor.name={executor}"] if executor else []),
+                 *([f"executor.workers={workers}"] if workers is not None else []),
                  *([f"executor.ray_address={ray_address}"] if ray_address else []), *set_]
     try:
         cfg = load_config(CurateConfig, config, overrides)
@@ -211,47 +176,6 @@ def curate(
     print_summary(summary)
     if retry_failed is not None:
         typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
-
-
-def print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from mrbench.curation.pipeline import drop_step, drop_step_order
-
-    console = Console()
-    t = Table(title="rows per status and step")
-    t.add_column("status")
-    t.add_column("step")
-    t.add_column("rows", justify="right")
-    order = drop_step_order()
-    for k, v in sorted(summary["rows_per_status"].items(),
-                       key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0])), -kv[1], kv[0])):
-        t.add_row(k, "release" if k == "ok" else drop_step(k), str(v))
-    console.print(t)
-    audit = summary.get("leakage_audit")
-    if audit is not None:
-        a = Table(title="leakage audit (pairs across splits)")
-        for c in ("kind", "splits", "pairs"):
-            a.add_column(c)
-        for key, n in audit["pairs"].items():
-            kind, splits = key.split("/", 1)
-            a.add_row(kind, splits, str(n))
-        if not audit["pairs"]:
-            a.add_row("near_duplicate, identity", "all", "0")
-        console.print(a)
-        console.print(f"leakage audit: {audit['pairs_total']} pairs; {audit['removed_train_images']} training images "
-                      f"removed, {audit['dropped_groups']} groups dropped (near-duplicate cosine >= "
-                      f"{audit['near_dup_threshold']}, identity cosine >= {audit['identity_threshold']})")
-    g = Table(title="splits")
-    for c in ("split", "groups", "images"):
-        g.add_column(c)
-    for s in ("held_out", "held_in", "train"):
-        g.add_row(s, str(summary["groups_per_split"].get(s, 0)), str(summary["images_per_split"].get(s, 0)))
-    console.print(g)
-    console.print(f"release: {summary['release']} ({summary['release_rows']} images)")
-    if summary.get("report"):
-        console.print(f"report: {summary['report']}")
 
 
 @app.command("report")
@@ -578,43 +502,68 @@ def group_cmd(
                f"{sum(g is None for g in group_id)} not embedded")
 
 
+def _eval_default(name: str) -> str:
+    """`` (default: VALUE)`` of an :class:`~mrbench.config.EvalConfig` field, for help texts: the flags have no
+    defaults of their own (an absent flag leaves the YAML's or the config's value)."""
+    import dataclasses
+
+    from mrbench.config import EvalConfig
+
+    f = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
+    return "" if f.default in (None, dataclasses.MISSING, "") else f" (default: {f.default})"
+
+
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="model name (mrbench ls models)"),
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="parent folder of run folders"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="eval config YAML: the option names below in snake_case (model, benchmark, model_args, images_per_prompt, ...); flags and --set override it"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model name (mrbench ls models)"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="dreambench:PATH, mrbench:RELEASE_DIR or folder:PATH"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="parent folder of run folders" + _eval_default("out")),
     split: Optional[str] = typer.Option(None, "--split", help="held-in or held-out (MRBench releases; default held-out)"),
     model_args: List[str] = typer.Option([], "--model-args", "-a", help="generator options k=v,k2=v2 (repeatable)"),
-    profile: str = typer.Option("default", "--profile", help="default (pretrained weights) or tiny (tiny random models)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="default (pretrained weights) or tiny (tiny random models)" + _eval_default("profile")),
     limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
-    seed: int = typer.Option(0, "--seed", help="first seed; image k of a prompt uses seed+k"),
-    images_per_prompt: int = typer.Option(4, "--images-per-prompt", help="images generated per sample"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="first seed; image k of a prompt uses seed+k" + _eval_default("seed")),
+    images_per_prompt: Optional[int] = typer.Option(None, "--images-per-prompt", help="images generated per sample" + _eval_default("images_per_prompt")),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
     image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
     metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
+    set_: List[str] = typer.Option([], "--set", help="override an eval option: --set n_boot=200 (also model_args.KEY=VALUE)"),
 ) -> None:
-    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images)."""
+    """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images).
+
+    Options come from EvalConfig: defaults, then --config YAML, then the flags given, then --set (CLI > YAML > defaults).
+    """
     from mrbench.backends.base import MissingWeightsError
+    from mrbench.config import EvalConfig, load_config, parse_model_args
+    from mrbench.console import eval_progress
     from mrbench.evaluation.runner import run_eval
     from mrbench.log import setup_logging
     from mrbench.registry import UnknownEntryError
 
     setup_logging(_LOG["level"])
     _INTERRUPT["hint"] = RESUME_HINT + "; finished images come from the generation cache"
-    if out.exists() and not out.is_dir():
-        _fail(f"--out {out} is a file, not a folder")
-    if metric_device:
-        _check_device(metric_device)
+    flags = {"model": model, "benchmark": benchmark, "out": str(out) if out else None, "split": split,
+             "profile": profile, "limit": limit, "seed": seed, "images_per_prompt": images_per_prompt,
+             "metrics": [metrics] if metrics else None, "image_encoder": image_encoder, "batch_size": batch_size,
+             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device}
+    try:
+        if model_args:
+            flags["model_args"] = parse_model_args(model_args)
+        cfg = load_config(EvalConfig, config, set_, values={k: v for k, v in flags.items() if v is not None})
+    except ConfigError as e:
+        _fail(str(e))
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        _fail(f"--out {cfg.out} is a file, not a folder")
+    if cfg.metric_device:
+        _check_device(cfg.metric_device)
     progress, _ = _progress_factory()
-    report, phase = eval_progress(progress, model)
+    report, phase = eval_progress(progress, cfg.model)
     try:
         with progress:  # type: ignore[attr-defined]
-            result = run_eval(model, benchmark, out, split=split, model_args=model_args, profile=profile, limit=limit,
-                              seed=seed, images_per_prompt=images_per_prompt, metrics=metrics,
-                              image_encoder=image_encoder, batch_size=batch_size, cache_dir=cache_dir,
-                              metric_device=metric_device, progress=report, phase=phase)
+            result = run_eval(config=cfg, progress=report, phase=phase)
     except MissingWeightsError as e:
         _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:

@@ -25,7 +25,7 @@ from mrbench.config import CrawlConfig
 from mrbench.curation.crawl import mark_origin
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.records import ImageRecord
-from mrbench.webserver import Route, SampleWebServer, broken_routes, encode
+from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
 
 
 def photo(seed: int, mode: str = "RGB") -> Image.Image:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from mrbench.config import ConfigError, CurateConfig, EmbedConfig
+from mrbench.config import CurateConfig, EmbedConfig
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
@@ -51,29 +51,6 @@ FEATURE_SCHEMA = pa.schema(
         ("error_message", pa.string()),
     ]
 )
-
-
-def encoder_kind(name: str) -> str:
-    """``image``, ``text-image`` or ``face`` for a registered encoder name."""
-    from mrbench.backends import ENCODERS
-
-    return dict(ENCODERS.entry(name).meta).get("kind", "image")
-
-
-def check_models(config: EmbedConfig) -> None:
-    """Check the configured model names against the registries (nothing is loaded); raises ConfigError."""
-    from mrbench.backends import DETECTORS
-    from mrbench.registry import UnknownEntryError
-
-    try:
-        if config.encoder and encoder_kind(config.encoder) == "face":
-            raise ConfigError(f"embed.encoder {config.encoder!r} is a face encoder; set it as embed.face_encoder")
-        if config.face_encoder and encoder_kind(config.face_encoder) != "face":
-            raise ConfigError(f"embed.face_encoder {config.face_encoder!r} is not a face encoder")
-        if config.detector:
-            DETECTORS.entry(config.detector)
-    except UnknownEntryError as e:
-        raise ConfigError(f"embed: {e}") from None
 
 
 def build_encoder(name: str, options: dict[str, Any] | None = None) -> Any:

@@ -23,9 +23,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from PIL import Image
 
-from mrbench.config import ConfigError, from_dict, to_dict
-
-PROFILES = ("default", "tiny")
+from mrbench.config import PROFILES, ConfigError, from_dict, to_dict
 
 
 @dataclass(frozen=True)

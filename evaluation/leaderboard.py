@@ -163,13 +163,40 @@ def _encoders(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _direction(rs: Sequence[Run], split: str, key: str) -> str:
+    est = next((r.split_summary(split)["metrics"][key] for r in rs if key in r.split_summary(split).get("metrics", {})),
+               {})
+    return column_direction(key, est)[0]
+
+
+def _best_mean(rs: Sequence[Run], split: str, key: str, zero: bool) -> float | None:
+    """The best mean of column ``key`` over the model rows (not the reference / chance scale rows), by the metric's
+    registered direction; None when fewer than two models have a value (one contender is not a ranking)."""
+    vals = []
+    for r in rs:
+        est = r.split_summary(split).get("metrics", {}).get(key) or {}
+        est = (est.get("failures_as_zero") or {}) if zero else est
+        if r.model not in REAL_ROWS and est.get("mean") is not None:
+            vals.append(est["mean"])
+    if len(vals) < 2:
+        return None
+    return min(vals) if _direction(rs, split, key) == "lower" else max(vals)
+
+
+def _bold(text: str, est: dict[str, Any] | None, best: float | None, real: bool) -> str:
+    hit = best is not None and not real and est and est.get("mean") is not None and abs(est["mean"] - best) < 1e-12
+    return f"**{text}**" if hit else text
+
+
 def write_markdown(runs: Sequence[Run], path: Path) -> None:
     lines = ["# MRBench leaderboard", "",
              "Cells: mean over groups of per-group means, with a bootstrap 95 % confidence interval over groups.",
              "`failed`: rows without a scored image (any status but ok), out of all rows; the first table of each "
              "benchmark averages ok rows only, the second counts failed rows as 0.",
              "Runs of different benchmark fingerprints are never merged: each sample set has its own tables.",
-             "Rows marked [random weights] come from tiny random models: their numbers say nothing about quality.", ""]
+             "Rows marked [random weights] come from tiny random models: their numbers say nothing about quality.",
+             "Bold: the best model value of each column, by the metric's registered direction (the reference and chance "
+             "rows are scale marks, not contenders).", ""]
     tables = _tables(runs)
     for key, rs in tables.items():
         split = key[1]
@@ -179,12 +206,20 @@ def write_markdown(runs: Sequence[Run], path: Path) -> None:
         rule = "|---|---|---|---|" + "---|" * len(cols)
         lines += [f"## {title}", "", _benchmark_line(rs), "", head, rule]
         zero = [f"### {title}: failures counted as 0", "", head, rule]
+        lower = [_col_name(k, sc) for k, sc in cols if _direction(rs, split, k) == "lower"]
+        best = {k: _best_mean(rs, split, k, zero=False) for k, _ in cols}
+        best_zero = {k: _best_mean(rs, split, k, zero=True) for k, _ in cols}
         for r in rs:
             s = r.split_summary(split)
             front = f"| {r.label} | {s.get('groups', 0)} | {s.get('rows_per_status', {}).get('ok', 0)} | {format_failures(s)} | "
             m = s.get("metrics", {})
-            lines.append(front + " | ".join(format_estimate(m.get(k), sc) for k, sc in cols) + " |")
-            zero.append(front + " | ".join(_zero_estimate(m.get(k), sc) for k, sc in cols) + " |")
+            real = r.model in REAL_ROWS
+            lines.append(front + " | ".join(_bold(format_estimate(m.get(k), sc), m.get(k), best[k], real)
+                                            for k, sc in cols) + " |")
+            zero.append(front + " | ".join(_bold(_zero_estimate(m.get(k), sc), (m.get(k) or {}).get("failures_as_zero"),
+                                                 best_zero[k], real) for k, sc in cols) + " |")
+        if lower:
+            lines += ["", "Lower is better: " + ", ".join(f"`{c}`" for c in lower) + "."]
         lines += ["", *zero]
         notes = [f"`{m}` = {ROW_NOTE[m]}" for m in REAL_ROWS if any(r.model == m for r in rs)]
         if notes:
@@ -211,7 +246,7 @@ def write_csv(runs: Sequence[Run], path: Path) -> None:
                 enc = key.split("@", 1)[1].split(".", 1)[0] if "@" in key else ""
                 z = est.get("failures_as_zero") or {"mean": None, "ci": [None, None]}
                 w.writerow([bench, split, r.model, r.path.name, key, enc, est["mean"], est["ci"][0], est["ci"][1],
-                            est["n_groups"], est["n_rows"], est["direction"], r.summary.get("random_weights"),
+                            est["n_groups"], est["n_rows"], column_direction(key, est)[0], r.summary.get("random_weights"),
                             r.summary.get("model_random_weights"), fingerprint, r.summary["benchmark"].get("limit"),
                             s.get("rows"), s.get("failed"), s.get("failure_rate"), z["mean"], z["ci"][0], z["ci"][1]])
     atomic_write_text(path, buf.getvalue())
@@ -229,6 +264,17 @@ def _real_images(run: Run) -> dict[str, Any]:
         return {}
 
 
+def column_direction(key: str, est: dict[str, Any]) -> tuple[str, str]:
+    """(direction, aggregation) of the column ``key``, from the metric registry (what a metric registers is what
+    ranks it); a metric this installation does not know keeps what its run recorded in ``summary.json``."""
+    from mrbench.evaluation.metrics import registered_metric
+
+    reg = registered_metric(key)
+    if reg["registered"]:
+        return reg["direction"], reg["aggregation"] or ""
+    return est.get("direction", "higher"), ""
+
+
 def board_tables(runs: Sequence[Run]) -> list[Any]:
     """The aggregated tables the HTML page renders: one per evaluated sample set (benchmark, split, fingerprint,
     selection), rows in leaderboard order, each with its failures-counted-as-0 view."""
@@ -243,7 +289,8 @@ def board_tables(runs: Sequence[Run]) -> list[Any]:
         for col, scale in _columns(rs, split):
             est = next((r.split_summary(split).get("metrics", {}).get(col) for r in rs
                         if col in r.split_summary(split).get("metrics", {})), None) or {}
-            cols.append(Column(col, est.get("direction", "higher"), est.get("description", ""), scale))
+            direction, aggregation = column_direction(col, est)
+            cols.append(Column(col, direction, est.get("description", ""), scale, aggregation))
         rows, zero_rows = [], []
         for r in rs:
             s = r.split_summary(split)

@@ -32,9 +32,10 @@ class Column:
     """One metric column: ``key`` is the summary's field key (``image_sim@mobilenet_v2.target``)."""
 
     key: str
-    direction: str = "higher"
+    direction: str = "higher"  # the metric's registered direction (leaderboard.column_direction)
     description: str = ""
     scale: float | None = None
+    aggregation: str = ""  # the metric's registered aggregation, shown in the header's tooltip
 
     @property
     def label(self) -> str:
@@ -115,7 +116,11 @@ def _table_html(t: BoardTable) -> str:
     for c in columns:
         arrow = ARROW.get(c.direction, "")
         tip = f"{c.key}: {c.description} ({c.direction} is better)" if c.description else c.key
-        head += f"<th title='{esc(tip)}'>{esc(c.label)} {arrow}</th>"
+        if c.aggregation:
+            tip += f"; {c.aggregation}"
+        # data-better: the page's sorting puts the best values first on the first click (mrbench.pages.SORT_JS)
+        better = f" data-better='{c.direction}'" if c.direction in ARROW else ""
+        head += f"<th title='{esc(tip)}'{better}>{esc(c.label)} {arrow}</th>"
     best = {id(c): _best(t, c) for c in t.columns}
     rows = []
     for r in t.rows:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -42,13 +42,14 @@ class MetricField:
 
     Attributes:
         name: Field name (``target``, ``refs``, ...; empty for single-valued metrics).
-        direction: ``higher`` or ``lower`` is better.
+        direction: ``higher`` or ``lower`` is better; None (the usual): the metric's registered direction, filled in by
+            :func:`metric_fields` (summaries and the leaderboard read it from the registration).
         description: One line for tables.
         display_scale: Also show the value multiplied by this (CLIP-T x2.5); None for no scaled view.
     """
 
     name: str
-    direction: str = "higher"
+    direction: str | None = None
     description: str = ""
     display_scale: float | None = None
 
@@ -351,9 +352,33 @@ def build_metrics(specs: Sequence[MetricSpec], profile: str = "default", device:
 
 
 def metric_fields(built: Sequence[Metric]) -> dict[str, MetricField]:
-    """Field key -> field description, over every built metric."""
+    """Field key -> field description, over every built metric; a field's direction is its metric's registered one
+    unless the field declares its own."""
     out: dict[str, MetricField] = {}
     for m in built:
+        direction = registered_metric(m.name)["direction"]
         for f, key in zip(m.fields, m.field_keys()):
-            out[key] = f
+            out[key] = f if f.direction else replace(f, direction=direction)
     return out
+
+
+def metric_name(key: str) -> str:
+    """The registered metric a summary key belongs to: ``image_sim@mobilenet_v2.target`` -> ``image_sim``,
+    ``clip_t@clip-tiny`` -> ``clip_t``, ``judge@Qwen/Qwen2.5-VL.parsed`` -> ``judge``."""
+    return key.partition("@")[0].partition(".")[0]
+
+
+def registered_metric(key: str) -> dict[str, Any]:
+    """What the metric registry says about the metric of ``key`` (a metric name or a summary key): ``direction``
+    (``higher`` / ``lower``) and ``aggregation`` as registered, ``registered`` False (and no direction) for a
+    metric this installation does not know (a run scored by a plug-in that is not installed here).
+
+    Read from the registry entry, without importing the metric's module.
+    """
+    from mrbench.registry import UnknownEntryError
+
+    try:
+        meta = dict(metrics().entry(metric_name(key)).meta)
+    except UnknownEntryError:
+        return {"registered": False, "direction": None, "aggregation": None}
+    return {"registered": True, "direction": meta.get("direction", "higher"), "aggregation": meta.get("aggregation")}

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from mrbench.config import ConfigError, option, validate_fields
+# EvalConfig and parse_model_args live in the core config module (declared once); imported here for callers that
+# know them from the runner.
+from mrbench.config import ConfigError, EvalConfig, eval_config, parse_model_args  # noqa: F401
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
@@ -50,47 +51,6 @@ PARTIAL_FILE = "samples.partial.jsonl"
 
 
 @dataclass
-class EvalConfig:
-    """Options of one evaluation run (CLI flags map one to one).
-
-    Attributes:
-        model: Registered model name (``mrbench ls models``).
-        benchmark: ``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH`` (or a bare release / DreamBench path).
-        out: Parent folder of run folders.
-        split: ``held-in`` / ``held-out`` for MRBench releases (default held-out); ``test`` otherwise.
-        model_args: Generator options (``mrbench ls models``; each model's config dataclass documents them).
-        profile: ``default`` (pretrained weights) or ``tiny`` (tiny random models and encoders).
-        limit: Evaluate only the first N samples.
-        seed: First seed; image k of a sample uses ``seed + k``.
-        images_per_prompt: Images per sample.
-        metrics: Metric specs (``clip_t``, ``face@dlib``); None for the default set. A metric without an encoder
-            uses the benchmark's convention where it has one (``dino_i``: ``dino-v1`` on DreamBench, ``dino`` --
-            DINOv2-S -- on MRBench releases), else the metric's default.
-        image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
-        batch_size: Requests per ``generate`` call (default: the generator's preference).
-        cache_dir: Generation cache (default ``OUT/.cache/generations``).
-        metric_device: Device for metric encoders (default: CUDA when present).
-        n_boot: Bootstrap resamples for confidence intervals.
-    """
-
-    model: str
-    benchmark: str
-    out: str = "runs"
-    split: str | None = None
-    model_args: dict[str, Any] = field(default_factory=dict)
-    profile: str = option("default", choices=("default", "tiny"))
-    limit: int | None = option(None, ge=1)
-    seed: int = option(0, ge=0)
-    images_per_prompt: int = option(4, ge=1)
-    metrics: list[str] | None = None
-    image_encoder: str | None = None
-    batch_size: int | None = option(None, ge=1)
-    cache_dir: str | None = None
-    metric_device: str | None = None
-    n_boot: int = option(1000, ge=1)
-
-
-@dataclass
 class RunResult:
     """What :func:`run_eval` returns."""
 
@@ -98,26 +58,6 @@ class RunResult:
     summary: dict[str, Any]
     timing: dict[str, Any]
     rows: list[dict[str, Any]]
-
-
-def parse_model_args(items: Sequence[str] | str | None) -> dict[str, Any]:
-    """``["k=v,k2=v2", "k3=v3"]`` -> dict; values are YAML scalars (``0.5``, ``true``, ``[1, 2]``)."""
-    import yaml
-
-    if items is None:
-        return {}
-    if isinstance(items, str):
-        items = [items]
-    out: dict[str, Any] = {}
-    for chunk in items:
-        for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*=)", chunk):
-            if not part.strip():
-                continue
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"model argument {part!r} is not key=value")
-            out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def build_generator(name: str, profile: str = "default", options: dict[str, Any] | None = None) -> Generator:
@@ -173,62 +113,57 @@ def _row_key(sample_id: str, seed: int) -> str:
 
 
 def run_eval(
-    model: str,
-    benchmark: str,
-    out: str | Path = "runs",
+    model: str | Generator | None = None,
+    benchmark: str | None = None,
+    out: str | Path | None = None,
     *,
-    split: str | None = None,
-    model_args: dict[str, Any] | Sequence[str] | str | None = None,
-    profile: str = "default",
-    limit: int | None = None,
-    seed: int = 0,
-    images_per_prompt: int = 4,
-    metrics: Sequence[str] | str | None = None,
-    image_encoder: str | None = None,
-    batch_size: int | None = None,
-    cache_dir: str | Path | None = None,
-    metric_device: str | None = None,
-    n_boot: int = 1000,
+    config: EvalConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     phase: Callable[[str], None] | None = None,
+    **options: Any,
 ) -> RunResult:
     """Evaluate ``model`` on ``benchmark``; returns the run folder, summary, timing and rows.
 
+    The options are :class:`~mrbench.config.EvalConfig`'s fields (their defaults, ranges and choices are declared
+    there, once): pass a built ``config``, keyword ``options`` of the same names, or both (keywords win; None means
+    not given). ``run_eval("reference", "dreambench:PATH", "runs", limit=3, metrics="clip_t")`` is
+    ``run_eval(config=EvalConfig(model="reference", benchmark="dreambench:PATH", limit=3, metrics=["clip_t"]))``.
+
     Args:
-        model: Registered model name.
+        model: A registered model name, or an already built :class:`~mrbench.evaluation.generator.Generator` (its
+            ``name``, profile and options then name the run, key the cache and go into ``config.json``; it takes
+            no ``model_args``).
         benchmark: ``NAME:PATH`` (see :func:`~mrbench.evaluation.benchmarks.build_benchmark`).
         out: Parent folder of run folders.
-        split: Split (``held-in``/``held-out`` for MRBench releases).
-        model_args: Generator options as a dict or ``"k=v,k2=v2"`` strings.
-        profile: ``default`` or ``tiny``.
-        limit: First N samples only.
-        seed: First seed.
-        images_per_prompt: Images per sample.
-        metrics: Metric specs (``["clip_t", "face@dlib"]`` or ``"clip_t,face@dlib"``).
-        image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
-        batch_size: Requests per generate call.
-        cache_dir: Generation cache folder.
-        metric_device: Device for metric encoders.
-        n_boot: Bootstrap resamples.
+        config: The run's options (model, benchmark and out above override its own).
         progress: Called as ``progress(done, total)`` after each batch.
         phase: Called with ``"loading"`` (benchmark, metrics, model), ``"preparing"`` (the generator's per-run
             preparation, e.g. per-group LoRA training) and ``"generating"``, so a display can say what a long silence
             is.
+        **options: ``split``, ``model_args`` (a dict or ``"k=v,k2=v2"`` strings), ``profile``, ``limit``, ``seed``,
+            ``images_per_prompt``, ``metrics`` (a list or ``"clip_t,face@dlib"``), ``image_encoder``, ``batch_size``,
+            ``cache_dir``, ``metric_device``, ``n_boot``; unknown names are a ConfigError naming the closest one.
     """
-    options = model_args if isinstance(model_args, dict) else parse_model_args(model_args)
-    metric_list = None if metrics is None else ([metrics] if isinstance(metrics, str) else list(metrics))
-    cfg = EvalConfig(model=model, benchmark=benchmark, out=str(out), split=split, model_args=dict(options),
-                     profile=profile, limit=limit, seed=seed, images_per_prompt=images_per_prompt,
-                     metrics=metric_list, image_encoder=image_encoder, batch_size=batch_size,
-                     cache_dir=str(cache_dir) if cache_dir else None, metric_device=metric_device, n_boot=n_boot)
-    validate_fields(cfg)  # types, ranges and choices declared on EvalConfig's fields
+    built = model if isinstance(model, Generator) else None
+    if built is not None:
+        if options.get("model_args"):
+            raise ConfigError("model_args apply to a model name; a built generator already has its options")
+        if options.get("profile") not in (None, built.profile):
+            raise ConfigError(f"profile {options['profile']!r} differs from the built generator's {built.profile!r}")
+        name = built.name or type(built).__name__
+        options.update(model_args=asdict(built.config), profile=built.profile)
+        model = name
+    cfg = eval_config(config, model=model, benchmark=benchmark, out=out, **options)
+    model, benchmark, profile, options = cfg.model, cfg.benchmark, cfg.profile, cfg.model_args
+    split, limit, seed, images_per_prompt = cfg.split, cfg.limit, cfg.seed, cfg.images_per_prompt
+    metric_list, image_encoder, metric_device = cfg.metrics, cfg.image_encoder, cfg.metric_device
     wall0 = time.perf_counter()
 
     # Everything that can fail on configuration fails here, before any generation: names first (a typo is reported
     # before any weights are looked up), then every missing weight of the run in one error.
     if phase:
         phase("loading")
-    model_cls = models().get(model)
+    model_cls = type(built) if built is not None else models().get(model)
     specs = parse_metric_specs(metric_list or None, image_encoder)
     for s in specs:
         metrics_registry().get(s.metric)
@@ -242,20 +177,21 @@ def run_eval(
             built_metrics += build_metrics([s], profile=profile, device=metric_device)
         except MissingWeightsError as e:
             missing.append(e)
-    missing += _generator_missing_weights(model_cls, profile, options)
+    if built is None:  # a built generator has loaded its weights already
+        missing += _generator_missing_weights(model_cls, profile, options)
     if missing:
         raise merge_missing(missing)
-    gen = build_generator(model, profile, options)
+    gen = built if built is not None else build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
 
     spec = bench.spec()
     opt_hash = options_hash(model, profile, asdict(gen.config))
 
-    out = Path(out)
+    out = Path(cfg.out)
     run_dir = out / run_name(cfg, gen, spec, opt_hash, metric_keys)
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
-    cache = GenerationCache(Path(cache_dir) if cache_dir else out / ".cache" / "generations", model, opt_hash)
+    cache = GenerationCache(Path(cfg.cache_dir) if cfg.cache_dir else out / ".cache" / "generations", model, opt_hash)
     encoders = {m.key: m.info for m in built_metrics}
     any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
     _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
@@ -275,7 +211,7 @@ def run_eval(
             phase("preparing")
         gen.prepare(bench.all_samples())
 
-    bs = batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
+    bs = cfg.batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
     timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
               "cached_images": 0, "generate_s": 0.0, "metrics_s": 0.0}
     new_rows: dict[str, dict[str, Any]] = {}
@@ -306,7 +242,7 @@ def run_eval(
     summary = {
         "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
         "model_random_weights": gen.random_weights, "benchmark": spec.to_dict(), "encoders": encoders,
-        "splits": summarize(all_rows, fields, n_boot=n_boot),
+        "splits": summarize(all_rows, fields, n_boot=cfg.n_boot),
     }
     write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
     wall = time.perf_counter() - wall0

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
-    from mrbench.config import CurateConfig
+    from mrbench.config import CurateConfig, EvalConfig
+    from mrbench.evaluation.generator import Generator
     from mrbench.evaluation.runner import RunResult
 
 __all__ = ["curate", "evaluate", "leaderboard", "report"]
@@ -60,22 +61,33 @@ def curate(config: "str | Path | dict[str, Any] | CurateConfig", out: str | Path
     return run_curation(cfg, out, progress)
 
 
-def evaluate(model: str, benchmark: str, out: str | Path = "runs", **options: Any) -> "RunResult":
+def evaluate(model: "str | Generator | None" = None, benchmark: str | None = None, out: str | Path | None = None, *,
+             config: "str | Path | EvalConfig | None" = None, **options: Any) -> "RunResult":
     """Evaluate ``model`` on ``benchmark``; same as ``mrbench eval`` (options are its flags, snake_case).
 
     Args:
-        model: Registered model name (``mrbench ls models``).
+        model: Registered model name (``mrbench ls models``), or a built generator (an instance of a
+            :class:`~mrbench.evaluation.generator.Generator` subclass: nothing to register).
         benchmark: ``mrbench:RELEASE_DIR``, ``dreambench:PATH`` or ``folder:PATH``.
-        out: Parent folder of run folders.
-        **options: ``split``, ``model_args`` (dict), ``profile``, ``limit``, ``seed``, ``images_per_prompt``,
-            ``metrics``, ``image_encoder``, ``batch_size``, ``cache_dir``, ``metric_device``, ``progress``.
+        out: Parent folder of run folders (default ``runs``).
+        config: An eval YAML file (as ``mrbench eval --config``) or a :class:`~mrbench.config.EvalConfig`; the
+            arguments override it.
+        **options: :class:`~mrbench.config.EvalConfig`'s fields: ``split``, ``model_args`` (dict), ``profile``,
+            ``limit``, ``seed``, ``images_per_prompt``, ``metrics``, ``image_encoder``, ``batch_size``,
+            ``cache_dir``, ``metric_device``, ``n_boot``; and ``progress`` / ``phase`` callbacks.
 
     Returns:
         A :class:`~mrbench.evaluation.runner.RunResult`: ``run_dir``, ``summary``, ``timing``, ``rows``.
     """
+    from mrbench.config import EvalConfig, load_config
     from mrbench.evaluation.runner import run_eval
 
-    return run_eval(model, benchmark, out, **options)
+    if config is not None and not isinstance(config, EvalConfig):
+        # The arguments given fill in what the YAML may leave out (model, benchmark), as the flags do.
+        name = model if isinstance(model, str) or model is None else (model.name or type(model).__name__)
+        given = {"model": name, "benchmark": benchmark, "out": str(out) if out is not None else None}
+        config = load_config(EvalConfig, config, values={k: v for k, v in given.items() if v is not None})
+    return run_eval(model, benchmark, out, config=config, **options)
 
 
 def leaderboard(run_dirs: Sequence[str | Path], out: str | Path, *, grid_samples: int = 4) -> dict[str, Path]:

@@ -385,7 +385,8 @@ class ExecutorConfig:
     """Which executor runs the shards.
 
     Attributes:
-        name: ``local`` (processes) or ``ray``.
+        name: A registered executor (``mrbench ls executors``; built in: processes on this machine, the default,
+            and Ray), checked against the registry.
         workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
             ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
         ray_address: Address for ``ray.init`` (None starts a local cluster).
@@ -433,9 +434,135 @@ class CurateConfig:
     def _validate_visual(self) -> None:
         """Embed, dedup, filter, audit and visual grouping settings; model names are checked against the
         registries (no model is loaded here)."""
-        from mrbench.curation.embed import check_models
+        check_embed_models(self.embed)
 
-        check_models(self.embed)
+
+def check_embed_models(config: EmbedConfig) -> None:
+    """Check the configured model names against the backend registries (nothing is loaded); raises ConfigError."""
+    from mrbench.backends import DETECTORS, ENCODERS  # lazy: the backends package is not needed to load a config
+    from mrbench.registry import UnknownEntryError
+
+    def kind(name: str) -> str:  # image, text-image or face: registered with each encoder
+        return dict(ENCODERS.entry(name).meta).get("kind", "image")
+
+    try:
+        if config.encoder and kind(config.encoder) == "face":
+            raise ConfigError(f"embed.encoder {config.encoder!r} is a face encoder; set it as embed.face_encoder")
+        if config.face_encoder and kind(config.face_encoder) != "face":
+            raise ConfigError(f"embed.face_encoder {config.face_encoder!r} is not a face encoder")
+        if config.detector:
+            DETECTORS.entry(config.detector)
+    except UnknownEntryError as e:
+        raise ConfigError(f"embed: {e}") from None
+
+
+PROFILES = ("default", "tiny")  # pretrained weights, or tiny random models and encoders (no download)
+
+
+@dataclass
+class EvalConfig:
+    """Options of one evaluation run, declared once: ``mrbench eval`` maps its flags, ``--config eval.yaml`` and
+    ``--set key=value`` onto these fields (CLI > YAML > defaults), :func:`~mrbench.evaluation.runner.run_eval` takes
+    one (or keyword overrides of these names), and the run folder's ``config.json`` records it under ``eval``.
+
+    Paths are relative to the working directory, in a YAML file as on the command line.
+
+    Attributes:
+        model: Registered model name (``mrbench ls models``); required.
+        benchmark: ``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH`` (or a bare release / DreamBench path);
+            required.
+        out: Parent folder of run folders.
+        split: ``held-in`` / ``held-out`` for MRBench releases (default held-out); ``test`` otherwise.
+        model_args: Generator options (``mrbench ls models``; each model's config dataclass documents them).
+        profile: ``default`` (pretrained weights) or ``tiny`` (tiny random models and encoders).
+        limit: Evaluate only the first N samples.
+        seed: First seed; image k of a sample uses ``seed + k``.
+        images_per_prompt: Images per sample.
+        metrics: Metric specs (``clip_t``, ``face@dlib``; an item may hold several, comma-separated); None for the
+            default set. A metric without an encoder uses the benchmark's convention where it has one (``dino_i``:
+            ``dino-v1`` on DreamBench, ``dino`` -- DINOv2-S -- on MRBench releases), else the metric's default.
+        image_encoder: Replace clip_i/dino_i by ``image_sim@<encoder>``.
+        batch_size: Requests per ``generate`` call (default: the generator's preference).
+        cache_dir: Generation cache (default ``OUT/.cache/generations``).
+        metric_device: Device for metric encoders (default: CUDA when present).
+        n_boot: Bootstrap resamples for confidence intervals.
+    """
+
+    model: str = ""
+    benchmark: str = ""
+    out: str = option("runs", nonempty=True)
+    split: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    profile: str = option("default", choices=PROFILES)
+    limit: int | None = option(None, ge=1)
+    seed: int = option(0, ge=0)
+    images_per_prompt: int = option(4, ge=1)
+    metrics: list[str] | None = None
+    image_encoder: str | None = None
+    batch_size: int | None = option(None, ge=1)
+    cache_dir: str | None = None
+    metric_device: str | None = None
+    n_boot: int = option(1000, ge=1)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
+        validate_fields(self)
+        for key in ("model", "benchmark"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} is required: --{key} NAME, or {key}: in the eval config")
+
+
+def parse_model_args(items: "typing.Sequence[str] | str | None") -> dict[str, Any]:
+    """``["k=v,k2=v2", "k3=v3"]`` -> dict; values are YAML scalars (``0.5``, ``true``, ``[1, 2]``)."""
+    import re
+
+    if items is None:
+        return {}
+    if isinstance(items, str):
+        items = [items]
+    out: dict[str, Any] = {}
+    for chunk in items:
+        for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*=)", chunk):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"model argument {part!r} is not key=value")
+            try:
+                out[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"model argument {part!r}: the value is not valid YAML") from None
+    return out
+
+
+def eval_config(config: EvalConfig | None = None, **overrides: Any) -> EvalConfig:
+    """``config`` (default: :class:`EvalConfig`'s defaults) with keyword ``overrides``, checked and validated.
+
+    An override of None means "not given" (the config's value stays). ``model_args`` may be ``"k=v,k2=v2"``
+    strings, ``metrics`` one comma-separated string, ``out`` / ``cache_dir`` paths.
+
+    Raises:
+        ConfigError: an unknown option (with the closest name), a bad type, range or choice, a missing model.
+    """
+    names = [f.name for f in dataclasses.fields(EvalConfig)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(unknown_keys_message(unknown, names, what="eval option"))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "model_args" in given and not isinstance(given["model_args"], dict):
+        given["model_args"] = parse_model_args(given["model_args"])
+    if "model_args" in given:
+        given["model_args"] = dict(given["model_args"])
+    if isinstance(given.get("metrics"), str):
+        given["metrics"] = [given["metrics"]]
+    elif "metrics" in given and isinstance(given["metrics"], (list, tuple)):
+        given["metrics"] = list(given["metrics"])
+    for key in ("out", "cache_dir"):
+        if isinstance(given.get(key), Path):
+            given[key] = str(given[key])
+    cfg = dataclasses.replace(config, **given) if config is not None else EvalConfig(**given)
+    cfg.validate()
+    return cfg
 
 
 def check_tag_list(path: str | Path) -> None:
@@ -575,9 +702,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load ``cls`` from defaults, then a YAML file, then ``key=value`` overrides; relative paths in
-    the YAML (``paths``, ``tag_list``) are resolved against the YAML file's folder."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                values: dict[str, Any] | None = None) -> T:
+    """Load ``cls`` from defaults, then a YAML file, then ``values``, then ``key=value`` overrides; relative paths in
+    the YAML (``paths``, ``tag_list``) are resolved against the YAML file's folder.
+
+    ``values`` are top-level values already typed (command-line flags that were given); a mapping value is merged
+    into the YAML's mapping (``--model-args`` over ``model_args:``)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -587,6 +718,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = _resolve_paths(loaded, path.parent)
+    for k, v in (values or {}).items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
     for ov in overrides:
         keys, value = parse_override(ov)
         node = data

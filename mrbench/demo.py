@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from mrbench.webserver import Route, SampleWebServer, broken_routes, encode
+from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
 
 TAGS = [
     {"name": "Eileen Collins", "category": "celebrity", "aliases": ["astronaut Eileen Collins", "アイリーン・コリンズ"]},
@@ -188,14 +188,14 @@ DEMO_MODEL_ARGS = {"lora": {"train_steps": 25, "gradient_accumulation_steps": 1}
 def run_demo_eval(release: Path, out: Path, console: object, models: tuple[str, ...] = DEMO_MODELS) -> dict:
     """Evaluate the demo release: the tiny-profile generators (random weights) plus the reference (ceiling) and
     chance rows, on held-out and held-in, then write the leaderboard. A model that fails is reported and skipped."""
-    from mrbench.cli import _progress_factory, eval_progress
+    from mrbench.console import eval_progress, progress_display
     from mrbench.evaluation import build_leaderboard, run_eval
 
     runs, summaries, failed = [], [], {}
     for split in ("held-out", "held-in"):
         for model in models:
             t0 = time.perf_counter()
-            progress, _ = _progress_factory()  # one bar per run, followed by its summary line
+            progress, _ = progress_display()  # one bar per run, followed by its summary line
             report, phase = eval_progress(progress, f"eval {model} {split}")
             try:
                 with progress:  # type: ignore[attr-defined]
@@ -220,7 +220,7 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
     release with tiny models and the reference/chance rows and write a leaderboard; returns the summary."""
     from rich.console import Console
 
-    from mrbench.cli import _progress_factory, print_summary
+    from mrbench.console import print_summary, progress_display
     from mrbench.config import CurateConfig, load_config
     from mrbench.curation.pipeline import run_curation
 
@@ -244,7 +244,7 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
         console.print(f"[bold]sample web[/]: {len(rows)} URLs served at {server.base_url}")
         cfg_path = write_demo_inputs(out / "web", server.base_url, rows)
         config = load_config(CurateConfig, cfg_path)
-        progress, factory = _progress_factory()
+        progress, factory = progress_display()
         with progress:  # type: ignore[attr-defined]
             summary = run_curation(config, out / "run", factory)
     print_summary(summary)

@@ -42,13 +42,14 @@ figcaption{font-size:11px;color:#555;max-width:160px;overflow-wrap:anywhere}
 """
 
 # Click a header to sort by it; numbers sort numerically (the first number of a cell: "0.51 [0.4, 0.6]" -> 0.51),
-# empty / "-" / "n/a" cells go last either way.
+# empty / "-" / "n/a" cells go last either way. The first click sorts ascending, or best first where the header
+# names its better direction (data-better='higher' / 'lower', the metric's registered direction); a click flips.
 SORT_JS = """
 <script>
 document.querySelectorAll('table.sortable').forEach(function(t){
   t.querySelectorAll('th').forEach(function(th,col){
     th.addEventListener('click',function(){
-      var asc=!th.classList.contains('asc');
+      var asc=th.classList.contains('asc')?false:th.classList.contains('desc')?true:th.getAttribute('data-better')!=='higher';
       t.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc');});
       th.classList.add(asc?'asc':'desc');
       var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows);

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mrbench.webserver import Route, SampleWebServer, broken_routes, encode
+from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
 from smallweb import _photo
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

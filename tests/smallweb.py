@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from mrbench.webserver import Route
+from mrbench.demo_web import Route
 
 
 def _photo(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:

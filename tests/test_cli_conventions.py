@@ -72,7 +72,7 @@ def test_report_command_errors(tmp_path: Path) -> None:
 def test_ctrl_c_exits_130_with_a_resume_hint_then_the_rerun_finishes(tmp_path: Path, small_web) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) after the first download shard: exit 130, one
     line on how to resume and no traceback; the rerun finishes, counts URLs in its bars and writes the report."""
-    from mrbench.webserver import SampleWebServer
+    from mrbench.demo_web import SampleWebServer
 
     with SampleWebServer(small_web) as server:
         cfg_path = write_small_inputs(tmp_path / "in", server.base_url, small_web, num_shards=4)

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallweb import _photo, write_small_inputs
-from mrbench.webserver import Route, encode
+from mrbench.demo_web import Route, encode
 from mrbench.config import ConfigError, CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
@@ -29,7 +29,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, small_web):
-    from mrbench.webserver import SampleWebServer
+    from mrbench.demo_web import SampleWebServer
 
     tmp = tmp_path_factory.mktemp("run")
     with SampleWebServer(small_web) as server:
@@ -146,7 +146,7 @@ def paced_routes(base_url: str, num_shards: int, delay: float = 0.6) -> dict[str
 
 def test_sigkill_mid_run_then_resume_is_byte_identical(finished_run, tmp_path, small_web):
     """Kill `mrbench curate` after its first download shard, rerun: the release equals an uninterrupted run."""
-    from mrbench.webserver import SampleWebServer
+    from mrbench.demo_web import SampleWebServer
 
     tmp, _, _ = finished_run
     with SampleWebServer(small_web) as server:

@@ -145,17 +145,17 @@ def test_ok_without_an_image_is_a_failed_row(tmp_path: Path, mini_dreambench: Pa
     """A generator that claims success but returns no image yields a generation_error row, not a crash."""
     from mrbench.baselines.reference import ReferenceRow
     from mrbench.evaluation.generator import GenerationResult
-    from mrbench.evaluation.registry import models
 
     class Forgetful(ReferenceRow):
+        """Drops the first image of each batch (a built generator: nothing is registered)."""
+
         name = "forgetful-reference"
 
         def generate(self, requests):  # noqa: ANN001, ANN201
             out = super().generate(requests)
             return [GenerationResult(None, source_id=r.source_id) if i == 0 else r for i, r in enumerate(out)]
 
-    models().register("forgetful-reference", Forgetful, help="test: drops the first image of each batch")
-    res = run_eval("forgetful-reference", f"dreambench:{mini_dreambench}", tmp_path / "runs",
+    res = run_eval(Forgetful(), f"dreambench:{mini_dreambench}", tmp_path / "runs",
                    metrics="image_sim@dino-tiny", images_per_prompt=1, batch_size=100)
     statuses = [r["status"] for r in res.rows]
     assert statuses.count("generation_error") == 1 and statuses.count("ok") == len(statuses) - 1

@@ -1,8 +1,11 @@
-"""A small local web server for the offline demo and the crawl tests: real images and broken URLs on 127.0.0.1.
+"""The demo's local web (``mrbench demo``): a small server on 127.0.0.1 with real images and broken URLs.
 
-Routes are data (:class:`Route`), so a test or the demo can serve real images next to every failure a crawler
-meets on the web: 404/500, corrupt and truncated files, empty bodies, slow answers, redirect loops, bodies that
-declare a huge size, decompression bombs and HTML pages.
+Demo code, not part of the library's API: :mod:`mrbench.demo` serves its sample web with it, and the crawl tests
+use the same server and failure zoo (it ships with the package because the installed demo needs it).
+
+Routes are data (:class:`Route`), so a test or the demo can serve real images next to every failure a crawler meets
+on the web: 404/500, corrupt and truncated files, empty bodies, slow answers, redirect loops, bodies that declare a
+huge size, decompression bombs and HTML pages.
 """
 
 from __future__ import annotations
