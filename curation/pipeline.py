@@ -10,7 +10,8 @@
     dedup/     near-duplicates to drop: id, duplicate_of, similarity (global)
     groups/    groups.parquet, assignments.parquet (global: group by tag, refine, split by group, leakage audit)
     audit/     leakage.json, leaks.parquet: near-duplicates and identities across splits (global)
-    release/   the release (sharded write, then global manifest/card/EasyRef JSON)
+    release_parts/  per download shard and split: the release rows (sharded)
+    release/   the release: the parts linked as data/ without gaps, manifest, card, EasyRef JSON (global)
     rejects/   every non-ok row with its reason
     report.html  what the run did, as pictures (``mrbench report``; curation.report)
 
@@ -42,6 +43,7 @@ from mrbench.curation.report import write_report
 from mrbench.curation.release import (
     ASSIGN_SCHEMA, ReleaseTask, easyref_faces, verify_release, write_card, write_easyref_json, write_manifest,
 )
+from mrbench.curation.release import publish_release_data
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.sources import expand_sources
 from mrbench.curation.split import split_groups
@@ -160,9 +162,10 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     release = run_dir / "release"
     if (run_dir / "state" / "release_final.done").exists():
         return json.loads((release / "manifest.json").read_text())
+    publish_release_data(run_dir, release)  # the release step's part files, named without gaps per split
     if config.release.easyref_json:
         write_easyref_json(release, easyref_faces(run_dir))
-    write_card(release, config)
+    write_card(release, config, run_dir)
     manifest = write_manifest(release, config)
     problems = verify_release(release)
     if problems:
