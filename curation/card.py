@@ -260,8 +260,8 @@ def _examples(release_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
     folder = release_dir / EXAMPLES_DIR
     written: set[str] = set()
     lines = ["## Examples", "",
-             f"{len(chosen)} groups, up to {EXAMPLE_GROUPS_PER_SPLIT} per split: the target (first, **bold**) and up "
-             f"to {EXAMPLE_REFERENCES} of its references, as {THUMB_SIZE}px thumbnails.", ""]
+             f"{len(chosen)} groups, up to {EXAMPLE_GROUPS_PER_SPLIT} per split: the target first, then up to "
+             f"{EXAMPLE_REFERENCES} of its references ({THUMB_SIZE}px thumbnails in `{EXAMPLES_DIR}/`).", ""]
     table = []
     for gid, members in chosen:
         cells = []
