@@ -116,7 +116,7 @@ def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}" if float(x).is_integer() else f"{x:.2f}"
+    return f"{x:.2f}".rstrip("0").rstrip(".")  # 4, 3.5, 3.33
 
 
 def _group_stats(rows: list[dict[str, Any]]) -> list[str]:
