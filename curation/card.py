@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -163,10 +164,11 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
         if not name:
             return "none"
         info = models.get(role, {})
-        weights = str(info.get("weights", "") or "")
-        weights = Path(weights).name if "/" in weights else weights  # a local path is the curator's: name only
+        # Local paths are the curator's: a parenthesised one goes, any other keeps its file name only.
+        weights = re.sub(r"\s*\([/~][^)]*\)", "", str(info.get("weights", "") or ""))
+        weights = re.sub(r"(?<![\w~.])[/~](?:[^/\s()]*/)+", "", weights)
         extra = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
-        return (f"`{name}`" + (f" ({extra})" if extra else "") + (f", weights {weights}" if weights else "")
+        return (f"`{name}`" + (f" ({extra})" if extra else "") + (f": {weights}" if weights else "")
                 + (" **random weights**" if info.get("random_weights") else ""))
 
     sources = "; ".join(f"{s.kind}: {', '.join(Path(p).name for p in s.paths)}" for s in config.sources) or "-"

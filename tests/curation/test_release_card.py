@@ -262,3 +262,36 @@ def test_license_is_validated():
 def test_folder_relative_path():
     assert folder_relative_path("file:///data/imgs/cats/001%20a.jpg", "/data/imgs") == "cats/001 a.jpg"
     assert folder_relative_path("file:///elsewhere/x.png", "/data/imgs") == "x.png"  # never an absolute path
+
+
+def card_html(release: Path) -> str:
+    """The card's markdown body as HTML (markdown-it, CommonMark + tables, as the Hub renders cards), with the
+    release folder as base so the example thumbnails resolve; the page counts the images that decoded."""
+    from markdown_it import MarkdownIt
+
+    text = (release / "README.md").read_text()
+    assert text.startswith("---\n")
+    body = text.split("\n---\n", 1)[1]
+    html = MarkdownIt("commonmark").enable("table").render(body)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:24px auto}table{border-collapse:collapse;margin:8px 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:middle}img{margin:2px}"
+             "code{background:#f3f3f3}")
+    count = ("<script>window.addEventListener('load',()=>{document.body.dataset.decoded="
+             "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});</script>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><base href='{release.resolve().as_uri()}/'>"
+            f"<style>{style}</style>{count}</head><body>{html}</body></html>")
+
+
+def test_card_page_renders_in_chromium(finished, tmp_path):
+    from pagecheck import CHROMIUM, load_page
+
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium not installed (Debian: apt-get install chromium); card page not rendered")
+    release, _ = finished
+    page = tmp_path / "card.html"
+    page.write_text(card_html(release))
+    dom, errors = load_page(page)
+    assert errors == []
+    n_images = len(list((release / "card" / "examples").iterdir()))
+    assert f'data-decoded="{n_images}"' in dom  # every example thumbnail loaded and decoded
+    assert dom.count("<table>") == 6 and "<h2>Curation settings</h2>" in dom and "<h2>Rows dropped</h2>" in dom
