@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, to_dict
+from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
 from mrbench.provenance import package_versions
@@ -148,6 +148,12 @@ def publish_release_data(run_dir: Path, release_dir: Path) -> list[str]:
         The release-relative paths of the data files.
     """
     parts = Path(run_dir) / RELEASE_PARTS
+    if not parts.is_dir() and any((release_dir / "data").glob("*.parquet")):
+        # The release step of this run folder ran under mrbench < format 2: it wrote release/data itself (binary
+        # images, per-shard names). Linking nothing would empty the release; its files are of the old format.
+        raise ConfigError(f"{run_dir}: its release step ran under an older mrbench (no {RELEASE_PARTS}/); remove "
+                          f"{Path(run_dir) / 'state'}/release_*.done and {release_dir}, then rerun `mrbench curate` "
+                          "with the same --out: only the release step is redone")
     wanted: dict[str, Path] = {}
     for split in SPLITS:
         files = sorted(parts.glob(f"{split}-*.parquet"))  # zero-padded shard numbers: sorted = shard order

@@ -87,6 +87,16 @@ def test_publish_is_repeatable_and_removes_stale_files(finished, tmp_path):
     assert {p.name: p.read_bytes() for p in (release / "data").iterdir()} == before
 
 
+def test_a_run_released_by_an_older_mrbench_is_not_emptied(finished):
+    release, _ = finished
+    run = release.parent
+    shutil.rmtree(run / RELEASE_PARTS)  # as an older mrbench left it: data/ written by the release step itself
+    before = sorted((release / "data").iterdir())
+    with pytest.raises(ConfigError, match="older mrbench.*release_\\*.done"):
+        publish_release_data(run, release)
+    assert sorted((release / "data").iterdir()) == before
+
+
 def test_verify_flags_a_gap_in_the_names(finished):
     release, _ = finished
     src = release / "data" / "train-00001-of-00002.parquet"
