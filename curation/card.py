@@ -105,7 +105,8 @@ def card_metadata(config: CurateConfig, rows_per_split: dict[str, int]) -> dict[
 
 def _read_rows(release_dir: Path) -> list[dict[str, Any]]:
     cols = ["id", "caption", "category", "group", "split", "role"]
-    return [r for f in sorted((release_dir / "data").glob("*.parquet")) for r in pq.read_table(f, columns=cols).to_pylist()]
+    return [r for f in sorted((release_dir / "data").glob("*.parquet"))
+            for r in pq.read_table(f, columns=cols).to_pylist()]
 
 
 def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:

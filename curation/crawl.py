@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
 from mrbench.curation.inputs import named_source_errors
-from mrbench.curation.sources import LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source
+from mrbench.curation.sources import (
+    LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
+)
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.records import STATUS_OK
 from mrbench.shards import RECORD_SCHEMA, ShardSet, global_step, write_parquet_atomic

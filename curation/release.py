@@ -127,7 +127,8 @@ def schema_problem(schema: pa.Schema, fmt: str | None = None) -> str | None:
     missing = [n for n in want.names if n not in got]
     extra = [n for n in got if n not in want.names]
     retyped = [f"{f.name} is {got[f.name]}, not {f.type}" for f in want if f.name in got and got[f.name] != f.type]
-    parts = ([f"missing column(s) {missing}"] if missing else []) + ([f"extra column(s) {extra}"] if extra else []) + retyped
+    parts = (([f"missing column(s) {missing}"] if missing else []) + ([f"extra column(s) {extra}"] if extra else [])
+             + retyped)
     if not parts and want.metadata:
         try:
             features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
@@ -257,7 +258,8 @@ class ReleaseTask:
                 cols[key] = pa.array([m.get(key, "") for m in meta], pa.string())
             cols["image"] = image_cells(cols["image"], cols["id"].to_pylist(), cols["format"].to_pylist())
             if any(LOCAL_PATH in m for m in meta):  # folder sources: the path under the folder, not the curator's disk
-                cols["url"] = pa.array([m.get(LOCAL_PATH, u) for m, u in zip(meta, cols["url"].to_pylist())], pa.string())
+                urls = cols["url"].to_pylist()
+                cols["url"] = pa.array([m.get(LOCAL_PATH, u) for m, u in zip(meta, urls)], pa.string())
             write_parquet_atomic(pa.table({name: cols[name] for name in RELEASE_SCHEMA.names}, schema=RELEASE_SCHEMA),
                                  path, self.config.release.compression)
         rejects = {
@@ -598,8 +600,9 @@ def _check_data_names(data_files: list[str], report: VerifyReport) -> None:
     for split, got in sorted(per_split.items()):
         k = len(got)
         if sorted(got) != [(i, k) for i in range(k)]:
-            report.add(f"data/{split}-*", "naming", f"the {split} files are not numbered 00000..{k - 1:05d} of "
-                                                    f"{k:05d} (found {', '.join(f'{i:05d}-of-{o:05d}' for i, o in sorted(got))})")
+            found = ", ".join(f"{i:05d}-of-{o:05d}" for i, o in sorted(got))
+            report.add(f"data/{split}-*", "naming",
+                       f"the {split} files are not numbered 00000..{k - 1:05d} of {k:05d} (found {found})")
 
 
 def verify_release(release_dir: str | Path) -> list[str]:

@@ -390,7 +390,8 @@ def _check_release_file(release: Path, path: Path, columns: list[str]) -> None:
         return
     try:
         manifest = json.loads((release / "manifest.json").read_text())
-        wrote = f"format {manifest.get('format')!r}, written by mrbench {manifest.get('versions', {}).get('mrbench', '?')}"
+        writer = manifest.get("versions", {}).get("mrbench", "?")
+        wrote = f"format {manifest.get('format')!r}, written by mrbench {writer}"
     except (OSError, ValueError, AttributeError):
         wrote = "no readable manifest.json"
     what = f"lacks column(s) {missing}" if missing else f"stores image as {image}"
