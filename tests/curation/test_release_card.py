@@ -244,6 +244,13 @@ def test_format_1_releases_still_verify_and_evaluate(finished, tmp_path):
     assert [s.id for s in a] == [s.id for s in b] and len(a) == 2
     assert a[0].target.load().tobytes() == b[0].target.load().tobytes()
     assert a[0].references[0].load().size == (48, 32)
+    from mrbench.curation.release import extract_images
+
+    images, n = extract_images(old, tmp_path / "x")
+    assert n == 17 and len(list(images.iterdir())) == 17
+    t = pq.read_table(release / "data" / "train-00000-of-00002.parquet")
+    rid, data = t.column("id")[0].as_py(), image_bytes(t.column("image"))[0]
+    assert (images / f"{rid}.jpg").read_bytes() == data
 
 
 def test_benchmark_names_the_writer_of_an_unknown_layout(finished, tmp_path):
