@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -103,10 +104,16 @@ def card_metadata(config: CurateConfig, rows_per_split: dict[str, int]) -> dict[
     return meta
 
 
-def _read_rows(release_dir: Path) -> list[dict[str, Any]]:
-    cols = ["id", "caption", "category", "group", "split", "role"]
-    return [r for f in sorted((release_dir / "data").glob("*.parquet"))
-            for r in pq.read_table(f, columns=cols).to_pylist()]
+def _read_index(release_dir: Path) -> pa.Table:
+    """The release's small columns (id, category, group, split, role) as one table; never the images or captions,
+    so a paper-scale release stays cheap (the statistics are group-bys over it)."""
+    cols = ["id", "category", "group", "split", "role"]
+    files = sorted((release_dir / "data").glob("*.parquet"))
+    if not files:
+        return pa.table({c: pa.array([], pa.string()) for c in cols})
+    t = pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
+    cat = pc.fill_null(t.column("category"), "")
+    return t.set_column(1, "category", pc.if_else(pc.equal(cat, ""), "-", cat))
 
 
 def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -121,32 +128,35 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")  # 4, 3.5, 3.33
 
 
-def _group_stats(rows: list[dict[str, Any]]) -> list[str]:
+def _groups(t: pa.Table) -> list[dict[str, Any]]:
+    """One dict per group: group, split, size, category (its target's), sorted by group id."""
+    sizes = t.group_by(["group", "split"]).aggregate([("id", "count")]).to_pylist()
+    targets = t.filter(pc.equal(t.column("role"), "target")).select(["group", "category"]).to_pylist()
+    category = {r["group"]: r["category"] for r in targets}
+    return sorted(({"group": r["group"], "split": r["split"], "size": r["id_count"],
+                    "category": category.get(r["group"], "-")} for r in sizes), key=lambda g: g["group"])
+
+
+def _group_stats(t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
     """Markdown: images and groups per category and split, then group-size statistics per split."""
-    size: Counter[str] = Counter(r["group"] for r in rows)
-    split_of = {r["group"]: r["split"] for r in rows}
-    category_of: dict[str, str] = {}
-    for r in sorted(rows, key=lambda r: r["role"] != "target"):  # a group's category: its target's
-        category_of.setdefault(r["group"], r["category"] or "-")
+    images = {(r["category"], r["split"]): r["id_count"]
+              for r in t.group_by(["category", "split"]).aggregate([("id", "count")]).to_pylist()}
+    n_groups: Counter[tuple[str, str]] = Counter((g["category"], g["split"]) for g in groups)
     sizes: dict[str, list[int]] = defaultdict(list)
-    for g in sorted(size):
-        sizes[split_of[g]].append(size[g])
-    images: Counter[tuple[str, str]] = Counter((r["category"] or "-", r["split"]) for r in rows)
-    groups: Counter[tuple[str, str]] = Counter((category_of[g], split_of[g]) for g in size)
-    cats = sorted({c for c, _ in images} | {c for c, _ in groups})
-    out = ["## Images and groups per category and split", "",
-           "Each cell: images / groups.", ""]
+    for g in groups:
+        sizes[g["split"]].append(g["size"])
+    cats = sorted({c for c, _ in images} | {c for c, _ in n_groups})
+    out = ["## Images and groups per category and split", "", "Each cell: images / groups.", ""]
     body = []
     for c in cats:
-        body.append([c, *(f"{images[(c, s)]} / {groups[(c, s)]}" for s in SPLITS),
-                     f"{sum(images[(c, s)] for s in SPLITS)} / {sum(groups[(c, s)] for s in SPLITS)}"])
-    body.append(["**all**", *(f"{sum(sizes[s])} / {len(sizes[s])}" for s in SPLITS),
-                 f"{len(rows)} / {len(size)}"])
+        body.append([c, *(f"{images.get((c, s), 0)} / {n_groups[(c, s)]}" for s in SPLITS),
+                     f"{sum(images.get((c, s), 0) for s in SPLITS)} / {sum(n_groups[(c, s)] for s in SPLITS)}"])
+    body.append(["**all**", *(f"{sum(sizes[s])} / {len(sizes[s])}" for s in SPLITS), f"{t.num_rows} / {len(groups)}"])
     out += _md_table(["category", *SPLITS, "total"], body)
     out += ["## Group sizes", "", "Images per group (one target plus its references).", ""]
     stat_rows = []
     for s in [*SPLITS, "all"]:
-        v = [n for ss in SPLITS for n in sizes[ss]] if s == "all" else sizes[s]
+        v = [g["size"] for g in groups] if s == "all" else sizes[s]
         stat_rows.append([s, len(v), *((min(v), _fmt(statistics.median(v)), _fmt(statistics.fmean(v)), max(v))
                                        if v else ("-",) * 4)])
     out += _md_table(["split", "groups", "min", "median", "mean", "max"], stat_rows)
@@ -244,22 +254,23 @@ def _thumbnail(data: bytes | None) -> bytes | None:
         return None
 
 
-def _examples(release_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
+def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
     """A few groups per split: target and references as thumbnails under ``card/examples/`` (older ones removed)."""
-    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_group[r["group"]].append(r)
+    picked = [g["group"] for split in SPLIT_ORDER
+              for g in [g for g in groups if g["split"] == split][:EXAMPLE_GROUPS_PER_SPLIT]]
+    rows = t.filter(pc.is_in(t.column("group"), pa.array(picked, pa.string()))).to_pylist()
     chosen: list[tuple[str, list[dict[str, Any]]]] = []
-    for split in SPLIT_ORDER:
-        gids = sorted(g for g, rs in by_group.items() if rs[0]["split"] == split)[:EXAMPLE_GROUPS_PER_SPLIT]
-        for gid in gids:
-            members = sorted(by_group[gid], key=lambda r: (r["role"] != "target", r["id"]))
-            chosen.append((gid, members[:1 + EXAMPLE_REFERENCES]))
-    wanted = {r["id"] for _, ms in chosen for r in ms}
+    for gid in picked:
+        members = sorted((r for r in rows if r["group"] == gid), key=lambda r: (r["role"] != "target", r["id"]))
+        chosen.append((gid, members[:1 + EXAMPLE_REFERENCES]))
+    wanted = pa.array(sorted({r["id"] for _, ms in chosen for r in ms}), pa.string())
     data: dict[str, bytes] = {}
+    captions: dict[str, str] = {}
     for f in sorted((release_dir / "data").glob("*.parquet")):
-        t = pq.read_table(f, columns=["id", "image"], filters=[("id", "in", pa.array(sorted(wanted), pa.string()))])
-        data.update(zip(t.column("id").to_pylist(), image_bytes(t.column("image"))))
+        got = pq.read_table(f, columns=["id", "caption", "image"], filters=[("id", "in", wanted)])
+        ids = got.column("id").to_pylist()
+        data.update(zip(ids, image_bytes(got.column("image"))))
+        captions.update(zip(ids, got.column("caption").to_pylist()))
     folder = release_dir / EXAMPLES_DIR
     written: set[str] = set()
     lines = ["## Examples", "",
@@ -277,8 +288,8 @@ def _examples(release_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
             written.add(name)
             cells.append(f"![{r['role']} {r['id']}]({EXAMPLES_DIR}/{name})")
         target = members[0]
-        caption = (target["caption"] or "")[:80]
-        table.append([f"`{target['split']}`", target["category"] or "-", f"**{caption}**" if caption else "-",
+        caption = (captions.get(target["id"]) or "")[:80]
+        table.append([f"`{target['split']}`", target["category"], f"**{caption}**" if caption else "-",
                       " ".join(cells)])
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
@@ -303,12 +314,13 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     """
     release_dir = Path(release_dir)
     run = Path(run_dir) if run_dir is not None else None
-    rows = _read_rows(release_dir)
-    per_split = Counter(r["split"] for r in rows)
-    meta = card_metadata(config, dict(per_split))
+    index = _read_index(release_dir)
+    groups = _groups(index)
+    per_split = {r["split"]: r["id_count"] for r in index.group_by("split").aggregate([("id", "count")]).to_pylist()}
+    meta = card_metadata(config, per_split)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     present = [s for s in SPLITS if per_split.get(s)]
-    stats_md = _group_stats(rows)
+    stats_md = _group_stats(index, groups)
     lines = [
         "---", header.rstrip("\n"), "---", "",
         f"# {config.release.name}", "",
@@ -330,8 +342,8 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
                    [[f"`{f.name}`", _type_label(f.type), COLUMNS.get(f.name, "")] for f in RELEASE_SCHEMA]),
         *stats_md,
         *_settings(config, run),
-        *_drops(run, len(rows)),
-        *_examples(release_dir, rows),
+        *_drops(run, index.num_rows),
+        *_examples(release_dir, index, groups),
         "## License", "",
         f"`{config.release.license}`. {config.release.license_note}", "",
     ]

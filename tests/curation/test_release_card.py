@@ -18,7 +18,7 @@ from mrbench.config import ConfigError, CurateConfig, ReleaseConfig, validate_fi
 from mrbench.curation.crawl import record_id
 from mrbench.curation.pipeline import finalize_release
 from mrbench.curation.release import (
-    HF_FEATURES, MANIFEST, RELEASE_PARTS, RELEASE_SCHEMA, RELEASE_SCHEMA_V1, check_release, image_bytes,
+    MANIFEST, RELEASE_PARTS, RELEASE_SCHEMA, RELEASE_SCHEMA_V1, check_release, image_bytes,
     publish_release_data, release_table, schema_problem, write_manifest,
 )
 from mrbench.curation.sources import folder_relative_path
