@@ -16,8 +16,8 @@ from mrbench.config import ConfigError
 # Help shows these instead of typer's type tags (``<list[str]>``, ``<bool>``); options that take key=value pairs
 # say so.
 _METAVARS = {"path": "PATH", "str": "TEXT", "int": "INTEGER", "float": "NUMBER"}
-_OPTION_METAVARS = {"--set": "KEY=VALUE", "--model-args": "K=V[,K=V]", "--encoder-arg": "KEY=VALUE",
-                    "--detector-arg": "KEY=VALUE"}
+_OPTION_METAVARS = {"--set": "KEY=VALUE", "--model-args": "K=V[,K=V]", "--encoder-args": "K=V[,K=V]",
+                    "--detector-args": "K=V[,K=V]"}
 
 
 def _readable_help(cmd: Any) -> Any:
@@ -289,18 +289,18 @@ def demo(
 
 
 def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional[int]) -> dict:
-    """``key=value`` backend options (values parsed as YAML scalars: 0.5, true, [640, 640]) + common flags."""
+    """``k=v,k2=v2`` backend options, repeatable, as ``--model-args`` reads them (values parsed as YAML scalars:
+    0.5, true, [640, 640]) + common flags."""
     import yaml
 
-    kwargs: dict = {}
-    for a in args:
-        key, sep, value = a.partition("=")
-        if not sep or not key:
-            _fail(f"backend option {a!r} is not key=value")
-        try:
-            kwargs[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            _fail(f"backend option {a!r}: the value is not valid YAML")
+    from mrbench.evaluation.runner import parse_model_args
+
+    try:
+        kwargs: dict = parse_model_args(args)
+    except ConfigError as e:
+        _fail(str(e).replace("model argument", "backend option"))
+    except yaml.YAMLError:
+        _fail(f"backend options {args!r}: a value is not valid YAML")
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     if device:
@@ -368,7 +368,7 @@ def embed(
     paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
     encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
     out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
-    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value, e.g. pretrained=openai"),
+    arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable), e.g. pretrained=openai"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
 ) -> None:
@@ -381,7 +381,7 @@ def detect(
     paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
     detector: str = typer.Option(..., "--detector", "-d", help="detector name (mrbench ls detectors)"),
     out: Path = typer.Option(..., "--out", "-o", help="output parquet file"),
-    arg: List[str] = typer.Option([], "--detector-arg", "-a", help="detector option key=value, e.g. threshold=0.5"),
+    arg: List[str] = typer.Option([], "--detector-args", "-a", help="detector options k=v,k2=v2 (repeatable), e.g. threshold=0.5"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
 ) -> None:
@@ -422,7 +422,7 @@ def dedup_cmd(
     encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
     out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, duplicate_of, similarity, status"),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: calibrated)"),
-    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
 ) -> None:
@@ -464,7 +464,7 @@ def group_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, group_id, status"),
     num_groups: Optional[int] = typer.Option(None, "--num-groups", "-k", help="number of groups (Ward linkage)"),
     threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="average-linkage cosine similarity"),
-    arg: List[str] = typer.Option([], "--encoder-arg", "-a", help="encoder option key=value"),
+    arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
     seed: int = typer.Option(0, "--seed", help="seeds the k-means reduction of large sets"),

@@ -226,7 +226,7 @@ def one(args: argparse.Namespace) -> int:
         info["generate_s"] = time.perf_counter() - t0
         (run / "bench_data.json").write_text(json.dumps(info))
         return 0
-    for sub in ("index", "groups", "audit", "release", "rejects", "state"):
+    for sub in ("index", "groups", "audit", "release_parts", "release", "rejects", "state"):
         shutil.rmtree(run / sub, ignore_errors=True)
     print(json.dumps(measure(run, args.shards, args.seed)))
     return 0

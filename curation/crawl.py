@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
 from mrbench.curation.inputs import named_source_errors
-from mrbench.curation.sources import expand_sources, read_metadata_batches, read_source
+from mrbench.curation.sources import (
+    LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
+)
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
@@ -116,9 +118,10 @@ class IngestTask(ShardedStep):
         return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
 
 
-def origin_status(url: str, from_folder: bool) -> tuple[dict, str, str]:
+def origin_status(url: str, from_folder: bool, root: str = "") -> tuple[dict, str, str]:
     """Origin of a selected row: rows of ``folder`` sources are marked as local files (the only rows ever read from
-    disk); a metadata row whose URL is not http(s) is ``unsupported_url`` here, before any I/O.
+    disk) with their path relative to the folder ``root`` (what the release publishes as ``url``); a metadata row
+    whose URL is not http(s) is ``unsupported_url`` here, before any I/O.
 
     Returns the metadata to add, the status and the error message.
     """
@@ -126,7 +129,7 @@ def origin_status(url: str, from_folder: bool) -> tuple[dict, str, str]:
     from mrbench.curation.netguard import check_url
 
     if from_folder:
-        return {LOCAL_FILE: True}, STATUS_OK, ""
+        return {LOCAL_FILE: True, LOCAL_PATH: folder_relative_path(url, root)}, STATUS_OK, ""
     bad = check_url(url)
     return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
@@ -215,7 +218,7 @@ def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
     sources = batch.column("source").to_pylist()
     rows = batch.column("row").to_pylist()
     urls, shard_of = batch.column("url").to_pylist(), batch.column("fi").to_pylist()
-    origins = [origin_status(u, fi < len(local) and local[fi]) for u, fi in zip(urls, shard_of)]
+    origins = [origin_status(u, fi < len(local) and local[fi], s) for u, fi, s in zip(urls, shard_of, sources)]
     meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0]}, sort_keys=True)
             for s, r, o in zip(sources, rows, origins)]
     cols = {

@@ -11,7 +11,8 @@ folder (:class:`mrbench.layout.RunLayout`), sharded steps by the executor and gl
     dedup/     near-duplicates to drop: id, duplicate_of, similarity (global)
     groups/    groups.parquet, assignments.parquet (global ``group``: group by tag, refine, split by group, audit)
     audit/     leakage.json, leaks.parquet: near-duplicates and identities across splits (inside ``group``)
-    release/   the release (sharded write, then the global ``finalize``: manifest/card/EasyRef JSON)
+    release_parts/  per download shard and split: the release rows (sharded ``release``)
+    release/   the release: the parts linked as data/ without gaps, manifest, card, EasyRef JSON (global ``finalize``)
     rejects/   every non-ok row with its reason
     report.html  what the run did, as pictures (``mrbench report``; curation.report)
 

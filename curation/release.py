@@ -2,12 +2,13 @@
 
 Layout of a release folder::
 
-    data/{split}-{shard:05d}-of-{num_shards:05d}.parquet   # ok images only, sorted by id
+    data/{split}-{i:05d}-of-{k:05d}.parquet                 # ok images only, sorted by id; i = 0..k-1 per split
     easyref/stage1-2_single.json                           # EasyRef training records, one shape per file
     easyref/stage1-2_face.json                             #   (write_easyref_json); image paths are relative to
     easyref/stage3_group.json                              #   the image root `mrbench release extract-images`
     easyref/{held_in,held_out}.json                        #   writes: <root>/images/<id>.<ext>
-    README.md                                              # dataset card: counts per category and split
+    README.md                                              # dataset card (curation.card): Hub YAML header,
+    card/examples/{id}.jpg                                 #   columns, settings, drops, group sizes, examples
     manifest.json                                          # files, rows, sha256 per file, config, versions, seed
 
 Nothing in a release depends on time or on the run folder's location, so two runs with the same inputs and seed
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -31,32 +33,52 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, to_dict
+from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
 from mrbench.layout import RunLayout
 from mrbench.provenance import package_versions
-from mrbench.shards import atomic_write_text, write_parquet_atomic
+from mrbench.shards import atomic_write_text, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
-RELEASE_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("url", pa.string()),
-        ("caption", pa.string()),
-        ("tags", pa.list_(pa.string())),
-        ("category", pa.string()),
-        ("group", pa.string()),
-        ("split", pa.string()),
-        ("role", pa.string()),
-        ("image", pa.binary()),
-        ("format", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("sha256", pa.string()),
-        ("encoding", pa.string()),  # "original" (the publisher's bytes) or how they were re-encoded (curation.download)
-    ]
-)
+# The image column as the Hugging Face ``Image`` feature stores it: the encoded file (``bytes``, the publisher's
+# bytes or their re-encode) and a file name (``path``: ``<id>.<format>``; never opened while ``bytes`` is set).
+IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+_RELEASE_FIELDS = [
+    ("id", pa.string()),
+    ("url", pa.string()),  # the source URL; for folder sources the file's path relative to the folder (sources.py)
+    ("caption", pa.string()),
+    ("tags", pa.list_(pa.string())),
+    ("category", pa.string()),
+    ("group", pa.string()),
+    ("split", pa.string()),
+    ("role", pa.string()),
+    ("image", IMAGE_TYPE),
+    ("format", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("sha256", pa.string()),
+    ("encoding", pa.string()),  # "original" (the publisher's bytes) or how they were re-encoded (curation.download)
+]
+
+
+def _hf_feature(t: pa.DataType) -> dict[str, Any]:
+    """The ``datasets`` feature (its JSON form) of a release column type: ``Sequence`` rather than the newer
+    ``List`` so that every ``datasets`` version reads it."""
+    if t == IMAGE_TYPE:
+        return {"_type": "Image"}
+    if pa.types.is_list(t):
+        return {"feature": _hf_feature(t.value_type), "_type": "Sequence"}
+    return {"dtype": str(t), "_type": "Value"}
+
+
+# The features ride in each shard's schema metadata under "huggingface", where ``datasets`` writes and reads them
+# (``Features.from_arrow_schema``): ``load_dataset`` then gives PIL images; duckdb/polars see a plain struct column.
+HF_FEATURES = {name: _hf_feature(t) for name, t in _RELEASE_FIELDS}
+RELEASE_SCHEMA = pa.schema(_RELEASE_FIELDS, metadata={"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
+# Releases of format mrbench-release/1 (mrbench before the Image feature) stored the image as plain binary.
+RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _RELEASE_FIELDS])
 REJECT_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string())]
 )
@@ -69,6 +91,96 @@ MANIFEST = "manifest.json"
 
 def release_file(split: str, shard: int, num_shards: int) -> str:
     return f"data/{split}-{shard:05d}-of-{num_shards:05d}.parquet"
+
+
+RELEASE_FILE = re.compile(r"data/(?P<split>[a-z_]+)-(?P<shard>\d{5})-of-(?P<of>\d{5})\.parquet")
+# The release step writes one file per (split, download shard) in RunLayout.release_parts; finalize links them into
+# the release with contiguous names (a split present in 3 of 4 download shards gets files 00000..00002 of 00003).
+RELEASE_PARTS = "release_parts"  # the folder's name in the run folder (RunLayout.release_parts)
+
+
+def image_cells(data: pa.Array | pa.ChunkedArray, ids: list[str], formats: list[str]) -> pa.StructArray:
+    """Encoded images as the ``Image`` feature's cells: ``{"bytes": data, "path": "<id>.<format>"}``."""
+    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    names = pa.array([f"{i}.{f or 'jpg'}" for i, f in zip(ids, formats)], pa.string())
+    return pa.StructArray.from_arrays([data.cast(pa.binary()), names], fields=list(IMAGE_TYPE))
+
+
+def release_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows (``image``: the encoded bytes) as a table of :data:`RELEASE_SCHEMA`."""
+    cols = {n: [r.get(n) for r in rows] for n in RELEASE_SCHEMA.names}
+    cols["image"] = image_cells(pa.array(cols["image"], pa.binary()), cols["id"], cols["format"])
+    return pa.table(cols, schema=RELEASE_SCHEMA)
+
+
+def image_bytes(column: pa.Array | pa.ChunkedArray) -> list[bytes | None]:
+    """The encoded images of a release ``image`` column, either layout: the ``Image`` struct (release format 2) or
+    plain binary (format 1)."""
+    if pa.types.is_struct(column.type):
+        column = pc.struct_field(column, "bytes")
+    return column.to_pylist()
+
+
+def schema_problem(schema: pa.Schema, fmt: str | None = None) -> str | None:
+    """Why a data file's schema is not the one its release format prescribes (``None`` when it is): columns
+    missing, extra or of another type, or (format 2) the Hugging Face features metadata lost."""
+    want = RELEASE_SCHEMAS.get(fmt or RELEASE_FORMAT, RELEASE_SCHEMA)
+    got = {f.name: f.type for f in schema}
+    missing = [n for n in want.names if n not in got]
+    extra = [n for n in got if n not in want.names]
+    retyped = [f"{f.name} is {got[f.name]}, not {f.type}" for f in want if f.name in got and got[f.name] != f.type]
+    parts = (([f"missing column(s) {missing}"] if missing else []) + ([f"extra column(s) {extra}"] if extra else [])
+             + retyped)
+    if not parts and want.metadata:
+        try:
+            features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
+        except (ValueError, KeyError, TypeError):
+            features = None
+        if features != HF_FEATURES:
+            parts.append("its Hugging Face features metadata (schema key 'huggingface') is missing or altered")
+    return "; ".join(parts) or None
+
+
+def publish_release_data(run_dir: Path, release_dir: Path) -> list[str]:
+    """Link every split's part files (``RUN/release_parts``, one per download shard that has rows of the split)
+    into ``release/data`` as ``{split}-{i:05d}-of-{k:05d}.parquet``, i = 0..k-1 in shard order, and remove any other
+    data file. Hard links (a copy where the file system has none): no image is written twice. Deterministic and
+    safe to repeat, so a finalize killed half-way redoes it the same way.
+
+    Returns:
+        The release-relative paths of the data files.
+    """
+    parts = RunLayout(run_dir).release_parts
+    if not parts.is_dir() and any((release_dir / "data").glob("*.parquet")):
+        # The release step of this run folder ran under mrbench < format 2: it wrote release/data itself (binary
+        # images, per-shard names). Linking nothing would empty the release; its files are of the old format.
+        raise ConfigError(f"{run_dir}: its release step ran under an older mrbench (no {RELEASE_PARTS}/); remove "
+                          f"{Path(run_dir) / 'state'}/release_*.done and {release_dir}, then rerun `mrbench curate` "
+                          "with the same --out: only the release step is redone")
+    wanted: dict[str, Path] = {}
+    for split in SPLITS:
+        files = sorted(parts.glob(f"{split}-*.parquet"))  # zero-padded shard numbers: sorted = shard order
+        for i, f in enumerate(files):
+            wanted[release_file(split, i, len(files))] = f
+    data = release_dir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for p in sorted(data.iterdir()):
+        if p.relative_to(release_dir).as_posix() not in wanted:
+            p.unlink()
+    for rel, src in wanted.items():
+        dst = release_dir / rel
+        if dst.exists() and os.path.samefile(dst, src):
+            continue
+        tmp = temporary_path(dst)
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:  # no hard links here (some network or FAT file systems)
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return sorted(wanted)
 
 
 class ReleaseTask(ShardedStep):
@@ -119,7 +231,7 @@ class ReleaseTask(ShardedStep):
             stats.inc(f"release/{a_split[k]}")
         metadata = table.column("metadata")
         for split, rows in ok_rows.items():
-            path = layout.release / release_file(split, shard, n)
+            path = layout.release_parts / Path(release_file(split, shard, n)).name
             if not rows:
                 if path.exists():
                     path.unlink()
@@ -136,6 +248,10 @@ class ReleaseTask(ShardedStep):
             meta = [json.loads(m) if m else {} for m in meta]
             for key in ("format", "encoding"):  # what the downloader recorded per row (original bytes or a re-encode)
                 cols[key] = pa.array([m.get(key, "") for m in meta], pa.string())
+            cols["image"] = image_cells(cols["image"], cols["id"].to_pylist(), cols["format"].to_pylist())
+            if any(LOCAL_PATH in m for m in meta):  # folder sources: the path under the folder, not the curator's disk
+                urls = cols["url"].to_pylist()
+                cols["url"] = pa.array([m.get(LOCAL_PATH, u) for m, u in zip(meta, urls)], pa.string())
             write_parquet_atomic(pa.table({name: cols[name] for name in RELEASE_SCHEMA.names}, schema=RELEASE_SCHEMA),
                                  path, self.config.release.compression)
         rejects = {
@@ -151,9 +267,10 @@ class ReleaseTask(ShardedStep):
 def finalize_step(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step after the release shards: EasyRef JSON, card, manifest, then the release checks itself."""
     release = RunLayout(run_dir).release
+    publish_release_data(run_dir, release)  # the release step's part files, named without gaps per split
     if config.release.easyref_json:
         write_easyref_json(release, easyref_faces(run_dir))
-    write_card(release, config)
+    write_card(release, config, run_dir)
     write_manifest(release, config)
     problems = verify_release(release)
     if problems:
@@ -253,49 +370,11 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     return {name: len(v) for name, v in out.items()}
 
 
-def write_card(release_dir: Path, config: CurateConfig) -> None:
-    counts: Counter[tuple[str, str]] = Counter()
-    groups: dict[str, set[str]] = defaultdict(set)
-    for f in sorted((release_dir / "data").glob("*.parquet")):
-        for r in pq.read_table(f, columns=["category", "split", "group"]).to_pylist():
-            counts[(r["category"] or "-", r["split"])] += 1
-            groups[r["split"]].add(r["group"])
-    cats = sorted({c for c, _ in counts})
-    lines = [
-        f"# {config.release.name}",
-        "",
-        "A grouped multi-reference image dataset curated with MRBench (`mrbench curate`).",
-        "Splits are by group: no group appears in two splits. Each group has one `target` image and its",
-        "`reference` images (column `role`).",
-        "",
-        "## Images per category and split",
-        "",
-        "| category | " + " | ".join(SPLITS) + " | total |",
-        "|---|" + "---|" * (len(SPLITS) + 1),
-    ]
-    for c in cats:
-        vals = [counts[(c, s)] for s in SPLITS]
-        lines.append(f"| {c} | " + " | ".join(str(v) for v in vals) + f" | {sum(vals)} |")
-    tot = [sum(counts[(c, s)] for c in cats) for s in SPLITS]
-    lines.append("| **all** | " + " | ".join(str(v) for v in tot) + f" | {sum(tot)} |")
-    lines.append("| groups | " + " | ".join(str(len(groups[s])) for s in SPLITS) + f" | {sum(len(g) for g in groups.values())} |")
-    lines += [
-        "",
-        "## Loading",
-        "",
-        "```python",
-        "import datasets",
-        'ds = datasets.load_dataset("parquet", data_files={"train": "data/train-*.parquet",',
-        '    "held_in": "data/held_in-*.parquet", "held_out": "data/held_out-*.parquet"})',
-        "```",
-        "",
-        f"Seed {config.seed}; held-out groups requested {config.split.held_out_groups}, held-in "
-        f"{config.split.held_in_groups}. `mrbench release verify .` checks every file against `manifest.json`.",
-        "",
-        "Image rights stay with their publishers; this release records each image's source URL.",
-        "",
-    ]
-    atomic_write_text(release_dir / "README.md", "\n".join(lines))
+def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = None) -> str:
+    """The dataset card ``README.md`` with its Hub YAML header and example thumbnails (:mod:`curation.card`)."""
+    from mrbench.curation.card import write_card as write
+
+    return write(release_dir, config, run_dir)
 
 
 def _sha256_file(path: Path) -> str:
@@ -325,7 +404,7 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     cfg["crawl"]["tag_list"] = Path(cfg["crawl"]["tag_list"]).name if cfg["crawl"]["tag_list"] else ""
     manifest = {
         "name": config.release.name,
-        "format": "mrbench-release/1",
+        "format": RELEASE_FORMAT,
         "seed": config.seed,
         "files": files,
         "rows": sum(f.get("rows", 0) for f in files if f["path"].startswith("data/")),
@@ -336,7 +415,8 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     return manifest
 
 
-RELEASE_FORMAT = "mrbench-release/1"
+RELEASE_FORMAT = "mrbench-release/2"  # 2: image as the Hugging Face Image feature, contiguous data file names
+RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, RELEASE_FORMAT: RELEASE_SCHEMA}
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
 IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -355,7 +435,7 @@ class ReleaseProblem:
     """One finding of :func:`check_release`: the release-relative path, a kind and a message."""
 
     path: str
-    kind: str  # missing, extra, altered, rows, symlink, temporary, not_regular, manifest
+    kind: str  # missing, extra, altered, rows, schema, naming, symlink, temporary, not_regular, manifest
     message: str
 
     def __str__(self) -> str:
@@ -403,9 +483,9 @@ def _manifest_entries(manifest: Any, report: VerifyReport) -> dict[str, dict[str
     if not isinstance(manifest, dict):
         report.add(MANIFEST, "manifest", f"malformed manifest: top level is {type(manifest).__name__}, not an object")
         return {}
-    if manifest.get("format") != RELEASE_FORMAT:
-        report.add(MANIFEST, "manifest",
-                   f"unknown release format {manifest.get('format')!r} (expected {RELEASE_FORMAT!r})")
+    if manifest.get("format") not in RELEASE_SCHEMAS:
+        report.add(MANIFEST, "manifest", f"unknown release format {manifest.get('format')!r} "
+                                         f"(expected one of {', '.join(map(repr, RELEASE_SCHEMAS))})")
     rows = manifest.get("rows")
     if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0:
         report.rows_manifest = rows
@@ -488,6 +568,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
         report.add(MANIFEST, "manifest", f"unreadable manifest ({type(e).__name__}: {e})")
         return report
     listed = _manifest_entries(manifest, report)
+    fmt = manifest.get("format") if isinstance(manifest, dict) and manifest.get("format") in RELEASE_SCHEMAS else None
     report.files_listed = len(listed)
     present = _walk_release(release_dir, report)
     for rel in sorted(set(listed) - present):
@@ -511,11 +592,34 @@ def check_release(release_dir: str | Path) -> VerifyReport:
                 continue
             if rel.startswith("data/"):
                 report.rows_found += n
+                problem = schema_problem(pq.ParquetFile(p).schema_arrow, fmt)
+                if problem:
+                    report.add(rel, "schema", f"not the {fmt or RELEASE_FORMAT} release schema: {problem}")
             if "rows" in entry and n != entry["rows"]:
                 report.add(rel, "rows", f"row count differs from manifest ({n} != {entry['rows']})")
     if report.rows_manifest is not None and report.rows_manifest != listed_rows:
         report.add(MANIFEST, "rows", f"total rows {report.rows_manifest} != {listed_rows}, the sum over its data files")
+    if fmt == RELEASE_FORMAT:
+        _check_data_names(sorted(r for r in listed if r.startswith("data/")), report)
     return report
+
+
+def _check_data_names(data_files: list[str], report: VerifyReport) -> None:
+    """Format 2 names each split's data files ``{split}-{i:05d}-of-{k:05d}.parquet`` with i = 0..k-1: a gap means
+    a missing file, whatever the manifest lists."""
+    per_split: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for rel in data_files:
+        m = RELEASE_FILE.fullmatch(rel)
+        if not m or m["split"] not in SPLITS:
+            report.add(rel, "naming", "not a data file name (data/{split}-{i:05d}-of-{k:05d}.parquet)")
+        else:
+            per_split[m["split"]].append((int(m["shard"]), int(m["of"])))
+    for split, got in sorted(per_split.items()):
+        k = len(got)
+        if sorted(got) != [(i, k) for i in range(k)]:
+            found = ", ".join(f"{i:05d}-of-{o:05d}" for i, o in sorted(got))
+            report.add(f"data/{split}-*", "naming",
+                       f"the {split} files are not numbered 00000..{k - 1:05d} of {k:05d} (found {found})")
 
 
 def verify_release(release_dir: str | Path) -> list[str]:
@@ -570,7 +674,8 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
     try:
         for f in data_files:
             for batch in pq.ParquetFile(f).iter_batches(columns=["id", "format", "image"], batch_size=256):
-                for rid, fmt, data in zip(*(batch.column(c).to_pylist() for c in ("id", "format", "image"))):
+                cols = [batch.column(c).to_pylist() for c in ("id", "format")] + [image_bytes(batch.column("image"))]
+                for rid, fmt, data in zip(*cols):
                     _write_in(dir_fd, f"{rid}.{fmt or 'jpg'}", data or b"")
                     n += 1
         out_fd = _open_dir(out_dir)

@@ -37,7 +37,7 @@ from mrbench.stage import pipeline_steps
 from mrbench.stats import Stats
 
 # Written by the group and release steps besides their own folders; removed whole when any shard changes.
-_SHARED_FOLDERS = ("audit", "release", "rejects")
+_SHARED_FOLDERS = ("audit", "release_parts", "release", "rejects")
 
 
 def retryable_rows(path: Path) -> int:

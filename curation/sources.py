@@ -22,6 +22,22 @@ METADATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".jsonl", ".json"}
 # multi-GB file becomes several balanced ingest shards (a folder of small files stays one shard per file).
 ROWS_PER_SHARD = 2_000_000
 BATCH_ROWS = 8192
+# Key in ImageRecord.metadata of folder-source rows: the file's path relative to its folder (``cats/001.jpg``), the
+# ``url`` the release publishes. The row itself keeps the absolute ``file://`` URL the downloader reads (and the id,
+# sha1 of that URL, stays unique across folders).
+LOCAL_PATH = "local_path"
+
+
+def folder_relative_path(url: str, root: str) -> str:
+    """The path of a folder source's file (``file://`` URL) relative to the folder ``root``; the file name when
+    it lies outside (a symlink resolved elsewhere): never the curator's absolute path."""
+    from urllib.parse import unquote, urlsplit
+
+    path = Path(unquote(urlsplit(url).path))
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
 
 
 @dataclass(frozen=True)

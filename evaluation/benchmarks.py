@@ -370,6 +370,36 @@ class FolderBenchmark(Benchmark):
 # ------------------------------------------------------------------------------------------------ MRBench release
 
 
+def _check_release_file(release: Path, path: Path, columns: list[str]) -> None:
+    """Raise a :class:`ConfigError` saying who wrote the release and what to do when ``path`` (a release data file)
+    lacks a column this reader needs or holds images in a layout it does not know. Both release formats are read:
+    2 (``image`` as the Hugging Face Image struct) and 1 (plain binary)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mrbench.curation.release import IMAGE_TYPE, RELEASE_FORMAT
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ConfigError(f"mrbench: {path} is not a readable parquet file ({e}); `mrbench release verify "
+                          f"{release}` lists what is damaged") from None
+    missing = [c for c in [*columns, "image"] if c not in schema.names]
+    image = schema.field("image").type if "image" in schema.names else None
+    if not missing and image in (IMAGE_TYPE, pa.binary()):
+        return
+    try:
+        manifest = json.loads((release / "manifest.json").read_text())
+        writer = manifest.get("versions", {}).get("mrbench", "?")
+        wrote = f"format {manifest.get('format')!r}, written by mrbench {writer}"
+    except (OSError, ValueError, AttributeError):
+        wrote = "no readable manifest.json"
+    what = f"lacks column(s) {missing}" if missing else f"stores image as {image}"
+    raise ConfigError(f"mrbench: {path.name} {what}: not a release layout this mrbench reads ({wrote}; this version "
+                      f"writes {RELEASE_FORMAT!r} and reads it and 'mrbench-release/1'). Curate it again with this "
+                      f"mrbench (mrbench curate --out NEW_FOLDER), or evaluate with the mrbench that wrote it.")
+
+
 class ReleaseImageStore:
     """Loads release images by id, one parquet row group at a time (a small LRU keeps memory bounded).
 
@@ -395,11 +425,14 @@ class ReleaseImageStore:
     def image_bytes(self, image_id: str) -> bytes:
         import pyarrow.parquet as pq
 
+        from mrbench.curation.release import image_bytes
+
         f, rg, i = self._where[image_id]
         with self._lock:
             key = (f, rg)
             if key not in self._cache:
-                self._cache[key] = pq.ParquetFile(f).read_row_group(rg, columns=["image"]).column("image").to_pylist()
+                column = pq.ParquetFile(f).read_row_group(rg, columns=["image"]).column("image")
+                self._cache[key] = image_bytes(column)  # the Image struct (format 2) or plain binary (format 1)
                 while len(self._cache) > self._size:
                     self._cache.popitem(last=False)
             self._cache.move_to_end(key)
@@ -425,15 +458,12 @@ class MRBenchRelease(Benchmark):
     def _build(self) -> list[Sample]:
         import pyarrow.parquet as pq
 
-        from mrbench.curation.release import RELEASE_SCHEMA
-
         files = sorted((self.path / "data").glob(f"{self.split}-*.parquet"))
         if not files:
             raise ConfigError(f"mrbench: no {self.split} shards under {self.path / 'data'} (is this a release folder?)")
         columns = ["id", "caption", "tags", "category", "group", "split", "role"]
-        missing = [c for c in columns if c not in RELEASE_SCHEMA.names]
-        if missing:  # guards against a release format change
-            raise ConfigError(f"release schema lacks {missing}")
+        for f in files:
+            _check_release_file(self.path, f, columns)
         rows_by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in files:
             for row in pq.read_table(f, columns=columns).to_pylist():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,6 +57,14 @@ def option(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
             "why": why}
     return field(default=default, default_factory=default_factory,  # type: ignore[call-overload]
                  metadata={_META: {k: v for k, v in meta.items() if v is not None and v is not False and v != ""}})
+
+
+def _check_license(value: str) -> str | None:
+    # The Hub's license ids are lowercase SPDX-like tokens (apache-2.0, cc-by-nc-4.0, other); anything else is
+    # rejected by its metadata check.
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", value):
+        return f"must be a Hub license id such as cc-by-4.0, mit or other (lowercase), got {value!r}"
+    return None
 
 
 def _check_compression(value: str) -> str | None:
@@ -373,11 +382,17 @@ class ReleaseConfig:
         name: Dataset name written in the card and manifest.
         easyref_json: Also export EasyRef's training JSON (three record shapes).
         compression: Parquet compression codec.
+        license: License id written in the dataset card's YAML header (a Hub license id: ``cc-by-4.0``, ``mit``,
+            ``other``, ...). ``other`` by default: a web crawl's images stay their owners' property.
+        license_note: What the card says under "License" (who holds the image rights).
     """
 
     name: str = option("mrbench", nonempty=True)
     easyref_json: bool = True
     compression: str = option("zstd", check=_check_compression)
+    license: str = option("other", check=_check_license)
+    license_note: str = option("The images belong to their rights holders; each row's url names where it came from. "
+                               "Check the terms of each source before using an image.", nonempty=True)
 
 
 @dataclass

@@ -8,7 +8,8 @@ spelled here exactly once::
     ingest/candidates_{i:05d}.parquet   urls/urls_{i:05d}.parquet   download/shard_{i:05d}.parquet
     embed/shard_{i:05d}.parquet         filters/drops_{i:05d}.parquet
     index/  dedup/duplicates.parquet  groups/{groups,assignments}.parquet, groups/by_shard/assign_{i:05d}.parquet
-    audit/{leakage.json,leaks.parquet}  release/  rejects/rejects_{i:05d}.parquet
+    audit/{leakage.json,leaks.parquet}  release_parts/{split}-{i:05d}-of-{n:05d}.parquet  release/
+    rejects/rejects_{i:05d}.parquet
     state/release_{i:05d}.done (release shards), state/release_final.done (manifest, card, EasyRef JSON written)
 
 A sharded step ``name`` keeps ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done`` in its folder
@@ -174,6 +175,11 @@ class RunLayout:
     @property
     def release(self) -> Path:
         return self.folder("release")
+
+    @property
+    def release_parts(self) -> Path:
+        """The release step's rows per (split, download shard), linked into ``release/data`` by ``finalize``."""
+        return self.root / "release_parts"
 
     @property
     def manifest(self) -> Path:

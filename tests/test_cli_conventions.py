@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,3 +98,32 @@ def test_ctrl_c_exits_130_with_a_resume_hint_then_the_rerun_finishes(tmp_path: P
     for section in ("<h2 id='funnel'>Funnel", "<h2 id='rejects'>Rejects per reason", "<h2 id='groups'>Groups",
                     "<h2 id='histograms'>Group sizes and categories", "<h3>http_404"):
         assert section in html, section
+
+
+def test_key_value_options_have_one_spelling() -> None:
+    """Options that take generator / encoder / detector options are all ``--<what>-args K=V[,K=V]``, repeatable."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    spellings: dict[str, set[str]] = {}
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        for p in cmd.params:
+            for opt in p.opts:
+                if opt.endswith("-arg") or opt.endswith("-args"):
+                    spellings.setdefault(opt, set()).add(name)
+                    assert opt.endswith("-args"), (name, opt)
+                    assert p.multiple and "-a" in p.opts, (name, opt)
+                    shown = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+                    assert re.search(rf"{opt}\s+-a\s+K=V\[,K=V\]", shown), (name, shown)
+    assert spellings == {"--model-args": {"eval"}, "--encoder-args": {"embed", "dedup", "group"},
+                         "--detector-args": {"detect"}}
+
+
+def test_encoder_args_take_commas_like_model_args(tmp_path: Path) -> None:
+    from mrbench.cli import _backend_kwargs
+
+    assert _backend_kwargs(["seed=0,impl=torch", "size=[64, 64]"], None, 2) == {
+        "seed": 0, "impl": "torch", "size": [64, 64], "batch_size": 2}
+    res = CliRunner().invoke(app, ["embed", "-e", "clip-tiny", str(tmp_path), "-o", str(tmp_path / "x.parquet"),
+                                   "--encoder-arg", "seed=0"])
+    assert res.exit_code == 2 and "--encoder-args" in res.output  # click suggests the one spelling

@@ -149,7 +149,7 @@ def _resolve_open_clip_weights(arch: str, tag: str, checkpoint: str | None, tag_
     # open_clip's convention: hf_hub is "org/repo/filename", or "org/repo/" for its default file names.
     hub = tag_cfg.get("hf_hub", "")
     repo_id, filename = os.path.split(hub)
-    how = (f"pass checkpoint=/path/to/open_clip_model.safetensors (mrbench embed/dedup/group: --encoder-arg "
+    how = (f"pass checkpoint=/path/to/open_clip_model.safetensors (mrbench embed/dedup/group: --encoder-args "
            f"checkpoint=PATH), or on a "
            f"connected machine run `hf download {repo_id or 'REPO'}` and copy the Hugging Face cache "
            f"({W.hf_hub_cache()}) here, or put the file under $MRBENCH_WEIGHTS_DIR/open_clip/{arch}/{tag}/.")

@@ -31,7 +31,7 @@ def test_embed_folder_rows_and_errors(tmp_path: Path, image_tree: Path) -> None:
     out = tmp_path / "emb.parquet"
     missing = tmp_path / "nope.jpg"
     res = CliRunner().invoke(app, ["embed", "--encoder", "clip-tiny", str(image_tree), str(missing), "--out", str(out),
-                                   "--encoder-arg", "seed=0", "--batch-size", "2"])
+                                   "--encoder-args", "seed=0", "--batch-size", "2"])
     assert res.exit_code == 0, res.output
     assert "RANDOM WEIGHTS" in res.output
     table = pq.read_table(out)

@@ -16,7 +16,7 @@ from mrbench.cli import app
 from mrbench.config import CurateConfig
 from mrbench.curation.embed import FEATURE_SCHEMA
 from mrbench.curation.release import (
-    EASYREF_FILES, RELEASE_SCHEMA, easyref_faces, release_file, write_easyref_json, write_manifest,
+    EASYREF_FILES, easyref_faces, release_file, release_table, write_easyref_json, write_manifest,
 )
 from mrbench.shards import write_parquet_atomic
 
@@ -43,7 +43,7 @@ def _png(seed: int) -> bytes:
 def _release(root: Path) -> Path:
     rel = root / "release"
     for split in ("train", "held_in", "held_out"):
-        cols: dict[str, list] = {n: [] for n in RELEASE_SCHEMA.names}
+        rows: list[dict] = []
         for gid, (gsplit, n) in GROUPS.items():
             if gsplit != split:
                 continue
@@ -53,10 +53,9 @@ def _release(root: Path) -> Path:
                        "tags": ["Some Name"], "category": "celebrity", "group": gid, "split": split,
                        "role": "target" if k == 0 else "reference", "image": data, "format": "png", "width": 32,
                        "height": 24, "sha256": hashlib.sha256(data).hexdigest(),
-                       "encoding": "original"}  # a column of newer release schemas (only the schema's are written)
-                for c in RELEASE_SCHEMA.names:
-                    cols[c].append(row[c])
-        write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), rel / release_file(split, 0, 1))
+                       "encoding": "original"}
+                rows.append(row)
+        write_parquet_atomic(release_table(rows), rel / release_file(split, 0, 1))
     return rel
 
 

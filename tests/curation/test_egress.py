@@ -75,7 +75,9 @@ def rows(run: Path) -> dict[str, dict]:
 
 
 def release(run: Path) -> dict[str, dict]:
-    return {r["url"]: r for f in sorted((run / "release" / "data").glob("*.parquet")) for r in pq.read_table(f).to_pylist()}
+    """url -> release row, its ``image`` (the Image feature's {bytes, path}) as the encoded bytes."""
+    return {r["url"]: {**r, "image": r["image"]["bytes"]} for f in sorted((run / "release" / "data").glob("*.parquet"))
+            for r in pq.read_table(f).to_pylist()}
 
 
 @pytest.fixture()
@@ -117,6 +119,9 @@ def test_folder_sources_still_read_local_files_but_no_fifo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = {Path(u).name: r["status"] for u, r in rows(run).items()}
     assert status == {"p0.jpg": "ok", "p1.jpg": "ok", "p2.jpg": "ok", "pipe.jpg": "file_unreadable"}
+    # the release names each file by its path under the source folder, never by the curator's absolute path
+    assert set(release(run)) == {f"Spider-Man/p{i}.jpg" for i in range(3)}
+    assert str(tmp_path) not in (run / "release" / "README.md").read_text()
 
 
 # --- 2. a redirect to ftp:// (a live loopback FTP server) or file:// is refused --------------------------------------

@@ -55,7 +55,8 @@ def test_status_rows_groups_and_splits(finished_run):
     by_group: dict[str, set[str]] = {}
     for r in rows:
         by_group.setdefault(r["group"], set()).add(r["split"])
-        assert r["image"] and len(r["sha256"]) == 64 and r["width"] == 96
+        assert r["image"]["bytes"] and len(r["sha256"]) == 64 and r["width"] == 96
+        assert r["image"]["path"] == f"{r['id']}.{r['format']}"
     assert all(len(s) == 1 for s in by_group.values())  # no group in two splits
     targets = [r for r in rows if r["role"] == "target"]
     assert len(targets) == 3 and {t["group"] for t in targets} == set(by_group)
@@ -68,9 +69,17 @@ def test_release_readers(finished_run):
     import duckdb
     import polars as pl
 
+    from PIL import Image
+
     ds = datasets.load_dataset("parquet", data_files=str(rel / "data" / "*.parquet"), split="train",
                                cache_dir=str(tmp / "hf_cache"))
     assert ds.num_rows == 12 and set(ds.column_names) >= {"id", "image", "group", "split", "sha256"}
+    first = ds[0]
+    assert isinstance(first["image"], Image.Image)  # no cast_column needed
+    assert first["image"].size == (first["width"], first["height"])
+    # the folder itself, as a Hub repo: the card's `configs` name each split's files
+    held_out = datasets.load_dataset(str(rel), split="held_out", cache_dir=str(tmp / "hf_cache"))
+    assert held_out.num_rows == 4 and isinstance(held_out[0]["image"], Image.Image)
     n = duckdb.execute(f"select count(*), count(distinct \"group\") from '{rel}/data/*.parquet'").fetchone()
     assert n == (12, 3)
     df = pl.read_parquet(str(rel / "data" / "*.parquet"))

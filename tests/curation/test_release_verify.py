@@ -20,7 +20,7 @@ from mrbench.cli import app
 from mrbench.config import CurateConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.release import (
-    EASYREF_FILES, MANIFEST, RELEASE_SCHEMA, release_file, write_card, write_easyref_json, write_manifest,
+    EASYREF_FILES, MANIFEST, image_bytes, release_file, release_table, write_card, write_easyref_json, write_manifest,
 )
 from mrbench.shards import write_parquet_atomic
 
@@ -35,9 +35,9 @@ def _jpeg(seed: int) -> bytes:
 
 def make_release(root: Path) -> Path:
     """A small release (two groups, two splits) written by the same functions a curation run uses."""
-    per_split: dict[str, dict[str, list]] = {}
+    per_split: dict[str, list[dict]] = {}
     for g, split in enumerate(("train", "held_out")):
-        cols: dict[str, list] = {n: [] for n in RELEASE_SCHEMA.names}
+        rows: list[dict] = []
         for k in range(3):
             url = f"https://example.org/{g}/{k}.jpg"
             data = _jpeg(3 * g + k)
@@ -45,11 +45,10 @@ def make_release(root: Path) -> Path:
                    "category": "subject", "group": f"g{g}", "split": split, "role": "target" if k == 0 else "reference",
                    "image": data, "format": "jpg", "width": 24, "height": 16,
                    "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
-            for n in RELEASE_SCHEMA.names:  # (a column added elsewhere gets null)
-                cols[n].append(row.get(n))
-        per_split[split] = cols
-    for split, cols in per_split.items():
-        write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), root / release_file(split, 0, 1))
+            rows.append(row)
+        per_split[split] = rows
+    for split, rows in per_split.items():
+        write_parquet_atomic(release_table(rows), root / release_file(split, 0, 1))
     cfg = CurateConfig()
     write_easyref_json(root)
     write_card(root, cfg)
@@ -176,7 +175,7 @@ def test_extract_default_is_outside_release_which_still_verifies(release: Path):
     assert train and all((out / p).is_file() for rec in train for p in rec["image_file"])
     for f in (release / "data").glob("*.parquet"):
         t = pq.read_table(f)
-        for rid, data in zip(t.column("id").to_pylist(), t.column("image").to_pylist()):
+        for rid, data in zip(t.column("id").to_pylist(), image_bytes(t.column("image"))):
             assert (out / "images" / f"{rid}.jpg").read_bytes() == data
     assert verify(release).exit_code == 0  # nothing was written into the release
 

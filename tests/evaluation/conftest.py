@@ -22,18 +22,16 @@ def mini_dreambench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mini_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A release folder (RELEASE_SCHEMA parquet shards): 2 held-out groups, 2 held-in, 1 train; 1 target + 2 refs each."""
+    """A release folder (RELEASE_SCHEMA parquet shards, written by release_table): 2 held-out groups, 2 held-in, 1 train; 1 target + 2 refs each."""
     import hashlib
 
-    import pyarrow as pa
-
-    from mrbench.curation.release import RELEASE_SCHEMA, release_file
+    from mrbench.curation.release import release_file, release_table
     from mrbench.shards import write_parquet_atomic
 
     root = tmp_path_factory.mktemp("release")
     layout = {"held_out": ["red_toy", "blue_can"], "held_in": ["dog9", "red_toy"], "train": ["blue_can"]}
     for split, subjects in layout.items():
-        cols: dict[str, list] = {n: [] for n in RELEASE_SCHEMA.names}
+        rows: list[dict] = []
         for g, subject in enumerate(subjects):
             gid = f"{split}_g{g}"
             for k in range(3):
@@ -44,7 +42,6 @@ def mini_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        "category": "subject", "group": gid, "split": split, "role": "target" if k == 0 else "reference",
                        "image": data, "format": "png", "width": im.width, "height": im.height,
                        "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
-                for n in RELEASE_SCHEMA.names:
-                    cols[n].append(row[n])
-        write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), root / release_file(split, 0, 1))
+                rows.append(row)
+        write_parquet_atomic(release_table(rows), root / release_file(split, 0, 1))
     return root
