@@ -16,7 +16,7 @@ from PIL import Image
 
 from mrbench.config import ConfigError, CurateConfig, ReleaseConfig, validate_fields
 from mrbench.curation.crawl import record_id
-from mrbench.curation.pipeline import finalize_release
+from mrbench.curation.release import finalize_release
 from mrbench.curation.release import (
     MANIFEST, RELEASE_PARTS, RELEASE_SCHEMA, RELEASE_SCHEMA_V1, check_release, image_bytes,
     publish_release_data, release_table, schema_problem, write_manifest,
