@@ -77,24 +77,21 @@ def test_class_noun_never_the_identity(tmp_path: Path) -> None:
     """A celebrity group from a release trains and samples with "person", never the identity's name (its tag)."""
     import hashlib
 
-    import pyarrow as pa
 
-    from mrbench.curation.release import RELEASE_SCHEMA, release_file
+    from mrbench.curation.release import release_file, release_table
     from mrbench.evaluation.benchmarks import build_benchmark
     from mrbench.evaluation.generator import image_bytes
     from mrbench.shards import write_parquet_atomic
 
-    cols: dict[str, list] = {n: [] for n in RELEASE_SCHEMA.names}
+    rows = []
     for k in range(3):
         im = photo(k)
         data = image_bytes(im)
-        row = {"id": f"g0_{k}", "url": f"http://127.0.0.1/{k}.png", "caption": "a woman at a press conference",
-               "tags": ["Eileen Collins"], "category": "celebrity", "group": "g0", "split": "held_out",
-               "role": "target" if k == 0 else "reference", "image": data, "format": "png", "width": 64,
-               "height": 64, "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
-        for n in RELEASE_SCHEMA.names:
-            cols[n].append(row[n])
-    write_parquet_atomic(pa.table(cols, schema=RELEASE_SCHEMA), tmp_path / "rel" / release_file("held_out", 0, 1))
+        rows.append({"id": f"g0_{k}", "url": f"http://127.0.0.1/{k}.png", "caption": "a woman at a press conference",
+                     "tags": ["Eileen Collins"], "category": "celebrity", "group": "g0", "split": "held_out",
+                     "role": "target" if k == 0 else "reference", "image": data, "format": "png", "width": 64,
+                     "height": 64, "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"})
+    write_parquet_atomic(release_table(rows), tmp_path / "rel" / release_file("held_out", 0, 1))
     (s,) = build_benchmark(f"mrbench:{tmp_path / 'rel'}").samples()
     assert s.class_token == "person"
     gen = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path / "ad"), num_inference_steps=2, train_steps=1, rank=4,
