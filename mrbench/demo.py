@@ -250,7 +250,7 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
     print_summary(summary)
     console.print(f"curation finished in {time.perf_counter() - t0:.1f} s")
     if evaluate:
-        summary["eval"] = run_demo_eval(out / "run" / "release", out, console)
+        summary["eval"] = run_demo_eval(Path(summary["release"]), out, console)
         print_demo_leaderboard(summary["eval"], console)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s")
     return summary

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from pathlib import Path
+from typing import Callable, Iterator
 
 _warned: set[str] = set()
 
@@ -28,3 +32,34 @@ def setup_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler()
         fmt = "%(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
+
+
+@contextlib.contextmanager
+def shard_log(path: Path, title: str) -> Iterator[Callable[[str], None]]:
+    """Write one shard's log to ``path`` (rewritten when the shard is redone): a start line, every WARNING or worse
+    of the ``mrbench`` loggers while the shard runs (its worker process runs one shard at a time), and the outcome,
+    ``failed: ...`` when the work raised. Yields a function that appends a line of its own (e.g. the shard's counters).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731
+    with open(path, "w", encoding="utf-8") as f:
+        handler = logging.StreamHandler(f)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+        logger = logging.getLogger("mrbench")
+        logger.addHandler(handler)
+
+        def note(line: str) -> None:
+            handler.flush()
+            f.write(f"{stamp()} {line}\n")
+
+        note(f"{title}: start")
+        try:
+            yield note
+        except BaseException as e:
+            note(f"{title}: failed: {type(e).__name__}: {e}")
+            raise
+        finally:
+            logger.removeHandler(handler)
+            handler.flush()

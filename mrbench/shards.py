@@ -116,7 +116,7 @@ def read_records(path: Path, columns: list[str] | None = None) -> Iterator[Image
 
 
 class ShardSet:
-    """The shards of one step in one folder: ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done``."""
+    """The shards of one step in one folder: ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done`` (+ ``.log``)."""
 
     def __init__(self, folder: Path, prefix: str = "shard", suffix: str = ".parquet") -> None:
         self.folder = Path(folder)
@@ -131,6 +131,10 @@ class ShardSet:
 
     def marker(self, i: int) -> Path:
         return self.folder / f"{self.prefix}_{i:05d}.done"
+
+    def log_path(self, i: int) -> Path:
+        """The shard's log: when it ran, what went wrong while it ran, and its outcome (:func:`mrbench.log.shard_log`)."""
+        return self.folder / f"{self.prefix}_{i:05d}.log"
 
     def is_done(self, i: int) -> bool:
         return self.marker(i).exists()

@@ -21,11 +21,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from mrbench.layout import RunLayout
-from mrbench.log import get_logger
+from mrbench.log import get_logger, shard_log
 from mrbench.records import ImageRecord
 from mrbench.registry import Entry, Registry
 from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
@@ -131,7 +132,7 @@ class ShardedStep(abc.ABC):
 
     The base owns the rest, the same for every step: the output shard set (from the run layout, by ``name``),
     ``is_done`` (the executor skips complete shards), and after the work the output, then the shard's stats, then its
-    completion marker, in that order; a debug log line per shard.
+    completion marker, in that order; the shard's log file (:meth:`ShardSet.log_path`: start, warnings, outcome).
 
     Args:
         config: The run's ``CurateConfig``.
@@ -163,9 +164,11 @@ class ShardedStep(abc.ABC):
 
     def __call__(self, shard: int) -> None:
         """Do shard ``shard`` (again, when called directly) and mark it complete."""
-        table, stats = self.process(shard)
-        if table is not None:
-            write_parquet_atomic(table, self.shards.output(shard))
+        with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note:
+            table, stats = self.process(shard)
+            if table is not None:
+                write_parquet_atomic(table, self.shards.output(shard))
+            note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
         self.shards.complete(shard, stats)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
 

@@ -41,3 +41,39 @@ def test_existing_lists_the_outputs_present_in_shard_order(tmp_path):
         lay.download.output(i).write_bytes(b"")
         lay.download.stats_path(i).write_text("{}")
     assert lay.download.existing() == [lay.download.output(0), lay.download.output(2)]
+
+
+def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path):
+    """The step base owns the shard's log: start, the warnings raised while it ran, done with its counters, or
+    failed with the error (and then no marker); a redone shard rewrites its log."""
+    import pyarrow as pa
+    import pytest
+
+    from mrbench.log import get_logger
+    from mrbench.stage import ShardedStep
+    from mrbench.stats import Stats
+
+    class Noisy(ShardedStep):
+        name = "noisy"
+
+        def process(self, shard):
+            if shard == 1:
+                raise ValueError("disk on fire")
+            get_logger("mrbench.curation.noisy").warning("shard %d: 2 rows unreadable", shard)
+            stats = Stats()
+            stats.inc("rows", 3)
+            return pa.table({"x": [1, 2, 3]}), stats
+
+    step = Noisy(config=None, run_dir=tmp_path)
+    step(0)
+    lines = step.shards.log_path(0).read_text().splitlines()
+    assert step.shards.log_path(0).relative_to(tmp_path).as_posix() == "noisy/shard_00000.log"
+    assert lines[0].endswith("noisy shard 0: start")
+    assert "WARNING mrbench.curation.noisy: shard 0: 2 rows unreadable" in lines[1]
+    assert lines[2].endswith('noisy shard 0: done {"rows": 3}') and len(lines) == 3 and step.is_done(0)
+    with pytest.raises(ValueError):
+        step(1)
+    assert step.shards.log_path(1).read_text().splitlines()[-1].endswith("noisy shard 1: failed: ValueError: disk on fire")
+    assert not step.is_done(1)
+    step(0)  # redone: the log is the new run's alone
+    assert len(step.shards.log_path(0).read_text().splitlines()) == 3
