@@ -444,6 +444,12 @@ class CurateConfig:
             check_tag_list(self.crawl.tag_list)
         if self.group.max_group_size < self.group.min_group_size:
             raise ConfigError("group.max_group_size must be >= group.min_group_size")
+        if self.crawl.output_format != "parquet":  # kept so that older configs load; say that it does nothing
+            from mrbench.log import get_logger, warn_once
+
+            warn_once(get_logger(__name__), "crawl.output_format",
+                      f"crawl.output_format={self.crawl.output_format!r} is ignored: download shards and the release "
+                      "are parquet (remove the key)")
         self._validate_visual()
 
     def _validate_visual(self) -> None:

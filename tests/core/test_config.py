@@ -40,3 +40,20 @@ def test_missing_tag_list_and_sources(tmp_path):
         load_config(CurateConfig, write(tmp_path, "num_shards: 2\n"))
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(CurateConfig, write(tmp_path, BASE), ["num_shards"])
+
+
+def test_ignored_output_format_is_said(tmp_path, caplog):
+    """crawl.output_format still loads (older configs) but does nothing: validation says so, once per process."""
+    import logging
+
+    from mrbench import log
+
+    log._warned.discard("crawl.output_format")
+    cfg = load_config(CurateConfig, write(tmp_path, BASE), ["crawl.output_format=webdataset"])
+    with caplog.at_level(logging.WARNING, logger="mrbench"):
+        cfg.validate()
+    assert "crawl.output_format='webdataset' is ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mrbench"):
+        load_config(CurateConfig, write(tmp_path, BASE)).validate()
+    assert "output_format" not in caplog.text
