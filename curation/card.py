@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import CurateConfig
-from mrbench.curation.release import RELEASE_SCHEMA, image_bytes
+from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes
 from mrbench.curation.split import SPLITS
 from mrbench.shards import atomic_write_bytes, atomic_write_text
 
@@ -83,8 +83,26 @@ def size_category(n: int) -> str:
     return "n>1T" if n > 10**12 else "1B<n<10B" if n < 10**10 else "10B<n<100B" if n < 10**11 else "100B<n<1T"
 
 
-def card_metadata(config: CurateConfig, rows_per_split: dict[str, int]) -> dict[str, Any]:
-    """The YAML header: license, task, tags, size, ``configs`` (data files per split), ``dataset_info``."""
+def split_sizes(release_dir: Path) -> dict[str, tuple[int, int]]:
+    """Per split: (uncompressed bytes of its data, from the parquet footers; bytes of its files on disk)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for f in sorted((Path(release_dir) / "data").glob("*.parquet")):
+        m = RELEASE_FILE.fullmatch(f"data/{f.name}")
+        if not m:
+            continue
+        md = pq.ParquetFile(f).metadata
+        data = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        old = sizes.get(m["split"], (0, 0))
+        sizes[m["split"]] = (old[0] + data, old[1] + f.stat().st_size)
+    return sizes
+
+
+def card_metadata(config: CurateConfig, rows_per_split: dict[str, int],
+                  sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+    """The YAML header: license, task, tags, size, ``configs`` (data files per split), ``dataset_info`` (features;
+    splits with ``num_examples`` and ``num_bytes``, which the Hub needs to read the splits; ``dataset_size`` and
+    ``download_size``)."""
+    sizes = sizes or {}
     present = [s for s in SPLITS if rows_per_split.get(s)]
     total = sum(rows_per_split.values())
     meta: dict[str, Any] = {
@@ -99,7 +117,10 @@ def card_metadata(config: CurateConfig, rows_per_split: dict[str, int]) -> dict[
             {"split": s, "path": f"data/{s}-*.parquet"} for s in present]}]
     meta["dataset_info"] = {
         "features": [_yaml_feature(f.name, f.type) for f in RELEASE_SCHEMA],
-        "splits": [{"name": s, "num_examples": rows_per_split[s]} for s in present],
+        "splits": [{"name": s, "num_bytes": sizes.get(s, (0, 0))[0], "num_examples": rows_per_split[s]}
+                   for s in present],
+        "download_size": sum(sizes.get(s, (0, 0))[1] for s in present),
+        "dataset_size": sum(sizes.get(s, (0, 0))[0] for s in present),
     }
     return meta
 
@@ -317,7 +338,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     index = _read_index(release_dir)
     groups = _groups(index)
     per_split = {r["split"]: r["id_count"] for r in index.group_by("split").aggregate([("id", "count")]).to_pylist()}
-    meta = card_metadata(config, per_split)
+    meta = card_metadata(config, per_split, split_sizes(release_dir))
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     present = [s for s in SPLITS if per_split.get(s)]
     stats_md = _group_stats(index, groups)

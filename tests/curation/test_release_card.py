@@ -132,6 +132,10 @@ def test_card_yaml_is_hub_metadata(finished):
     from datasets import Features
 
     assert info.features == Features.from_arrow_schema(RELEASE_SCHEMA)
+    # the splits block is complete (name, num_examples, num_bytes): `datasets` keeps it instead of warning it away
+    assert info.splits is not None and info.splits["held_out"].num_examples == 7
+    assert all(s["num_bytes"] > 0 for s in data["dataset_info"]["splits"])
+    assert data["dataset_info"]["download_size"] == sum(p.stat().st_size for p in (release / "data").glob("*.parquet"))
 
 
 def test_card_body_tables(finished):
