@@ -93,6 +93,12 @@ class RunLayout:
             return self.state / "release_final.done"
         return self.folder(step) / SUCCESS
 
+    def step_log(self, step: str) -> Path:
+        """The log of a global step (``state/`` for ``finalize``: the release folder holds only the release)."""
+        if step == "finalize":
+            return self.state / "release_final.log"
+        return self.folder(step) / "step.log"
+
     def step_done(self, step: str) -> bool:
         """Whether global step ``step`` finished (its marker exists)."""
         return self.step_marker(step).exists()

@@ -181,7 +181,8 @@ class ShardedStep(abc.ABC):
 def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Stats]]:
     """Decorator for a global step ``fn(config, run_dir, *args) -> Stats``: a finished step returns its saved stats
     without work; otherwise ``fn`` runs, then its stats and, last, its marker are written (the same order rule as
-    shards). Where they live is the run layout's (:meth:`~mrbench.layout.RunLayout.step_marker`)."""
+    shards), with the step's log beside them (start, warnings, outcome). Where they live is the run layout's
+    (:meth:`~mrbench.layout.RunLayout.step_marker`, :meth:`~mrbench.layout.RunLayout.step_log`)."""
 
     def wrap(fn: Callable[..., Stats]) -> Callable[..., Stats]:
         @functools.wraps(fn)
@@ -190,7 +191,9 @@ def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Sta
             stats_path, marker = layout.step_stats(step), layout.step_marker(step)
             if marker.exists():
                 return Stats.load(stats_path) if stats_path is not None else Stats()
-            stats = fn(config, run_dir, *args, **kwargs)
+            with shard_log(layout.step_log(step), f"{step}") as note:
+                stats = fn(config, run_dir, *args, **kwargs)
+                note(f"{step}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
             marker.parent.mkdir(parents=True, exist_ok=True)
             if stats_path is not None:
                 stats.save(stats_path)

@@ -22,6 +22,8 @@ def test_names_on_disk_are_the_run_folder_format(tmp_path):
     assert rel(lay.download.stats_path(1)) == "download/shard_00001.stats.json"
     assert [rel(lay.step_marker(s)) for s in ("select", "index", "dedup", "group", "finalize")] == [
         "urls/_SUCCESS", "index/_SUCCESS", "dedup/_SUCCESS", "groups/_SUCCESS", "state/release_final.done"]
+    assert [rel(lay.step_log(s)) for s in ("select", "group", "finalize")] == [
+        "urls/step.log", "groups/step.log", "state/release_final.log"]
     assert lay.step_stats("finalize") is None and rel(lay.step_stats("group")) == "groups/stats.json"
     assert [rel(p) for p in (lay.duplicates, lay.assignments, lay.groups_table, lay.assignment_slice(2),
                              lay.leakage_report, lay.leaks, lay.manifest, lay.rejects.output(4))] == [
@@ -77,3 +79,22 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
     assert not step.is_done(1)
     step(0)  # redone: the log is the new run's alone
     assert len(step.shards.log_path(0).read_text().splitlines()) == 3
+
+
+def test_global_step_writes_its_log_then_stats_then_marker(tmp_path):
+    from mrbench.log import get_logger
+    from mrbench.stage import global_step
+    from mrbench.stats import Stats
+
+    @global_step("census")
+    def census(config, run_dir):
+        get_logger("mrbench.curation.census").warning("3 groups without a target")
+        stats = Stats()
+        stats.inc("groups", 5)
+        return stats
+
+    assert census(None, tmp_path).counts["groups"] == 5
+    lay = RunLayout(tmp_path)
+    lines = lay.step_log("census").read_text().splitlines()
+    assert lines[0].endswith("census: start") and "3 groups without a target" in lines[1]
+    assert lines[2].endswith('census: done {"groups": 5}') and lay.step_done("census")
