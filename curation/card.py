@@ -16,7 +16,6 @@ Like the rest of a release, the card depends only on the run's inputs and seed: 
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import statistics
@@ -32,6 +31,9 @@ import yaml
 from mrbench.config import CurateConfig
 from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes
 from mrbench.curation.split import SPLITS
+from mrbench.images import load_image
+from mrbench.layout import RunLayout
+from mrbench.pages import jpeg_thumbnail
 from mrbench.shards import atomic_write_bytes, atomic_write_text
 
 CARD = "README.md"
@@ -189,8 +191,8 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
     from mrbench.curation.dedup import DEFAULT_THRESHOLD
 
     models: dict[str, Any] = {}
-    if run_dir is not None and (run_dir / "models.json").is_file():
-        models = json.loads((run_dir / "models.json").read_text())
+    if run_dir is not None and RunLayout(run_dir).models.is_file():
+        models = json.loads(RunLayout(run_dir).models.read_text())
 
     def model(role: str, name: str, options: dict[str, Any]) -> str:
         if not name:
@@ -242,12 +244,13 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
 
 def _drops(run_dir: Path | None, released: int) -> list[str]:
     """Rows that did not make the release, per reason and the step that dropped them (from ``rejects/``)."""
-    if run_dir is None or not (run_dir / "rejects").is_dir():
+    rejects = RunLayout(run_dir).rejects if run_dir is not None else None
+    if rejects is None or not rejects.folder.is_dir():
         return []
     from mrbench.curation.pipeline import drop_step
 
     counts: Counter[str] = Counter()
-    for f in sorted((run_dir / "rejects").glob("rejects_*.parquet")):
+    for f in rejects.existing():
         counts.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())
     total = released + sum(counts.values())
     out = ["## Rows dropped", "",
@@ -260,18 +263,12 @@ def _drops(run_dir: Path | None, released: int) -> list[str]:
 
 
 def _thumbnail(data: bytes | None) -> bytes | None:
-    from PIL import Image, ImageOps
-
+    """A JPEG thumbnail of encoded image bytes, oriented as displayed (:func:`mrbench.images.load_image`)."""
     if not data:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=85)
-            return buf.getvalue()
-    except (OSError, ValueError):
+        return jpeg_thumbnail(load_image(data), THUMB_SIZE, quality=85)
+    except (OSError, ValueError, SyntaxError):  # what PIL raises for bytes that do not decode
         return None
 
 

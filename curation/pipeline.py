@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 import yaml
 
 import mrbench.curation  # noqa: F401  (registers the built-in steps)
 from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
@@ -62,9 +63,6 @@ def check_run_state(run_dir: Path, config: CurateConfig) -> None:
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_path, json.dumps({"num_shards": config.num_shards, "seed": config.seed}))
-
-
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
 @with_run_lock("run_dir")

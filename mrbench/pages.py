@@ -70,11 +70,16 @@ def thumb_uri(image: Image.Image | bytes, size: int = 128, quality: int = 80) ->
     if isinstance(image, (bytes, bytearray)):
         image = Image.open(io.BytesIO(image))
         image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale (much faster for large photos)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_thumbnail(image, size, quality)).decode()
+
+
+def jpeg_thumbnail(image: Image.Image, size: int = 128, quality: int = 80) -> bytes:
+    """A JPEG thumbnail (longest side ``size``, RGB) of a decoded image; ``image`` itself is left as it is."""
     im = image.convert("RGB")
     im.thumbnail((size, size))
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def try_thumb(data: bytes | None, size: int) -> str | None:

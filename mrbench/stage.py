@@ -191,7 +191,7 @@ def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Sta
             stats_path, marker = layout.step_stats(step), layout.step_marker(step)
             if marker.exists():
                 return Stats.load(stats_path) if stats_path is not None else Stats()
-            with shard_log(layout.step_log(step), f"{step}") as note:
+            with shard_log(layout.step_log(step), step) as note:
                 stats = fn(config, run_dir, *args, **kwargs)
                 note(f"{step}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
             marker.parent.mkdir(parents=True, exist_ok=True)
