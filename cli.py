@@ -291,16 +291,12 @@ def demo(
 def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional[int]) -> dict:
     """``k=v,k2=v2`` backend options, repeatable, as ``--model-args`` reads them (values parsed as YAML scalars:
     0.5, true, [640, 640]) + common flags."""
-    import yaml
-
-    from mrbench.evaluation.runner import parse_model_args
+    from mrbench.config import parse_model_args
 
     try:
-        kwargs: dict = parse_model_args(args)
+        kwargs: dict = parse_model_args(args)  # a value that is not YAML is a ConfigError too
     except ConfigError as e:
         _fail(str(e).replace("model argument", "backend option"))
-    except yaml.YAMLError:
-        _fail(f"backend options {args!r}: a value is not valid YAML")
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     if device:

@@ -535,8 +535,6 @@ class EvalConfig:
 
 def parse_model_args(items: "typing.Sequence[str] | str | None") -> dict[str, Any]:
     """``["k=v,k2=v2", "k3=v3"]`` -> dict; values are YAML scalars (``0.5``, ``true``, ``[1, 2]``)."""
-    import re
-
     if items is None:
         return {}
     if isinstance(items, str):
@@ -570,10 +568,9 @@ def eval_config(config: EvalConfig | None = None, **overrides: Any) -> EvalConfi
     if unknown:
         raise ConfigError(unknown_keys_message(unknown, names, what="eval option"))
     given = {k: v for k, v in overrides.items() if v is not None}
-    if "model_args" in given and not isinstance(given["model_args"], dict):
-        given["model_args"] = parse_model_args(given["model_args"])
-    if "model_args" in given:
-        given["model_args"] = dict(given["model_args"])
+    if "model_args" in given:  # a copy: the config never shares the caller's dict
+        args = given["model_args"]
+        given["model_args"] = dict(args) if isinstance(args, dict) else parse_model_args(args)
     if isinstance(given.get("metrics"), str):
         given["metrics"] = [given["metrics"]]
     elif "metrics" in given and isinstance(given["metrics"], (list, tuple)):
