@@ -169,7 +169,7 @@ def _direction(rs: Sequence[Run], split: str, key: str) -> str:
     return column_direction(key, est)[0]
 
 
-def _best_mean(rs: Sequence[Run], split: str, key: str, zero: bool) -> float | None:
+def _best_mean(rs: Sequence[Run], split: str, key: str, zero: bool, direction: str) -> float | None:
     """The best mean of column ``key`` over the model rows (not the reference / chance scale rows), by the metric's
     registered direction; None when fewer than two models have a value (one contender is not a ranking)."""
     vals = []
@@ -180,7 +180,7 @@ def _best_mean(rs: Sequence[Run], split: str, key: str, zero: bool) -> float | N
             vals.append(est["mean"])
     if len(vals) < 2:
         return None
-    return min(vals) if _direction(rs, split, key) == "lower" else max(vals)
+    return min(vals) if direction == "lower" else max(vals)
 
 
 def _bold(text: str, est: dict[str, Any] | None, best: float | None, real: bool) -> str:
@@ -206,9 +206,10 @@ def write_markdown(runs: Sequence[Run], path: Path) -> None:
         rule = "|---|---|---|---|" + "---|" * len(cols)
         lines += [f"## {title}", "", _benchmark_line(rs), "", head, rule]
         zero = [f"### {title}: failures counted as 0", "", head, rule]
-        lower = [_col_name(k, sc) for k, sc in cols if _direction(rs, split, k) == "lower"]
-        best = {k: _best_mean(rs, split, k, zero=False) for k, _ in cols}
-        best_zero = {k: _best_mean(rs, split, k, zero=True) for k, _ in cols}
+        direction = {k: _direction(rs, split, k) for k, _ in cols}
+        lower = [_col_name(k, sc) for k, sc in cols if direction[k] == "lower"]
+        best = {k: _best_mean(rs, split, k, False, direction[k]) for k, _ in cols}
+        best_zero = {k: _best_mean(rs, split, k, True, direction[k]) for k, _ in cols}
         for r in rs:
             s = r.split_summary(split)
             front = f"| {r.label} | {s.get('groups', 0)} | {s.get('rows_per_status', {}).get('ok', 0)} | {format_failures(s)} | "
