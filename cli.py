@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -631,7 +632,20 @@ def main() -> None:
     except Interrupted:
         logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
         typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
-        sys.exit(130)
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 now: everything has unwound (locks released, markers unwritten), so a thread still blocked in
+    I/O (a download, a model load) must not keep the process alive; it is not waited for."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
