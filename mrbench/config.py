@@ -507,6 +507,8 @@ class EvalConfig:
         cache_dir: Generation cache (default ``OUT/.cache/generations``).
         metric_device: Device for metric encoders (default: CUDA when present).
         n_boot: Bootstrap resamples for confidence intervals.
+        max_image_pixels: A sample with a reference or target image declaring more pixels fails as
+            ``image_too_large`` (the image is never decoded).
     """
 
     model: str = ""
@@ -524,6 +526,7 @@ class EvalConfig:
     cache_dir: str | None = None
     metric_device: str | None = None
     n_boot: int = option(1000, ge=1)
+    max_image_pixels: int = option(64_000_000, ge=1)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
