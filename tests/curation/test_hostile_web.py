@@ -3,6 +3,7 @@ row, a dripping server as ``timeout`` at the attempt's deadline, Ctrl-C as exit 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -125,3 +126,18 @@ def test_ipv6_forms_embedding_a_public_ipv4_stay_public():
     assert is_public_address("64:ff9b::808:808")  # NAT64 of 8.8.8.8 (an IPv6-only network's way to IPv4 hosts)
     assert is_public_address("::ffff:8.8.8.8")
     assert not is_public_address("2002:c0a8:101::1")  # 6to4 around 192.168.1.1
+
+
+def test_copies_of_one_url_do_not_fill_its_tags_cap(tmp_path, web):
+    from mrbench.curation.crawl import priority
+
+    a = web.url("/img/s0_0.jpg")
+    # b ranks after a (seed 3 of write_inputs), so the copies of a would take every place of the tag before b
+    k = next(k for k in range(10_000) if priority(3, web.url(f"/img/b{k}.jpg")) > priority(3, a))
+    web.routes[f"/img/b{k}.jpg"] = web.routes["/img/s0_1.jpg"]
+    b = web.url(f"/img/b{k}.jpg")
+    proc, run = curate(tmp_path, [a] * 100_000 + [b], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {u: r["status"] for u, r in rows(run).items()} == {a: "ok", b: "ok"}
+    stats = json.loads((run / "urls" / "stats.json").read_text())["counts"]
+    assert stats["select/repeated_url"] == 99_999 and "select/over_tag_cap" not in stats
