@@ -629,10 +629,23 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        typer.secho(f"error: no space left on the device ({_os_error(e)}); free some space or write elsewhere, "
+                    "then run the same command again (finished work is kept)", fg="red", err=True)
+        sys.exit(1)
     except Interrupted:
         logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
         typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
         _exit_interrupted()
+
+
+def _disk_full(e: OSError) -> bool:
+    """ENOSPC or a full quota, however it arrived (pyarrow and worker processes may keep only the message)."""
+    import errno
+
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) or "quota exceeded" in str(e).lower()
 
 
 def _exit_interrupted() -> None:

@@ -141,3 +141,25 @@ def test_copies_of_one_url_do_not_fill_its_tags_cap(tmp_path, web):
     assert {u: r["status"] for u, r in rows(run).items()} == {a: "ok", b: "ok"}
     stats = json.loads((run / "urls" / "stats.json").read_text())["counts"]
     assert stats["select/repeated_url"] == 99_999 and "select/over_tag_cap" not in stats
+
+
+def test_disk_full_is_one_error_line_and_the_rerun_finishes(tmp_path, web):
+    """ENOSPC as the kernel reports it when a shard's bytes are flushed (``fsync``), through `python -m mrbench.cli`."""
+    urls = [web.url("/img/s0_0.jpg"), web.url("/img/s0_1.jpg")]
+    cfg_path = write_inputs(tmp_path, urls)
+    full = ("import errno, os, sys\n"
+            "def fsync(fd): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+            "os.fsync = fsync\n"
+            "from mrbench.cli import main\n"
+            "sys.argv = ['mrbench'] + sys.argv[1:]\n"
+            "main()\n")
+    args = ["curate", "--config", str(cfg_path), "--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-c", full, *args], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on the device") and "No space left on device" in last
+    assert not list((tmp_path / "run").rglob("*.done"))
+    done = subprocess.run([sys.executable, "-m", "mrbench.cli", *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}
