@@ -35,6 +35,7 @@ from mrbench.images import load_image
 from mrbench.layout import RunLayout
 from mrbench.pages import jpeg_thumbnail
 from mrbench.shards import atomic_write_bytes, atomic_write_text
+from mrbench.thresholds import for_run
 
 CARD = "README.md"
 EXAMPLES_DIR = "card/examples"
@@ -188,8 +189,6 @@ def _group_stats(t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
 
 def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
     """The curation settings that shaped the release: sources, models, thresholds, seed, shards."""
-    from mrbench.curation.dedup import DEFAULT_THRESHOLD
-
     models: dict[str, Any] = {}
     if run_dir is not None and RunLayout(run_dir).models.is_file():
         models = json.loads(RunLayout(run_dir).models.read_text())
@@ -207,11 +206,15 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
 
     sources = "; ".join(f"{s.kind}: {', '.join(Path(p).name for p in s.paths)}" for s in config.sources) or "-"
     c, g, f, e = config.crawl, config.group, config.filters, config.embed
-    dedup = ("off" if not (e.encoder and config.dedup.enabled)
-             else f"cosine >= {config.dedup.threshold if config.dedup.threshold is not None else DEFAULT_THRESHOLD}")
+    near_dup = for_run(config, "near_duplicate", config.dedup.threshold)
+    dedup = "off" if near_dup is None or not config.dedup.enabled else near_dup.describe("near_duplicate")
+    audit_nd = for_run(config, "near_duplicate", config.audit.near_dup_threshold)
+    identity = for_run(config, "identity", config.audit.identity_threshold if config.audit.identity_threshold
+                       is not None else config.group.identity_threshold)
     audit = ("off" if not (config.audit.enabled and (e.encoder or e.face_encoder))
-             else f"near-duplicates across splits at cosine >= {config.audit.near_dup_threshold}"
+             else "; ".join(p.describe(t) for t, p in (("near_duplicate", audit_nd), ("identity", identity)) if p)
                   + ("; training images of leaking pairs removed" if config.audit.remove_train_leaks else ""))
+    group_identity = for_run(config, "identity", config.group.identity_threshold)
     rows = [
         ["sources", sources],
         ["tag list", Path(c.tag_list).name if c.tag_list else "- (folder names)"],
@@ -229,6 +232,7 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
                                           "face policy" if f.face and e.face_encoder else "",
                                           "object check" if f.object and e.detector else "") if x) or "none"],
         ["group size", f"{g.min_group_size}..{g.max_group_size} images"],
+        ["one identity per person group", group_identity.describe("identity") if group_identity else "off"],
         ["group consistency", f"cosine to the rest of the group >= {g.consistency_min} "
                               f"({', '.join(g.consistency_categories)})" if e.encoder and g.consistency_min else "off"],
         ["near-duplicates in a group", f"cosine >= {g.dedup_threshold}" if e.encoder and g.dedup_threshold is not None
