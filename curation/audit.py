@@ -160,6 +160,7 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
         "pairs": dict(sorted(counts.items())),
         "pairs_total": int(sum(counts.values())),
         "removed_train_images": len(removed),
+        "removed_train_images_by_kind": dict(sorted(Counter(r[len("leak_"):] for r, _ in removed.values()).items())),
         "dropped_groups": sum(1 for r, _ in result.drops.values() if r == "group_too_small"),
         "near_dup_threshold": near_dup if config.embed.encoder else None,
         "identity_threshold": (threshold if config.embed.face_encoder else None),
@@ -187,6 +188,24 @@ def _remove(groups: list[Group], removed: dict[str, tuple[str, str]], min_size: 
             continue
         out.append(Group(g.group_id, g.tag, g.category, members))  # members keep their rank order: members[0] is the target
     return out, drops
+
+
+def shown_leak_pairs(run_dir: Path, per_kind: int = 8) -> list[dict[str, Any]]:
+    """The leaking pairs a reader should look at, per kind: all of them up to ``per_kind``, else the most similar
+    half and the half nearest the threshold (where a false leak, two different images or people, would sit)."""
+    import pyarrow.parquet as pq
+
+    path = RunLayout(run_dir).leaks
+    if not path.is_file():
+        return []
+    rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["kind"], -r["similarity"], r["id_a"], r["id_b"]))
+    out: list[dict[str, Any]] = []
+    for kind in sorted({r["kind"] for r in rows}):
+        mine = [r for r in rows if r["kind"] == kind]
+        if len(mine) > per_kind:
+            mine = mine[:per_kind - per_kind // 2] + mine[len(mine) - per_kind // 2:]
+        out += mine
+    return out
 
 
 def read_report(run_dir: Path) -> dict[str, Any] | None:
