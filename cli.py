@@ -124,6 +124,7 @@ def curate(
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
     retry_failed: Optional[Path] = typer.Option(None, "--retry-failed", help="a run folder: download again only the rows whose failure is retryable (timeout, connection error, 429, 5xx), then redo the steps after download; its config.yaml is used unless --config is given"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print which steps would run, be redone (naming the changed settings) or be kept, and stop"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
@@ -157,6 +158,19 @@ def curate(
         _fail(str(e))
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a run folder")
+    if dry_run:
+        if retry_failed is not None:
+            _fail("--dry-run shows what a plain run would do; leave --retry-failed out")
+        from mrbench.curation.pipeline import plan_curation
+
+        try:
+            plans = plan_curation(cfg, out)
+        except (ConfigError, FileNotFoundError) as e:
+            _fail(str(e))
+        width = max(len(p.step.name) for p in plans)
+        for p in plans:
+            typer.echo(f"{p.step.name:<{width}}  {p.describe()}")
+        return
     progress, factory = _progress_factory()
     try:
         with progress:  # type: ignore[attr-defined]

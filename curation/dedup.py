@@ -472,4 +472,4 @@ def dedup_enabled(config: CurateConfig) -> bool:
 
 
 DEDUP_STEP = Step("dedup", dedup_step, after="index", reads=("index",), enabled=dedup_enabled,
-                  drops=(("dedup", ("near_duplicate",)),))
+                  drops=(("dedup", ("near_duplicate",)),), settings=("seed", "dedup", "embed.encoder"))

@@ -607,13 +607,13 @@ def check_tag_list(path: str | Path) -> None:
     """
     import csv
 
-    from mrbench.curation.tags import TagList  # lazy: the core imports no curation module at import time
+    from mrbench.curation.tags import load_tag_list  # lazy: the core imports no curation module at import time
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"crawl.tag_list: no such file {str(path)!r}")
     try:
-        tags = TagList.load(path)
+        tags = load_tag_list(path)  # parsed once per process and file version
     except yaml.YAMLError as e:
         raise InputError(yaml_error_message(path, e)) from None
     except UnicodeDecodeError as e:
