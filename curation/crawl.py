@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.inputs import named_source_errors
+from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (
     LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
 )
@@ -67,7 +67,7 @@ class IngestTask(ShardedStep):
         cfg = self.config
         source_shard = expand_sources(cfg.sources)[shard]
         src = cfg.sources[source_shard.source_index]
-        tags, matcher = load_matcher(cfg.crawl.tag_list)
+        tags, matcher = load_matcher(cfg.crawl.tag_list, self.layout.cache)
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
 
@@ -205,13 +205,15 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     return stats
 
 
-def select_step(config: CurateConfig, run_dir: Path) -> Stats:
+def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
 
 
-INGEST_STEP = Step("ingest", IngestTask, unit="files")
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",))
+INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
+                   inputs=source_identity)
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   settings=("sources", "num_shards", "crawl.max_candidates_per_tag"))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:

@@ -292,4 +292,8 @@ class DownloadTask(ShardedStep):
         return records_to_table(records), Stats().merge(downloader.stats).merge(validator.stats)
 
 
-DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs")
+# Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
+DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
+                               "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
+                               "crawl.convert_format"))

@@ -204,4 +204,5 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     return stats
 
 
-INDEX_STEP = Step("index", build_index, after="filters", reads=("download", "embed", "filters"), enabled=uses_models)
+INDEX_STEP = Step("index", build_index, after="filters", reads=("download", "embed", "filters"), enabled=uses_models,
+                  settings=("num_shards",))

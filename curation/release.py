@@ -284,8 +284,10 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     return json.loads(RunLayout(run_dir).manifest.read_text())
 
 
-RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"))
-FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",))
+RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"),
+                    settings=("num_shards", "release.compression"))
+# The card and the manifest record the whole config: every setting but the free ones.
+FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",), settings=None)
 
 
 EASYREF_FILES = {

@@ -144,10 +144,22 @@ class ShardSet:
         """The shard outputs present in the folder, in shard order (none when it does not exist)."""
         return sorted(self.folder.glob(f"{self.prefix}_*{self.suffix}"))
 
-    def complete(self, i: int, stats: Stats) -> None:
-        """Call after the output is written: writes stats, then the completion marker, last."""
+    def markers(self) -> list[Path]:
+        """The completion markers present in the folder, in shard order."""
+        return sorted(self.folder.glob(f"{self.prefix}_[0-9][0-9][0-9][0-9][0-9].done"))
+
+    def files(self) -> list[Path]:
+        """Every file of every shard present in the folder (outputs, stats, markers, logs), whatever the shard
+        count; nothing else in the folder."""
+        ends = (self.suffix, ".stats.json", ".done", ".log")
+        return sorted(p for p in self.folder.glob(f"{self.prefix}_[0-9][0-9][0-9][0-9][0-9].*")
+                      if p.name[len(self.prefix) + 6:] in ends)
+
+    def complete(self, i: int, stats: Stats, marker: str = "") -> None:
+        """Call after the output is written: writes stats, then the completion marker (holding ``marker``: the
+        step's fingerprint record, :mod:`mrbench.fingerprint`), last."""
         stats.save(self.stats_path(i))
-        atomic_write_text(self.marker(i), "")
+        atomic_write_text(self.marker(i), marker)
 
     def merged_stats(self, n: int) -> Stats:
         total = Stats()
