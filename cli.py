@@ -176,6 +176,10 @@ def curate(
     print_summary(summary)
     if retry_failed is not None:
         typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
+    if summary.get("empty_outcome"):
+        from mrbench.curation.outcome import EMPTY_OUTCOME_EXIT
+
+        _fail(summary["empty_outcome"], code=EMPTY_OUTCOME_EXIT)
 
 
 @app.command("report")

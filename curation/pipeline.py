@@ -34,6 +34,7 @@ from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
+from mrbench.curation.outcome import empty_outcome
 from mrbench.curation.report import write_report
 from mrbench.executors import get_executor
 from mrbench.layout import RunLayout
@@ -123,7 +124,9 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
             executor.close()
     merged = write_merged_stats(run_dir, config, steps)
     manifest = json.loads(layout.manifest.read_text())
-    return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
+    summary = summarize(run_dir, merged, manifest)
+    # a run that released nothing says why and what to change (the CLI exits non-zero with it)
+    return {**summary, "empty_outcome": empty_outcome(config, merged, summary), "report": str(write_report(run_dir))}
 
 
 def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | None = None) -> dict[str, Stats]:
