@@ -108,10 +108,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
-    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``."""
-    from mrbench.console import progress_display
+    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``; a command that
+    fails leaves no half-drawn bar (``loading 0/?``) above its error line."""
+    from mrbench.console import bars_cleared_on_error, progress_display
 
-    return progress_display(disable=_LOG["level"] == "ERROR")
+    progress, factory = progress_display(disable=_LOG["level"] == "ERROR")
+    return bars_cleared_on_error(progress), factory
 
 
 @app.command()
@@ -525,7 +527,7 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
     seed: Optional[int] = typer.Option(None, "--seed", help="first seed; image k of a prompt uses seed+k" + _eval_default("seed")),
     images_per_prompt: Optional[int] = typer.Option(None, "--images-per-prompt", help="images generated per sample" + _eval_default("images_per_prompt")),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face, each replaced by its offline alternative (image_sim@mobilenet_v2, face@dlib) or skipped when its weights are not on this machine)"),
     image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
@@ -565,7 +567,8 @@ def eval_cmd(
         with progress:  # type: ignore[attr-defined]
             result = run_eval(config=cfg, progress=report, phase=phase)
     except MissingWeightsError as e:
-        _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
+        _fail(f"{e}\n(offline: --metrics image_sim@mobilenet_v2,face@dlib needs no download; without --metrics the "
+              "default set runs what this machine has weights for; --profile tiny runs tiny random models)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
     _print_eval(result)
@@ -577,6 +580,8 @@ def _print_eval(result: object) -> None:
 
     summary = result.summary  # type: ignore[attr-defined]
     console = Console()
+    for note in summary.get("metric_notes") or []:
+        typer.secho(f"note: {note}", fg="yellow", err=True)
     flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
     for split, s in summary["splits"].items():
         t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "

@@ -34,7 +34,7 @@ from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
 from mrbench.evaluation.metrics import (
-    Metric, MetricInput, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
+    Metric, MetricInput, MetricSpec, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
 )
 from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
 from mrbench.evaluation.registry import metrics as metrics_registry
@@ -81,6 +81,66 @@ def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any])
         return weight_checks(probe)
     except (AttributeError, TypeError):
         return []
+
+
+def _spec_text(spec: Any) -> str:
+    return f"{spec.metric}@{spec.encoder}" if spec.encoder else spec.metric
+
+
+def _build_metrics_adapting(specs: list[Any], profile: str, device: str | None, adapt: bool
+                            ) -> tuple[list[Metric], list[tuple[str, MissingWeightsError]], list[str]]:
+    """Build the metrics; with ``adapt`` (the default metric set, nothing asked for by name) a metric whose weights
+    are not on this machine is replaced by its registered offline alternative, or skipped when it has none.
+
+    Returns:
+        ``(metrics, missing, notes)``: the built metrics; (``metric NAME``, error) for each weight still missing
+        (all of them when nothing could be built); one line per metric replaced or skipped, saying why.
+    """
+    built: list[Metric] = []
+    missing: list[tuple[str, MissingWeightsError]] = []
+    notes: list[str] = []
+    for spec in specs:
+        name = _spec_text(spec)
+        alternative = getattr(metrics_registry().get(spec.metric), "offline_alternative", "")
+        try:
+            built += build_metrics([spec], profile=profile, device=device)
+            continue
+        except MissingWeightsError as e:
+            what = e.what or str(e).splitlines()[0]
+            if not adapt:
+                missing.append((f"metric {name}" + (f" (offline alternative: {alternative})" if alternative else ""), e))
+                continue
+            missing.append((f"metric {name}", e))
+        if alternative and alternative in {m.key for m in built}:
+            notes.append(f"{name}: {what} not available offline; {alternative} (already measured) stands in")
+            continue
+        if alternative:
+            try:
+                built += build_metrics([MetricSpec.parse(alternative)], profile=profile, device=device)
+                notes.append(f"{name}: {what} not available offline; measured with {alternative} instead")
+                continue
+            except MissingWeightsError as e2:
+                missing.append((f"metric {alternative}", e2))
+        notes.append(f"{name} skipped: {what} not available offline" + ("" if alternative else
+                                                                          " (no offline alternative)"))
+    if adapt and built:
+        missing = []  # every metric that could run runs; the notes say what was replaced or skipped
+    return built, missing, notes
+
+
+def _missing_per_user(missing: list[tuple[str, MissingWeightsError]]) -> MissingWeightsError:
+    """One error listing every missing weight once, each with the metrics and models that need it."""
+    users: dict[str, list[str]] = {}
+    first: dict[str, MissingWeightsError] = {}
+    for user, e in missing:
+        users.setdefault(str(e), []).append(user)
+        first.setdefault(str(e), e)
+    errors = []
+    for text, e in first.items():
+        labelled = MissingWeightsError(f"needed by {', '.join(users[text])}: {text}")
+        labelled.what = e.what
+        errors.append(labelled)
+    return merge_missing(errors)
 
 
 def _fmt(x: float | None) -> str:
@@ -170,17 +230,12 @@ def run_eval(
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
-    missing: list[MissingWeightsError] = []
-    built_metrics = []
-    for s in specs:
-        try:
-            built_metrics += build_metrics([s], profile=profile, device=metric_device)
-        except MissingWeightsError as e:
-            missing.append(e)
+    built_metrics, missing, metric_notes = _build_metrics_adapting(specs, profile, metric_device,
+                                                                   adapt=not metric_list and not image_encoder)
     if built is None:  # a built generator has loaded its weights already
-        missing += _generator_missing_weights(model_cls, profile, options)
+        missing += [(f"model {model}", e) for e in _generator_missing_weights(model_cls, profile, options)]
     if missing:
-        raise merge_missing(missing)
+        raise _missing_per_user(missing)
     gen = built if built is not None else build_generator(model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
@@ -243,6 +298,7 @@ def run_eval(
         "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
         "model_random_weights": gen.random_weights, "benchmark": spec.to_dict(), "encoders": encoders,
         "splits": summarize(all_rows, fields, n_boot=cfg.n_boot),
+        "metric_notes": metric_notes,  # default metrics replaced or skipped for want of weights, and why
     }
     write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
     wall = time.perf_counter() - wall0

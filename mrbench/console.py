@@ -51,6 +51,26 @@ def progress_display(disable: bool | None = None) -> tuple[Any, ProgressFactory]
     return progress, factory
 
 
+class bars_cleared_on_error:  # noqa: N801 - used like a function around a display
+    """``with bars_cleared_on_error(progress):`` shows ``progress`` like ``with progress:``, but when the block raises
+    its bars are removed before the display stops, so the error is not preceded by a stale bar."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.progress, name)
+
+    def __enter__(self) -> Any:
+        return self.progress.__enter__()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            for task in list(self.progress.task_ids):
+                self.progress.remove_task(task)
+        return self.progress.__exit__(exc_type, exc, tb)
+
+
 def eval_progress(progress: Any, label: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
     """``(progress, phase)`` callbacks of :func:`~mrbench.evaluation.runner.run_eval` driving one bar of a rich
     ``progress`` display: the phase in the description (loading / preparing / generating), images done of total
