@@ -209,8 +209,11 @@ def release_verify(
     symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
     import json
 
-    from mrbench.curation.release import check_release
+    from mrbench.curation.release import MANIFEST, check_release
+    from mrbench.layout import folder_hint
 
+    if release_dir.is_dir() and not (release_dir / MANIFEST).exists() and folder_hint(release_dir):
+        _fail(f"{folder_hint(release_dir)}: mrbench release verify takes a release folder (with {MANIFEST})")
     report = check_release(release_dir)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
@@ -247,6 +250,59 @@ def _os_error(e: OSError) -> str:
     """``path: reason`` for a file-system error caused by a path the user gave (permissions, a file for a folder)."""
     where = e.filename if e.filename is not None else ""
     return f"{where}: {e.strerror or e}" if where else str(e)
+
+
+@app.command("init")
+def init_cmd(
+    file: Path = typer.Argument(Path("mrbench.yaml"), help="the config file to write (never overwritten)"),
+    photos: str = typer.Option("photos/", "--photos", help="folder of photos, one sub-folder per subject; relative "
+                               "to FILE's folder"),
+) -> None:
+    """Write a commented starter curation config that runs as-is on a folder of photos (PHOTOS/<subject>/*.jpg)."""
+    from mrbench.curation.starter import starter_config
+
+    if file.exists():
+        _fail(f"{file} exists; nothing was written (give another file name)")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "x", encoding="utf-8") as f:
+            f.write(starter_config(file.name, photos))
+    except OSError as e:
+        _fail(_os_error(e))
+    typer.echo(f"wrote {file}; next: mrbench curate --config {file} --out runs/v1")
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Show resolved configs.", cls=_Group)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config YAML (default: none, the defaults)"),
+    set_: List[str] = typer.Option([], "--set", help="override a key: --set crawl.timeout=5"),
+    eval_: bool = typer.Option(False, "--eval", help="an eval config (mrbench eval --config), not a curation config"),
+) -> None:
+    """Print the resolved config as YAML: defaults, then the file, then --set (what curate or eval would run with).
+    Problems in it are listed, all at once, after it (exit 2)."""
+    import yaml
+
+    from mrbench.config import CurateConfig, EvalConfig, from_dict, load_config, load_yaml, to_dict
+
+    cls = EvalConfig if eval_ else CurateConfig
+    try:
+        cfg = load_config(cls, config, set_)
+        problem = None
+    except ConfigError as e:
+        problem = e
+        # show what could be read, with the defaults for the rest
+        try:
+            data = load_yaml(config) if config is not None and config.is_file() else {}
+        except ConfigError:
+            data = {}
+        cfg = from_dict(cls, data if isinstance(data, dict) else {}, problems=[])
+    typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), nl=False)
+    if problem is not None:
+        _fail(str(problem))
 
 
 LS_KINDS = {
@@ -584,18 +640,24 @@ def _print_eval(result: object) -> None:
         typer.secho(f"note: {note}", fg="yellow", err=True)
     flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
     for split, s in summary["splits"].items():
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(s["rows_per_status"].items(),
+                                                                      key=lambda kv: (kv[0] != "ok", kv[0])))
         t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
-                        f"{s['groups']} groups, {s['rows']} images ({s['rows_per_status']})")
+                        f"{s['groups']} groups, {s['rows']} images ({statuses})")
         for c in ("metric", "mean", "95% CI (groups)", "groups"):
             t.add_column(c)
+
+        def interval(ci: list, n_groups: int) -> str:  # one group has no spread to bootstrap
+            return "n/a (1 group)" if n_groups < 2 else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
         for key, est in s["metrics"].items():
             if est["mean"] is None:
                 t.add_row(key, "-", "-", "0")
                 continue
-            t.add_row(key, f"{est['mean']:.4f}", f"[{est['ci'][0]:.4f}, {est['ci'][1]:.4f}]", str(est["n_groups"]))
+            t.add_row(key, f"{est['mean']:.4f}", interval(est["ci"], est["n_groups"]), str(est["n_groups"]))
             if est.get("scaled"):
                 sc = est["scaled"]
-                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", f"[{sc['ci'][0]:.4f}, {sc['ci'][1]:.4f}]",
+                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", interval(sc["ci"], est["n_groups"]),
                           str(est["n_groups"]))
         console.print(t)
     timing = result.timing  # type: ignore[attr-defined]
@@ -616,6 +678,11 @@ def leaderboard_cmd(
         _fail(f"--grid-samples must be >= 0, got {grid_samples}")
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")
+    from mrbench.layout import EVAL_RUN_FILES, folder_hint
+
+    for run_dir in run_dirs:
+        if not (run_dir / EVAL_RUN_FILES[0]).is_file() and folder_hint(run_dir):
+            _fail(f"{folder_hint(run_dir)}; mrbench leaderboard takes eval run folders")
     try:
         paths = build_leaderboard(run_dirs, out, grid_samples=grid_samples)
     except (FileNotFoundError, ValueError) as e:

@@ -114,9 +114,11 @@ def print_summary(summary: dict) -> None:
         if not audit["pairs"]:
             a.add_row("near_duplicate, identity", "all", "0")
         console.print(a)
+        identity = (f"identity cosine >= {audit['identity_threshold']}" if audit.get("identity_threshold") is not None
+                    else "identities not checked: no embed.face_encoder")
         console.print(f"leakage audit: {audit['pairs_total']} pairs; {audit['removed_train_images']} training images "
                       f"removed, {audit['dropped_groups']} groups dropped (near-duplicate cosine >= "
-                      f"{audit['near_dup_threshold']}, identity cosine >= {audit['identity_threshold']})")
+                      f"{audit['near_dup_threshold']}, {identity})")
     g = Table(title="splits")
     for c in ("split", "groups", "images"):
         g.add_column(c)
