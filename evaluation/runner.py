@@ -75,12 +75,21 @@ def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any])
     the constructor, are checked when they are built)."""
     if not isinstance(cls, type) or not hasattr(cls, "check_weights"):
         return []
-    probe = cls.__new__(cls)
-    Generator.__init__(probe, profile, **options)  # validates the options (unknown ones fail here, by name)
+    probe = _config_only(cls, cls.__name__, profile, options)  # validates the options (unknown ones fail here, by name)
     try:
         return weight_checks(probe)
     except (AttributeError, TypeError):
         return []
+
+
+def _config_only(cls: type, name: str, profile: str, options: dict[str, Any]) -> Generator:
+    """A generator of class ``cls`` holding only its validated options (profile defaults applied), no weights: what
+    names the run folder and keys the cache."""
+    probe = cls.__new__(cls)
+    Generator.__init__(probe, profile, **options)
+    if not getattr(probe, "name", ""):
+        probe.name = name
+    return probe
 
 
 def _spec_text(spec: Any) -> str:
@@ -236,7 +245,9 @@ def run_eval(
         missing += [(f"model {model}", e) for e in _generator_missing_weights(model_cls, profile, options)]
     if missing:
         raise _missing_per_user(missing)
-    gen = built if built is not None else build_generator(model, profile, options)
+    # The run folder is named from the options alone (a generator holding only its validated config): a rerun of a
+    # finished run re-reads its rows without loading the model's weights.
+    gen = built if built is not None else _config_only(model_cls, model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
 
@@ -249,7 +260,6 @@ def run_eval(
     cache = GenerationCache(Path(cfg.cache_dir) if cfg.cache_dir else out / ".cache" / "generations", model, opt_hash)
     encoders = {m.key: m.info for m in built_metrics}
     any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
-    _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
 
     requests = [GenerationRequest(s, sd) for s in samples for sd in spec.seeds]
     wanted_fields = sorted(fields)
@@ -260,6 +270,10 @@ def run_eval(
         if r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields:
             done[_row_key(r["sample_id"], r["seed"])] = r
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
+    if pending and built is None:
+        gen = build_generator(model, profile, options)  # weights load only when there is something to generate
+    if pending or not (run_dir / CONFIG_FILE).is_file():
+        _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
     gen.work_dir = cache.dir / "work"
     if pending:  # a finished run is only re-read: nothing to prepare for
         if phase:
