@@ -33,6 +33,7 @@ from mrbench.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url
 from mrbench.images import display_size, load_image
 from mrbench.records import ImageRecord
+from mrbench.progress import shard_progress
 from mrbench.shards import read_records, records_to_table
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
@@ -73,20 +74,25 @@ class Downloader(Stage):
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
         web: list[ImageRecord] = []
+        live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
         for r in records:
             if not r.ok:
+                live.add(1, failed=1)
                 continue
             if r.metadata.get(LOCAL_FILE):
                 read_local_file(r, self.config.max_body_bytes)
+                live.add(1, failed=int(not r.ok))
                 continue
             bad = check_url(r.url)
             if bad is not None:
                 r.fail(*bad)
+                live.add(1, failed=1)
             else:
                 web.append(r)
         if web:
             fetcher = Fetcher(self.config)
             for r, outcome in zip(web, _thread_pool(self.config.thread_count).map(_fetch_one(fetcher), web)):
+                live.add(1, failed=int(isinstance(outcome, FetchError)))
                 if isinstance(outcome, FetchError):
                     r.fail(outcome.reason, outcome.message)
                     continue
