@@ -71,7 +71,12 @@ class _Group(TyperGroup):
         return _readable_help(cmd) if cmd is not None else None
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.", cls=_Group)
+EXIT_CODES = ("Exit status: 0 done; 1 a release failed its checks (release verify / extract-images); 2 a mistake in "
+              "the command, its config or its folders (one error: line); 3 model weights or a model dependency "
+              "missing (the error names each, with how to supply it); 4 the run finished with nothing to release "
+              "(0 images: the message says what happened and which setting to change); 130 interrupted (Ctrl-C).")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.",
+                  epilog=EXIT_CODES, cls=_Group)
 release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.", cls=_Group)
 app.add_typer(release_app, name="release")
 
