@@ -4,6 +4,7 @@ makes with those folders are answered with the folder they meant. CPU time: benc
 
 from __future__ import annotations
 
+import glob
 import re
 import shlex
 from pathlib import Path
@@ -47,7 +48,9 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         for args in quickstart_commands():
-            r = runner.invoke(app, args)
+            # as the shell would: a pattern expands to the paths it matches (sorted)
+            expanded = [p for a in args for p in (sorted(glob.glob(a)) if "*" in a else [a])]
+            r = runner.invoke(app, expanded)
             results[" ".join(args)] = r
             assert r.exit_code == 0, (args, r.output)
     return root, results
