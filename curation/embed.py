@@ -25,6 +25,7 @@ from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
 from mrbench.stage import ShardedStep, Step
+from mrbench.progress import shard_progress
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
@@ -237,6 +238,7 @@ class EmbedTask(ShardedStep):
             for k, det in zip(det_for, self._model("detector").detect([images[k] for k in det_for])):
                 out[k].update(det_labels=list(det.labels), det_scores=[float(s) for s in det.scores])
                 stats.inc("embed/detections_checked")
+        shard_progress().add(len(out), failed=sum(row["status"] != "ok" for row in out))  # live bar: rows embedded
         return out
 
 
