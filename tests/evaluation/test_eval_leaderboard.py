@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,10 @@ def test_ls_lists_models_metrics_benchmarks() -> None:
 def _folder_bench(root: Path, mini_dreambench: Path, subjects: list[str], single: bool) -> str:
     """A folder benchmark from mini DreamBench subjects (+ a one-image group whose ceiling row fails)."""
     for s in subjects:
-        (root / s).symlink_to(mini_dreambench / s)
+        shutil.copytree(mini_dreambench / s, root / s)  # copies: links out of a benchmark are not followed
     if single:
         (root / "single").mkdir()
-        (root / "single" / "only.jpg").symlink_to(mini_dreambench / subjects[0] / "00.jpg")
+        shutil.copy(mini_dreambench / subjects[0] / "00.jpg", root / "single" / "only.jpg")
     return f"folder:{root}"
 
 
