@@ -736,7 +736,7 @@ def _print_eval(result: object) -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     run_dirs: List[Path] = typer.Argument(..., help="run folders written by mrbench eval"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv and .html"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv, .html and leaderboard_paired.csv"),
     grid_samples: int = typer.Option(4, "--grid-samples", help="samples shown per model in the HTML image grids"),
 ) -> None:
     """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""

@@ -91,7 +91,8 @@ def evaluate(model: "str | Generator | None" = None, benchmark: str | None = Non
 
 
 def leaderboard(run_dirs: Sequence[str | Path], out: str | Path, *, grid_samples: int = 4) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv`` and ``.html`` for eval run folders into ``out``; returns their paths."""
+    """Write ``leaderboard.md``, ``.csv``, ``.html`` and ``leaderboard_paired.csv`` for eval run folders into ``out``;
+    returns their paths."""
     from mrbench.evaluation.leaderboard import build_leaderboard
 
     return build_leaderboard(list(run_dirs), out, grid_samples=grid_samples)

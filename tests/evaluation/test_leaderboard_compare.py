@@ -102,7 +102,7 @@ def test_page_marks_best_ties_gains_and_never_a_random_row() -> None:
     gain = re.findall(r"data-v='([^']+)'", rows["best"])[-1]  # the gain column closes the row
     best_rows, base_rows = (r.rows for r in _board_runs() if r.model in ("best", "prompt-only"))
     assert float(gain) == pytest.approx(paired_diff(best_rows, base_rows, KEY, n_boot=200).mean)
-    assert float(gain) == pytest.approx(0.3, abs=0.02)
+    assert float(gain) == pytest.approx(0.3, abs=0.02) and re.search(r">\+0\.\d{3} \[\+0\.\d{3}, \+0\.", rows["best"])
     assert "Paired comparisons" in html and "Best: best; not separable from it: close." in html
     assert "By number of references" in html and html.count("data:image/png;base64,") >= 1
     # Nothing failed: no failures-as-0 twin.
