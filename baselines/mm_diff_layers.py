@@ -56,6 +56,21 @@ class MMDiffSpec:
     lora_rank: int = 64
 
 
+def spec_from_checkpoint(face_head: dict[str, torch.Tensor], dim_head: int) -> MMDiffSpec:
+    """The face head's sizes read from its weights in ``custom_weights.bin`` (``face_embeds_proj``); the head width is
+    not stored (the authors fix it at 256), so it is given."""
+    try:
+        face_dim = face_head["proj.0.weight"].shape[1]
+        cross = face_head["layer_norm.weight"].shape[0]
+        tokens = face_head["proj.2.weight"].shape[0] // cross
+    except KeyError as e:
+        raise ValueError(f"face_embeds_proj: no {e.args[0]!r} (not MM-Diff's face head)") from e
+    depth = len({k.split(".")[2] for k in face_head if k.startswith("refiner.layers.")})
+    if cross % dim_head:
+        raise ValueError(f"refiner_dim_head={dim_head} does not divide the cross-attention width {cross}")
+    return MMDiffSpec(face_dim=face_dim, face_tokens=tokens, refiner_depth=depth, refiner_dim_head=dim_head)
+
+
 class FuseMLP(nn.Module):
     """``LayerNorm -> Linear -> GELU -> Linear`` (keys ``layernorm``, ``fc1``, ``fc2``): [token; object] -> token."""
 
