@@ -318,7 +318,9 @@ def install_unet_adapter(unet: Any, sd: dict[str, torch.Tensor], state: ImageTok
     """Merge the authors' UNet adapter (``unet_adapter_weights.bin``) into ``unet`` and put a
     :class:`DecoupledImageAttnProcessor` on every cross-attention; self-attentions keep their processor.
 
-    Every key of ``sd`` must be used and every expected key present (the authors load it strictly).
+    Every key of ``sd`` must be used and every expected key present (the authors load it strictly). Index ``i``
+    counts ``unet.attn_processors`` in order: down blocks, up blocks, then the mid block (diffusers registers them so,
+    in the authors' 0.21 as today); a checkpoint read in another order fails on the first shape that differs.
     """
     used: set[str] = set()
     procs: dict[str, Any] = {}
@@ -364,8 +366,9 @@ def fuse_text_encoder_lora(encoders: dict[str, nn.Module], sd: dict[str, torch.T
     """Merge diffusers-0.21-format text-encoder LoRA (``text_encoder_adapter_weights.bin``) into the encoders'
     linears: ``W += (alpha / rank) * up @ down`` (no alpha key: 1). Every LoRA key must find its linear."""
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    alphas = {k for k in sd if k.endswith(".alpha")}
     for key, value in sd.items():
-        if key.endswith(".alpha"):
+        if key in alphas:
             continue
         m = _TE_KEY.match(key)
         if m is None:
@@ -378,10 +381,13 @@ def fuse_text_encoder_lora(encoders: dict[str, nn.Module], sd: dict[str, torch.T
         if linear is None or "up" not in w or "down" not in w:
             raise ValueError(f"text-encoder adapter: {te}.{path} has no linear layer (or no up/down pair) here")
         alpha = sd.get(f"{te}.{path}.alpha")
+        alphas.discard(f"{te}.{path}.alpha")
         rank = w["down"].shape[0]
         scale = float(alpha) / rank if alpha is not None else 1.0
         delta = scale * (w["up"].float() @ w["down"].float())
         _merge(linear, delta, f"{te}.{path}")
+    if alphas:  # an alpha that scales no pair would silently change the merge
+        raise ValueError(f"text-encoder adapter: {len(alphas)} alpha keys match no LoRA pair, e.g. {sorted(alphas)[:3]}")
     return {"text_encoder_lora_layers": len(pairs)}
 
 

@@ -162,6 +162,16 @@ def test_text_encoder_lora_merge_equals_diffusers_loader() -> None:
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-6), (te, k)
     assert (ours.text_encoder.state_dict()["encoder.layers.0.self_attn.q_proj.weight"] - before).abs().max() > 1e-4
+    # A LoRA alpha scales its pair by alpha / rank (diffusers' network_alphas); one that matches no pair is an error.
+    key = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+    halved = _pipe()
+    fuse_text_encoder_lora({"text_encoder": halved.text_encoder, "text_encoder_2": halved.text_encoder_2},
+                           {**sd, f"{key}.alpha": torch.tensor(1.0)})  # rank 2: half of the update
+    q = "encoder.layers.0.self_attn.q_proj.weight"
+    full_delta = ours.text_encoder.state_dict()[q] - before
+    assert torch.allclose(halved.text_encoder.state_dict()[q] - before, full_delta / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha keys match no LoRA pair"):
+        fuse_text_encoder_lora({"text_encoder": _pipe().text_encoder}, {"text_encoder.nowhere.alpha": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="no linear layer"):
         fuse_text_encoder_lora({"text_encoder": ours.text_encoder},
                                {"text_encoder.text_model.nowhere.lora_linear_layer.up.weight": torch.zeros(2, 2),
