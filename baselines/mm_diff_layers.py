@@ -160,7 +160,8 @@ class FaceEmbedsHead(nn.Module):
     def __init__(self, face_dim: int, clip_dim: int, cross_dim: int, num_tokens: int, depth: int, dim_head: int) -> None:
         super().__init__()
         self.cross_dim, self.num_tokens = cross_dim, num_tokens
-        self.proj = nn.Sequential(nn.Linear(face_dim, face_dim * 2), nn.GELU(), nn.Linear(face_dim * 2, cross_dim * num_tokens))
+        self.proj = nn.Sequential(nn.Linear(face_dim, face_dim * 2), nn.GELU(),
+                                  nn.Linear(face_dim * 2, cross_dim * num_tokens))
         self.layer_norm = nn.LayerNorm(cross_dim)
         self.refiner = SERefiner(cross_dim, depth, dim_head, cross_dim // dim_head, clip_dim, cross_dim)
 
@@ -462,7 +463,8 @@ def random_checkpoint(pipe: Any, image_encoder: nn.Module, spec: MMDiffSpec, see
                                   pipe.text_encoder.config.hidden_size, pipe.text_encoder_2.config.hidden_size,
                                   unet.config.cross_attention_dim)
         # The fine-tuned CLIP: the authors' file carries the vision tower (loaded non-strictly); perturb one layer.
-        vis = {k: v.clone() for k, v in image_encoder.state_dict().items() if k.startswith("vision_model.encoder.layers.0.")}
+        first = "vision_model.encoder.layers.0."
+        vis = {k: v.clone() for k, v in image_encoder.state_dict().items() if k.startswith(first)}
         vis = {k: v + 0.01 * torch.randn_like(v) for k, v in vis.items()}
     custom = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in heads.modules().items()}
     custom["image_encoder"] = vis

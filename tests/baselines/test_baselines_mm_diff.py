@@ -150,7 +150,8 @@ def test_text_encoder_lora_merge_equals_diffusers_loader() -> None:
     (load_lora_weights + fuse_lora) gives."""
     ours, ref = _pipe(), _pipe()
     clip, _ = tiny_clip_vision(1)
-    sd = random_checkpoint(ours, clip, MMDiffSpec(refiner_depth=1, refiner_dim_head=16, lora_rank=2), 5).text_encoder_adapter
+    spec = MMDiffSpec(refiner_depth=1, refiner_dim_head=16, lora_rank=2)
+    sd = random_checkpoint(ours, clip, spec, 5).text_encoder_adapter
     before = ours.text_encoder.state_dict()["encoder.layers.0.self_attn.q_proj.weight"].clone()
     fuse_text_encoder_lora({"text_encoder": ours.text_encoder, "text_encoder_2": ours.text_encoder_2}, sd)
     ref.load_lora_weights({k: v.clone() for k, v in sd.items()}, adapter_name="mmdiff")
@@ -340,7 +341,8 @@ def test_the_real_loading_path_with_small_weights_on_disk(tmp_path: Path) -> Non
     clip = CLIPVisionModelWithProjection.from_pretrained(tmp_path / "clip")
     ckpt = write_checkpoint(random_checkpoint(pipe, clip, TINY_SPEC, 0), tmp_path / "checkpoints" / "portrait_generation")
 
-    gen = MMDiffGenerator(base_model=str(tmp_path / "sdxl"), vae=str(tmp_path / "vae"), image_encoder=str(tmp_path / "clip"),
+    gen = MMDiffGenerator(base_model=str(tmp_path / "sdxl"), vae=str(tmp_path / "vae"),
+                          image_encoder=str(tmp_path / "clip"),
                           face_root=str(tmp_path / "insightface"), ckpt=str(ckpt), refiner_dim_head=16,
                           num_inference_steps=2, height=64, device="cpu")
     assert gen.spec.refiner_depth == TINY_SPEC.refiner_depth and gen.spec.face_tokens == 4
