@@ -24,6 +24,7 @@ from mrbench.curation.release import ASSIGN_SCHEMA
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
 from mrbench.layout import RunLayout
+from mrbench.records import SPLITS
 from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
@@ -160,7 +161,7 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
         }
     )
     write_parquet_atomic(gt, layout.groups_table)
-    for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
+    for s in SPLITS:  # the groups kept after the audit, as in groups.parquet
         stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
     return stats
 
