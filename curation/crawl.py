@@ -21,7 +21,7 @@ from mrbench.curation.sources import (
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
-from mrbench.shards import RECORD_SCHEMA, write_parquet_atomic
+from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
@@ -242,7 +242,7 @@ def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]
     pending: list[pa.Table] = []
     buffered = 0
     writer: pq.ParquetWriter | None = None
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
 
     def flush(rows: int) -> None:
         nonlocal writer, pending, buffered

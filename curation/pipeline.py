@@ -47,6 +47,7 @@ from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
 from mrbench.stage import STAGES, Step, drop_labels, filter_stages, pipeline_steps
 from mrbench.stats import Stats
+from mrbench.thresholds import for_run
 
 log = get_logger(__name__)
 
@@ -137,6 +138,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     atomic_write_text(layout.config, yaml.safe_dump(to_dict(config), sort_keys=False))
     if models:
         atomic_write_text(layout.models, json.dumps(models, indent=1, sort_keys=True))
+    log_thresholds(config)
     atomic_write_text(layout.provenance, json.dumps(provenance(), indent=1))  # after preflight: torch known
 
     def run_sharded(spec: Step) -> None:
@@ -169,6 +171,21 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     merged = write_merged_stats(run_dir, config, steps)
     manifest = json.loads(layout.manifest.read_text())
     return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
+
+
+def log_thresholds(config: CurateConfig) -> None:
+    """Say in the run log which threshold each model-driven decision uses and where it comes from; an encoder
+    without a calibration for its task is a warning."""
+    for task, explicit in (("near_duplicate", config.dedup.threshold), ("identity", config.group.identity_threshold)):
+        point = for_run(config, task, explicit)
+        if point is None:
+            continue
+        encoder = config.embed.face_encoder if task == "identity" else config.embed.encoder
+        if point.calibrated or point.source == "config":
+            log.info("%s: %s", encoder, point.describe(task))
+        else:
+            log.warning("%s: %s; measure one with `mrbench calibrate` and set `calibration: FILE`", encoder,
+                        point.describe(task))
 
 
 def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | None = None) -> dict[str, Stats]:

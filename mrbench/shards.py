@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.records import ImageRecord
+from mrbench.runlock import temporary_name
 from mrbench.stats import Stats
 
 RECORD_SCHEMA = pa.schema(
@@ -40,9 +40,10 @@ RECORD_SCHEMA = pa.schema(
 
 
 def temporary_path(path: Path) -> Path:
-    """A sibling ``*.tmp`` name unique to this writer: two processes writing one file never rename (or remove)
-    each other's temporary file. Leftovers of killed runs are removed when the run folder is locked again."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    """A sibling temporary name unique to this writer (:func:`mrbench.runlock.temporary_name`): two processes
+    writing one file never rename (or remove) each other's temporary file. Leftovers of killed runs are removed
+    when the run folder is locked again; nothing else is."""
+    return path.with_name(temporary_name(path.name))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
