@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from mrbench.config import CurateConfig, GroupConfig
 from mrbench.curation.dedup import read_duplicates
 from mrbench.curation.filters import read_drops
+from mrbench.curation.inputs import calibration_identity
 from mrbench.curation.release import ASSIGN_SCHEMA
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
@@ -188,4 +189,4 @@ AUDIT_DROPS = ("leak_near_duplicate", "leak_identity")
 GROUP_STEP = Step("group", group_and_split, after="dedup", reads=("download", "filters", "dedup", "index"),
                   drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)),
                   settings=("seed", "num_shards", "group", "split", "audit", "embed.encoder", "embed.face_encoder",
-                            "embed.face_categories"))
+                            "embed.face_categories", "calibration"), inputs=calibration_identity)
