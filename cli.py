@@ -469,13 +469,13 @@ def detect(
 
 def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
                        batch_size: Optional[int]) -> tuple[object, object]:
-    """Build ``encoder`` (curation defaults + options) and embed the images under ``paths`` with a progress bar."""
+    """Build ``encoder`` (with its options) and embed the images under ``paths`` with a progress bar."""
     from mrbench.backends.files import find_images
-    from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
+    from mrbench.curation.embed import embed_files
 
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
-    kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
+    kwargs = _backend_kwargs(args, device, None)
     model = _build_backend("encoder", encoder, kwargs)
     files = find_images(paths)
     if not files:

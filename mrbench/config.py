@@ -277,7 +277,7 @@ class EmbedConfig:
     Attributes:
         encoder: Image encoder (``mrbench ls encoders``) for dedup, outlier removal, visual grouping and the
             near-duplicate leakage audit.
-        encoder_options: Keyword options for it (defaults per encoder in ``curation.embed.ENCODER_DEFAULTS``).
+        encoder_options: Keyword options for it (``mrbench ls encoders``).
         face_encoder: Face encoder for the face filter, identity grouping and the identity leakage audit; it runs
             on images of ``face_categories`` only.
         face_options: Keyword options for it.
