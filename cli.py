@@ -657,6 +657,9 @@ def eval_cmd(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
     metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
     set_: List[str] = typer.Option([], "--set", help="override an eval option: --set n_boot=200 (also model_args.KEY=VALUE)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="worker processes on this machine, one GPU each when there are GPUs; rows are merged into the same files one worker writes" + _eval_default("workers")),
+    rank: Optional[int] = typer.Option(None, "--rank", help="this worker's index when a launcher starts the workers (torchrun: $RANK, Slurm: $SLURM_PROCID); with --world-size"),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="number of workers the launcher starts (torchrun: $WORLD_SIZE, Slurm: $SLURM_NTASKS); the last to finish merges"),
 ) -> None:
     """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images).
 
@@ -665,6 +668,7 @@ def eval_cmd(
     from mrbench.backends.base import MissingWeightsError
     from mrbench.config import EvalConfig, load_config, parse_model_args
     from mrbench.console import eval_progress
+    from mrbench.evaluation.distributed import WorkerError
     from mrbench.evaluation.runner import run_eval
     from mrbench.log import setup_logging
     from mrbench.registry import UnknownEntryError
@@ -674,7 +678,8 @@ def eval_cmd(
     flags = {"model": model, "benchmark": benchmark, "out": str(out) if out else None, "split": split,
              "profile": profile, "limit": limit, "seed": seed, "images_per_prompt": images_per_prompt,
              "metrics": [metrics] if metrics else None, "image_encoder": image_encoder, "batch_size": batch_size,
-             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device}
+             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device,
+             "workers": workers, "rank": rank, "world_size": world_size}
     try:
         if model_args:
             flags["model_args"] = parse_model_args(model_args)
@@ -695,6 +700,12 @@ def eval_cmd(
               "default set runs what this machine has weights for; --profile tiny runs tiny random models)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
+    except WorkerError as e:
+        _fail(str(e), code=1)
+    if not result.complete:
+        typer.echo(f"worker {cfg.rank} of {cfg.world_size}: slice done ({len(result.rows)} rows) in {result.run_dir}; "
+                   "the last worker to finish merges samples.jsonl and summary.json")
+        return
     _print_eval(result)
 
 

@@ -521,6 +521,11 @@ class EvalConfig:
         n_boot: Bootstrap resamples for confidence intervals.
         max_image_pixels: A sample with a reference or target image declaring more pixels fails as
             ``image_too_large`` (the image is never decoded).
+        workers: Worker processes on this machine (each on its own GPU when there are GPUs); the samples are
+            spread over them and their rows merged (see ``mrbench/evaluation/distributed.py``).
+        rank: This worker's index when a launcher (torchrun, Slurm, a shell loop on several nodes) starts the
+            workers; needs ``world_size``. The last worker to finish merges the rows.
+        world_size: How many workers the launcher starts (with ``rank``).
     """
 
     model: str = ""
@@ -539,13 +544,24 @@ class EvalConfig:
     metric_device: str | None = None
     n_boot: int = option(1000, ge=1)
     max_image_pixels: int = option(64_000_000, ge=1)
+    workers: int = option(1, ge=1)
+    rank: int | None = option(None, ge=0)
+    world_size: int | None = option(None, ge=1)
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
+        """Raise :class:`ConfigError` for a missing model or benchmark, or inconsistent worker settings (ranges
+        and choices: :func:`option`)."""
         validate_fields(self)
         for key in ("model", "benchmark"):
             if not getattr(self, key):
                 raise ConfigError(f"{key} is required: --{key} NAME, or {key}: in the eval config")
+        if (self.rank is None) != (self.world_size is None):
+            raise ConfigError("rank and world_size go together: --rank R --world-size N (0 <= R < N)")
+        if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
+            raise ConfigError(f"rank {self.rank} is out of range for world_size {self.world_size} (0 <= rank < N)")
+        if self.rank is not None and self.workers > 1:
+            raise ConfigError("workers starts processes on this machine; with a launcher's --rank/--world-size "
+                              "leave it at 1 (start one process per worker instead)")
 
 
 def parse_model_args(items: "typing.Sequence[str] | str | None") -> dict[str, Any]:
