@@ -16,7 +16,9 @@ request has its own seed and ``torch.Generator``), so no collective communicatio
 shared run folder is the only contract, which holds on one machine, on a Slurm allocation and under ``torchrun``
 alike, and the rows files already are the resume mechanism. The slice is by *batch* of the canonical request list
 (batch ``b`` goes to rank ``b mod N``), so every batch a worker generates is the batch a single worker would have
-generated: images and metric values do not even depend on batch-size-sensitive kernels.
+generated: images and metric values do not even depend on batch-size-sensitive kernels. Workers keep torch's
+default thread count on purpose: CPU kernels reduce in a thread-count-dependent order, and splitting the cores
+between two workers (one thread each instead of two) changed 4 of 12 tiny-model images in a measurement.
 
 Resume: rows are appended (fsync per row) as they are made; a rerun -- with any number of workers -- reads the
 rows of every rows file as done and generates only the missing ones. The merge runs under an exclusive lock on
@@ -26,6 +28,7 @@ rows of every rows file as done and generates only the missing ones. The merge r
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -116,7 +119,14 @@ def spawn(cfg: EvalConfig, world: int, log_dir: Path) -> list[tuple[int, subproc
             proc = subprocess.Popen([sys.executable, "-m", "mrbench.evaluation.distributed",
                                      json.dumps(asdict(child))], stdout=log, stderr=subprocess.STDOUT, env=env)
         children.append((rank, proc, log_path))
+        atexit.register(_stop, proc)  # the caller died of an exception: its workers do not outlive it
     return children
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait()
 
 
 def wait(children: list[tuple[int, subprocess.Popen, Path]]) -> list[str]:
