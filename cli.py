@@ -469,13 +469,13 @@ def detect(
 
 def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
                        batch_size: Optional[int]) -> tuple[object, object]:
-    """Build ``encoder`` (curation defaults + options) and embed the images under ``paths`` with a progress bar."""
+    """Build ``encoder`` (with its options) and embed the images under ``paths`` with a progress bar."""
     from mrbench.backends.files import find_images
-    from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
+    from mrbench.curation.embed import embed_files
 
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
-    kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
+    kwargs = _backend_kwargs(args, device, None)
     model = _build_backend("encoder", encoder, kwargs)
     files = find_images(paths)
     if not files:
@@ -736,7 +736,7 @@ def _print_eval(result: object) -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     run_dirs: List[Path] = typer.Argument(..., help="run folders written by mrbench eval"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv and .html"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv, .html and leaderboard_paired.csv"),
     grid_samples: int = typer.Option(4, "--grid-samples", help="samples shown per model in the HTML image grids"),
 ) -> None:
     """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""
@@ -772,10 +772,23 @@ def main() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        typer.secho(f"error: no space left on the device ({_os_error(e)}); free some space or write elsewhere, "
+                    "then run the same command again (finished work is kept)", fg="red", err=True)
+        sys.exit(1)
     except Interrupted:
         logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
         typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
         _exit_interrupted()
+
+
+def _disk_full(e: OSError) -> bool:
+    """ENOSPC or a full quota, however it arrived (pyarrow and worker processes may keep only the message)."""
+    import errno
+
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) or "quota exceeded" in str(e).lower()
 
 
 def _exit_interrupted() -> None:

@@ -43,6 +43,7 @@ from mrbench.layout import RunLayout
 from mrbench.log import get_logger
 from mrbench.progress import LiveShardProgress
 from mrbench.provenance import provenance
+from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
@@ -261,7 +262,7 @@ def summarize(run_dir: Path, merged: dict[str, Stats], manifest: dict[str, Any])
     groups = pq.read_table(layout.groups_table, columns=["split"]).column("split").to_pylist()
     return {
         "rows_per_status": {k.split("/", 1)[1]: v for k, v in sorted(status.counts.items()) if k.startswith("status/")},
-        "groups_per_split": {s: groups.count(s) for s in ("held_out", "held_in", "train")},
+        "groups_per_split": {s: groups.count(s) for s in SPLITS},
         "images_per_split": {k.split("/", 1)[1]: v for k, v in status.counts.items() if k.startswith("release/")},
         "download_errors": dict(download.errors.counts.most_common(10)),
         "release": str(layout.release),

@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 from mrbench.curation.audit import shown_leak_pairs
 from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
+from mrbench.records import SPLITS
 from mrbench.shards import atomic_write_text
 
-SPLIT_ORDER = ("held_out", "held_in", "train")
 
 
 class ReportError(ValueError):
@@ -170,7 +170,7 @@ def _histograms(groups: list[dict[str, Any]]) -> list[str]:
     sizes: dict[str, list[int]] = defaultdict(list)
     for g in groups:
         sizes[g["split"]].append(1 + len(g["references"] or []))
-    splits = [s for s in SPLIT_ORDER if s in sizes] + sorted(set(sizes) - set(SPLIT_ORDER))
+    splits = [s for s in SPLITS if s in sizes] + sorted(set(sizes) - set(SPLITS))
     lo, hi = min(min(v) for v in sizes.values()), max(max(v) for v in sizes.values())
     edges = np.arange(lo, hi + 2) - 0.5 if hi - lo < 40 else np.linspace(lo - 0.5, hi + 0.5, 41)
     fig, ax = new_figure()
@@ -337,7 +337,7 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     # --- groups
     body.append("<h2 id='groups'>Groups</h2><p class='note'>Per split, the first groups by id: the target "
                 "(green frame), then its references.</p>")
-    for s in [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER)):
+    for s in [s for s in SPLITS if s in by_split] + sorted(set(by_split) - set(SPLITS)):
         body.append(f"<h3>{esc(s)} <span class='muted'>({_plural(len(by_split[s]), 'group')})</span></h3><div>")
         for g in shown_groups[s]:
             refs = g["references"] or []

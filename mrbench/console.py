@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from mrbench.records import SPLITS
+
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
 
@@ -181,7 +183,7 @@ def print_summary(summary: dict) -> None:
     g = Table(title="splits")
     for c in ("split", "groups", "images"):
         g.add_column(c)
-    for s in ("held_out", "held_in", "train"):
+    for s in SPLITS:
         g.add_row(s, str(summary["groups_per_split"].get(s, 0)), str(summary["images_per_split"].get(s, 0)))
     console.print(g)
     console.print(f"release: {summary['release']} ({summary['release_rows']} images)")
