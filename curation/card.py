@@ -16,6 +16,7 @@ Like the rest of a release, the card depends only on the run's inputs and seed: 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import statistics
@@ -140,6 +141,24 @@ def _read_index(release_dir: Path) -> pa.Table:
     return t.set_column(1, "category", pc.if_else(pc.equal(cat, ""), "-", cat))
 
 
+# Markdown punctuation that can start emphasis, code, links, images, headings or strikethrough (``|`` is the
+# table cell's to escape); ``<``, ``>`` and ``&`` become entities, so no raw HTML ever reaches a renderer.
+_MD_PUNCT = re.compile(r"([\\`*_\[\]#!~])")
+
+
+def md_text(value: Any) -> str:
+    """``value`` (web text: a caption, a name) as literal markdown text on one line: whatever it holds renders as
+    the characters it is, never as HTML, a link or formatting."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MD_PUNCT.sub(r"\\\1", text)
+
+
+def _md_code(value: Any) -> str:
+    """``value`` as a code span, or as escaped text when it holds a backtick (which would end the span)."""
+    text = " ".join(str(value).split())
+    return f"`{text}`" if "`" not in text else md_text(text)
+
+
 def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
@@ -173,7 +192,7 @@ def _group_stats(t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
     out = ["## Images and groups per category and split", "", "Each cell: images / groups.", ""]
     body = []
     for c in cats:
-        body.append([c, *(f"{images.get((c, s), 0)} / {n_groups[(c, s)]}" for s in SPLITS),
+        body.append([md_text(c), *(f"{images.get((c, s), 0)} / {n_groups[(c, s)]}" for s in SPLITS),
                      f"{sum(images.get((c, s), 0) for s in SPLITS)} / {sum(n_groups[(c, s)] for s in SPLITS)}"])
     body.append(["**all**", *(f"{sum(sizes[s])} / {len(sizes[s])}" for s in SPLITS), f"{t.num_rows} / {len(groups)}"])
     out += _md_table(["category", *SPLITS, "total"], body)
@@ -351,7 +370,7 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]], keep
             cells.append(f"![{r['role']} {r['id']}]({EXAMPLES_DIR}/{name})")
         target = members[0]
         caption = (captions.get(target["id"]) or "")[:80]
-        table.append([f"`{target['split']}`", target["category"], f"**{caption}**" if caption else "-",
+        table.append([f"`{target['split']}`", md_text(target["category"]), f"**{md_text(caption)}**" if caption else "-",
                       " ".join(cells)])
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
@@ -386,7 +405,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     leak_thumbs: set[str] = set()
     lines = [
         "---", header.rstrip("\n"), "---", "",
-        f"# {config.release.name}", "",
+        f"# {md_text(config.release.name)}", "",
         "A grouped multi-reference image dataset curated with MRBench (`mrbench curate`). "
         "Each group holds the images of one subject, style or identity: one `target` image and its `reference` "
         "images (column `role`). Splits are by group, so no group appears in two splits: `train` for training, "
@@ -409,7 +428,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         *_leakage(release_dir, run, leak_thumbs),
         *_examples(release_dir, index, groups, leak_thumbs),
         "## License", "",
-        f"`{config.release.license}`. {config.release.license_note}", "",
+        f"{_md_code(config.release.license)}. {md_text(config.release.license_note)}", "",
     ]
     text = "\n".join(lines)
     atomic_write_text(release_dir / CARD, text)
