@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
+from mrbench.curation.tags import leak_free_prompts, load_matcher
 from mrbench.layout import RunLayout
 from mrbench.provenance import package_versions
 from mrbench.shards import atomic_write_text, temporary_path, write_parquet_atomic
@@ -48,7 +49,8 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 _RELEASE_FIELDS = [
     ("id", pa.string()),
     ("url", pa.string()),  # the source URL; for folder sources the file's path relative to the folder (sources.py)
-    ("caption", pa.string()),
+    ("caption", pa.string()),  # as the source wrote it
+    ("prompt", pa.string()),  # the caption with every tag mention replaced by its noun (curation.tags): eval prompt
     ("tags", pa.list_(pa.string())),
     ("category", pa.string()),
     ("group", pa.string()),
@@ -76,9 +78,19 @@ def _hf_feature(t: pa.DataType) -> dict[str, Any]:
 # The features ride in each shard's schema metadata under "huggingface", where ``datasets`` writes and reads them
 # (``Features.from_arrow_schema``): ``load_dataset`` then gives PIL images; duckdb/polars see a plain struct column.
 HF_FEATURES = {name: _hf_feature(t) for name, t in _RELEASE_FIELDS}
-RELEASE_SCHEMA = pa.schema(_RELEASE_FIELDS, metadata={"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
-# Releases of format mrbench-release/1 (mrbench before the Image feature) stored the image as plain binary.
-RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _RELEASE_FIELDS])
+
+
+def _with_features(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    features = {name: _hf_feature(t) for name, t in fields}
+    return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": features}})})
+
+
+RELEASE_SCHEMA = _with_features(_RELEASE_FIELDS)
+# Format mrbench-release/2 had no leak-free ``prompt`` column; format 1 (before the Image feature) also stored the
+# image as plain binary. Both still verify and evaluate.
+_FIELDS_V2 = [(n, t) for n, t in _RELEASE_FIELDS if n != "prompt"]
+RELEASE_SCHEMA_V2 = _with_features(_FIELDS_V2)
+RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _FIELDS_V2])
 REJECT_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string())]
 )
@@ -136,7 +148,7 @@ def schema_problem(schema: pa.Schema, fmt: str | None = None) -> str | None:
             features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
         except (ValueError, KeyError, TypeError):
             features = None
-        if features != HF_FEATURES:
+        if features != json.loads(want.metadata[b"huggingface"])["info"]["features"]:
             parts.append("its Hugging Face features metadata (schema key 'huggingface') is missing or altered")
     return "; ".join(parts) or None
 
@@ -230,6 +242,7 @@ class ReleaseTask(ShardedStep):
             ok_rows[a_split[k]].append(k)
             stats.inc(f"release/{a_split[k]}")
         metadata = table.column("metadata")
+        _, matcher = load_matcher(self.config.crawl.tag_list)  # the crawl's matcher: the same mentions, masked
         for split, rows in ok_rows.items():
             path = layout.release_parts / Path(release_file(split, shard, n)).name
             if not rows:
@@ -242,6 +255,8 @@ class ReleaseTask(ShardedStep):
                                     for name in ("id", "url", "caption", "category", "image", "width", "height", "sha256")}
             tags = table.column("tags").take(at).combine_chunks()
             cols["tags"] = tags.fill_null(pa.scalar([], tags.type)) if tags.null_count else tags  # as ImageRecord: []
+            cols["prompt"] = pa.array(leak_free_prompts(matcher, cols["caption"].to_pylist(), cols["tags"].to_pylist(),
+                                                        cols["category"].to_pylist()), pa.string())
             cols["group"] = pa.array([a_group[k] for k in rows], pa.string())
             cols["split"] = pa.array([a_split[k] for k in rows], pa.string())
             cols["role"] = pa.array([a_role[k] for k in rows], pa.string())
@@ -415,8 +430,10 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     return manifest
 
 
-RELEASE_FORMAT = "mrbench-release/2"  # 2: image as the Hugging Face Image feature, contiguous data file names
-RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, RELEASE_FORMAT: RELEASE_SCHEMA}
+# 2: image as the Hugging Face Image feature, contiguous data file names; 3: the leak-free ``prompt`` column
+RELEASE_FORMAT = "mrbench-release/3"
+RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, "mrbench-release/2": RELEASE_SCHEMA_V2,
+                   RELEASE_FORMAT: RELEASE_SCHEMA}
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
 IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -599,7 +616,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
                 report.add(rel, "rows", f"row count differs from manifest ({n} != {entry['rows']})")
     if report.rows_manifest is not None and report.rows_manifest != listed_rows:
         report.add(MANIFEST, "rows", f"total rows {report.rows_manifest} != {listed_rows}, the sum over its data files")
-    if fmt == RELEASE_FORMAT:
+    if fmt not in (None, "mrbench-release/1"):  # contiguous names since format 2
         _check_data_names(sorted(r for r in listed if r.startswith("data/")), report)
     return report
 

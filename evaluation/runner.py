@@ -167,7 +167,8 @@ def run_eval(
     specs = parse_metric_specs(metric_list or None, image_encoder)
     for s in specs:
         metrics_registry().get(s.metric)
-    bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
+    bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
+                            prompt=cfg.prompt)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
     missing: list[MissingWeightsError] = []
@@ -263,11 +264,19 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
         "sampling": {"steps": gen.steps, "guidance": gen.guidance},
         "benchmark": spec, "random_weights": any_random,
         "metrics": [{"key": m.key, "metric": m.name, "encoder": m.encoder_name, "encoder_info": m.info,
-                     "fields": m.field_keys(), **({"settings": m.settings()} if hasattr(m, "settings") else {})}
+                     "fields": headline_first(m.field_keys(), spec.get("headline_field", "")),
+                     **({"settings": m.settings()} if hasattr(m, "settings") else {})}
                     for m in built],
         "provenance": provenance(),
     }
     write_text_if_changed(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
+
+
+def headline_first(keys: list[str], headline: str) -> list[str]:
+    """A metric's field keys with the benchmark's headline field (``all`` on DreamBench) first: the leaderboard
+    shows columns in this order."""
+    top = [k for k in keys if headline and k.endswith(f".{headline}")]
+    return top + [k for k in keys if k not in top]
 
 
 def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: Benchmark, cache: GenerationCache,
