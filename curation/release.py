@@ -317,9 +317,9 @@ def easyref_image_path(image_id: str, fmt: str | None) -> str:
 
 
 def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
-    """Image id -> its largest detected face ``[x1, y1, x2, y2, score]``, from the embed step's features (pixels of
-    the stored image as PIL decodes it, without EXIF rotation: the frame the authors' loader crops in); empty when
-    no face encoder ran."""
+    """Image id -> its largest detected face ``[x1, y1, x2, y2, score]``, from the embed step's features: pixels of
+    the oriented image (EXIF applied, as every model step decodes; :func:`faces_in_stored_frame` turns them into the
+    stored bytes' frame); empty when no face encoder ran."""
     faces: dict[str, list[float]] = {}
     cols = ["id", "num_faces", "face_box", "face_score"]
     for f in RunLayout(run_dir).embed.existing():
@@ -331,6 +331,25 @@ def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
     return faces
 
 
+def faces_in_stored_frame(release_dir: Path, faces: dict[str, list[float]]) -> dict[str, list[float]]:
+    """``faces`` (boxes on the oriented images) in the frame of the release's stored, unrotated bytes: the authors'
+    loader opens an image with ``PIL.Image.open`` and crops without applying EXIF orientation."""
+    from mrbench.images import box_to_stored_frame, orientation_of
+
+    if not faces:
+        return {}
+    out = dict(faces)
+    wanted = pa.array(sorted(faces), pa.string())
+    for f in sorted((release_dir / "data").glob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "image"], filters=[("id", "in", wanted)])
+        for rid, data in zip(t.column("id").to_pylist(), image_bytes(t.column("image"))):
+            orientation, size = orientation_of(data)
+            if orientation not in (None, 1):
+                box = box_to_stored_frame(faces[rid][:4], orientation, size)
+                out[rid] = [round(v, 2) for v in box] + faces[rid][4:]
+    return out
+
+
 def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None = None) -> dict[str, int]:
     """EasyRef's training data, one record shape per file, for the stage that reads it [C: finetune_sdxl.py]:
 
@@ -340,7 +359,8 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
       held-in groups (the paper trains on held-in references, never on their targets).
     - ``stage1-2_face.json``: face-crop records in the authors' flat shape ``{"face": [[x1, y1, x2, y2, score]],
       "text": [caption], "target": t}`` (their loader reads ``item["face"][0]``) for the same images, where the
-      embed step detected a face (``faces``; the largest face, in pixels of the decoded image).
+      embed step detected a face (``faces``; the largest face, in pixels of the stored bytes as ``PIL.Image.open``
+      decodes them, without EXIF rotation: the frame their loader crops in).
     - ``stage3_group.json``: group records (references -> target) of the train groups, for the multi-reference
       stage (batch 1 per GPU).
     - ``held_in.json`` / ``held_out.json``: one group record per test group (evaluation, not training).
@@ -348,7 +368,7 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     Paths are :func:`easyref_image_path` values relative to the image root that ``mrbench release extract-images
     RELEASE --out ROOT`` fills (pass ROOT as the authors' ``image_root_path``). Returns records per file.
     """
-    faces = faces or {}
+    faces = faces_in_stored_frame(release_dir, faces or {})
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in sorted((release_dir / "data").glob("*.parquet")):
         cols = ["id", "caption", "group", "split", "role", "format"]
