@@ -479,13 +479,9 @@ class EasyRefGenerator(SDXLGenerator):
     def _ckpt_sha256(self) -> str:
         """sha256 of the checkpoint file (computed once per generator)."""
         if getattr(self, "_ckpt_digest", None) is None:
-            import hashlib
+            from mrbench.shards import sha256_file
 
-            h = hashlib.sha256()
-            with open(self._ckpt, "rb") as f:  # type: ignore[arg-type]
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-            self._ckpt_digest = h.hexdigest()
+            self._ckpt_digest = sha256_file(self._ckpt)  # type: ignore[arg-type]
         return self._ckpt_digest
 
     def weights(self) -> dict[str, Any]:

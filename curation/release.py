@@ -18,7 +18,6 @@ give byte-identical releases.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -39,7 +38,7 @@ from mrbench.curation.split import SPLITS
 from mrbench.curation.tags import leak_free_prompts, load_matcher
 from mrbench.layout import RunLayout
 from mrbench.provenance import package_versions
-from mrbench.shards import atomic_write_text, temporary_path, write_parquet_atomic
+from mrbench.shards import atomic_write_text, sha256_file, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
@@ -412,14 +411,6 @@ def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = N
     return write(release_dir, config, run_dir)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _release_files(release_dir: Path) -> list[Path]:
     return sorted(p for p in release_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
 
@@ -428,7 +419,7 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     files = []
     for p in _release_files(release_dir):
         rel = p.relative_to(release_dir).as_posix()
-        entry: dict[str, Any] = {"path": rel, "bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+        entry: dict[str, Any] = {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         if p.suffix == ".parquet":
             entry["rows"] = pq.ParquetFile(p).metadata.num_rows
         files.append(entry)
@@ -618,7 +609,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
         report.files_checked += 1
         if rel.startswith("data/") and "rows" in entry:
             listed_rows += entry["rows"]
-        if p.stat().st_size != entry["bytes"] or _sha256_file(p) != entry["sha256"]:
+        if p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
             report.add(rel, "altered", "altered (sha256 mismatch)")
             continue
         if p.suffix == ".parquet":

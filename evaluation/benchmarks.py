@@ -184,7 +184,9 @@ class Benchmark(abc.ABC):
         """sha256 of every real image's bytes by image id (files hashed once per benchmark object)."""
         self.all_samples()  # a release's builder fills the digests from its sha256 column
         if self._digests is None:
-            self._digests = {i: _sha256_file(f) for i, f in sorted(self._image_files.items())}
+            from mrbench.shards import sha256_file
+
+            self._digests = {i: sha256_file(f) for i, f in sorted(self._image_files.items())}
         return self._digests
 
     def spec(self) -> BenchmarkSpec:
@@ -197,13 +199,6 @@ class Benchmark(abc.ABC):
             prompt=self.prompt_mode, headline_field=self.headline_field, prompt_source=self.prompt_source,
         )
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def normalize_split(split: str) -> str:
