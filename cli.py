@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -123,6 +124,7 @@ def curate(
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
     retry_failed: Optional[Path] = typer.Option(None, "--retry-failed", help="a run folder: download again only the rows whose failure is retryable (timeout, connection error, 429, 5xx), then redo the steps after download; its config.yaml is used unless --config is given"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print which steps would run, be redone (naming the changed settings) or be kept, and stop"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
@@ -156,6 +158,19 @@ def curate(
         _fail(str(e))
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a run folder")
+    if dry_run:
+        if retry_failed is not None:
+            _fail("--dry-run shows what a plain run would do; leave --retry-failed out")
+        from mrbench.curation.pipeline import plan_curation
+
+        try:
+            plans = plan_curation(cfg, out)
+        except (ConfigError, FileNotFoundError) as e:
+            _fail(str(e))
+        width = max(len(p.step.name) for p in plans)
+        for p in plans:
+            typer.echo(f"{p.step.name:<{width}}  {p.describe()}")
+        return
     progress, factory = _progress_factory()
     try:
         with progress:  # type: ignore[attr-defined]
@@ -417,7 +432,7 @@ def dedup_cmd(
     paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
     encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
     out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, duplicate_of, similarity, status"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: calibrated)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: the encoder's, mrbench.thresholds)"),
     arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
@@ -429,9 +444,10 @@ def dedup_cmd(
     import numpy as np
     import pyarrow as pa
 
-    from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
+    from mrbench.curation.dedup import dedup
+    from mrbench.thresholds import resolve
 
-    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    t = resolve(encoder, "near_duplicate").threshold if threshold is None else threshold
     if not 0.05 < t <= 1.0:
         _fail(f"--threshold must be in (0.05, 1], got {t}")
     _check_out_file(out)
@@ -496,6 +512,53 @@ def group_cmd(
     extra = f", silhouette {result.silhouette:.3f}" if result.silhouette is not None else ""
     typer.echo(f"wrote {len(group_id)} rows to {out}: {result.num_clusters} groups ({result.method}{extra}), "
                f"{sum(g is None for g in group_id)} not embedded")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    folder: Path = typer.Argument(..., help="labelled folder: one sub-folder of images per identity, subject or style"),
+    encoder: List[str] = typer.Option(..., "--encoder", "-e", help="encoder name (repeatable; mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: calibration.yaml and calibration.html"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="near-duplicate pairs: two paths (relative to FOLDER) per line"),
+    plant: int = typer.Option(0, "--plant", help="also plant near-duplicates (crop, mirror, JPEG, resize) of N seeded images"),
+    seed: int = typer.Option(0, "--seed", help="seeds the planted near-duplicates"),
+    criterion: str = typer.Option("max_f1", "--criterion", help="max_f1, or precision>=P (best recall at precision >= P)"),
+    labels: str = typer.Option("auto", "--labels", help="what the sub-folders are: auto (identity for face encoders, "
+                                                        "subject otherwise), identity, subject, style, none (near-duplicates only)"),
+    arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable; every encoder)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+) -> None:
+    """Measure thresholds on a labelled folder: pair precision / recall per threshold and the recommended one.
+
+    Writes OUT/calibration.yaml (a curation config uses it with `calibration: OUT/calibration.yaml`) and
+    OUT/calibration.html (distributions, curves, hardest pairs).
+    """
+    from mrbench.backends import MissingWeightsError
+    from mrbench.curation.calibrate import calibrate
+    from mrbench.registry import UnknownEntryError
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    kwargs = _backend_kwargs(arg, device, None)
+    progress, factory = _progress_factory()
+    try:
+        with progress:  # type: ignore[attr-defined]
+            results = calibrate(folder, encoder, out, pairs=pairs, plant=plant, seed=seed, criterion=criterion,
+                                labels=labels, encoder_options={e: kwargs for e in encoder}, progress=factory)
+    except ConfigError as e:
+        _fail(str(e))
+    except UnknownEntryError as e:
+        _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except (TypeError, ValueError) as e:
+        _fail(f"bad encoder options: {e}")
+    for r in results:
+        rec = r.recommendation
+        flag = " [random weights]" if r.info.get("random_weights") else ""
+        typer.echo(f"{r.encoder}{flag} {r.task}: threshold {rec.threshold:.3f} ({rec.criterion}): precision "
+                   f"{rec.precision:.3f} recall {rec.recall:.3f} F1 {rec.f1:.3f}; {r.data}")
+    typer.echo(f"wrote {out / 'calibration.yaml'} and {out / 'calibration.html'}")
 
 
 def _eval_default(name: str) -> str:
@@ -632,7 +695,20 @@ def main() -> None:
     except Interrupted:
         logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
         typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
-        sys.exit(130)
+        _exit_interrupted()
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 now: everything has unwound (locks released, markers unwritten), so a thread still blocked in
+    I/O (a download, a model load) must not keep the process alive; it is not waited for."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

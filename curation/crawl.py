@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.inputs import named_source_errors
+from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (
     LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
 )
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
-from mrbench.shards import RECORD_SCHEMA, write_parquet_atomic
+from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
@@ -67,7 +67,7 @@ class IngestTask(ShardedStep):
         cfg = self.config
         source_shard = expand_sources(cfg.sources)[shard]
         src = cfg.sources[source_shard.source_index]
-        tags, matcher = load_matcher(cfg.crawl.tag_list)
+        tags, matcher = load_matcher(cfg.crawl.tag_list, self.layout.cache)
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
 
@@ -203,13 +203,15 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     return stats
 
 
-def select_step(config: CurateConfig, run_dir: Path) -> Stats:
+def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
 
 
-INGEST_STEP = Step("ingest", IngestTask, unit="files")
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",))
+INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
+                   inputs=source_identity)
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   settings=("sources", "num_shards", "crawl.max_candidates_per_tag"))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
@@ -240,7 +242,7 @@ def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]
     pending: list[pa.Table] = []
     buffered = 0
     writer: pq.ParquetWriter | None = None
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
 
     def flush(rows: int) -> None:
         nonlocal writer, pending, buffered

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from mrbench.config import CurateConfig, EmbedConfig
+from mrbench.curation.inputs import tag_list_identity
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
@@ -156,7 +157,7 @@ class EmbedTask(ShardedStep):
         from mrbench.curation.filters import TagClasses
 
         cfg = self.config.embed
-        classes = TagClasses(self.config) if cfg.detector else {}
+        classes = TagClasses(self.config, self.layout.cache) if cfg.detector else {}
         download = self.layout.download.output(shard)
         stats = Stats()
         rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
@@ -245,8 +246,10 @@ def uses_models(config: CurateConfig) -> bool:
     return bool(cfg.encoder or cfg.face_encoder or cfg.detector)
 
 
+# The detector runs on images whose tag names a COCO class: the tag list's aliases and filters.object_classes say which.
 EMBED_STEP = Step("embed", EmbedTask, after="download", reads=("download",), enabled=uses_models,
-                  drops=(("embed", ("embed_decode_error",)),), frees_models=True)
+                  drops=(("embed", ("embed_decode_error",)),), frees_models=True,
+                  settings=("embed", "filters.object_classes"), inputs=tag_list_identity)
 
 
 @dataclass

@@ -185,4 +185,6 @@ GROUP_DROPS = ("duplicate_bytes", "group_too_small", "group_overflow", "other_id
                "duplicate_in_group", "no_embedding", "unassigned")
 AUDIT_DROPS = ("leak_near_duplicate", "leak_identity")
 GROUP_STEP = Step("group", group_and_split, after="dedup", reads=("download", "filters", "dedup", "index"),
-                  drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)))
+                  drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)),
+                  settings=("seed", "num_shards", "group", "split", "audit", "embed.encoder", "embed.face_encoder",
+                            "embed.face_categories"))

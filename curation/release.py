@@ -298,8 +298,10 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     return json.loads(RunLayout(run_dir).manifest.read_text())
 
 
-RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"))
-FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",))
+RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"),
+                    settings=("num_shards", "release.compression"))
+# The card and the manifest record the whole config: every setting but the free ones.
+FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",), settings=None)
 
 
 EASYREF_FILES = {
@@ -680,7 +682,11 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
         raise ReleaseError(f"{release_dir} failed verification; nothing extracted:\n" +
                            "\n".join(f"  {p}" for p in report.problems[:20]) + "\n" + report.summary())
     root = release_dir.resolve()
-    out_dir = Path(out).resolve() if out is not None else default_images_dir(release_dir)
+    given = Path(out).absolute() if out is not None else default_images_dir(release_dir)
+    for p in (given, given / "images"):  # checked before anything is written (mkdir would follow them)
+        if p.is_symlink():
+            raise UnsafeOutputError(f"{p} is a symlink; refusing to write through it (remove it or choose another --out)")
+    out_dir = given.resolve()
     if out_dir == root or root in out_dir.parents:
         raise UnsafeOutputError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
     data_files = sorted(p for p in (root / "data").glob("*.parquet")) if (root / "data").is_dir() else []

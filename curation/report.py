@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mrbench.curation.audit import shown_leak_pairs
 from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
 from mrbench.shards import atomic_write_text
@@ -66,7 +67,7 @@ def _prefixed(counts: dict[str, int], prefix: str) -> dict[str, int]:
     return {k[len(prefix):]: v for k, v in counts.items() if k.startswith(prefix)}
 
 
-def _images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
+def run_images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
     """Image bytes of ``ids`` from the download shards (ids are sorted within a shard, so row groups prune)."""
     out: dict[str, bytes] = {}
     if not ids:
@@ -255,7 +256,9 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     wanted = {r["id"] for rs in examples.values() for r in rs}
     wanted |= {r["id"] for r in dups} | {r["duplicate_of"] for r in dups}
     wanted |= {i for gs in shown_groups.values() for g in gs for i in [g["target"], *(g["references"] or [])]}
-    images = _images(run_dir, wanted)
+    leaks = shown_leak_pairs(run_dir)
+    wanted |= {r["id_a"] for r in leaks} | {r["id_b"] for r in leaks}
+    images = run_images(run_dir, wanted)
 
     body.append("<h2 id='rejects'>Rejects per reason</h2><p class='note'>The first "
                 f"{per_reason} rows of each reason (by shard and id); hover for the URL and message. Download "
@@ -314,11 +317,30 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
         audit = json.loads(leak_path.read_text())
         body.append("<h2 id='audit'>Leakage audit</h2>")
         pairs = audit.get("pairs", {})
+        by_kind = audit.get("removed_train_images_by_kind", {})
+        cuts = [f"{k.replace('_', '-')} cosine &ge; {audit[f]}" for k, f in (("near_duplicate", "near_dup_threshold"),
+                                                                           ("identity", "identity_threshold"))
+                if audit.get(f) is not None]
+        body.append(f"<p class='note'>Thresholds: {'; '.join(cuts) or 'none'}. <b>{audit.get('removed_train_images', 0)}"
+                    "</b> training images removed as leaks"
+                    + (" (" + ", ".join(f"{n} as {esc(k.replace('_', '-'))} leaks" for k, n in by_kind.items()) + ")"
+                       if by_kind else "") + ".</p>")
         body.append(table(["pairs across splits", "count"], sorted(pairs.items()), numeric=(1,)) if pairs
                     else "<p class='muted'>no pairs across splits.</p>")
+        if leaks:
+            body.append("<h3>Leaking pairs</h3><p class='note'>Per kind the most similar pairs and those nearest the "
+                        "threshold, where a false leak (two different images or people) would be: look before "
+                        "trusting the removals.</p>")
+            body.append(table(["kind", "earlier split", "later split", "cosine", "action"], [
+                (r["kind"].replace("_", "-"),
+                 Raw(figure(try_thumb(images.get(r["id_a"]), thumb), f"{r['split_a']} {r['group_a']}", title=r["id_a"],
+                            size=thumb)),
+                 Raw(figure(try_thumb(images.get(r["id_b"]), thumb), f"{r['split_b']} {r['group_b']}", title=r["id_b"],
+                            size=thumb)),
+                 f"{r['similarity']:.4f}", r["action"]) for r in leaks], numeric=(3,)))
     nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
         ("funnel", "funnel"), ("rejects", "rejects"), ("dedup", "near-duplicates"), ("groups", "groups"),
-        ("histograms", "histograms")))
+        ("histograms", "histograms"), *([("audit", "leakage audit")] if leak_path.is_file() else [])))
     return page(f"Curation report: {manifest.get('name') or run_dir.name}", [f"<p>{nav}</p>", *body])
 
 

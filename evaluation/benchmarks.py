@@ -46,7 +46,7 @@ from typing import IO, Any, ClassVar
 
 from PIL import Image
 
-from mrbench.config import ConfigError
+from mrbench.config import ConfigError, EvalConfig
 from mrbench.evaluation.generator import ImageRef, Sample
 from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 
@@ -109,6 +109,9 @@ class BenchmarkSpec:
         }
 
 
+DEFAULT_MAX_IMAGE_PIXELS = EvalConfig.max_image_pixels
+
+
 class Benchmark(abc.ABC):
     """Base class: subclasses build the full, ordered sample list of one split.
 
@@ -119,6 +122,7 @@ class Benchmark(abc.ABC):
         images_per_prompt: Images per sample (default 4, the paper's and DreamBench's setting).
         limit: Keep the first ``limit`` samples.
         prompt: Prompt mode (:data:`PROMPT_MODES`); None or ``auto``: the benchmark's default.
+        max_image_pixels: Images declaring more pixels are never decoded (the runner fails their samples by name).
     """
 
     name: ClassVar[str] = ""
@@ -132,8 +136,10 @@ class Benchmark(abc.ABC):
     headline_field: ClassVar[str] = "target"  # the .target column: the EasyRef paper scores the held-out target
 
     def __init__(self, path: str | Path, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                 limit: int | None = None, prompt: str | None = None) -> None:
+                 limit: int | None = None, prompt: str | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
+        self.max_image_pixels = max_image_pixels
         split = normalize_split(split) if split else self.splits[0]
         if split not in self.splits:
             raise ConfigError(f"benchmark {self.name!r} has splits {', '.join(self.splits)}; got {split!r}")
@@ -147,6 +153,9 @@ class Benchmark(abc.ABC):
         self.prompt_mode = prompt
         if not self.path.exists():
             raise ConfigError(f"benchmark {self.name!r}: no such folder {self.path}")
+        if not self.path.is_dir():
+            raise ConfigError(f"benchmark {self.name!r}: {self.path} is not a folder (give the folder that holds the "
+                              "images)")
         self.split = split
         self.seed = seed
         self.images_per_prompt = images_per_prompt
@@ -220,15 +229,39 @@ def round_robin(by_group: dict[str, list[Sample]]) -> list[Sample]:
     return out
 
 
-def load_image_file(path: Path | IO[bytes]) -> Image.Image:
-    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation (``mrbench.images``)."""
+def load_image_file(path: Path | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation (``mrbench.images``);
+    an image declaring more than ``max_pixels`` pixels is refused before decoding (``ImageTooLargeError``)."""
     from mrbench.images import load_image
 
-    return load_image(path)
+    return load_image(path, max_pixels=max_pixels)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def file_ref(image_id: str, group: str, path: Path, max_pixels: int | None) -> ImageRef:
+    """An :class:`ImageRef` of an image file: loaded on demand under the pixel limit, its size read from the header."""
+    from mrbench.images import declared_size
+
+    return ImageRef(image_id, group, partial(load_image_file, path, max_pixels=max_pixels), partial(declared_size, path))
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies under ``root`` (a link leading out of a benchmark is not its file)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _images_in(folder: Path, root: Path) -> list[Path]:
+    """The image files of ``folder`` that really lie under the benchmark's ``root`` (links out of it are skipped)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    kept = [p for p in files if _inside(root, p)]
+    if len(kept) < len(files):
+        from mrbench.log import get_logger, warn_once
+
+        warn_once(get_logger("evaluation.benchmarks"), f"outside:{root}",
+                  f"{root}: skipped symlinks that lead outside the benchmark folder (e.g. {next(p for p in files if p not in kept)})")
+    return kept
 
 
 def _clean(text: str) -> str:
@@ -299,12 +332,12 @@ class DreamBench(Benchmark):
         by_group: dict[str, list[Sample]] = {}
         for subject in sorted(parsed.classes):
             folder = self.path / subject
-            if not folder.is_dir():
-                raise ConfigError(f"dreambench: subject folder {folder} is missing")
-            files = _images_in(folder)
+            if not folder.is_dir() or not _inside(self.path, folder):
+                raise ConfigError(f"dreambench: subject folder {folder} is missing (or a link out of {self.path})")
+            files = _images_in(folder, self.path)
             if len(files) < 2:
                 raise ConfigError(f"dreambench: {folder} needs at least 2 images (one target, one reference)")
-            refs = [ImageRef(f"{subject}/{f.name}", subject, partial(load_image_file, f)) for f in files]
+            refs = [file_ref(f"{subject}/{f.name}", subject, f, self.max_image_pixels) for f in files]
             self._image_files.update({r.id: f for r, f in zip(refs, files)})
             cls = parsed.classes[subject]
             samples = []
@@ -372,7 +405,8 @@ class CocoCaptions(Benchmark):
                     captions[iid] = (aid, _clean(str(a["caption"])))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"coco: {ann_file} is not a COCO captions file ({type(e).__name__}: {e})") from e
-        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()]
+        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()
+                   and _inside(self.path, self.path / self.images / files[iid])]
         missing = sum(1 for iid in files if iid in captions) - len(present)
         if not present:
             raise ConfigError(f"coco: none of the {len(files)} annotated images is under {self.path / self.images}")
@@ -384,7 +418,7 @@ class CocoCaptions(Benchmark):
         for k in order:
             iid = present[int(k)]
             f = self.path / self.images / files[iid]
-            ref = ImageRef(f"coco/{iid}", f"coco/{iid}", partial(load_image_file, f))
+            ref = file_ref(f"coco/{iid}", f"coco/{iid}", f, self.max_image_pixels)
             self._image_files[ref.id] = f
             prompt, caption = self.texts(captions[iid][1], captions[iid][1])  # no tag list: the caption names no one
             samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=prompt,
@@ -416,12 +450,12 @@ class FolderBenchmark(Benchmark):
                     if len(row) >= 2 and row[0] != "group":
                         classes[row[0].strip()] = row[1].strip()
         by_group: dict[str, list[Sample]] = {}
-        for folder in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            files = _images_in(folder)
+        for folder in sorted(p for p in self.path.iterdir() if p.is_dir() and _inside(self.path, p)):
+            files = _images_in(folder, self.path)
             if not files:
                 continue
             group = folder.name
-            refs = [ImageRef(f"{group}/{f.name}", group, partial(load_image_file, f)) for f in files]
+            refs = [file_ref(f"{group}/{f.name}", group, f, self.max_image_pixels) for f in files]
             self._image_files.update({r.id: f for r, f in zip(refs, files)})
             cls = classes.get(group, group.replace("_", " "))
             prompt, caption = self.texts(f"a photo of a {cls}", f"a photo of a {cls}")
@@ -477,9 +511,10 @@ class ReleaseImageStore:
         cache_row_groups: Decoded row groups kept in memory.
     """
 
-    def __init__(self, files: list[Path], cache_row_groups: int = 4) -> None:
+    def __init__(self, files: list[Path], cache_row_groups: int = 4, max_pixels: int | None = None) -> None:
         import pyarrow.parquet as pq
 
+        self.max_pixels = max_pixels
         self._where: dict[str, tuple[Path, int, int]] = {}
         for f in files:
             pf = pq.ParquetFile(f)
@@ -508,7 +543,15 @@ class ReleaseImageStore:
             return self._cache[key][i]
 
     def load(self, image_id: str) -> Image.Image:
-        return load_image_file(io.BytesIO(self.image_bytes(image_id)))
+        return load_image_file(io.BytesIO(self.image_bytes(image_id)), self.max_pixels)
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        from mrbench.images import declared_size
+
+        return declared_size(self.image_bytes(image_id))
+
+    def ref(self, image_id: str, group: str) -> ImageRef:
+        return ImageRef(image_id, group, partial(self.load, image_id), partial(self.size, image_id))
 
 
 @BENCHMARKS.register("mrbench", help="an MRBench release (mrbench:RELEASE_DIR), split held-in or held-out")
@@ -546,12 +589,12 @@ class MRBenchRelease(Benchmark):
         self._digests = {r["id"]: r["sha256"] or "" for r in sorted(all_rows, key=lambda r: r["id"])}
         leak_free = _leak_free_prompts(all_rows)
         self.prompt_source = "release" if all(r.get("prompt") is not None for r in all_rows) else "tags_column"
-        store = ReleaseImageStore(files)
+        store = ReleaseImageStore(files, max_pixels=self.max_image_pixels)
         by_group: dict[str, list[Sample]] = {}
         for gid in sorted(rows_by_group):
             rows = sorted(rows_by_group[gid], key=lambda r: r["id"])
             targets = [r for r in rows if r["role"] == "target"]
-            refs = [ImageRef(r["id"], gid, partial(store.load, r["id"])) for r in rows if r["role"] == "reference"]
+            refs = [store.ref(r["id"], gid) for r in rows if r["role"] == "reference"]
             samples = []
             for t in targets:
                 cls = CATEGORY_CLASS.get(t["category"] or "", CATEGORY_CLASS["subject"])
@@ -559,7 +602,7 @@ class MRBenchRelease(Benchmark):
                 text = prompt or caption
                 samples.append(Sample(
                     id=t["id"], group=gid, split=self.split, prompt=prompt, references=refs,
-                    target=ImageRef(t["id"], gid, partial(store.load, t["id"])), class_token=cls,
+                    target=store.ref(t["id"], gid), class_token=cls,
                     identifier_prompt=_clean(f"{text}, {IDENTIFIER} {cls}") if text else f"{IDENTIFIER} {cls}",
                     category=t["category"] or "", caption=caption,
                 ))
@@ -613,14 +656,16 @@ def parse_benchmark_arg(text: str) -> tuple[str, str]:
 
 
 def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                    limit: int | None = None, prompt: str | None = None) -> Benchmark:
+                    limit: int | None = None, prompt: str | None = None,
+                    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Benchmark:
     """Build the benchmark named by ``text`` (``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH``), with
     prompt mode ``prompt`` (None / ``auto``: the benchmark's default)."""
     name, path = parse_benchmark_arg(text)
     cls = benchmarks().get(name)
-    if prompt in (None, "auto"):  # third-party benchmarks written before prompt modes take no such argument
-        return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
-    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit, prompt=prompt)
+    kwargs: dict[str, Any] = {"max_image_pixels": max_image_pixels}
+    if prompt not in (None, "auto"):  # third-party benchmarks written before prompt modes take no such argument
+        kwargs["prompt"] = prompt
+    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit, **kwargs)
 
 
 __all__ = [

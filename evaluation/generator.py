@@ -34,11 +34,13 @@ class ImageRef:
         id: Stable image id (release row id, or ``subject/file`` for folder benchmarks).
         group: The group the image belongs to.
         loader: Returns the image as RGB.
+        size: Returns the ``(width, height)`` the image declares, without decoding it (None: unknown).
     """
 
     id: str
     group: str
     loader: Callable[[], Image.Image] = field(compare=False, hash=False, repr=False)
+    size: Callable[[], tuple[int, int]] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def load(self) -> Image.Image:
         return self.loader()

@@ -275,8 +275,9 @@ class FaceSimilarity(Metric):
 
 
 METRICS.register("judge", "mrbench.evaluation.judge:JudgeMetric", direction="higher", aggregation=AGGREGATION,
-                 help="VLM judge@HF_ID|DIR (default Qwen2.5-VL-7B-Instruct): subject consistency, prompt following, "
-                      "visual quality, 0-10 each, greedy; unparsable answers are named failures")
+                 help="VLM judge@HF_ID|DIR[:omnicontext] (default Qwen2.5-VL-7B-Instruct): subject consistency, "
+                      "prompt following, visual quality, 0-10 each, greedy; :omnicontext: OmniContext's separate PF "
+                      "and SC calls, overall = sqrt(PF x SC); unparsable answers are named failures")
 
 
 @dataclass

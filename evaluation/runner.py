@@ -43,6 +43,7 @@ from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
     write_jsonl,
 )
+from mrbench.images import ImageTooLargeError
 from mrbench.log import get_logger, warn_once
 from mrbench.shards import atomic_write_bytes, atomic_write_text, write_text_if_changed
 
@@ -168,7 +169,7 @@ def run_eval(
     for s in specs:
         metrics_registry().get(s.metric)
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
-                            prompt=cfg.prompt)
+                            prompt=cfg.prompt, max_image_pixels=cfg.max_image_pixels)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
     missing: list[MissingWeightsError] = []
@@ -207,10 +208,12 @@ def run_eval(
             done[_row_key(r["sample_id"], r["seed"])] = r
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
     gen.work_dir = cache.dir / "work"
+    image_sizes: dict[str, str | None] = {}  # image id -> why it is too large (None: fine), checked once each
+    refused = {q.sample.id for q in pending if oversized_image(q.sample, bench.max_image_pixels, image_sizes)}
     if pending:  # a finished run is only re-read: nothing to prepare for
         if phase:
             phase("preparing")
-        gen.prepare(bench.all_samples())
+        gen.prepare([s for s in bench.all_samples() if s.id not in refused])
 
     bs = cfg.batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
     timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
@@ -225,7 +228,7 @@ def run_eval(
         with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
             for start in range(0, len(pending), bs):
                 batch = pending[start:start + bs]
-                results = _generate_with_cache(gen, batch, bench, cache, timing)
+                results = _generate_with_cache(gen, batch, bench, cache, timing, image_sizes)
                 rows = _score(batch, results, built_metrics, timing, run_dir, model, gen, encoders, any_random, bench)
                 for row in rows:
                     partial.write(row)
@@ -279,12 +282,35 @@ def headline_first(keys: list[str], headline: str) -> list[str]:
     return top + [k for k in keys if k not in top]
 
 
+def oversized_image(sample: Sample, max_pixels: int | None, seen: dict[str, str | None]) -> str | None:
+    """Why ``sample`` cannot be evaluated: one of its real images declares more than ``max_pixels`` pixels (read
+    from the header; nothing is decoded). ``seen`` remembers each image's answer across samples."""
+    for ref in sample.real_images():
+        if ref.size is None or max_pixels is None:
+            continue
+        if ref.id not in seen:
+            try:
+                w, h = ref.size()
+                seen[ref.id] = f"{ref.id}: {w}x{h} pixels > max_image_pixels {max_pixels}" if w * h > max_pixels else None
+            except ImageTooLargeError as e:
+                seen[ref.id] = f"{ref.id}: {e}"
+            except (OSError, ValueError, SyntaxError):
+                seen[ref.id] = None  # not this check's business: decoding names an unreadable image
+        if seen[ref.id]:
+            return seen[ref.id]
+    return None
+
+
 def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: Benchmark, cache: GenerationCache,
-                         timing: dict[str, Any]) -> list[tuple[GenerationResult, bytes | None]]:
+                         timing: dict[str, Any], seen: dict[str, str | None]) -> list[tuple[GenerationResult, bytes | None]]:
     results: list[tuple[GenerationResult, bytes | None] | None] = [None] * len(batch)
     keys = [sample_key(bench, req.sample) for req in batch]
     todo: list[int] = []
     for i, req in enumerate(batch):
+        too_large = oversized_image(req.sample, bench.max_image_pixels, seen)
+        if too_large is not None:  # a named per-sample failure; the image is never decoded
+            results[i] = (GenerationResult.failed("image_too_large", too_large), None)
+            continue
         hit = cache.get(keys[i], req.seed)
         if hit is None:
             todo.append(i)
@@ -343,7 +369,8 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
         rows.append({
             "sample_id": s.id, "group": s.group, "split": s.split, "model": model, "seed": req.seed,
             "prompt": s.prompt, "target_id": s.target.id if s.target else None,
-            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "image": rel, "status": res.status,
+            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "n_references": len(s.references),
+            "image": rel, "status": res.status,
             "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
             "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
             "random_weights": any_random, "benchmark": bench.name,

@@ -241,7 +241,7 @@ class GroupConfig:
         max_group_size: Larger groups keep this many images, chosen by seeded hash.
         max_references: References per group in the EasyRef export.
         identity_threshold: Face cosine similarity of one identity when clustering the faces of a person group
-            (None: the face encoder's default, ``curation.cluster.FACE_THRESHOLDS``); the dominant identity stays.
+            (None: the face encoder's identity threshold, ``mrbench.thresholds``); the dominant identity stays.
         consistency_min: Subject and style groups drop images whose similarity to the mean of the rest of the
             group is below this (``inconsistent``; calibrated for ``mobilenet_v2`` on DreamBench); 0 = off.
         consistency_mad: Also drop images below ``median - consistency_mad * MAD`` of their group; 0 = off.
@@ -304,8 +304,9 @@ class DedupConfig:
 
     Attributes:
         enabled: Run it (needs ``embed.encoder``).
-        threshold: Cosine similarity at or above which two images are near-duplicates; None uses
-            ``curation.dedup.DEFAULT_THRESHOLD`` (chosen from a measured precision/recall curve).
+        threshold: Cosine similarity at or above which two images are near-duplicates; None uses the image
+            encoder's near-duplicate threshold (``mrbench.thresholds``: the run's calibration file, else the one
+            measured for the encoder, else an uncalibrated fallback).
         exact_max: Sets up to this size are range-searched exactly; larger ones are partitioned (k-means).
         nprobe: Cells compared per vector in the partitioned search.
     """
@@ -354,14 +355,16 @@ class AuditConfig:
 
     Attributes:
         enabled: Run the audit and write ``audit/leakage.json`` and ``audit/leaks.parquet``.
-        near_dup_threshold: Image cosine similarity at or above which two images in different splits leak.
-        identity_threshold: Face cosine similarity for "same person" (None: the face encoder's default).
+        near_dup_threshold: Image cosine similarity at or above which two images in different splits leak (None:
+            the image encoder's near-duplicate threshold, ``mrbench.thresholds``).
+        identity_threshold: Face cosine similarity for "same person" (None: the face encoder's identity threshold,
+            ``mrbench.thresholds``).
         remove_train_leaks: Drop the training image of every leaking pair (``leak_near_duplicate``,
             ``leak_identity``); pairs between the two test splits are reported only.
     """
 
     enabled: bool = True
-    near_dup_threshold: float = option(0.9, ge=-1.0, le=1.0, why=COSINE)
+    near_dup_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
     identity_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
     remove_train_leaks: bool = True
 
@@ -414,7 +417,12 @@ class ExecutorConfig:
 
 @dataclass
 class CurateConfig:
-    """Top-level curation config; see ``configs/*.yaml`` for examples."""
+    """Top-level curation config; see ``configs/*.yaml`` for examples.
+
+    Attributes:
+        calibration: A calibration file written by ``mrbench calibrate``: its thresholds apply per encoder (identity
+            for the face encoder; near-duplicates for the image encoder) wherever the config sets none.
+    """
 
     seed: int = option(0, ge=0)
     num_shards: int = option(4, ge=1)
@@ -428,6 +436,7 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    calibration: str = ""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any value that would make the run fail later.
@@ -442,6 +451,10 @@ class CurateConfig:
             raise ConfigError("crawl.tag_list is required for metadata sources")
         if self.crawl.tag_list:
             check_tag_list(self.crawl.tag_list)
+        if self.calibration:
+            from mrbench.thresholds import load_calibration  # lazy: thresholds imports this module
+
+            load_calibration(self.calibration)
         if self.group.max_group_size < self.group.min_group_size:
             raise ConfigError("group.max_group_size must be >= group.min_group_size")
         if self.crawl.output_format != "parquet":  # kept so that older configs load; say that it does nothing
@@ -511,6 +524,8 @@ class EvalConfig:
             ``leak-free`` elsewhere: a release's captions with every tag mention replaced by its noun), ``leak-free``,
             ``raw`` (captions as written: names included) or ``image-only`` (no text prompt; CLIP-T scores the
             caption). Recorded in ``config.json`` / ``summary.json`` (``benchmark.prompt``).
+        max_image_pixels: A sample with a reference or target image declaring more pixels fails as
+            ``image_too_large`` (the image is never decoded).
     """
 
     model: str = ""
@@ -529,6 +544,7 @@ class EvalConfig:
     metric_device: str | None = None
     n_boot: int = option(1000, ge=1)
     prompt: str = option("auto", choices=("auto", "leak-free", "raw", "image-only"))
+    max_image_pixels: int = option(64_000_000, ge=1)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
@@ -596,13 +612,13 @@ def check_tag_list(path: str | Path) -> None:
     """
     import csv
 
-    from mrbench.curation.tags import TagList  # lazy: the core imports no curation module at import time
+    from mrbench.curation.tags import load_tag_list  # lazy: the core imports no curation module at import time
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"crawl.tag_list: no such file {str(path)!r}")
     try:
-        tags = TagList.load(path)
+        tags = load_tag_list(path)  # parsed once per process and file version
     except yaml.YAMLError as e:
         raise InputError(yaml_error_message(path, e)) from None
     except UnicodeDecodeError as e:
@@ -762,6 +778,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     def fix(p: str) -> str:
         return p if "://" in p or Path(p).is_absolute() else str((base / p).resolve())
 
+    if isinstance(data.get("calibration"), str) and data["calibration"]:
+        data["calibration"] = fix(data["calibration"])
     crawl = data.get("crawl")
     if isinstance(crawl, dict) and isinstance(crawl.get("tag_list"), str) and crawl["tag_list"]:
         crawl["tag_list"] = fix(crawl["tag_list"])

@@ -36,6 +36,8 @@ _SHARDED = {
 }
 # Global steps whose folder is not their name.
 _FOLDERS = {"select": "urls", "group": "groups"}
+# Folders a step writes besides its own (removed with its outputs when the step is redone).
+_ALSO_OWNS = {"group": ("audit",), "release": ("release_parts", "rejects"), "finalize": ("release",)}
 
 
 class RunLayout:
@@ -69,6 +71,11 @@ class RunLayout:
         return self.root / "run_state.json"
 
     @property
+    def cache(self) -> Path:
+        """Compiled forms of the run's inputs, keyed by their content (the tag list: ``tag_list-<sha256>.json``)."""
+        return self.root / "cache"
+
+    @property
     def stats(self) -> Path:
         """Every step's counters merged over its shards."""
         return self.root / "stats.json"
@@ -98,6 +105,16 @@ class RunLayout:
         if step == "finalize":
             return self.state / "release_final.log"
         return self.folder(step) / "step.log"
+
+    def owned(self, step: str) -> list[Path]:
+        """What step ``step`` writes besides its shard files (:meth:`ShardSet.files`): a global step's folder (its
+        marker, stats and log included), and the folders it shares with no other step; removed when it is redone."""
+        paths = [self.root / folder for folder in _ALSO_OWNS.get(step, ())]
+        if step == "finalize":
+            return paths + [self.step_marker(step), self.step_log(step)]
+        if step not in _SHARDED or step == "select":
+            paths.insert(0, self.folder(step))
+        return paths
 
     def step_done(self, step: str) -> bool:
         """Whether global step ``step`` finished (its marker exists)."""
