@@ -44,7 +44,7 @@ from PIL import Image
 
 from mrbench.baselines.mm_diff_layers import (
     TRIGGER, ImageTokens, MMDiffCheckpoint, MMDiffHeads, MMDiffSpec, fuse_text_encoder_lora, fused_subject_tokens,
-    image_condition, install_unet_adapter, random_checkpoint,
+    image_condition, install_unet_adapter, random_checkpoint, spec_from_checkpoint,
 )
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator, resolve_local_repo
 from mrbench.config import ConfigError
@@ -83,6 +83,8 @@ class MMDiffConfig(SDXLConfig):
             the authors' code does (their hook sees every text-encoder call).
         trust_pickle: Allow full unpickling of the ``.bin`` files (only for files you trust). Default: tensors only.
         init_seed: Seed of the random checkpoint of the tiny profile.
+        refiner_dim_head: Head width of the face head's SE refiner, which the checkpoint does not record (None: the
+            authors' 256; the tiny profile's 16).
     """
 
     num_inference_steps: int = 25
@@ -99,9 +101,12 @@ class MMDiffConfig(SDXLConfig):
     fuse_negative: bool = True
     trust_pickle: bool = False
     init_seed: int = 0
+    refiner_dim_head: int | None = None
 
     def validate(self) -> None:
         super().validate()
+        if self.refiner_dim_head is not None and self.refiner_dim_head < 1:
+            raise ConfigError("refiner_dim_head must be >= 1")
         if self.max_references < 0:
             raise ConfigError("max_references must be >= 0 (0: all)")
 
@@ -117,7 +122,7 @@ def find_checkpoint_dir(spec: str) -> Path:
     """
     from mrbench.backends.weights import WEIGHTS_DIR_ENV, mirror_dir, missing_weights
 
-    candidates = [Path(spec).expanduser()]
+    candidates = [Path(spec).expanduser().absolute()]
     looked: list[str] = []
     if not spec.startswith((".", "/", "~")):
         mirror = mirror_dir()
@@ -222,15 +227,20 @@ class MMDiffGenerator(SDXLGenerator):
                     "--model-args vae=/local/sdxl-vae-fp16-fix"),
             "_clip_dir": lambda: resolve_hf_model_dir(
                 cfg.image_encoder, what=f"CLIP ViT-L/14 ({cfg.image_encoder})",
-                how=hf_model_how(cfg.image_encoder, "a saved CLIPModel").replace("model=", "--model-args image_encoder=")),
+                how=hf_model_how(cfg.image_encoder, "a saved CLIPModel")),
             "_face_dir": lambda: resolve_pack(cfg.face_pack, cfg.face_root),
             "_ckpt_dir": lambda: find_checkpoint_dir(cfg.ckpt),
         }
+        # The shared helpers name the backends' own option spellings; here they are --model-args of mm-diff.
+        spelling = {"pass model=": "pass --model-args image_encoder=", "pass root=": "pass --model-args face_root="}
         for attr, check in checks.items():
             try:  # a miss is collected: every missing weight is reported at once
                 setattr(self, attr, check())
             except MissingWeightsError as e:
-                self.missing.append(e)
+                text = str(e)
+                for old, new in spelling.items():
+                    text = text.replace(old, new)
+                self.missing.append(MissingWeightsError(text))
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
@@ -245,9 +255,11 @@ class MMDiffGenerator(SDXLGenerator):
 
             with seeded(cfg.tiny_seed + 30):  # its own VAE, as the fp16-fix one replaces SDXL's
                 vae = AutoencoderKL(**TINY_SDXL["vae"], force_upcast=False)
+            if dtype != torch.float32:
+                vae = vae.to(dtype=dtype)
             encoder, self.face_processor = tiny_clip_vision(cfg.tiny_seed + 31)
             self.face_app = TinyInsightFaceEncoder(seed=cfg.tiny_seed + 32)
-            self.spec = TINY_SPEC
+            spec = TINY_SPEC
         else:
             from diffusers import AutoencoderKL
             from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -259,7 +271,7 @@ class MMDiffGenerator(SDXLGenerator):
             encoder = load_hf_pretrained(CLIPVisionModelWithProjection, self._clip_dir, torch_dtype=dtype)
             self.face_processor = CLIPImageProcessor()  # the authors' defaults (= ViT-L/14's own preprocessing)
             self.face_app = InsightFaceEncoder(pack=cfg.face_pack, root=cfg.face_root, det_size=(640, 640))
-            self.spec = MMDiffSpec()
+            spec = MMDiffSpec()
         self.pipe.register_modules(vae=vae.to(self.device).eval().requires_grad_(False))  # dtype set when loaded
         encoder = encoder.to(self.device, dtype).eval().requires_grad_(False)
         self.face_clip = encoder  # the original CLIP weights: patch features of the aligned faces
@@ -267,7 +279,8 @@ class MMDiffGenerator(SDXLGenerator):
         if self._ckpt_dir is not None:
             ckpt = read_checkpoint(self._ckpt_dir, cfg.trust_pickle)
         else:
-            ckpt = random_checkpoint(self.pipe, encoder, self.spec, cfg.init_seed)
+            ckpt = random_checkpoint(self.pipe, encoder, spec, cfg.init_seed)
+        self.refiner_dim_head = cfg.refiner_dim_head or spec.refiner_dim_head
         self.load_report = self.load_checkpoint(ckpt)
         self._last_refs: tuple[tuple[str, ...], ReferenceCondition | None] | None = None
 
@@ -283,6 +296,9 @@ class MMDiffGenerator(SDXLGenerator):
         """Load the authors' files: the heads strictly, the fine-tuned CLIP non-strictly (as they do, but at least one
         key must fit), the UNet and text-encoder LoRA merged into the weights. Returns key counts."""
         pipe = self.pipe
+        if "face_embeds_proj" not in ckpt.custom:
+            raise ValueError(f"{CKPT_FILES[2]}: no 'face_embeds_proj' entry (has {sorted(ckpt.custom)})")
+        self.spec = spec_from_checkpoint(ckpt.custom["face_embeds_proj"], self.refiner_dim_head)
         heads = MMDiffHeads.build(self.spec, self.face_clip.config.projection_dim, self.face_clip.config.hidden_size,
                                   pipe.text_encoder.config.hidden_size, pipe.text_encoder_2.config.hidden_size,
                                   pipe.unet.config.cross_attention_dim)

@@ -56,6 +56,21 @@ class MMDiffSpec:
     lora_rank: int = 64
 
 
+def spec_from_checkpoint(face_head: dict[str, torch.Tensor], dim_head: int) -> MMDiffSpec:
+    """The face head's sizes read from its weights in ``custom_weights.bin`` (``face_embeds_proj``); the head width is
+    not stored (the authors fix it at 256), so it is given."""
+    try:
+        face_dim = face_head["proj.0.weight"].shape[1]
+        cross = face_head["layer_norm.weight"].shape[0]
+        tokens = face_head["proj.2.weight"].shape[0] // cross
+    except KeyError as e:
+        raise ValueError(f"face_embeds_proj: no {e.args[0]!r} (not MM-Diff's face head)") from e
+    depth = len({k.split(".")[2] for k in face_head if k.startswith("refiner.layers.")})
+    if cross % dim_head:
+        raise ValueError(f"refiner_dim_head={dim_head} does not divide the cross-attention width {cross}")
+    return MMDiffSpec(face_dim=face_dim, face_tokens=tokens, refiner_depth=depth, refiner_dim_head=dim_head)
+
+
 class FuseMLP(nn.Module):
     """``LayerNorm -> Linear -> GELU -> Linear`` (keys ``layernorm``, ``fc1``, ``fc2``): [token; object] -> token."""
 
@@ -145,7 +160,8 @@ class FaceEmbedsHead(nn.Module):
     def __init__(self, face_dim: int, clip_dim: int, cross_dim: int, num_tokens: int, depth: int, dim_head: int) -> None:
         super().__init__()
         self.cross_dim, self.num_tokens = cross_dim, num_tokens
-        self.proj = nn.Sequential(nn.Linear(face_dim, face_dim * 2), nn.GELU(), nn.Linear(face_dim * 2, cross_dim * num_tokens))
+        self.proj = nn.Sequential(nn.Linear(face_dim, face_dim * 2), nn.GELU(),
+                                  nn.Linear(face_dim * 2, cross_dim * num_tokens))
         self.layer_norm = nn.LayerNorm(cross_dim)
         self.refiner = SERefiner(cross_dim, depth, dim_head, cross_dim // dim_head, clip_dim, cross_dim)
 
@@ -303,7 +319,9 @@ def install_unet_adapter(unet: Any, sd: dict[str, torch.Tensor], state: ImageTok
     """Merge the authors' UNet adapter (``unet_adapter_weights.bin``) into ``unet`` and put a
     :class:`DecoupledImageAttnProcessor` on every cross-attention; self-attentions keep their processor.
 
-    Every key of ``sd`` must be used and every expected key present (the authors load it strictly).
+    Every key of ``sd`` must be used and every expected key present (the authors load it strictly). Index ``i``
+    counts ``unet.attn_processors`` in order: down blocks, up blocks, then the mid block (diffusers registers them so,
+    in the authors' 0.21 as today); a checkpoint read in another order fails on the first shape that differs.
     """
     used: set[str] = set()
     procs: dict[str, Any] = {}
@@ -349,8 +367,9 @@ def fuse_text_encoder_lora(encoders: dict[str, nn.Module], sd: dict[str, torch.T
     """Merge diffusers-0.21-format text-encoder LoRA (``text_encoder_adapter_weights.bin``) into the encoders'
     linears: ``W += (alpha / rank) * up @ down`` (no alpha key: 1). Every LoRA key must find its linear."""
     pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    alphas = {k for k in sd if k.endswith(".alpha")}
     for key, value in sd.items():
-        if key.endswith(".alpha"):
+        if key in alphas:
             continue
         m = _TE_KEY.match(key)
         if m is None:
@@ -363,10 +382,13 @@ def fuse_text_encoder_lora(encoders: dict[str, nn.Module], sd: dict[str, torch.T
         if linear is None or "up" not in w or "down" not in w:
             raise ValueError(f"text-encoder adapter: {te}.{path} has no linear layer (or no up/down pair) here")
         alpha = sd.get(f"{te}.{path}.alpha")
+        alphas.discard(f"{te}.{path}.alpha")
         rank = w["down"].shape[0]
         scale = float(alpha) / rank if alpha is not None else 1.0
         delta = scale * (w["up"].float() @ w["down"].float())
         _merge(linear, delta, f"{te}.{path}")
+    if alphas:  # an alpha that scales no pair would silently change the merge
+        raise ValueError(f"text-encoder adapter: {len(alphas)} alpha keys match no LoRA pair, e.g. {sorted(alphas)[:3]}")
     return {"text_encoder_lora_layers": len(pairs)}
 
 
@@ -441,7 +463,8 @@ def random_checkpoint(pipe: Any, image_encoder: nn.Module, spec: MMDiffSpec, see
                                   pipe.text_encoder.config.hidden_size, pipe.text_encoder_2.config.hidden_size,
                                   unet.config.cross_attention_dim)
         # The fine-tuned CLIP: the authors' file carries the vision tower (loaded non-strictly); perturb one layer.
-        vis = {k: v.clone() for k, v in image_encoder.state_dict().items() if k.startswith("vision_model.encoder.layers.0.")}
+        first = "vision_model.encoder.layers.0."
+        vis = {k: v.clone() for k, v in image_encoder.state_dict().items() if k.startswith(first)}
         vis = {k: v + 0.01 * torch.randn_like(v) for k, v in vis.items()}
     custom = {name: {k: v.detach().clone() for k, v in m.state_dict().items()} for name, m in heads.modules().items()}
     custom["image_encoder"] = vis

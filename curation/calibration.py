@@ -141,8 +141,8 @@ def threshold_curve(scores: PairScores, step: float = 0.001) -> Curve:
     allv = np.concatenate([scores.same, scores.different])
     if allv.size == 0:
         raise ValueError("no pairs to calibrate on")
-    lo = np.floor((allv.min() - step) / step) * step
-    hi = np.ceil((allv.max() + step) / step) * step
+    lo = max(-1.0, np.floor((allv.min() - step) / step) * step)
+    hi = min(1.0, np.ceil((allv.max() + step) / step) * step)  # cosines: the grid stays in [-1, 1]
     t = np.round(np.arange(lo, hi + step / 2, step), 6)
     pos, neg = np.sort(scores.same), np.sort(scores.different)
     tp = pos.size - np.searchsorted(pos, t, side="left")

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.inputs import calibration_identity
 from mrbench.log import get_logger
 from mrbench.layout import RunLayout
 from mrbench.shards import write_parquet_atomic
@@ -472,4 +473,4 @@ def dedup_enabled(config: CurateConfig) -> bool:
 
 
 DEDUP_STEP = Step("dedup", dedup_step, after="index", reads=("index",), enabled=dedup_enabled,
-                  drops=(("dedup", ("near_duplicate",)),), settings=("seed", "dedup", "embed.encoder"))
+                  drops=(("dedup", ("near_duplicate",)),), settings=("seed", "dedup", "embed.encoder", "calibration"), inputs=calibration_identity)

@@ -34,6 +34,7 @@ from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_ur
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
+from mrbench.progress import shard_progress
 from mrbench.shards import read_records, records_to_table
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
@@ -75,15 +76,19 @@ class Downloader(Stage):
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
         web: list[ImageRecord] = []
+        live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
         for r in records:
             if not r.ok:
+                live.add(1, failed=1)
                 continue
             if r.metadata.get(LOCAL_FILE):
                 read_local_file(r, self.config.max_body_bytes)
+                live.add(1, failed=int(not r.ok))
                 continue
             bad = check_url(r.url)
             if bad is not None:
                 r.fail(*bad)
+                live.add(1, failed=1)
             else:
                 web.append(r)
         if web:
@@ -126,8 +131,13 @@ def _fetch_all(fetcher: Fetcher, web: list[ImageRecord], threads: int) -> list[F
     """Every row's outcome, in order; on Ctrl-C (or any exception here) the queued downloads are cancelled and
     the ones in flight stopped at once, so the interruption is not held up by slow servers."""
     futures = [_thread_pool(threads).submit(_fetch_one(fetcher), r) for r in web]
+    live = shard_progress()  # the driver's bar moves with every URL fetched, with ok / failed counts
     try:
-        return [f.result() for f in futures]
+        outcomes = []
+        for f in futures:
+            outcomes.append(f.result())
+            live.add(1, failed=int(isinstance(outcomes[-1], FetchError)))
+        return outcomes
     except BaseException:
         for f in futures:
             f.cancel()

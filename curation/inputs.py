@@ -165,3 +165,11 @@ def filters_identity(config: CurateConfig) -> dict[str, object]:
         registered[name] = {"class": f"{cls.__module__}:{cls.__qualname__}",
                             "settings": json.dumps(read, sort_keys=True, default=str)}
     return {**tag_list_identity(config), "registered_filters": registered}
+
+
+def calibration_identity(config: CurateConfig) -> dict[str, str]:
+    """The calibration file's identity for the steps whose thresholds it sets (dedup, group): its sha256."""
+    from mrbench.curation.tags import file_sha256
+
+    path = config.calibration
+    return {"calibration": file_sha256(path) if path and Path(path).is_file() else ""}

@@ -35,12 +35,15 @@ from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
+from mrbench.curation.outcome import empty_outcome
 from mrbench.curation.report import write_report
 from mrbench.executors import get_executor
 from mrbench.fingerprint import StepPlan, invalidate, marker_text, plan_run
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger
+from mrbench.progress import LiveShardProgress
 from mrbench.provenance import provenance
+from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
@@ -146,15 +149,16 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         task, n = spec.run(config, str(run_dir)), spec.run.num_shards(config)
         task.marker = markers[spec.name]
         if not progress:
-            executor.run(task, n)
+            with LiveShardProgress(None, task.shards, [1] * n, [True] * n):  # only removes the progress files
+                executor.run(task, n)
             return
         weights = None
         if spec.unit != "files" and spec.reads:  # rows of a finished step's shard, from its parquet footer
             source = layout.shards(spec.reads[0])
             weights = [pq.ParquetFile(source.output(i)).metadata.num_rows for i in range(n)]
-        advance = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
-        advance(sum(w for i, w in enumerate(weights or [1] * n) if task.is_done(i)))
-        executor.run(task, n, advance, weights)
+        bar = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
+        with LiveShardProgress(bar, task.shards, weights or [1] * n, [task.is_done(i) for i in range(n)]) as live:
+            executor.run(task, n, live.shard_done, weights)
 
     enabled = [spec for spec in steps if spec.enabled(config)]
     last_sharded = max((k for k, spec in enumerate(enabled) if spec.sharded), default=-1)
@@ -169,7 +173,9 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
             executor.close()
     merged = write_merged_stats(run_dir, config, steps)
     manifest = json.loads(layout.manifest.read_text())
-    return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
+    summary = summarize(run_dir, merged, manifest)
+    # a run that released nothing says why and what to change (the CLI exits non-zero with it)
+    return {**summary, "empty_outcome": empty_outcome(config, merged, summary), "report": str(write_report(run_dir))}
 
 
 def log_thresholds(config: CurateConfig) -> None:
@@ -256,7 +262,7 @@ def summarize(run_dir: Path, merged: dict[str, Stats], manifest: dict[str, Any])
     groups = pq.read_table(layout.groups_table, columns=["split"]).column("split").to_pylist()
     return {
         "rows_per_status": {k.split("/", 1)[1]: v for k, v in sorted(status.counts.items()) if k.startswith("status/")},
-        "groups_per_split": {s: groups.count(s) for s in ("held_out", "held_in", "train")},
+        "groups_per_split": {s: groups.count(s) for s in SPLITS},
         "images_per_split": {k.split("/", 1)[1]: v for k, v in status.counts.items() if k.startswith("release/")},
         "download_errors": dict(download.errors.counts.most_common(10)),
         "release": str(layout.release),

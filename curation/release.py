@@ -91,7 +91,8 @@ _FIELDS_V2 = [(n, t) for n, t in _RELEASE_FIELDS if n != "prompt"]
 RELEASE_SCHEMA_V2 = _with_features(_FIELDS_V2)
 RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _FIELDS_V2])
 REJECT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string())]
+    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
+     ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
 )
 ASSIGN_SCHEMA = pa.schema(
     [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
@@ -268,10 +269,14 @@ class ReleaseTask(ShardedStep):
                 cols["url"] = pa.array([m.get(LOCAL_PATH, u) for m, u in zip(meta, urls)], pa.string())
             write_parquet_atomic(pa.table({name: cols[name] for name in RELEASE_SCHEMA.names}, schema=RELEASE_SCHEMA),
                                  path, self.config.release.compression)
+        at_bad = pa.array(bad, pa.int64())
         rejects = {
-            "id": ids.take(pa.array(bad, pa.int64())).to_pylist(),
-            "url": table.column("url").take(pa.array(bad, pa.int64())).to_pylist(),
+            "id": ids.take(at_bad).to_pylist(),
+            "url": table.column("url").take(at_bad).to_pylist(),
             "status": [status[k] for k in bad], "error_message": [error[k] for k in bad],
+            # what the row was selected for: its caption and tags (why a subject lost its images)
+            "caption": table.column("caption").take(at_bad).to_pylist(),
+            "tags": [t or [] for t in table.column("tags").take(at_bad).to_pylist()],
         }
         write_parquet_atomic(pa.table(rejects, schema=REJECT_SCHEMA), layout.rejects.output(shard))
         return None, stats

@@ -576,7 +576,7 @@ class MRBenchRelease(Benchmark):
 
         files = sorted((self.path / "data").glob(f"{self.split}-*.parquet"))
         if not files:
-            raise ConfigError(f"mrbench: no {self.split} shards under {self.path / 'data'} (is this a release folder?)")
+            raise ConfigError(_no_split_message(self.path, self.split))
         columns = ["id", "caption", "tags", "category", "group", "split", "role", "sha256"]
         for f in files:
             _check_release_file(self.path, f, columns)
@@ -639,6 +639,27 @@ def _leak_free_prompts(rows: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def _no_split_message(path: Path, split: str) -> str:
+    """Why a release folder has no ``split`` files: another kind of folder, a release without that split (what it
+    does hold), or no release at all."""
+    from mrbench.layout import folder_hint
+
+    hint = folder_hint(path)
+    if hint:
+        return f"mrbench:{path}: {hint}"
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        try:
+            rows = json.loads(manifest.read_text()).get("rows")
+        except (OSError, ValueError, AttributeError):
+            rows = None
+        held = sorted({f.name.split("-", 1)[0] for f in (path / "data").glob("*.parquet")})
+        return (f"mrbench:{path}: this release has no {split} images (it holds {rows} images"
+                f"{' in ' + ', '.join(held) if held else ''}); its curation made no {split} group: see the run's "
+                "report.html, or evaluate another split with --split")
+    return f"mrbench:{path}: no release here (no manifest.json and no data/{split}-*.parquet)"
+
+
 def parse_benchmark_arg(text: str) -> tuple[str, str]:
     """``NAME:PATH`` -> (name, path). A bare path is a release folder (``mrbench``) or, when it holds
     ``prompts_and_classes.txt``, DreamBench."""
@@ -652,7 +673,11 @@ def parse_benchmark_arg(text: str) -> tuple[str, str]:
         return "mrbench", text
     if sep:
         benchmarks().entry(name)  # raises "unknown benchmark ...; did you mean"
-    raise ConfigError(f"cannot tell which benchmark {text!r} is; write NAME:PATH (NAME in {', '.join(benchmarks().names())})")
+    from mrbench.layout import folder_hint
+
+    hint = f" ({folder_hint(p)})" if folder_hint(p) else ""
+    raise ConfigError(f"cannot tell which benchmark {text!r} is{hint}; write NAME:PATH (NAME in "
+                      f"{', '.join(benchmarks().names())})")
 
 
 def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,

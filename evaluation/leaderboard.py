@@ -283,7 +283,7 @@ def _bold(text: str, est: dict[str, Any] | None, best: float | None, real: bool)
 
 def _slice_label(label: str, rs: Sequence[Run], split: str) -> str:
     n = max((r.reference_slices(split)["slices"].get(label, {}).get("samples", 0) for r in rs), default=0)
-    return f"{label} ref{'s' if label != '1' else ''} ({n} samples)"
+    return f"{label} ref{'s' if label != '1' else ''} ({n} sample{'s' if n != 1 else ''})"
 
 
 def write_markdown(runs: Sequence[Run], path: Path) -> None:
@@ -379,7 +379,10 @@ def _markdown_paired(title: str, an: Analysis) -> list[str]:
             continue
         out += ["", f"`{k}` ({an.direction[k]} is better)", "", "| a | b | a - b | win rate of a | groups | separable |",
                 "|---|---|---|---|---|---|"]
+        empty = sum(1 for p in comp["pairs"] if p["mean_diff"] is None)
         for p in comp["pairs"]:
+            if p["mean_diff"] is None:
+                continue
             win = "-" if p["win_rate"] is None else f"{100 * p['win_rate']:.0f} %"
             out.append(f"| {p['a']} | {p['b']} | {format_gain(p)} | {win} | {p['n_groups']} | "
                        f"{'yes' if p['separable'] else 'no'} |")
@@ -388,6 +391,8 @@ def _markdown_paired(title: str, an: Analysis) -> list[str]:
             out += ["", f"Best: {comp['best']}; not separable from it: {tied}."]
         else:
             out += ["", "No best named: fewer than two contenders without random weights."]
+        if empty:
+            out[-1] += f" {empty} pair{'s' if empty > 1 else ''} with no sample scored by both: not listed."
     return out
 
 

@@ -104,16 +104,19 @@ def friendly_name(key: str, scale: float | None = None) -> str:
     return label
 
 
-def format_cell(est: dict[str, Any] | None, scale: float | None = None) -> tuple[str, float | None]:
-    """(text, sort value): ``mean [lo, hi]``; ``mean [n/a]`` when the interval rests on one group; ``-`` when none."""
+def format_cell(est: dict[str, Any] | None, scale: float | None = None,
+                signed: bool = False) -> tuple[str, float | None]:
+    """(text, sort value): ``mean [lo, hi]``; ``mean [n/a]`` when the interval rests on one group; ``-`` when none;
+    ``signed``: differences, shown with their sign (``+0.012 [-0.004, +0.030]``)."""
     if not est or est.get("mean") is None:
         return "-", None
     s = scale or 1.0
     m = est["mean"] * s
+    f = "+.3f" if signed else ".3f"
     if est.get("n_groups", 2) <= 1 or not est.get("ci") or est["ci"][0] is None:
-        return f"{m:.3f} [n/a]", m
+        return f"{m:{f}} [n/a]", m
     lo, hi = est["ci"]
-    return f"{m:.3f} [{lo * s:.3f}, {hi * s:.3f}]", m
+    return f"{m:{f}} [{lo * s:{f}}, {hi * s:{f}}]", m
 
 
 def _best(table: BoardTable, col: Column) -> float | None:
@@ -147,7 +150,7 @@ def _table_html(t: BoardTable) -> str:
         cells = [f"<td data-v='{esc(r.model)}'>{label}</td>"]
         cells += [f"<td class='num'>{esc(str(r.info.get(k, '')))}</td>" for k in info_keys]
         for c in columns:
-            text, v = format_cell(r.estimates.get(c.key), c.scale)
+            text, v = format_cell(r.estimates.get(c.key), c.scale, signed=c.key.startswith("gain:"))
             mark, tip = "", ""
             if v is not None and r.contender and best.get(id(c)) is not None and abs(v - best[id(c)]) < 1e-12:
                 mark = " best"
@@ -239,7 +242,8 @@ def _slice_plots(t: BoardTable, max_panels: int = 3) -> str:
                         ls="--" if random else "-", label=name)
         ax.set_xticks(x)
         samples = [max((sl.get(b, {}).get("samples", 0) for _, sl in t.slices.values()), default=0) for b in t.buckets]
-        ax.set_xticklabels([f"{b}\n({n} samples)" for b, n in zip(t.buckets, samples)], fontsize=8)
+        ax.set_xticklabels([f"{b}\n({n} sample{'s' if n != 1 else ''})" for b, n in zip(t.buckets, samples)],
+                           fontsize=8)
         ax.set_xlim(-0.5, len(t.buckets) - 0.5)
         ax.set_xlabel("references per sample", fontsize=8)
         ax.set_title(f"{friendly_name(key)} {ARROW.get(t.direction.get(key, ''), '')}", fontsize=9)
@@ -261,8 +265,11 @@ def _paired_html(t: BoardTable) -> str:
         if not comp.get("pairs"):
             continue
         rows = []
+        empty = sum(1 for p in comp["pairs"] if p["mean_diff"] is None)
         for p in comp["pairs"]:
             d = p["mean_diff"]
+            if d is None:
+                continue
             text = "-" if d is None else (f"{d:+.3f} [n/a]" if p["n_groups"] <= 1
                                           else f"{d:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]")
             win = "-" if p["win_rate"] is None else f"{100 * p['win_rate']:.0f} %"
@@ -272,6 +279,8 @@ def _paired_html(t: BoardTable) -> str:
                        f"{', '.join(comp['not_separable']) or 'none'}.")
         else:
             verdict = "No best named: fewer than two contenders without random weights."
+        if empty:
+            verdict += f" {empty} pair{'s' if empty > 1 else ''} with no sample scored by both: not listed."
         blocks.append(f"<h4>{esc(friendly_name(key))} {ARROW.get(t.direction.get(key, ''), '')}</h4>"
                       + table(["a", "b", "a \u2212 b [95 % CI]", "win rate of a", "groups", "separable"], rows,
                               numeric=(2, 3, 4)) + f"<p class='note'>{esc(verdict)}</p>")

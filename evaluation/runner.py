@@ -34,7 +34,7 @@ from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
 from mrbench.evaluation.metrics import (
-    Metric, MetricInput, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
+    Metric, MetricInput, MetricSpec, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
 )
 from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
 from mrbench.evaluation.registry import metrics as metrics_registry
@@ -76,12 +76,81 @@ def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any])
     the constructor, are checked when they are built)."""
     if not isinstance(cls, type) or not hasattr(cls, "check_weights"):
         return []
-    probe = cls.__new__(cls)
-    Generator.__init__(probe, profile, **options)  # validates the options (unknown ones fail here, by name)
+    probe = _config_only(cls, cls.__name__, profile, options)  # validates the options (unknown ones fail here, by name)
     try:
         return weight_checks(probe)
     except (AttributeError, TypeError):
         return []
+
+
+def _config_only(cls: type, name: str, profile: str, options: dict[str, Any]) -> Generator:
+    """A generator of class ``cls`` holding only its validated options (profile defaults applied), no weights: what
+    names the run folder and keys the cache."""
+    probe = cls.__new__(cls)
+    Generator.__init__(probe, profile, **options)
+    if not getattr(probe, "name", ""):
+        probe.name = name
+    return probe
+
+
+def _spec_text(spec: Any) -> str:
+    return f"{spec.metric}@{spec.encoder}" if spec.encoder else spec.metric
+
+
+def _build_metrics_adapting(specs: list[Any], profile: str, device: str | None, adapt: bool
+                            ) -> tuple[list[Metric], list[tuple[str, MissingWeightsError]], list[str]]:
+    """Build the metrics; with ``adapt`` (the default metric set, nothing asked for by name) a metric whose weights
+    are not on this machine is replaced by its registered offline alternative, or skipped when it has none.
+
+    Returns:
+        ``(metrics, missing, notes)``: the built metrics; (``metric NAME``, error) for each weight still missing
+        (all of them when nothing could be built); one line per metric replaced or skipped, saying why.
+    """
+    built: list[Metric] = []
+    missing: list[tuple[str, MissingWeightsError]] = []
+    notes: list[str] = []
+    for spec in specs:
+        name = _spec_text(spec)
+        alternative = getattr(metrics_registry().get(spec.metric), "offline_alternative", "")
+        try:
+            built += build_metrics([spec], profile=profile, device=device)
+            continue
+        except MissingWeightsError as e:
+            what = e.what or str(e).splitlines()[0]
+            if not adapt:
+                missing.append((f"metric {name}" + (f" (offline alternative: {alternative})" if alternative else ""), e))
+                continue
+            missing.append((f"metric {name}", e))
+        if alternative and alternative in {m.key for m in built}:
+            notes.append(f"{name}: {what} not available offline; {alternative} (already measured) stands in")
+            continue
+        if alternative:
+            try:
+                built += build_metrics([MetricSpec.parse(alternative)], profile=profile, device=device)
+                notes.append(f"{name}: {what} not available offline; measured with {alternative} instead")
+                continue
+            except MissingWeightsError as e2:
+                missing.append((f"metric {alternative}", e2))
+        notes.append(f"{name} skipped: {what} not available offline" + ("" if alternative else
+                                                                          " (no offline alternative)"))
+    if adapt and built:
+        missing = []  # every metric that could run runs; the notes say what was replaced or skipped
+    return built, missing, notes
+
+
+def _missing_per_user(missing: list[tuple[str, MissingWeightsError]]) -> MissingWeightsError:
+    """One error listing every missing weight once, each with the metrics and models that need it."""
+    users: dict[str, list[str]] = {}
+    first: dict[str, MissingWeightsError] = {}
+    for user, e in missing:
+        users.setdefault(str(e), []).append(user)
+        first.setdefault(str(e), e)
+    errors = []
+    for text, e in first.items():
+        labelled = MissingWeightsError(f"needed by {', '.join(users[text])}: {text}")
+        labelled.what = e.what
+        errors.append(labelled)
+    return merge_missing(errors)
 
 
 def _fmt(x: float | None) -> str:
@@ -172,18 +241,15 @@ def run_eval(
                             prompt=cfg.prompt, max_image_pixels=cfg.max_image_pixels)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
-    missing: list[MissingWeightsError] = []
-    built_metrics = []
-    for s in specs:
-        try:
-            built_metrics += build_metrics([s], profile=profile, device=metric_device)
-        except MissingWeightsError as e:
-            missing.append(e)
+    built_metrics, missing, metric_notes = _build_metrics_adapting(specs, profile, metric_device,
+                                                                   adapt=not metric_list and not image_encoder)
     if built is None:  # a built generator has loaded its weights already
-        missing += _generator_missing_weights(model_cls, profile, options)
+        missing += [(f"model {model}", e) for e in _generator_missing_weights(model_cls, profile, options)]
     if missing:
-        raise merge_missing(missing)
-    gen = built if built is not None else build_generator(model, profile, options)
+        raise _missing_per_user(missing)
+    # The run folder is named from the options alone (a generator holding only its validated config): a rerun of a
+    # finished run re-reads its rows without loading the model's weights.
+    gen = built if built is not None else _config_only(model_cls, model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
 
@@ -196,7 +262,6 @@ def run_eval(
     cache = GenerationCache(Path(cfg.cache_dir) if cfg.cache_dir else out / ".cache" / "generations", model, opt_hash)
     encoders = {m.key: m.info for m in built_metrics}
     any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
-    _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
 
     requests = [GenerationRequest(s, sd) for s in samples for sd in spec.seeds]
     wanted_fields = sorted(fields)
@@ -207,6 +272,10 @@ def run_eval(
         if r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields:
             done[_row_key(r["sample_id"], r["seed"])] = r
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
+    if pending and built is None:
+        gen = build_generator(model, profile, options)  # weights load only when there is something to generate
+    if pending or not (run_dir / CONFIG_FILE).is_file():
+        _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
     gen.work_dir = cache.dir / "work"
     image_sizes: dict[str, str | None] = {}  # image id -> why it is too large (None: fine), checked once each
     refused = {q.sample.id for q in pending if oversized_image(q.sample, bench.max_image_pixels, image_sizes)}
@@ -247,6 +316,7 @@ def run_eval(
         "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
         "model_random_weights": gen.random_weights, "benchmark": spec.to_dict(), "encoders": encoders,
         "splits": summarize(all_rows, fields, n_boot=cfg.n_boot),
+        "metric_notes": metric_notes,  # default metrics replaced or skipped for want of weights, and why
     }
     write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
     wall = time.perf_counter() - wall0

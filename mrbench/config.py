@@ -158,8 +158,7 @@ def validate_fields(cfg: Any) -> None:
     """Raise one :class:`ConfigError` listing every field of ``cfg`` that breaks its type or declared constraints."""
     problems = field_problems(cfg)
     if problems:
-        listed = "\n  ".join(problems)
-        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
+        raise config_problems_error(problems)
 
 
 @dataclass
@@ -278,7 +277,7 @@ class EmbedConfig:
     Attributes:
         encoder: Image encoder (``mrbench ls encoders``) for dedup, outlier removal, visual grouping and the
             near-duplicate leakage audit.
-        encoder_options: Keyword options for it (defaults per encoder in ``curation.embed.ENCODER_DEFAULTS``).
+        encoder_options: Keyword options for it (``mrbench ls encoders``).
         face_encoder: Face encoder for the face filter, identity grouping and the identity leakage audit; it runs
             on images of ``face_categories`` only.
         face_options: Keyword options for it.
@@ -652,34 +651,59 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(yaml_error_message(path, e)) from None
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
-    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and converting nested types."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "", problems: list[str] | None = None) -> T:
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and converting nested types.
+
+    Args:
+        problems: Collect every problem here (an unknown key, a value of the wrong type, at any depth) and build the
+            config from the valid keys only; None raises :class:`ConfigError` at the first one.
+    """
+    collect = problems is not None
+    problems = [] if problems is None else problems
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(unknown_keys_message(sorted(unknown), sorted(names), path, "config key"))
-    kwargs = {k: _convert(hints[k], v, f"{path}{k}") for k, v in data.items()}
+        message = unknown_keys_message(sorted(unknown), sorted(names), path, "config key")
+        if not collect:
+            raise ConfigError(message)
+        problems.append(message)
+    kwargs = {}
+    for k, v in data.items():
+        if k in unknown:
+            continue
+        try:
+            kwargs[k] = _convert(hints[k], v, f"{path}{k}", problems if collect else None)
+        except ConfigError as e:
+            if not collect:
+                raise
+            problems.append(str(e))
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def config_problems_error(problems: list[str]) -> ConfigError:
+    """One :class:`ConfigError` listing every problem (one per line when there are several)."""
+    listed = "\n  ".join(problems)
+    return ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str] | None = None) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping")
-        return from_dict(tp, value, path + ".")
+        return from_dict(tp, value, path + ".", problems)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list")
-        return [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, path)
+        return _convert(args[0], value, path, problems)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping, got {value!r}")
@@ -741,6 +765,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
+def apply_overrides(data: dict[str, Any], overrides: "typing.Iterable[str]") -> dict[str, Any]:
+    """Set each ``key.sub=value`` override (:func:`parse_override`) in the YAML-shaped ``data``, in place; returns it.
+
+    Raises:
+        ConfigError: a malformed override, or one that goes through a key that is not a mapping.
+    """
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
+        node[keys[-1]] = value
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 values: dict[str, Any] | None = None) -> T:
     """Load ``cls`` from defaults, then a YAML file, then ``values``, then ``key=value`` overrides; relative paths in
@@ -759,18 +800,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = _resolve_paths(loaded, path.parent)
     for k, v in (values or {}).items():
         data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
-    for ov in overrides:
-        keys, value = parse_override(ov)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
-        node[keys[-1]] = value
-    cfg = from_dict(cls, data)
-    validate_fields(cfg)
-    if hasattr(cfg, "validate"):
-        cfg.validate()
+    apply_overrides(data, overrides)
+    problems: list[str] = []
+    cfg = from_dict(cls, data, problems=problems)
+    fields = field_problems(cfg)  # the keys that were read, against their declared constraints
+    problems += fields
+    if hasattr(cfg, "validate") and not fields:
+        try:  # the rules relating several fields (a missing source, a tag list): listed with the rest
+            cfg.validate()
+        except ConfigError as e:
+            if not problems:
+                raise
+            problems.append(str(e))
+    if problems:
+        raise config_problems_error(problems)
     return cfg
 
 

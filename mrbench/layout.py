@@ -213,3 +213,37 @@ class RunLayout:
     def rejects(self) -> ShardSet:
         """``rejects/rejects_{i:05d}.parquet``: every non-ok row of download shard ``i`` (written by release)."""
         return ShardSet(self.folder("rejects"), "rejects")
+
+
+# The files that mark an ``mrbench eval`` run folder (written by the evaluation runner; named here so the core can
+# tell the folders apart without importing the evaluation layer).
+EVAL_RUN_FILES = ("config.json", "summary.json", "samples.jsonl")
+
+
+def is_curation_run(path: str | Path) -> bool:
+    """A folder ``mrbench curate --out`` wrote (its run state or resolved config and step folders)."""
+    layout = RunLayout(path)
+    return layout.run_state.is_file() or (layout.config.is_file() and (layout.root / "download").is_dir())
+
+
+def folder_hint(path: str | Path) -> str:
+    """What kind of MRBench folder ``path`` is, and where the folder a command wanted is, as one sentence; "" for
+    anything else. Commands add it to their error when given the wrong kind of folder."""
+    p = Path(path)
+    if not p.is_dir():
+        return ""
+    if is_curation_run(p):
+        release = RunLayout(p).release
+        there = f"its release is {release}" if (release / "manifest.json").is_file() else \
+            f"its release will be {release} once the run has finished (rerun mrbench curate to resume it)"
+        return f"{p} is a curation run folder; {there}"
+    if all((p / f).is_file() for f in EVAL_RUN_FILES[:1]) and any((p / f).is_file() for f in EVAL_RUN_FILES[1:]):
+        return f"{p} is an eval run folder (results of mrbench eval), not a release"
+    runs = sorted(d for d in p.iterdir() if d.is_dir() and (d / EVAL_RUN_FILES[0]).is_file()
+                  and (d / EVAL_RUN_FILES[1]).is_file())
+    if runs:
+        return (f"{p} is an eval --out folder holding {len(runs)} run folder(s) ({runs[0].name}, ...): pass the run "
+                f"folders, e.g. {p}/*/")
+    if (p / "release" / "manifest.json").is_file():
+        return f"{p} holds a release: {p / 'release'}"
+    return ""

@@ -148,6 +148,10 @@ class ShardSet:
         """The shard's log: when it ran, what went wrong while it ran, and its outcome (:func:`mrbench.log.shard_log`)."""
         return self.folder / f"{self.prefix}_{i:05d}.log"
 
+    def progress_path(self, i: int) -> Path:
+        """Live counts of the shard while it runs (:mod:`mrbench.progress`); gone once it has finished."""
+        return self.folder / f"{self.prefix}_{i:05d}.progress.json"
+
     def is_done(self, i: int) -> bool:
         return self.marker(i).exists()
 

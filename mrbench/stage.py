@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger, shard_log
+from mrbench.progress import reporting
 from mrbench.records import ImageRecord
 from mrbench.registry import Entry, Registry
 from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
@@ -175,7 +176,8 @@ class ShardedStep(abc.ABC):
 
     def __call__(self, shard: int) -> None:
         """Do shard ``shard`` (again, when called directly) and mark it complete."""
-        with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note:
+        with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
+                reporting(self.shards.progress_path(shard)):
             table, stats = self.process(shard)
             if table is not None:
                 write_parquet_atomic(table, self.shards.output(shard))

@@ -28,8 +28,6 @@ from mrbench.backends import weights as W
 from mrbench.backends.base import BackendInfo, FaceEncoder, FaceResult
 from mrbench.backends.torch_common import pkg_version, to_rgb
 
-PACKS = ("antelopev2", "buffalo_l")
-
 
 @dataclass
 class InsightFaceConfig:

@@ -55,14 +55,17 @@ def missing_weights(what: str, looked: Iterable[str | Path], how: str) -> Missin
         how: One or two sentences on how to supply them (a path argument, a cache to fill on a connected machine).
     """
     places = "\n".join(f"  - {p}" for p in looked) or "  (nowhere)"
-    return MissingWeightsError(
+    error = MissingWeightsError(
         f"weights for {what} are not available offline (nothing is downloaded at run time).\nSearched:\n{places}\n"
         f"To supply them: {how}"
     )
+    error.what = what
+    return error
 
 
 def merge_missing(errors: Sequence[MissingWeightsError]) -> MissingWeightsError:
     """One error listing every missing weight of a command (so one round of fetching fixes them all)."""
+    errors = list({str(e): e for e in errors}.values())  # two metrics on one encoder: its weights once
     if len(errors) == 1:
         return errors[0]
     body = "\n\n".join(f"{k}. {e}" for k, e in enumerate(errors, 1))

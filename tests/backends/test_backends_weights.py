@@ -3,7 +3,6 @@ loaders load checkpoints from local folders (tiny models saved in-process stand 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +28,10 @@ MISSING = [
 @pytest.mark.parametrize(("kind", "name", "kwargs", "says"), MISSING, ids=[f"{m[1]}-{i}" for i, m in enumerate(MISSING)])
 def test_missing_weights_fail_fast_offline(offline_env: Path, kind: str, name: str, kwargs: dict, says: list[str]) -> None:
     build = get_encoder if kind == "encoder" else get_detector
-    start = time.monotonic()
     with pytest.raises(MissingWeightsError) as err:
         build(name, **kwargs)
-    assert time.monotonic() - start < 30
+    # failing fast: no connection (the fixture refuses any), and nothing fetched or written into the empty caches
+    assert [p for p in offline_env.rglob("*") if p.is_file()] == []
     message = str(err.value)
     assert "not available offline" in message and "To supply them" in message
     for s in says:

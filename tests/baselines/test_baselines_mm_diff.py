@@ -150,7 +150,8 @@ def test_text_encoder_lora_merge_equals_diffusers_loader() -> None:
     (load_lora_weights + fuse_lora) gives."""
     ours, ref = _pipe(), _pipe()
     clip, _ = tiny_clip_vision(1)
-    sd = random_checkpoint(ours, clip, MMDiffSpec(refiner_depth=1, refiner_dim_head=16, lora_rank=2), 5).text_encoder_adapter
+    spec = MMDiffSpec(refiner_depth=1, refiner_dim_head=16, lora_rank=2)
+    sd = random_checkpoint(ours, clip, spec, 5).text_encoder_adapter
     before = ours.text_encoder.state_dict()["encoder.layers.0.self_attn.q_proj.weight"].clone()
     fuse_text_encoder_lora({"text_encoder": ours.text_encoder, "text_encoder_2": ours.text_encoder_2}, sd)
     ref.load_lora_weights({k: v.clone() for k, v in sd.items()}, adapter_name="mmdiff")
@@ -162,6 +163,16 @@ def test_text_encoder_lora_merge_equals_diffusers_loader() -> None:
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-6), (te, k)
     assert (ours.text_encoder.state_dict()["encoder.layers.0.self_attn.q_proj.weight"] - before).abs().max() > 1e-4
+    # A LoRA alpha scales its pair by alpha / rank (diffusers' network_alphas); one that matches no pair is an error.
+    key = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj"
+    halved = _pipe()
+    fuse_text_encoder_lora({"text_encoder": halved.text_encoder, "text_encoder_2": halved.text_encoder_2},
+                           {**sd, f"{key}.alpha": torch.tensor(1.0)})  # rank 2: half of the update
+    q = "encoder.layers.0.self_attn.q_proj.weight"
+    full_delta = ours.text_encoder.state_dict()[q] - before
+    assert torch.allclose(halved.text_encoder.state_dict()[q] - before, full_delta / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha keys match no LoRA pair"):
+        fuse_text_encoder_lora({"text_encoder": _pipe().text_encoder}, {"text_encoder.nowhere.alpha": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="no linear layer"):
         fuse_text_encoder_lora({"text_encoder": ours.text_encoder},
                                {"text_encoder.text_model.nowhere.lora_linear_layer.up.weight": torch.zeros(2, 2),
@@ -258,6 +269,24 @@ def test_image_branch_weight_changes_the_image(gen: MMDiffGenerator) -> None:
     assert not np.array_equal(pixels(off), pixels(gen.generate([request(s, 3)])[0].image))
 
 
+def test_negative_prompt_fusion_follows_the_authors_by_default(gen: MMDiffGenerator) -> None:
+    """The authors' hook also fuses the subject into the negative prompt's token at the subject position."""
+    s = make_sample(n_refs=2)
+    cond = gen.encode_references([(r.id, r.load()) for r in s.references])
+    prompt = subject_prompt(s)
+    pe, ne, pooled, npooled = gen.encode_prompts(prompt, cond)
+    with _options(gen, fuse_negative=False):
+        pe2, ne2, pooled2, npooled2 = gen.encode_prompts(prompt, cond)
+        plain, _, plain_pooled, _ = gen.pipe.encode_prompt(gen.config.negative_prompt, device="cpu",
+                                                           do_classifier_free_guidance=False)
+    assert torch.allclose(pe, pe2) and torch.allclose(pooled, pooled2)  # the prompt is fused either way
+    unfused, _, _, _ = gen.pipe.encode_prompt(prompt.replace("<|subj|>", ""), device="cpu",
+                                              do_classifier_free_guidance=False)
+    assert not torch.allclose(pe, unfused, atol=1e-4)
+    assert torch.allclose(ne2, plain) and torch.allclose(npooled2, plain_pooled)
+    assert not torch.allclose(ne, plain, atol=1e-4)
+
+
 def test_failed_rows_are_named(gen: MMDiffGenerator) -> None:
     from mrbench.backends.insightface_face import TinyInsightFaceEncoder
 
@@ -303,3 +332,63 @@ def test_missing_checkpoint_names_the_files_and_where_it_looked(tmp_path: Path, 
     assert str(tmp_path / "mirror" / "mm-diff" / "portrait_generation") in str(e.value)
     with pytest.raises(MissingWeightsError):  # a folder given to the tiny profile is checked the same way
         MMDiffGenerator(profile="tiny", ckpt=str(partial))
+
+
+def test_the_real_loading_path_with_small_weights_on_disk(tmp_path: Path) -> None:
+    """Every weight in the layout the real run reads (a diffusers SDXL folder, a VAE folder, a saved CLIPModel, an
+    insightface root with a buffalo_l pack, the authors' checkpoint folder), made of small random models, loaded by
+    the default profile: the path a real run takes, end to end."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
+
+    from mrbench.backends.insightface_face import build_tiny_arcface, build_tiny_scrfd
+    from mrbench.baselines.tiny import TINY_CLIP_VISION, TINY_SDXL
+    from mrbench.backends.torch_common import seeded
+
+    pipe = _pipe()
+    pipe.save_pretrained(tmp_path / "sdxl")
+    with seeded(1):
+        AutoencoderKL(**TINY_SDXL["vae"], force_upcast=False).save_pretrained(tmp_path / "vae")
+        text = dict(TINY_SDXL["text_encoder"], projection_dim=32)
+        vision = dict(TINY_CLIP_VISION, image_size=224, patch_size=32)  # CLIP's own 224 px preprocessing
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(tmp_path / "clip")
+    pack = tmp_path / "insightface" / "models" / "buffalo_l"
+    pack.mkdir(parents=True)
+    (pack / "det.onnx").write_bytes(build_tiny_scrfd(3))
+    (pack / "rec.onnx").write_bytes(build_tiny_arcface(3))
+    clip = CLIPVisionModelWithProjection.from_pretrained(tmp_path / "clip")
+    ckpt = write_checkpoint(random_checkpoint(pipe, clip, TINY_SPEC, 0), tmp_path / "checkpoints" / "portrait_generation")
+
+    gen = MMDiffGenerator(base_model=str(tmp_path / "sdxl"), vae=str(tmp_path / "vae"),
+                          image_encoder=str(tmp_path / "clip"),
+                          face_root=str(tmp_path / "insightface"), ckpt=str(ckpt), refiner_dim_head=16,
+                          num_inference_steps=2, height=64, device="cpu")
+    assert gen.spec.refiner_depth == TINY_SPEC.refiner_depth and gen.spec.face_tokens == 4
+    assert gen.load_report["unet_adapter_keys"] == len(torch.load(ckpt / CKPT_FILES[0]))
+    assert gen.pipe.vae.config.force_upcast is False  # the fp16-fix VAE replaced SDXL's
+    assert torch.equal(gen.face_clip.visual_projection.weight, clip.visual_projection.weight)  # CLIPModel's weights
+    assert gen.face_app.info.name == "insightface" and str(pack) in gen.face_app.info.weights
+    (r,) = gen.generate([request(make_sample(n_refs=2), 0)])
+    assert r.status == "ok" and r.image.size == (64, 64)
+    w = gen.weights()
+    assert w["mm_diff"] == str(ckpt) and w["vae"] == str(tmp_path / "vae") and w["face"] == "buffalo_l"
+
+
+@pytest.mark.weights
+def test_mm_diff_pretrained(faces_dir: Path) -> None:
+    """The released portrait checkpoint (MRBENCH_MMDIFF_CKPT or $MRBENCH_WEIGHTS_DIR/mm-diff/portrait_generation)."""
+    import os
+
+    from PIL import Image
+
+    from mrbench.evaluation.generator import ImageRef
+
+    options = {"ckpt": os.environ["MRBENCH_MMDIFF_CKPT"]} if "MRBENCH_MMDIFF_CKPT" in os.environ else {}
+    gen = MMDiffGenerator(num_inference_steps=4, **options)
+    assert gen.spec.face_dim == 512 and gen.spec.refiner_depth == 4 and gen.pipe.unet.config.cross_attention_dim == 2048
+    photos = sorted(faces_dir.glob("*.jpg"))[:2]
+    refs = [ImageRef(p.name, "person", (lambda p=p: Image.open(p).convert("RGB"))) for p in photos]
+    s = Sample(id="p", group="person", split="test", prompt="a person in a spacesuit", references=refs, target=None,
+               class_token="person")
+    (r,) = gen.generate([request(s, 0)])
+    assert r.status == "ok" and r.image.size == (512, 512) and r.info["face_references"]

@@ -3,6 +3,7 @@ row, a dripping server as ``timeout`` at the attempt's deadline, Ctrl-C as exit 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -125,3 +126,40 @@ def test_ipv6_forms_embedding_a_public_ipv4_stay_public():
     assert is_public_address("64:ff9b::808:808")  # NAT64 of 8.8.8.8 (an IPv6-only network's way to IPv4 hosts)
     assert is_public_address("::ffff:8.8.8.8")
     assert not is_public_address("2002:c0a8:101::1")  # 6to4 around 192.168.1.1
+
+
+def test_copies_of_one_url_do_not_fill_its_tags_cap(tmp_path, web):
+    from mrbench.curation.crawl import priority
+
+    a = web.url("/img/s0_0.jpg")
+    # b ranks after a (seed 3 of write_inputs), so the copies of a would take every place of the tag before b
+    k = next(k for k in range(10_000) if priority(3, web.url(f"/img/b{k}.jpg")) > priority(3, a))
+    web.routes[f"/img/b{k}.jpg"] = web.routes["/img/s0_1.jpg"]
+    b = web.url(f"/img/b{k}.jpg")
+    proc, run = curate(tmp_path, [a] * 100_000 + [b], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {u: r["status"] for u, r in rows(run).items()} == {a: "ok", b: "ok"}
+    stats = json.loads((run / "urls" / "stats.json").read_text())["counts"]
+    assert stats["select/repeated_url"] == 99_999 and "select/over_tag_cap" not in stats
+
+
+def test_disk_full_is_one_error_line_and_the_rerun_finishes(tmp_path, web):
+    """ENOSPC as the kernel reports it when a shard's bytes are flushed (``fsync``), through `python -m mrbench.cli`."""
+    urls = [web.url("/img/s0_0.jpg"), web.url("/img/s0_1.jpg")]
+    cfg_path = write_inputs(tmp_path, urls)
+    full = ("import errno, os, sys\n"
+            "def fsync(fd): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+            "os.fsync = fsync\n"
+            "from mrbench.cli import main\n"
+            "sys.argv = ['mrbench'] + sys.argv[1:]\n"
+            "main()\n")
+    args = ["curate", "--config", str(cfg_path), "--out", str(tmp_path / "run")]
+    proc = subprocess.run([sys.executable, "-c", full, *args], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on the device") and "No space left on device" in last
+    assert not list((tmp_path / "run").rglob("*.done"))
+    done = subprocess.run([sys.executable, "-m", "mrbench.cli", *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}

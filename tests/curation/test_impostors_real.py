@@ -3,6 +3,7 @@ thresholds: every impostor goes, at least 90 % of the genuine photos stay (the i
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -59,21 +60,53 @@ def impostor_folders(root: Path) -> tuple[Path, dict[str, str]]:
     return root, roles
 
 
-def test_planted_impostors_go_and_genuine_photos_stay_at_the_default_thresholds(tmp_path):
-    photos, roles = impostor_folders(tmp_path / "people")
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("impostors")
+    photos, roles = impostor_folders(tmp / "people")
     tags = [{"name": t, "category": "celebrity"} for t in ("Barack Obama", "Eileen Collins", "Person Three", "Person Two")]
-    (tmp_path / "tags.yaml").write_text(yaml.safe_dump(tags))
-    cfg_path = folder_config(tmp_path / "in", photos, embed={"encoder": "", "face_encoder": "dlib"},
-                             crawl={"tag_list": str(tmp_path / "tags.yaml")}, filters={"min_side": 0, "max_aspect": 0.0},
-                             split={"held_out_groups": 1, "held_in_groups": 1})
-    run = tmp_path / "run"
+    (tmp / "tags.yaml").write_text(yaml.safe_dump(tags))
+    return tmp, photos, roles
+
+
+def curate(people, run: Path, **group) -> dict[str, str]:
+    """Curate the identity folders (dlib only) and return each file's status."""
+    tmp, photos, roles = people
+    cfg_path = folder_config(run.parent / f"{run.name}-in", photos, embed={"encoder": "", "face_encoder": "dlib"},
+                             crawl={"tag_list": str(tmp / "tags.yaml")}, filters={"min_side": 0, "max_aspect": 0.0},
+                             split={"held_out_groups": 1, "held_in_groups": 1}, group=group)
     run_curation(load_config(CurateConfig, cfg_path), run)
     names = names_by_id(run, 2)
     status = {names[r["id"]]: r["status"] for r in pq.read_table(run / "groups" / "assignments.parquet").to_pylist()}
     assert set(status) == set(roles)
+    return status
+
+
+def test_planted_impostors_go_and_genuine_photos_stay_at_the_default_thresholds(people, tmp_path):
+    roles = people[2]
+    status = curate(people, tmp_path / "run")
     impostors = {n: s for n, s in status.items() if roles[n] == "impostor"}
     genuine = {n: s for n, s in status.items() if roles[n] == "genuine"}
     print("impostors:", impostors, "\ngenuine not kept:", {n: s for n, s in genuine.items() if s != "ok"})
     assert all(s == "other_identity" for s in impostors.values()), impostors
     assert sum(s == "ok" for s in genuine.values()) >= 0.9 * len(genuine)
     assert not [n for n, s in genuine.items() if s == "leak_identity"]
+    card = (tmp_path / "run" / "release" / "README.md").read_text()
+    assert "identity threshold 0.926: measured precision 1.00 / recall 1.00 on real face photos" in card
+
+
+def test_false_identity_leaks_are_shown_in_the_report_and_the_card(people, tmp_path):
+    """At the earlier 0.85, different people leak: the cost is counted and every removal is shown with its pair."""
+    status = curate(people, tmp_path / "run", identity_threshold=0.85)
+    removed = sorted(n for n, s in status.items() if s == "leak_identity")
+    assert removed  # the issue's failure: photos removed as leaks of a different person
+    audit = json.loads((tmp_path / "run" / "audit" / "leakage.json").read_text())
+    assert audit["removed_train_images_by_kind"] == {"identity": len(removed)}
+    card = (tmp_path / "run" / "release" / "README.md").read_text()
+    assert f"{len(removed)} training images removed ({len(removed)} as identity leaks)" in card
+    section = card[card.index("## Leakage audit"):card.index("## Examples")]
+    thumbs = {line.split("](")[1].split(")")[0] for line in section.splitlines() if "![train" in line}
+    assert thumbs and all((tmp_path / "run" / "release" / t).is_file() for t in thumbs)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert f"<b>{len(removed)}</b> training images removed as leaks ({len(removed)} as identity leaks)" in report
+    assert report.count("removed ") >= len(removed)

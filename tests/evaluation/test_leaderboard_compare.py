@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pagecheck import load_page, needs_chromium
 
 from mrbench.evaluation.leaderboard import Run, board_tables, build_leaderboard
 from mrbench.evaluation.leaderboard_html import render_html, shareable
@@ -102,7 +103,7 @@ def test_page_marks_best_ties_gains_and_never_a_random_row() -> None:
     gain = re.findall(r"data-v='([^']+)'", rows["best"])[-1]  # the gain column closes the row
     best_rows, base_rows = (r.rows for r in _board_runs() if r.model in ("best", "prompt-only"))
     assert float(gain) == pytest.approx(paired_diff(best_rows, base_rows, KEY, n_boot=200).mean)
-    assert float(gain) == pytest.approx(0.3, abs=0.02)
+    assert float(gain) == pytest.approx(0.3, abs=0.02) and re.search(r">\+0\.\d{3} \[\+0\.\d{3}, \+0\.", rows["best"])
     assert "Paired comparisons" in html and "Best: best; not separable from it: close." in html
     assert "By number of references" in html and html.count("data:image/png;base64,") >= 1
     # Nothing failed: no failures-as-0 twin.
@@ -147,6 +148,13 @@ def test_files_carry_slices_pairs_and_gains_and_the_page_no_absolute_paths(tmp_p
     assert "| gain over prompt-only: image_sim@enc.target" in md
     html = paths["html"].read_text()
     assert "/home/curator" not in html and ".../w.pth" in html and "at bench," in html
+
+
+@needs_chromium
+def test_compare_page_loads_in_chromium_without_errors(tmp_path: Path) -> None:
+    dirs = [_write_run(tmp_path / "runs" / f"{r.model}-run", r) for r in _board_runs()]
+    dom, errors = load_page(build_leaderboard(dirs, tmp_path / "board", grid_samples=0)["html"])
+    assert errors == [] and "Paired comparisons" in dom and "gain over prompt-only" in dom
 
 
 def test_shareable_strips_absolute_paths_only() -> None:
