@@ -41,7 +41,7 @@ def test_recipe_accumulation_init_and_micro_conditioning(tmp_path: Path) -> None
     import torch
 
     gen = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path), num_inference_steps=2, train_steps=2, rank=8,
-                        eval_timesteps=2)
+                        eval_timesteps=2, gradient_accumulation_steps=4)  # the recipe's (tiny's default is 1)
     # Gaussian init (peft: A ~ N(0, 1/r), B = 0), not peft's default Kaiming-uniform A.
     a = torch.cat([v.flatten() for k, v in gen.lora_state().items() if "lora_A" in k])
     assert abs(float(a.std()) - 1 / 8) < 0.02 and float(a.abs().max()) > 0.3  # a uniform(+-1/sqrt(fan_in)) stays small
