@@ -767,8 +767,10 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """The console entry point: ``app`` plus a clean Ctrl-C (exit 130, a line on how to resume, no traceback)."""
+    from mrbench.backends.weights import offline_environment
     from mrbench.executors import Interrupted
 
+    offline_environment()
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()

@@ -17,6 +17,7 @@ without timing it.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import resource
@@ -85,7 +86,10 @@ def main() -> int:
         failed = 0
         print(f"{'command':<100} {'wall s':>7} {'CPU s':>7}")
         for line in quickstart_block():
-            wall, cpu, rc = timed([str(MRBENCH), *shlex.split(line)[1:]], root)
+            argv = [str(MRBENCH), *shlex.split(line)[1:]]
+            # as the shell would: a pattern expands to the paths it matches (sorted), relative to the folder
+            argv = [p for a in argv for p in (sorted(glob.glob(a, root_dir=root)) if "*" in a else [a])]
+            wall, cpu, rc = timed(argv, root)
             total_cpu, total_wall, failed = total_cpu + cpu, total_wall + wall, failed + bool(rc)
             print(f"{line[:100]:<100} {wall:7.1f} {cpu:7.1f}")
         print(f"{'quickstart: ' + str(len(quickstart_block())) + ' commands':<100} {total_wall:7.1f} {total_cpu:7.1f}")

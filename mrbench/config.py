@@ -776,6 +776,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
+def apply_overrides(data: dict[str, Any], overrides: "typing.Iterable[str]") -> dict[str, Any]:
+    """Set each ``key.sub=value`` override (:func:`parse_override`) in the YAML-shaped ``data``, in place; returns it.
+
+    Raises:
+        ConfigError: a malformed override, or one that goes through a key that is not a mapping.
+    """
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
+        node[keys[-1]] = value
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 values: dict[str, Any] | None = None) -> T:
     """Load ``cls`` from defaults, then a YAML file, then ``values``, then ``key=value`` overrides; relative paths in
@@ -794,14 +811,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = _resolve_paths(loaded, path.parent)
     for k, v in (values or {}).items():
         data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
-    for ov in overrides:
-        keys, value = parse_override(ov)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
-        node[keys[-1]] = value
+    apply_overrides(data, overrides)
     problems: list[str] = []
     cfg = from_dict(cls, data, problems=problems)
     fields = field_problems(cfg)  # the keys that were read, against their declared constraints

@@ -66,6 +66,8 @@ def test_quickstart_runs_as_written(quickstart: tuple[Path, dict[str, object]]) 
     assert (root / "runs/board/leaderboard.html").is_file()
     board = (root / "runs/board/leaderboard.md").read_text()
     assert "lora" in board and "reference" in board
+    (table,) = [t for t in board.split("\n## ") if "| lora" in t]  # one table: same benchmark, limit, seeds
+    assert "| reference" in table
 
 
 def test_wrong_folders_name_the_right_one(quickstart: tuple[Path, dict[str, object]],

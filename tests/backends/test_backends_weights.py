@@ -140,3 +140,16 @@ def test_torch_load_refuses_pickled_objects(tmp_path: Path) -> None:
 class _Evil:
     def __reduce__(self) -> tuple:
         return (print, ("this must never run",))
+
+
+def test_importing_the_backends_changes_no_environment() -> None:
+    """Only the command line switches the hub libraries offline; importing MRBench leaves os.environ alone."""
+    import subprocess
+    import sys
+
+    code = ("import os; before = dict(os.environ); import mrbench.backends, mrbench.backends.weights, mrbench.config; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith(("HF_", "TRANSFORMERS_", "NO_ALBUMENTATIONS"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"

@@ -269,6 +269,24 @@ def test_image_branch_weight_changes_the_image(gen: MMDiffGenerator) -> None:
     assert not np.array_equal(pixels(off), pixels(gen.generate([request(s, 3)])[0].image))
 
 
+def test_negative_prompt_fusion_follows_the_authors_by_default(gen: MMDiffGenerator) -> None:
+    """The authors' hook also fuses the subject into the negative prompt's token at the subject position."""
+    s = make_sample(n_refs=2)
+    cond = gen.encode_references([(r.id, r.load()) for r in s.references])
+    prompt = subject_prompt(s)
+    pe, ne, pooled, npooled = gen.encode_prompts(prompt, cond)
+    with _options(gen, fuse_negative=False):
+        pe2, ne2, pooled2, npooled2 = gen.encode_prompts(prompt, cond)
+        plain, _, plain_pooled, _ = gen.pipe.encode_prompt(gen.config.negative_prompt, device="cpu",
+                                                           do_classifier_free_guidance=False)
+    assert torch.allclose(pe, pe2) and torch.allclose(pooled, pooled2)  # the prompt is fused either way
+    unfused, _, _, _ = gen.pipe.encode_prompt(prompt.replace("<|subj|>", ""), device="cpu",
+                                              do_classifier_free_guidance=False)
+    assert not torch.allclose(pe, unfused, atol=1e-4)
+    assert torch.allclose(ne2, plain) and torch.allclose(npooled2, plain_pooled)
+    assert not torch.allclose(ne, plain, atol=1e-4)
+
+
 def test_failed_rows_are_named(gen: MMDiffGenerator) -> None:
     from mrbench.backends.insightface_face import TinyInsightFaceEncoder
 

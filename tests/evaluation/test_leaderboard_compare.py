@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pagecheck import load_page, needs_chromium
 
 from mrbench.evaluation.leaderboard import Run, board_tables, build_leaderboard
 from mrbench.evaluation.leaderboard_html import render_html, shareable
@@ -147,6 +148,13 @@ def test_files_carry_slices_pairs_and_gains_and_the_page_no_absolute_paths(tmp_p
     assert "| gain over prompt-only: image_sim@enc.target" in md
     html = paths["html"].read_text()
     assert "/home/curator" not in html and ".../w.pth" in html and "at bench," in html
+
+
+@needs_chromium
+def test_compare_page_loads_in_chromium_without_errors(tmp_path: Path) -> None:
+    dirs = [_write_run(tmp_path / "runs" / f"{r.model}-run", r) for r in _board_runs()]
+    dom, errors = load_page(build_leaderboard(dirs, tmp_path / "board", grid_samples=0)["html"])
+    assert errors == [] and "Paired comparisons" in dom and "gain over prompt-only" in dom
 
 
 def test_shareable_strips_absolute_paths_only() -> None:
