@@ -407,11 +407,27 @@ class ExecutorConfig:
         workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
             ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
         ray_address: Address for ``ray.init`` (None starts a local cluster).
+        cpus_per_task: CPUs one task of a model step (embed) reserves on Ray; the local executor runs at most
+            ``cpu_count / cpus_per_task`` such tasks at once. Other steps' tasks take one CPU.
+        gpus_per_task: GPUs one task of a model step reserves (fractions share a GPU: 0.5 runs two tasks per GPU);
+            None: 1 where the cluster (Ray) or machine (local: ``CUDA_VISIBLE_DEVICES``, else torch's count) has
+            GPUs, 0 where it has none. Other steps' tasks take no GPU. Locally, a step that takes GPUs runs
+            ``visible GPUs / gpus_per_task`` workers at most, each pinned to its GPU(s).
+        memory_per_task_gb: Memory (GiB) one task of a model step reserves on Ray (0: none); Ray places tasks on
+            nodes with that much free. Not reserved by the local executor.
+        max_retries: Ray retries a shard whose worker process or node was lost this many times, on any node (shards
+            are idempotent: output, stats, then marker are written, so a rerun replaces a half-done shard). An
+            error raised by the shard's own code is not retried, except ``ConnectionError`` / ``TimeoutError``
+            (storage or network blips).
     """
 
     name: str = option("local", check=_check_executor)
     workers: int = option(1, ge=1)
     ray_address: str | None = None
+    cpus_per_task: float = option(1.0, gt=0)
+    gpus_per_task: float | None = option(None, ge=0)
+    memory_per_task_gb: float = option(0.0, ge=0)
+    max_retries: int = option(3, ge=0)
 
 
 @dataclass
