@@ -12,6 +12,7 @@ STAGES.register("select", "mrbench.curation.crawl:SELECT_STEP", help="cap candid
 STAGES.register("download", "mrbench.curation.download:DOWNLOAD_STEP", help="fetch and validate every URL; one status row per URL")
 STAGES.register("fetch", "mrbench.curation.download:Downloader", inside="download", help="http(s) download under the egress policy; one status row per URL")
 STAGES.register("validate", "mrbench.curation.download:ImageValidator", inside="download", help="full decode: corrupt, non-image, decompression-bomb checks; size and sha256")
+STAGES.register("hash_blocklist", "mrbench.curation.blocklist:HashBlocklist", inside="download", help="crawl.blocklists sha256 / perceptual-hash lists: blocked images keep no bytes")
 STAGES.register("embed", "mrbench.curation.embed:EMBED_STEP", help="image embedding, faces, detections per shard, cached")
 STAGES.register("filters", "mrbench.curation.filters:FILTERS_STEP", help="resolution/aspect, face policy, object presence, registered filters; drops with reasons")
 STAGES.register("index", "mrbench.curation.index:INDEX_STEP", help="memory-mapped vectors of the images still in play")

@@ -318,6 +318,43 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]]) -> l
     return lines + _md_table(["split", "category", "target caption", "target, references"], table)
 
 
+def opt_out_section(config: CurateConfig, run_dir: Path | None) -> list[str]:
+    """How a site owner opts out or asks for a takedown, and what this run left out for those reasons (opt-outs,
+    block lists, metadata predicates; their rows are also in the drop table)."""
+    token = config.crawl.user_agent_token or "mrbench"
+    directives = ", ".join(f"`{d}`" for d in config.crawl.disallowed_header_directives)
+    honoured = (f"an `X-Robots-Tag` header with one of {directives} (for every crawler, or for MRBench alone: "
+                f"`X-Robots-Tag: {token}: noai`)" if directives else "")
+    if config.crawl.honor_tdm_reservation:
+        honoured = " or ".join(p for p in (honoured, "a `tdm-reservation: 1` header (W3C TDMRep)") if p)
+    out = ["## Opting out and takedowns", "",
+           f"MRBench's downloader names itself in its User-Agent as `{token}` "
+           f"(`Mozilla/5.0 (compatible; {token})`). "
+           + (f"An image served with {honoured} was not downloaded: its row is `opted_out` and none of its bytes "
+              "were stored." if honoured else "This run did not honour opt-out headers (switched off in its config).")
+           + " robots.txt is not read (as img2dataset does not): the opt-out travels with the image.", "",
+           "To have an image removed from this release, send its `id`, `url` or `sha256`; the maintainer runs "
+           "`mrbench release remove RELEASE --ids FILE --out NEW` (or `--urls`, `--sha256`) and passes the same "
+           "file to later curations as a block list (`crawl.blocklists`), so the image does not come back.", ""]
+    rows: list[list[Any]] = []
+    for b in config.crawl.blocklists:
+        rows.append([f"block list `{Path(b.path).name}` ({b.kind})", f"rows `blocked_{b.kind}` (table above)"])
+    if run_dir is not None:
+        from mrbench.curation.crawl import IngestTask
+
+        layout = RunLayout(run_dir)
+        ingest = layout.shards("ingest")
+        if ingest.folder.is_dir():
+            counts = ingest.merged_stats(IngestTask.num_shards(config)).counts
+            for i, src in enumerate(config.sources):
+                if src.where:
+                    n = counts.get(f"ingest/where_failed/{i}", 0)
+                    rows.append([f"sources[{i}] `where: {src.where}`", f"{n} rows never downloaded"])
+    if rows:
+        out += _md_table(["rule", "effect"], rows) + [""]
+    return out
+
+
 def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Path | None = None) -> str:
     """Write ``README.md`` (and ``card/examples/*.jpg``) of the release in ``release_dir``.
 
@@ -362,6 +399,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         *_settings(config, run),
         *_drops(run, index.num_rows),
         *_examples(release_dir, index, groups),
+        *opt_out_section(config, run),
         "## License", "",
         f"`{config.release.license}`. {config.release.license_note}", "",
     ]

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.blocklist import block_at_selection
 from mrbench.curation.inputs import named_source_errors
 from mrbench.curation.sources import (
     LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
@@ -159,11 +160,16 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.executemany("INSERT INTO files VALUES (?, ?)", list(enumerate(files)))
         listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"  # a view takes no parameters
         con.execute(
-            "CREATE TEMP VIEW cand AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
+            "CREATE TEMP VIEW cand_all AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
             " f.fi, c.file_row_number AS rn,"
             " CASE WHEN c.tags IS NULL OR len(c.tags) = 0 THEN 'untagged' ELSE c.tags[1] END AS tag"  # the group the record lands in
             f" FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
         )
+        # URLs a url / domain / id block list names: out before the caps (they take no place under a tag's cap),
+        # written to the URL shards as named rows that are never requested.
+        blocking = block_at_selection(con, config.crawl, "cand_all")
+        con.execute("CREATE TEMP VIEW cand AS SELECT * FROM cand_all"
+                    + (" ANTI JOIN blocked USING (url)" if blocking else ""))
         cap = {"cap": config.crawl.max_candidates_per_tag}
         local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
         # 1. Per tag, the cap-th lowest priority (a bounded top-n per tag, in one streaming aggregation).
@@ -179,12 +185,20 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.execute(
             "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
             " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
-            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first FROM cand SEMI JOIN selected USING (url)"
-            " GROUP BY url")
+            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first, NULL::VARCHAR AS block,"
+            " NULL::VARCHAR AS block_detail FROM cand SEMI JOIN selected USING (url) GROUP BY url")
         [(total,)] = con.execute("SELECT sum(n)::BIGINT FROM cutoff").fetchall()
         [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
         total, in_selected = total or 0, in_selected or 0
         stats = Stats()
+        if blocking:
+            con.execute(
+                "INSERT INTO chosen SELECT url, substr(sha1(url), 1, 16), count(*), arg_min({'caption': caption,"
+                " 'tags': tags, 'category': category, 'source': source, 'row': \"row\", 'fi': fi, 'rn': rn},"
+                " fi::BIGINT * 4294967296 + rn), any_value(b.reason), any_value(b.detail)"
+                " FROM cand_all JOIN blocked b USING (url) GROUP BY url")
+            for reason, n in con.execute("SELECT reason, count(*) FROM blocked GROUP BY reason").fetchall():
+                stats.inc(f"select/{reason}", n)
         for key, n in (("select/over_tag_cap", total - in_selected), ("select/repeated_url", in_selected - chosen),
                        ("select/selected", chosen)):
             if n:
@@ -192,7 +206,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         for i in range(config.num_shards):
             reader = con.sql(
                 "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
-                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi FROM chosen"
+                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi, block, block_detail FROM chosen"
                 " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
                 params={"n": config.num_shards, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
@@ -209,7 +223,8 @@ def select_step(config: CurateConfig, run_dir: Path) -> Stats:
 
 
 INGEST_STEP = Step("ingest", IngestTask, unit="files")
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",))
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
@@ -219,6 +234,9 @@ def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
     rows = batch.column("row").to_pylist()
     urls, shard_of = batch.column("url").to_pylist(), batch.column("fi").to_pylist()
     origins = [origin_status(u, fi < len(local) and local[fi], s) for u, fi, s in zip(urls, shard_of, sources)]
+    if batch.column("block").null_count < n:  # block-listed at selection: a named row, never requested
+        blocks = zip(batch.column("block").to_pylist(), batch.column("block_detail").to_pylist())
+        origins = [o if b is None else (o[0], b, d or "") for o, (b, d) in zip(origins, blocks)]
     meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0]}, sort_keys=True)
             for s, r, o in zip(sources, rows, origins)]
     cols = {

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from mrbench.config import CrawlConfig
+from mrbench.curation.blocklist import HashBlocklist
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url
 from mrbench.images import display_size, load_image
 from mrbench.records import ImageRecord
@@ -265,9 +266,18 @@ class DownloadTask(ShardedStep):
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
-        records = list(validator(downloader(read_records(self.layout.urls.output(shard)))))
-        records.sort(key=lambda r: r.id)
-        return records_to_table(records), Stats().merge(downloader.stats).merge(validator.stats)
+        stages: list[Stage] = [downloader, validator]
+        blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
+        if blocklist is not None:
+            stages.append(blocklist)
+        records: Iterable[ImageRecord] = read_records(self.layout.urls.output(shard))
+        for stage in stages:
+            records = stage(records)
+        records = sorted(records, key=lambda r: r.id)
+        stats = Stats()
+        for stage in stages:
+            stats.merge(stage.stats)
+        return records_to_table(records), stats
 
 
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs")

@@ -9,6 +9,8 @@ Every request, and every hop of a redirect chain, goes through :meth:`Fetcher.fe
 * resolves the host once, refuses private, loopback, link-local (cloud metadata), multicast, reserved and unspecified
   addresses unless ``allow_private_network`` is set, then connects to the address it checked (TLS still verifies the
   host name), so a DNS answer cannot change between the check and the connection;
+* refuses an image whose headers opt out of MRBench (``X-Robots-Tag: noai``, ``tdm-reservation: 1``; see
+  :mod:`curation.optout`) as ``opted_out``, before reading its body;
 * streams the body with a cap (``oversize_body`` for a declared or a streamed body over ``max_body_bytes``);
 * follows at most ``max_redirects`` redirects (``too_many_redirects`` past that; ``redirect_loop`` when a URL repeats);
 * retries timeouts, connection errors, 429 and 5xx with exponential backoff and full jitter, honouring a
@@ -36,6 +38,7 @@ from typing import Callable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from mrbench.config import CrawlConfig
+from mrbench.curation.optout import OPTED_OUT, opt_out_reason
 
 # Statuses a retry can fix (the server or the network was busy); everything else is final.
 RETRYABLE = frozenset({"timeout", "connection_error", "http_429", "http_5xx"})
@@ -257,6 +260,9 @@ class Fetcher:
                 return status, location, b""
             if status != 200 and not 200 <= status < 300:
                 raise _http_error(status, resp.reason, resp.getheader("Retry-After"))
+            refusal = opt_out_reason(resp.getheaders(), cfg)  # before any byte of the body is read
+            if refusal is not None:
+                raise FetchError(OPTED_OUT, refusal)
             declared = resp.getheader("Content-Length")
             limit = cfg.max_body_bytes
             if declared is not None and declared.strip().isdigit() and int(declared) > limit:

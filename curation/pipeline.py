@@ -32,6 +32,7 @@ import mrbench.curation  # noqa: F401  (registers the built-in steps)
 from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
+from mrbench.curation.blocklist import check_blocklists
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.report import write_report
@@ -75,6 +76,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     """
     config.validate()
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
+    check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
     try:
         steps = pipeline_steps()  # a stage registered wrongly fails here, before any work
     except ValueError as e:
@@ -156,7 +158,9 @@ def drop_step(reason: str) -> str:
 
 def drop_step_order() -> list[str]:
     """The labels :func:`drop_step` gives, in run order (``download`` first)."""
-    return list(dict.fromkeys(["download", *drop_labels().values()]))
+    labels = list(dict.fromkeys(drop_labels().values()))
+    at = labels.index("select") + 1 if "select" in labels else 0  # selection drops come before any download
+    return list(dict.fromkeys([*labels[:at], "download", *labels[at:]]))
 
 
 def stages_in_run_order() -> Iterator[Entry]:

@@ -172,6 +172,11 @@ class SourceConfig:
         url_col: Column holding the image URL (``URL`` in LAION, ``url`` in COYO/DataComp).
         caption_col: Column holding the caption (``TEXT`` in LAION, ``text`` in COYO/DataComp).
         folder_tag: For ``folder`` sources, use the image's sub-folder name as its tag.
+        where: ``metadata`` sources: a SQL predicate over the source's own columns (duckdb syntax, e.g.
+            ``punsafe < 0.1 AND pwatermark < 0.8``); rows for which it is not true are counted
+            (``ingest/where_failed``) and never downloaded. Empty: every row.
+        keep_columns: ``metadata`` sources: columns of the source carried into the release as columns of their own
+            (e.g. ``punsafe``, ``similarity``); a column of that name must not clash with a release column.
     """
 
     kind: str = option("metadata", choices=("metadata", "folder"))
@@ -179,6 +184,28 @@ class SourceConfig:
     url_col: str = option("url", nonempty=True)
     caption_col: str = option("caption", nonempty=True)
     folder_tag: bool = True
+    where: str = ""
+    keep_columns: list[str] = field(default_factory=list)
+
+
+BLOCKLIST_KINDS = ("url", "domain", "id", "sha256", "phash")
+
+
+@dataclass
+class BlocklistConfig:
+    """One block list: a text file, one entry a line (``#`` starts a comment).
+
+    Attributes:
+        path: The file.
+        kind: ``url`` (exact URL), ``domain`` (a host and its sub-domains), ``id`` (release ids), ``sha256`` (of the
+            image bytes as released), ``phash`` (64-bit perceptual hash, 16 hex digits, as ``imagehash.phash``
+            prints it).
+        max_distance: ``phash`` lists: an image within this many differing bits of an entry is blocked.
+    """
+
+    path: str = option("", nonempty=True)
+    kind: str = option("url", choices=BLOCKLIST_KINDS)
+    max_distance: int = option(4, ge=0, le=32)
 
 
 @dataclass
@@ -208,6 +235,13 @@ class CrawlConfig:
         max_per_domain: Concurrent requests per host name within one download worker (0: no limit).
         convert_format: Re-encode every image to ``encode_format`` even without a resize (off: the publisher's
             bytes are kept whenever ``resize_mode`` is ``no``).
+        disallowed_header_directives: ``X-Robots-Tag`` directives that make an image ``opted_out`` (before its body
+            is read), unscoped or scoped to ``user_agent_token`` (``X-Robots-Tag: mrbench: noai``); img2dataset's
+            defaults. An empty list turns the check off.
+        honor_tdm_reservation: A ``tdm-reservation: 1`` header (W3C TDMRep) makes an image ``opted_out``.
+        blocklists: Files of URLs, domains, record ids, sha256 digests or perceptual hashes never to release
+            (``curation.blocklist``); URL, domain and id rows are dropped at selection (never requested), hash
+            rows after download.
     """
 
     tag_list: str = ""
@@ -230,6 +264,10 @@ class CrawlConfig:
     retry_after_max: float = option(60.0, ge=0, le=3600)
     max_per_domain: int = option(0, ge=0, le=10_000)
     convert_format: bool = False
+    disallowed_header_directives: list[str] = field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
+    honor_tdm_reservation: bool = True
+    blocklists: list[BlocklistConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -760,6 +798,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     crawl = data.get("crawl")
     if isinstance(crawl, dict) and isinstance(crawl.get("tag_list"), str) and crawl["tag_list"]:
         crawl["tag_list"] = fix(crawl["tag_list"])
+    for block in (crawl.get("blocklists") or []) if isinstance(crawl, dict) else []:
+        if isinstance(block, dict) and isinstance(block.get("path"), str) and block["path"]:
+            block["path"] = fix(block["path"])
     for src in data.get("sources") or []:
         if isinstance(src, dict) and isinstance(src.get("paths"), list):
             src["paths"] = [fix(p) for p in src["paths"]]
