@@ -74,7 +74,7 @@ def read_entries(block: BlocklistConfig) -> list[str]:
             entry = entry.lower()
             if not _FORMS[block.kind].fullmatch(entry):
                 want = {"id": "16", "sha256": "64", "phash": "16"}[block.kind]
-                raise InputError(f"{path}:{number}: {line.strip()[:80]!r} is not a {block.kind} ({want} hex digits)")
+                raise InputError(f"{path}:{number}: {line.strip()[:80]!r} is not a valid {block.kind} ({want} hex digits)")
         out.append(entry)
     return out
 

@@ -355,7 +355,8 @@ def opt_out_section(config: CurateConfig, run_dir: Path | None) -> list[str]:
     return out
 
 
-def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Path | None = None) -> str:
+def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Path | None = None,
+               notes: list[str] | None = None) -> str:
     """Write ``README.md`` (and ``card/examples/*.jpg``) of the release in ``release_dir``.
 
     Args:
@@ -363,6 +364,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         config: The run's config (name, license, settings shown).
         run_dir: The curation run folder, for the drops per reason and the models' weights; without it those
             parts are left out.
+        notes: Markdown lines placed after the drops (``release remove``: the parent's drops and the takedown).
 
     Returns:
         The card's text.
@@ -398,6 +400,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         *stats_md,
         *_settings(config, run),
         *_drops(run, index.num_rows),
+        *(notes or []),
         *_examples(release_dir, index, groups),
         *opt_out_section(config, run),
         "## License", "",

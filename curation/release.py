@@ -370,11 +370,12 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     return {name: len(v) for name, v in out.items()}
 
 
-def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = None) -> str:
+def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = None,
+               notes: list[str] | None = None) -> str:
     """The dataset card ``README.md`` with its Hub YAML header and example thumbnails (:mod:`curation.card`)."""
     from mrbench.curation.card import write_card as write
 
-    return write(release_dir, config, run_dir)
+    return write(release_dir, config, run_dir, notes)
 
 
 def _sha256_file(path: Path) -> str:
@@ -389,7 +390,9 @@ def _release_files(release_dir: Path) -> list[Path]:
     return sorted(p for p in release_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
 
 
-def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
+def write_manifest(release_dir: Path, config: CurateConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``manifest.json``: every file with its size, sha256 and rows, the total rows, the config and versions;
+    ``extra`` adds keys (``release remove``: the parent release and the removals)."""
     files = []
     for p in _release_files(release_dir):
         rel = p.relative_to(release_dir).as_posix()
@@ -402,6 +405,8 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     for src in cfg["sources"]:
         src["paths"] = [Path(p).name for p in src["paths"]]
     cfg["crawl"]["tag_list"] = Path(cfg["crawl"]["tag_list"]).name if cfg["crawl"]["tag_list"] else ""
+    for block in cfg["crawl"].get("blocklists", []):
+        block["path"] = Path(block["path"]).name
     manifest = {
         "name": config.release.name,
         "format": RELEASE_FORMAT,
@@ -410,6 +415,7 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
         "rows": sum(f.get("rows", 0) for f in files if f["path"].startswith("data/")),
         "config": cfg,
         "versions": package_versions(("mrbench", "img2dataset", "pyarrow", "pillow")),
+        **(extra or {}),
     }
     atomic_write_text(release_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest

@@ -94,7 +94,7 @@ def test_blocklist_files_are_checked(tmp_path):
     assert read_entries(BlocklistConfig(str(good), "domain")) == ["example.com", "cdn.example.org", "img.example.net"]
     bad = tmp_path / "s.txt"
     bad.write_text("a" * 64 + "\nnot-a-digest\n")
-    with pytest.raises(InputError, match=r"s.txt:2: 'not-a-digest' is not a sha256"):
+    with pytest.raises(InputError, match=r"s.txt:2: 'not-a-digest' is not a valid sha256"):
         read_entries(BlocklistConfig(str(bad), "sha256"))
     with pytest.raises(InputError, match="no such file"):
         read_entries(BlocklistConfig(str(tmp_path / "missing.txt"), "url"))
