@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import CurateConfig
-from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes
+from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout
@@ -61,6 +61,8 @@ COLUMNS = {
     "sha256": "SHA-256 of the image bytes.",
     "encoding": "`original` (the publisher's bytes) or how the image was re-encoded (resize mode, format).",
 }
+
+KEPT_MEANING = "Carried from the source metadata (`sources[].keep_columns`), as the source gave it."
 
 
 def _yaml_feature(name: str, t: pa.DataType) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def split_sizes(release_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def card_metadata(config: CurateConfig, rows_per_split: dict[str, int],
-                  sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+                  sizes: dict[str, tuple[int, int]] | None = None, schema: pa.Schema = RELEASE_SCHEMA) -> dict[str, Any]:
     """The YAML header: license, task, tags, size, ``configs`` (data files per split), ``dataset_info`` (features;
     splits with ``num_examples`` and ``num_bytes``, which the Hub needs to read the splits; ``dataset_size`` and
     ``download_size``)."""
@@ -118,7 +120,7 @@ def card_metadata(config: CurateConfig, rows_per_split: dict[str, int],
         meta["configs"] = [{"config_name": "default", "data_files": [
             {"split": s, "path": f"data/{s}-*.parquet"} for s in present]}]
     meta["dataset_info"] = {
-        "features": [_yaml_feature(f.name, f.type) for f in RELEASE_SCHEMA],
+        "features": [_yaml_feature(f.name, f.type) for f in schema],
         "splits": [{"name": s, "num_bytes": sizes.get(s, (0, 0))[0], "num_examples": rows_per_split[s]}
                    for s in present],
         "download_size": sum(sizes.get(s, (0, 0))[1] for s in present),
@@ -374,7 +376,8 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     index = _read_index(release_dir)
     groups = _groups(index)
     per_split = {r["split"]: r["id_count"] for r in index.group_by("split").aggregate([("id", "count")]).to_pylist()}
-    meta = card_metadata(config, per_split, split_sizes(release_dir))
+    schema = release_schema(release_kept_fields(release_dir))  # with the sources' keep_columns
+    meta = card_metadata(config, per_split, split_sizes(release_dir), schema)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     present = [s for s in SPLITS if per_split.get(s)]
     stats_md = _group_stats(index, groups)
@@ -396,7 +399,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         "file against `manifest.json`.", "",
         "## Columns", "",
         *_md_table(["column", "type", "meaning"],
-                   [[f"`{f.name}`", _type_label(f.type), COLUMNS.get(f.name, "")] for f in RELEASE_SCHEMA]),
+                   [[f"`{f.name}`", _type_label(f.type), COLUMNS.get(f.name, KEPT_MEANING)] for f in schema]),
         *stats_md,
         *_settings(config, run),
         *_drops(run, index.num_rows),

@@ -31,6 +31,7 @@ SELECT_MEMORY = "1GB"
 SELECT_THREADS = 2
 URL_BATCH_ROWS = 8192
 ROW_GROUP_ROWS = 1024  # as write_parquet_atomic
+KEPT = "source_columns"  # key in ImageRecord.metadata: the source's keep_columns values of the row
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -41,6 +42,7 @@ CANDIDATE_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("row", pa.int64()),
         ("priority", pa.uint64()),
+        ("kept", pa.string()),  # JSON of the source's keep_columns values (null: none kept)
     ]
 )
 
@@ -72,10 +74,10 @@ class IngestTask(ShardedStep):
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
 
-        def keep(url: str, caption: str, matched: list[str], category: str, row: int) -> None:
+        def keep(url: str, caption: str, matched: list[str], category: str, row: int, kept: str | None = None) -> None:
             for name, value in (
                 ("url", url), ("caption", caption), ("tags", matched), ("category", category),
-                ("source", source_shard.path), ("row", row), ("priority", priority(cfg.seed, url)),
+                ("source", source_shard.path), ("row", row), ("priority", priority(cfg.seed, url)), ("kept", kept),
             ):
                 cols[name].append(value)
 
@@ -96,24 +98,32 @@ class IngestTask(ShardedStep):
                 stats.inc("ingest/candidates")
                 keep(row.url, row.caption, matched, category, row.row)
         else:
-            rows = candidates = 0
+            rows = candidates = failed = 0
             for batch in named_source_errors(read_metadata_batches(source_shard, src), source_shard.path):
                 # rows without a URL are not rows (as before); captions are matched a whole batch at a time
                 with_url = range(len(batch.urls)) if all(batch.urls) else [k for k, u in enumerate(batch.urls) if u]
+                rows += len(with_url)
+                if batch.passes is not None:  # the source's where: failing rows are counted, never candidates
+                    passing = [k for k in with_url if batch.passes[k]]
+                    failed += len(with_url) - len(passing)
+                    with_url = passing
                 captions = [batch.captions[k] for k in with_url] if len(with_url) < len(batch.urls) else batch.captions
                 if not batch.captions_are_text:
                     captions = [str(c or "") for c in captions]
-                rows += len(with_url)
                 for k, caption, matched in zip(with_url, captions, matcher.match_many(captions)):
                     if not matched and cfg.crawl.require_tag:
                         continue
                     candidates += 1
                     category = tags.by_name[matched[0]].category if matched else ""
-                    keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k)
+                    keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k,
+                         batch.kept[k] if batch.kept is not None else None)
+            if failed:
+                stats.inc("ingest/where_failed", failed)
+                stats.inc(f"ingest/where_failed/{source_shard.source_index}", failed)
             if rows:
                 stats.inc("ingest/rows", rows)
-            if rows - candidates:
-                stats.inc("ingest/no_tag_match", rows - candidates)
+            if rows - failed - candidates:
+                stats.inc("ingest/no_tag_match", rows - failed - candidates)
             if candidates:
                 stats.inc("ingest/candidates", candidates)
         return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
@@ -160,7 +170,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.executemany("INSERT INTO files VALUES (?, ?)", list(enumerate(files)))
         listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"  # a view takes no parameters
         con.execute(
-            "CREATE TEMP VIEW cand_all AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
+            "CREATE TEMP VIEW cand_all AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority, c.kept,"
             " f.fi, c.file_row_number AS rn,"
             " CASE WHEN c.tags IS NULL OR len(c.tags) = 0 THEN 'untagged' ELSE c.tags[1] END AS tag"  # the group the record lands in
             f" FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
@@ -185,7 +195,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.execute(
             "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
             " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
-            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first, NULL::VARCHAR AS block,"
+            " 'fi': fi, 'rn': rn, 'kept': kept}, fi::BIGINT * 4294967296 + rn) AS first, NULL::VARCHAR AS block,"
             " NULL::VARCHAR AS block_detail FROM cand SEMI JOIN selected USING (url) GROUP BY url")
         [(total,)] = con.execute("SELECT sum(n)::BIGINT FROM cutoff").fetchall()
         [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
@@ -194,7 +204,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         if blocking:
             con.execute(
                 "INSERT INTO chosen SELECT url, substr(sha1(url), 1, 16), count(*), arg_min({'caption': caption,"
-                " 'tags': tags, 'category': category, 'source': source, 'row': \"row\", 'fi': fi, 'rn': rn},"
+                " 'tags': tags, 'category': category, 'source': source, 'row': \"row\", 'fi': fi, 'rn': rn, 'kept': kept},"
                 " fi::BIGINT * 4294967296 + rn), any_value(b.reason), any_value(b.detail)"
                 " FROM cand_all JOIN blocked b USING (url) GROUP BY url")
             for reason, n in con.execute("SELECT reason, count(*) FROM blocked GROUP BY reason").fetchall():
@@ -206,7 +216,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         for i in range(config.num_shards):
             reader = con.sql(
                 "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
-                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi, block, block_detail FROM chosen"
+                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi, first.kept AS kept, block, block_detail FROM chosen"
                 " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
                 params={"n": config.num_shards, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
@@ -237,8 +247,9 @@ def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
     if batch.column("block").null_count < n:  # block-listed at selection: a named row, never requested
         blocks = zip(batch.column("block").to_pylist(), batch.column("block_detail").to_pylist())
         origins = [o if b is None else (o[0], b, d or "") for o, (b, d) in zip(origins, blocks)]
-    meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0]}, sort_keys=True)
-            for s, r, o in zip(sources, rows, origins)]
+    kept = batch.column("kept").to_pylist()  # keep_columns values: carried to the release as columns
+    meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0], **({KEPT: json.loads(k)} if k else {})},
+                       sort_keys=True) for s, r, o, k in zip(sources, rows, origins, kept)]
     cols = {
         "id": batch.column("id"), "url": batch.column("url"), "caption": batch.column("caption"),
         "tags": batch.column("tags"), "category": batch.column("category"),

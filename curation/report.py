@@ -223,7 +223,8 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     body.append("<h2 id='funnel'>Funnel</h2><p class='note'>Every URL selected for download ends in exactly one "
                 "status; a step's drops are the rows whose status it set.</p>")
     pre = []
-    for step, key, label in (("ingest", "ingest/candidates", "candidate rows (caption names a tag)"),
+    for step, key, label in (("ingest", "ingest/where_failed", "rows failing their source's where (never downloaded)"),
+                             ("ingest", "ingest/candidates", "candidate rows (caption names a tag)"),
                              ("select", "select/selected", "URLs selected")):
         n = stats.get(step, {}).get(key)
         if n is not None:
