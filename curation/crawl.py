@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -17,7 +18,7 @@ from mrbench.config import CurateConfig
 from mrbench.curation.blocklist import block_at_selection
 from mrbench.curation.inputs import named_source_errors
 from mrbench.curation.sources import (
-    LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
+    LOCAL_PATH, expand_sources, folder_relative_path, kept_json, read_metadata_batches, read_source,
 )
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
@@ -104,7 +105,9 @@ class IngestTask(ShardedStep):
                 with_url = range(len(batch.urls)) if all(batch.urls) else [k for k, u in enumerate(batch.urls) if u]
                 rows += len(with_url)
                 if batch.passes is not None:  # the source's where: failing rows are counted, never candidates
-                    passing = [k for k in with_url if batch.passes[k]]
+                    passing = np.flatnonzero(batch.passes).tolist()
+                    if not isinstance(with_url, range):
+                        passing = sorted(set(passing).intersection(with_url))
                     failed += len(with_url) - len(passing)
                     with_url = passing
                 captions = [batch.captions[k] for k in with_url] if len(with_url) < len(batch.urls) else batch.captions
@@ -116,7 +119,7 @@ class IngestTask(ShardedStep):
                     candidates += 1
                     category = tags.by_name[matched[0]].category if matched else ""
                     keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k,
-                         batch.kept[k] if batch.kept is not None else None)
+                         kept_json(batch.kept, k) if batch.kept is not None else None)
             if failed:
                 stats.inc("ingest/where_failed", failed)
                 stats.inc(f"ingest/where_failed/{source_shard.source_index}", failed)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -61,15 +63,16 @@ class SourceShard:
 class MetadataBatch:
     """One record batch of a metadata source: raw URL and caption values, and the file row number of the first.
 
-    ``passes`` is whether each row meets the source's ``where`` predicate (None: no predicate, every row does);
-    ``kept`` the JSON object of its ``keep_columns`` values (None: no columns kept)."""
+    ``passes`` is whether each row meets the source's ``where`` predicate (a boolean array; None: every row does);
+    ``kept`` the values of its ``keep_columns`` per column (None: no columns kept; :func:`kept_json` makes a row's
+    JSON, only for the rows that become candidates)."""
 
     first_row: int
     urls: list[Any]
     captions: list[Any]
     captions_are_text: bool  # str or None values (no str() needed)
-    passes: list[bool] | None = None
-    kept: list[str] | None = None
+    passes: "np.ndarray | None" = None
+    kept: dict[str, list[Any]] | None = None
 
 
 def referenced_columns(where: str, names: list[str]) -> list[str]:
@@ -91,7 +94,8 @@ class RowPredicate:
         self.where = where
         self._con = duckdb.connect(config={"threads": 1})
 
-    def mask(self, batch: pa.RecordBatch) -> list[bool]:
+    def mask(self, batch: pa.RecordBatch) -> "np.ndarray | None":
+        """Whether each row of ``batch`` passes (a boolean array), or None when every row does."""
         import duckdb
 
         self._con.register("batch", batch)
@@ -101,19 +105,20 @@ class RowPredicate:
             raise ValueError(f"where {self.where!r}: {str(e).splitlines()[0]}") from None
         finally:
             self._con.unregister("batch")
-        return out.column(0).to_pylist()
+        verdict = out.column(0)
+        if verdict.null_count == 0 and pc.all(verdict).as_py():
+            return None
+        return verdict.to_numpy(zero_copy_only=False)
 
     def close(self) -> None:
         self._con.close()
 
 
-def kept_json(batch: pa.RecordBatch | pa.Table, columns: list[str]) -> list[str]:
-    """Per row, the JSON object of ``columns`` (values as JSON: numbers, text, booleans, null; others as text)."""
+def kept_json(kept: dict[str, list[Any]], k: int) -> str:
+    """Row ``k``'s kept values as a JSON object (numbers, text, booleans, null; other values as text)."""
     import json
 
-    values = {c: batch.column(c).to_pylist() for c in columns}
-    return [json.dumps({c: values[c][k] for c in columns}, default=str, allow_nan=True)
-            for k in range(batch.num_rows)]
+    return json.dumps({c: values[k] for c, values in kept.items()}, default=str)
 
 
 @dataclass(slots=True)
@@ -210,7 +215,7 @@ def read_metadata_batches(shard: SourceShard, src: SourceConfig) -> Iterator[Met
             yield MetadataBatch(row, urls.to_pylist(), captions.to_pylist(),
                                 pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type),
                                 predicate.mask(batch) if predicate is not None else None,
-                                kept_json(batch, src.keep_columns) if src.keep_columns else None)
+                                {c: batch.column(c).to_pylist() for c in src.keep_columns} if src.keep_columns else None)
             row += len(urls)
     finally:
         if predicate is not None:
