@@ -277,6 +277,7 @@ LS_KINDS = {
     "executors": ("mrbench.executors", "mrbench.executors:EXECUTORS"),
     "encoders": ("mrbench.backends", "mrbench.backends:ENCODERS"),
     "detectors": ("mrbench.backends", "mrbench.backends:DETECTORS"),
+    "safety": ("mrbench.backends", "mrbench.backends:SAFETY_CLASSIFIERS"),
     "models": ("mrbench.baselines", "mrbench.evaluation.registry:MODELS"),
     "metrics": ("mrbench.evaluation.metrics", "mrbench.evaluation.registry:METRICS"),
     "benchmarks": ("mrbench.evaluation.benchmarks", "mrbench.evaluation.registry:BENCHMARKS"),
@@ -284,7 +285,7 @@ LS_KINDS = {
 
 
 @app.command("ls")
-def ls(kind: str = typer.Argument(..., help="stages, executors, encoders, detectors, models, metrics, benchmarks")) -> None:
+def ls(kind: str = typer.Argument(..., help="stages, executors, encoders, detectors, safety, models, metrics, benchmarks")) -> None:
     """List the registered components of one kind, one line each."""
     import importlib
 

@@ -6,6 +6,7 @@ folder (:class:`mrbench.layout.RunLayout`), sharded steps by the executor and gl
     urls/      selected URLs in num_shards shards (global ``select``: cap per tag, ids)
     download/  one row per URL: ok + bytes, or a named failure (sharded: fetch under the egress policy + validation)
     embed/     per shard: image embedding, faces, detections of every ok image (sharded; only with embed models)
+    safety/    per shard: the safety classifier's score of every embedded image (sharded; only with safety.classifier)
     filters/   per shard: ids dropped by the resolution / face / object / registered filters, with reasons (sharded)
     index/     vectors of the images still in play, memory-mapped (global; only with embed models)
     dedup/     near-duplicates to drop: id, duplicate_of, similarity (global)
@@ -93,6 +94,10 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         raise
     except (TypeError, ValueError) as e:  # e.g. an option the model does not take
         raise ConfigError(f"embed: a model rejected its options ({e})") from None
+    if config.safety.classifier:  # missing weights fail here too, before any work
+        from mrbench.curation.safety import build_classifier
+
+        models["safety"] = build_classifier(config).info.to_dict()
     if models:
         atomic_write_text(layout.models, json.dumps(models, indent=1, sort_keys=True))
     atomic_write_text(layout.provenance, json.dumps(provenance(), indent=1))  # after preflight: torch known

@@ -387,6 +387,23 @@ class FilterConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """The safety filter on stored image embeddings (``curation.safety``), for sources without safety columns.
+
+    Attributes:
+        classifier: A registered safety classifier (``mrbench ls safety``: ``laion-nsfw-h14``, LAION's NSFW
+            detector on CLIP ViT-H-14 embeddings); empty turns the step off. Needs ``embed.encoder``.
+        options: Keyword options for it (``checkpoint: PATH`` for the LAION weights).
+        threshold: Images scoring at or above this are dropped (``unsafe``); the score of every image is kept in
+            ``safety/``.
+    """
+
+    classifier: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    threshold: float = option(0.5, ge=0.0, le=1.0, why="a probability")
+
+
+@dataclass
 class AuditConfig:
     """Leakage audit across train / held-in / held-out (needs ``embed.encoder`` or ``embed.face_encoder``).
 
@@ -466,6 +483,7 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any value that would make the run fail later.
@@ -494,6 +512,8 @@ class CurateConfig:
         """Embed, dedup, filter, audit and visual grouping settings; model names are checked against the
         registries (no model is loaded here)."""
         check_embed_models(self.embed)
+        if self.safety.classifier:
+            check_safety_classifier(self.safety, self.embed)
 
 
 def check_embed_models(config: EmbedConfig) -> None:
@@ -513,6 +533,27 @@ def check_embed_models(config: EmbedConfig) -> None:
             DETECTORS.entry(config.detector)
     except UnknownEntryError as e:
         raise ConfigError(f"embed: {e}") from None
+
+
+def check_safety_classifier(safety: SafetyConfig, embed: EmbedConfig) -> None:
+    """The safety classifier is registered and reads the embedding the run stores (nothing is loaded)."""
+    from mrbench.backends import SAFETY_CLASSIFIERS
+    from mrbench.registry import UnknownEntryError
+
+    try:
+        meta = dict(SAFETY_CLASSIFIERS.entry(safety.classifier).meta)
+    except UnknownEntryError as e:
+        raise ConfigError(f"safety: {e}") from None
+    if not embed.encoder:
+        raise ConfigError(f"safety.classifier {safety.classifier!r} scores image embeddings: set embed.encoder")
+    want = meta.get("encoder")
+    if want and embed.encoder != want:
+        raise ConfigError(f"safety.classifier {safety.classifier!r} reads {want} {meta.get('arch', '')} embeddings, "
+                          f"not {embed.encoder!r}: set embed.encoder: {want}")
+    arch = meta.get("arch")
+    if arch and arch not in str(embed.encoder_options.get("model", "")):
+        raise ConfigError(f"safety.classifier {safety.classifier!r} reads {want} {arch} embeddings: set "
+                          f"embed.encoder_options.model to a {arch} tag (e.g. {arch}/laion2b_s32b_b79k)")
 
 
 PROFILES = ("default", "tiny")  # pretrained weights, or tiny random models and encoders (no download)
