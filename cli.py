@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -71,7 +72,12 @@ class _Group(TyperGroup):
         return _readable_help(cmd) if cmd is not None else None
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.", cls=_Group)
+EXIT_CODES = ("Exit status: 0 done; 1 a release failed its checks (release verify / extract-images); 2 a mistake in "
+              "the command, its config or its folders (one error: line); 3 model weights or a model dependency "
+              "missing (the error names each, with how to supply it); 4 the run finished with nothing to release "
+              "(0 images: the message says what happened and which setting to change); 130 interrupted (Ctrl-C).")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.",
+                  epilog=EXIT_CODES, cls=_Group)
 release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.", cls=_Group)
 app.add_typer(release_app, name="release")
 
@@ -108,10 +114,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], None]]]:
-    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``."""
-    from mrbench.console import progress_display
+    """The shared progress display (:func:`mrbench.console.progress_display`), off under ``-q``; a command that
+    fails leaves no half-drawn bar (``loading 0/?``) above its error line."""
+    from mrbench.console import bars_cleared_on_error, progress_display
 
-    return progress_display(disable=_LOG["level"] == "ERROR")
+    progress, factory = progress_display(disable=_LOG["level"] == "ERROR")
+    return bars_cleared_on_error(progress), factory
 
 
 @app.command()
@@ -123,6 +131,7 @@ def curate(
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray.init address (--executor ray; default: start a local cluster)"),
     retry_failed: Optional[Path] = typer.Option(None, "--retry-failed", help="a run folder: download again only the rows whose failure is retryable (timeout, connection error, 429, 5xx), then redo the steps after download; its config.yaml is used unless --config is given"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print which steps would run, be redone (naming the changed settings) or be kept, and stop"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
@@ -156,6 +165,19 @@ def curate(
         _fail(str(e))
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a run folder")
+    if dry_run:
+        if retry_failed is not None:
+            _fail("--dry-run shows what a plain run would do; leave --retry-failed out")
+        from mrbench.curation.pipeline import plan_curation
+
+        try:
+            plans = plan_curation(cfg, out)
+        except (ConfigError, FileNotFoundError) as e:
+            _fail(str(e))
+        width = max(len(p.step.name) for p in plans)
+        for p in plans:
+            typer.echo(f"{p.step.name:<{width}}  {p.describe()}")
+        return
     progress, factory = _progress_factory()
     try:
         with progress:  # type: ignore[attr-defined]
@@ -176,6 +198,10 @@ def curate(
     print_summary(summary)
     if retry_failed is not None:
         typer.echo(f"retried {summary['retried_rows']} rows in download shards {summary['retried_shards']}")
+    if summary.get("empty_outcome"):
+        from mrbench.curation.outcome import EMPTY_OUTCOME_EXIT
+
+        _fail(summary["empty_outcome"], code=EMPTY_OUTCOME_EXIT)
 
 
 @app.command("report")
@@ -203,8 +229,11 @@ def release_verify(
     symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
     import json
 
-    from mrbench.curation.release import check_release
+    from mrbench.curation.release import MANIFEST, check_release
+    from mrbench.layout import folder_hint
 
+    if release_dir.is_dir() and not (release_dir / MANIFEST).exists() and folder_hint(release_dir):
+        _fail(f"{folder_hint(release_dir)}: mrbench release verify takes a release folder (with {MANIFEST})")
     report = check_release(release_dir)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
@@ -270,6 +299,59 @@ def _os_error(e: OSError) -> str:
     """``path: reason`` for a file-system error caused by a path the user gave (permissions, a file for a folder)."""
     where = e.filename if e.filename is not None else ""
     return f"{where}: {e.strerror or e}" if where else str(e)
+
+
+@app.command("init")
+def init_cmd(
+    file: Path = typer.Argument(Path("mrbench.yaml"), help="the config file to write (never overwritten)"),
+    photos: str = typer.Option("photos/", "--photos", help="folder of photos, one sub-folder per subject; relative "
+                               "to FILE's folder"),
+) -> None:
+    """Write a commented starter curation config that runs as-is on a folder of photos (PHOTOS/<subject>/*.jpg)."""
+    from mrbench.curation.starter import starter_config
+
+    if file.exists():
+        _fail(f"{file} exists; nothing was written (give another file name)")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with open(file, "x", encoding="utf-8") as f:
+            f.write(starter_config(file.name, photos))
+    except OSError as e:
+        _fail(_os_error(e))
+    typer.echo(f"wrote {file}; next: mrbench curate --config {file} --out runs/v1")
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Show resolved configs.", cls=_Group)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="config YAML (default: none, the defaults)"),
+    set_: List[str] = typer.Option([], "--set", help="override a key: --set crawl.timeout=5"),
+    eval_: bool = typer.Option(False, "--eval", help="an eval config (mrbench eval --config), not a curation config"),
+) -> None:
+    """Print the resolved config as YAML: defaults, then the file, then --set (what curate or eval would run with).
+    Problems in it are listed, all at once, after it (exit 2)."""
+    import yaml
+
+    from mrbench.config import CurateConfig, EvalConfig, from_dict, load_config, load_yaml, to_dict
+
+    cls = EvalConfig if eval_ else CurateConfig
+    try:
+        cfg = load_config(cls, config, set_)
+        problem = None
+    except ConfigError as e:
+        problem = e
+        # show what could be read, with the defaults for the rest
+        try:
+            data = load_yaml(config) if config is not None and config.is_file() else {}
+        except ConfigError:
+            data = {}
+        cfg = from_dict(cls, data if isinstance(data, dict) else {}, problems=[])
+    typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), nl=False)
+    if problem is not None:
+        _fail(str(problem))
 
 
 LS_KINDS = {
@@ -417,13 +499,13 @@ def detect(
 
 def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
                        batch_size: Optional[int]) -> tuple[object, object]:
-    """Build ``encoder`` (curation defaults + options) and embed the images under ``paths`` with a progress bar."""
+    """Build ``encoder`` (with its options) and embed the images under ``paths`` with a progress bar."""
     from mrbench.backends.files import find_images
-    from mrbench.curation.embed import ENCODER_DEFAULTS, embed_files
+    from mrbench.curation.embed import embed_files
 
     if batch_size is not None and batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
-    kwargs = {**ENCODER_DEFAULTS.get(encoder, {}), **_backend_kwargs(args, device, None)}
+    kwargs = _backend_kwargs(args, device, None)
     model = _build_backend("encoder", encoder, kwargs)
     files = find_images(paths)
     if not files:
@@ -447,7 +529,7 @@ def dedup_cmd(
     paths: List[Path] = typer.Argument(..., help="image files or folders (recursive)"),
     encoder: str = typer.Option(..., "--encoder", "-e", help="encoder name (mrbench ls encoders)"),
     out: Path = typer.Option(..., "--out", "-o", help="output parquet: path, duplicate_of, similarity, status"),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: calibrated)"),
+    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="cosine similarity of near-duplicates (default: the encoder's, mrbench.thresholds)"),
     arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable)"),
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per forward pass"),
@@ -459,9 +541,10 @@ def dedup_cmd(
     import numpy as np
     import pyarrow as pa
 
-    from mrbench.curation.dedup import DEFAULT_THRESHOLD, dedup
+    from mrbench.curation.dedup import dedup
+    from mrbench.thresholds import resolve
 
-    t = DEFAULT_THRESHOLD if threshold is None else threshold
+    t = resolve(encoder, "near_duplicate").threshold if threshold is None else threshold
     if not 0.05 < t <= 1.0:
         _fail(f"--threshold must be in (0.05, 1], got {t}")
     _check_out_file(out)
@@ -528,6 +611,53 @@ def group_cmd(
                f"{sum(g is None for g in group_id)} not embedded")
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    folder: Path = typer.Argument(..., help="labelled folder: one sub-folder of images per identity, subject or style"),
+    encoder: List[str] = typer.Option(..., "--encoder", "-e", help="encoder name (repeatable; mrbench ls encoders)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: calibration.yaml and calibration.html"),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="near-duplicate pairs: two paths (relative to FOLDER) per line"),
+    plant: int = typer.Option(0, "--plant", help="also plant near-duplicates (crop, mirror, JPEG, resize) of N seeded images"),
+    seed: int = typer.Option(0, "--seed", help="seeds the planted near-duplicates"),
+    criterion: str = typer.Option("max_f1", "--criterion", help="max_f1, or precision>=P (best recall at precision >= P)"),
+    labels: str = typer.Option("auto", "--labels", help="what the sub-folders are: auto (identity for face encoders, "
+                                                        "subject otherwise), identity, subject, style, none (near-duplicates only)"),
+    arg: List[str] = typer.Option([], "--encoder-args", "-a", help="encoder options k=v,k2=v2 (repeatable; every encoder)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda, cpu, ... (default: CUDA when present)"),
+) -> None:
+    """Measure thresholds on a labelled folder: pair precision / recall per threshold and the recommended one.
+
+    Writes OUT/calibration.yaml (a curation config uses it with `calibration: OUT/calibration.yaml`) and
+    OUT/calibration.html (distributions, curves, hardest pairs).
+    """
+    from mrbench.backends import MissingWeightsError
+    from mrbench.curation.calibrate import calibrate
+    from mrbench.registry import UnknownEntryError
+
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file, not a folder")
+    kwargs = _backend_kwargs(arg, device, None)
+    progress, factory = _progress_factory()
+    try:
+        with progress:  # type: ignore[attr-defined]
+            results = calibrate(folder, encoder, out, pairs=pairs, plant=plant, seed=seed, criterion=criterion,
+                                labels=labels, encoder_options={e: kwargs for e in encoder}, progress=factory)
+    except ConfigError as e:
+        _fail(str(e))
+    except UnknownEntryError as e:
+        _fail(str(e))
+    except MissingWeightsError as e:
+        _fail(str(e), code=3)
+    except (TypeError, ValueError) as e:
+        _fail(f"bad encoder options: {e}")
+    for r in results:
+        rec = r.recommendation
+        flag = " [random weights]" if r.info.get("random_weights") else ""
+        typer.echo(f"{r.encoder}{flag} {r.task}: threshold {rec.threshold:.3f} ({rec.criterion}): precision "
+                   f"{rec.precision:.3f} recall {rec.recall:.3f} F1 {rec.f1:.3f}; {r.data}")
+    typer.echo(f"wrote {out / 'calibration.yaml'} and {out / 'calibration.html'}")
+
+
 def _eval_default(name: str) -> str:
     """`` (default: VALUE)`` of an :class:`~mrbench.config.EvalConfig` field, for help texts: the flags have no
     defaults of their own (an absent flag leaves the YAML's or the config's value)."""
@@ -551,7 +681,7 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
     seed: Optional[int] = typer.Option(None, "--seed", help="first seed; image k of a prompt uses seed+k" + _eval_default("seed")),
     images_per_prompt: Optional[int] = typer.Option(None, "--images-per-prompt", help="images generated per sample" + _eval_default("images_per_prompt")),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face)"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="metrics, e.g. clip_t,clip_i,dino_i,face@dlib (default: clip_t,clip_i,dino_i,face, each replaced by its offline alternative (image_sim@mobilenet_v2, face@dlib) or skipped when its weights are not on this machine)"),
     image_encoder: Optional[str] = typer.Option(None, "--image-encoder", help="use image_sim@ENCODER instead of clip_i/dino_i (e.g. mobilenet_v2)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
@@ -591,7 +721,8 @@ def eval_cmd(
         with progress:  # type: ignore[attr-defined]
             result = run_eval(config=cfg, progress=report, phase=phase)
     except MissingWeightsError as e:
-        _fail(f"{e}\n(--profile tiny runs without weights; --metrics image_sim@mobilenet_v2,face@dlib needs no download)", code=3)
+        _fail(f"{e}\n(offline: --metrics image_sim@mobilenet_v2,face@dlib needs no download; without --metrics the "
+              "default set runs what this machine has weights for; --profile tiny runs tiny random models)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
     _print_eval(result)
@@ -603,20 +734,28 @@ def _print_eval(result: object) -> None:
 
     summary = result.summary  # type: ignore[attr-defined]
     console = Console()
+    for note in summary.get("metric_notes") or []:
+        typer.secho(f"note: {note}", fg="yellow", err=True)
     flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
     for split, s in summary["splits"].items():
+        statuses = ", ".join(f"{n} {status}" for status, n in sorted(s["rows_per_status"].items(),
+                                                                      key=lambda kv: (kv[0] != "ok", kv[0])))
         t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
-                        f"{s['groups']} groups, {s['rows']} images ({s['rows_per_status']})")
+                        f"{s['groups']} groups, {s['rows']} images ({statuses})")
         for c in ("metric", "mean", "95% CI (groups)", "groups"):
             t.add_column(c)
+
+        def interval(ci: list, n_groups: int) -> str:  # one group has no spread to bootstrap
+            return "n/a (1 group)" if n_groups < 2 else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+
         for key, est in s["metrics"].items():
             if est["mean"] is None:
                 t.add_row(key, "-", "-", "0")
                 continue
-            t.add_row(key, f"{est['mean']:.4f}", f"[{est['ci'][0]:.4f}, {est['ci'][1]:.4f}]", str(est["n_groups"]))
+            t.add_row(key, f"{est['mean']:.4f}", interval(est["ci"], est["n_groups"]), str(est["n_groups"]))
             if est.get("scaled"):
                 sc = est["scaled"]
-                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", f"[{sc['ci'][0]:.4f}, {sc['ci'][1]:.4f}]",
+                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", interval(sc["ci"], est["n_groups"]),
                           str(est["n_groups"]))
         console.print(t)
     timing = result.timing  # type: ignore[attr-defined]
@@ -627,7 +766,7 @@ def _print_eval(result: object) -> None:
 @app.command("leaderboard")
 def leaderboard_cmd(
     run_dirs: List[Path] = typer.Argument(..., help="run folders written by mrbench eval"),
-    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv and .html"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for leaderboard.md, .csv, .html and leaderboard_paired.csv"),
     grid_samples: int = typer.Option(4, "--grid-samples", help="samples shown per model in the HTML image grids"),
 ) -> None:
     """Tables (mean [95% CI] per metric, ceiling and chance rows) and image grids from run folders."""
@@ -637,6 +776,11 @@ def leaderboard_cmd(
         _fail(f"--grid-samples must be >= 0, got {grid_samples}")
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")
+    from mrbench.layout import EVAL_RUN_FILES, folder_hint
+
+    for run_dir in run_dirs:
+        if not (run_dir / EVAL_RUN_FILES[0]).is_file() and folder_hint(run_dir):
+            _fail(f"{folder_hint(run_dir)}; mrbench leaderboard takes eval run folders")
     try:
         paths = build_leaderboard(run_dirs, out, grid_samples=grid_samples)
     except (FileNotFoundError, ValueError) as e:
@@ -653,15 +797,43 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """The console entry point: ``app`` plus a clean Ctrl-C (exit 130, a line on how to resume, no traceback)."""
+    from mrbench.backends.weights import offline_environment
     from mrbench.executors import Interrupted
 
+    offline_environment()
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        typer.secho(f"error: no space left on the device ({_os_error(e)}); free some space or write elsewhere, "
+                    "then run the same command again (finished work is kept)", fg="red", err=True)
+        sys.exit(1)
     except Interrupted:
         logging.disable(logging.CRITICAL)  # teardown chatter (workers, proxies) after the user asked to stop
         typer.secho(f"\ninterrupted: {_INTERRUPT['hint']}", fg="yellow", err=True)
-        sys.exit(130)
+        _exit_interrupted()
+
+
+def _disk_full(e: OSError) -> bool:
+    """ENOSPC or a full quota, however it arrived (pyarrow and worker processes may keep only the message)."""
+    import errno
+
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) or "quota exceeded" in str(e).lower()
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 now: everything has unwound (locks released, markers unwritten), so a thread still blocked in
+    I/O (a download, a model load) must not keep the process alive; it is not waited for."""
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

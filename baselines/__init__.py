@@ -25,3 +25,5 @@ MODELS.register("qwen-image-edit", f"{_B}.qwen_image_edit:QwenImageEditGenerator
                 help="Qwen-Image-Edit-Plus 2509 (diffusers QwenImageEditPlusPipeline), several input images, <=3")
 MODELS.register("omnigen", f"{_B}.omnigen:OmniGenGenerator",
                 help="OmniGen v1 (diffusers OmniGenPipeline), <img><|image_i|></img> placeholders in the prompt, <=3")
+MODELS.register("mm-diff", f"{_B}.mm_diff:MMDiffGenerator",
+                help="MM-Diff (SDXL): face tokens per reference in decoupled cross-attention + subject fused into the class noun")

@@ -129,6 +129,8 @@ class LoRAGenerator(SDXLGenerator):
 
     name = "lora"
     config_cls = LoRAConfig
+    # tiny: a few optimiser steps of one batch each (the random-weights path, not the recipe's 500 x 4)
+    profile_defaults = {"tiny": {"num_inference_steps": 4, "train_steps": 8, "gradient_accumulation_steps": 1}}
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)

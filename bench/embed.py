@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mrbench.config import CurateConfig, EmbedConfig, SourceConfig
-    from mrbench.curation.embed import ENCODER_DEFAULTS, EmbedTask, build_encoder, decode
+    from mrbench.curation.embed import EmbedTask, build_encoder, decode
 
     options = {"tta": args.tta} if args.tta else {}
     cfg = CurateConfig(num_shards=1, sources=[SourceConfig(paths=["x.parquet"])],
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         blobs = make_shard(work, args.n, args.size, args.seed)
         encoder = build_encoder(args.encoder, options)
-        views = {**ENCODER_DEFAULTS.get(args.encoder, {}), **options}
+        views = options
         task = EmbedTask(cfg, str(work))
         task._models["encoder"] = encoder  # the same loaded model for every measurement
 

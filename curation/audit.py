@@ -3,9 +3,10 @@ held-out.
 
 Two images leak when they are in groups of different splits and
 
-* ``near_duplicate``: their image embeddings have cosine >= ``audit.near_dup_threshold``, or
-* ``identity``: their face embeddings have cosine >= the identity threshold (``audit.identity_threshold``, default
-  per face encoder): the same person on both sides of the split.
+* ``near_duplicate``: their image embeddings have cosine >= ``audit.near_dup_threshold`` (else the image encoder's
+  near-duplicate threshold), or
+* ``identity``: their face embeddings have cosine >= the identity threshold (``audit.identity_threshold``, else
+  ``group.identity_threshold``, else the face encoder's, ``mrbench.thresholds``): the same person on both sides.
 
 Writes ``audit/leaks.parquet`` (one row per leaking pair, with the action taken) and ``audit/leakage.json``
 (counts per kind and split pair, and the number of training images removed). With ``audit.remove_train_leaks``
@@ -32,10 +33,10 @@ from mrbench.config import CurateConfig
 from mrbench.curation.dedup import _SEARCH_MARGIN
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
-from mrbench.curation.refine import identity_threshold
 from mrbench.layout import RunLayout
 from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
+from mrbench.thresholds import for_run
 
 LEAK_SCHEMA = pa.schema(
     [("kind", pa.string()), ("id_a", pa.string()), ("group_a", pa.string()), ("split_a", pa.string()),
@@ -123,14 +124,16 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     side = np.array([SPLIT_ORDER[splits[owner[r].group_id]] for r in images], np.int8)
     del pos
     leaks: list[tuple[str, str, str, float]] = []
+    near_dup = threshold = None
     if config.embed.encoder:
         who = np.flatnonzero(index.row[at] >= 0)
-        for a, b, s in _cross_split_pairs(index, "vectors", index.row[at[who]], side[who], config.audit.near_dup_threshold):
+        near_dup = for_run(config, "near_duplicate", config.audit.near_dup_threshold).threshold  # type: ignore[union-attr]
+        for a, b, s in _cross_split_pairs(index, "vectors", index.row[at[who]], side[who], near_dup):
             leaks.append(("near_duplicate", images[who[a]], images[who[b]], s))
     if config.embed.face_encoder:
-        threshold = config.audit.identity_threshold
-        if threshold is None:
-            threshold = identity_threshold(config)
+        explicit = config.audit.identity_threshold
+        explicit = config.group.identity_threshold if explicit is None else explicit  # one person, one threshold
+        threshold = for_run(config, "identity", explicit).threshold  # type: ignore[union-attr]
         who = np.flatnonzero(index.face_row[at] >= 0)
         for a, b, s in _cross_split_pairs(index, "faces", index.face_row[at[who]], side[who], threshold):
             leaks.append(("identity", images[who[a]], images[who[b]], s))
@@ -157,8 +160,9 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
         "pairs": dict(sorted(counts.items())),
         "pairs_total": int(sum(counts.values())),
         "removed_train_images": len(removed),
+        "removed_train_images_by_kind": dict(sorted(Counter(r[len("leak_"):] for r, _ in removed.values()).items())),
         "dropped_groups": sum(1 for r, _ in result.drops.values() if r == "group_too_small"),
-        "near_dup_threshold": config.audit.near_dup_threshold if config.embed.encoder else None,
+        "near_dup_threshold": near_dup if config.embed.encoder else None,
         "identity_threshold": (threshold if config.embed.face_encoder else None),
     }
     atomic_write_text(layout.leakage_report, json.dumps(report, indent=1, sort_keys=True))
@@ -184,6 +188,24 @@ def _remove(groups: list[Group], removed: dict[str, tuple[str, str]], min_size: 
             continue
         out.append(Group(g.group_id, g.tag, g.category, members))  # members keep their rank order: members[0] is the target
     return out, drops
+
+
+def shown_leak_pairs(run_dir: Path, per_kind: int = 8) -> list[dict[str, Any]]:
+    """The leaking pairs a reader should look at, per kind: all of them up to ``per_kind``, else the most similar
+    half and the half nearest the threshold (where a false leak, two different images or people, would sit)."""
+    import pyarrow.parquet as pq
+
+    path = RunLayout(run_dir).leaks
+    if not path.is_file():
+        return []
+    rows = sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["kind"], -r["similarity"], r["id_a"], r["id_b"]))
+    out: list[dict[str, Any]] = []
+    for kind in sorted({r["kind"] for r in rows}):
+        mine = [r for r in rows if r["kind"] == kind]
+        if len(mine) > per_kind:
+            mine = mine[:per_kind - per_kind // 2] + mine[len(mine) - per_kind // 2:]
+        out += mine
+    return out
 
 
 def read_report(run_dir: Path) -> dict[str, Any] | None:

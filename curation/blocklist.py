@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from mrbench.config import BlocklistConfig, CrawlConfig, InputError
 from mrbench.records import ImageRecord
@@ -77,6 +77,16 @@ def read_entries(block: BlocklistConfig) -> list[str]:
                 raise InputError(f"{path}:{number}: {line.strip()[:80]!r} is not a valid {block.kind} ({want} hex digits)")
         out.append(entry)
     return out
+
+
+def blocklist_identity(config: Any) -> dict[str, str]:
+    """The block lists' contents for step fingerprints (:mod:`mrbench.fingerprint`): a list edited in place redoes
+    the steps that read it (selection, download)."""
+    h = hashlib.sha256()
+    for b in config.crawl.blocklists:
+        path = Path(b.path)
+        h.update(f"{b.kind}\0{b.max_distance}\0".encode() + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return {"blocklists": h.hexdigest()[:32] if config.crawl.blocklists else ""}
 
 
 def check_blocklists(config: CrawlConfig) -> int:

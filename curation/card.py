@@ -16,6 +16,7 @@ Like the rest of a release, the card depends only on the run's inputs and seed: 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import statistics
@@ -35,6 +36,7 @@ from mrbench.images import load_image
 from mrbench.layout import RunLayout
 from mrbench.pages import jpeg_thumbnail
 from mrbench.shards import atomic_write_bytes, atomic_write_text
+from mrbench.thresholds import for_run
 
 CARD = "README.md"
 EXAMPLES_DIR = "card/examples"
@@ -141,6 +143,24 @@ def _read_index(release_dir: Path) -> pa.Table:
     return t.set_column(1, "category", pc.if_else(pc.equal(cat, ""), "-", cat))
 
 
+# Markdown punctuation that can start emphasis, code, links, images, headings or strikethrough (``|`` is the
+# table cell's to escape); ``<``, ``>`` and ``&`` become entities, so no raw HTML ever reaches a renderer.
+_MD_PUNCT = re.compile(r"([\\`*_\[\]#!~])")
+
+
+def md_text(value: Any) -> str:
+    """``value`` (web text: a caption, a name) as literal markdown text on one line: whatever it holds renders as
+    the characters it is, never as HTML, a link or formatting."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MD_PUNCT.sub(r"\\\1", text)
+
+
+def _md_code(value: Any) -> str:
+    """``value`` as a code span, or as escaped text when it holds a backtick (which would end the span)."""
+    text = " ".join(str(value).split())
+    return f"`{text}`" if "`" not in text else md_text(text)
+
+
 def _md_table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
@@ -174,7 +194,7 @@ def _group_stats(t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
     out = ["## Images and groups per category and split", "", "Each cell: images / groups.", ""]
     body = []
     for c in cats:
-        body.append([c, *(f"{images.get((c, s), 0)} / {n_groups[(c, s)]}" for s in SPLITS),
+        body.append([md_text(c), *(f"{images.get((c, s), 0)} / {n_groups[(c, s)]}" for s in SPLITS),
                      f"{sum(images.get((c, s), 0) for s in SPLITS)} / {sum(n_groups[(c, s)] for s in SPLITS)}"])
     body.append(["**all**", *(f"{sum(sizes[s])} / {len(sizes[s])}" for s in SPLITS), f"{t.num_rows} / {len(groups)}"])
     out += _md_table(["category", *SPLITS, "total"], body)
@@ -190,8 +210,6 @@ def _group_stats(t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
 
 def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
     """The curation settings that shaped the release: sources, models, thresholds, seed, shards."""
-    from mrbench.curation.dedup import DEFAULT_THRESHOLD
-
     models: dict[str, Any] = {}
     if run_dir is not None and RunLayout(run_dir).models.is_file():
         models = json.loads(RunLayout(run_dir).models.read_text())
@@ -209,11 +227,15 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
 
     sources = "; ".join(f"{s.kind}: {', '.join(Path(p).name for p in s.paths)}" for s in config.sources) or "-"
     c, g, f, e = config.crawl, config.group, config.filters, config.embed
-    dedup = ("off" if not (e.encoder and config.dedup.enabled)
-             else f"cosine >= {config.dedup.threshold if config.dedup.threshold is not None else DEFAULT_THRESHOLD}")
+    near_dup = for_run(config, "near_duplicate", config.dedup.threshold)
+    dedup = "off" if near_dup is None or not config.dedup.enabled else near_dup.describe("near_duplicate")
+    audit_nd = for_run(config, "near_duplicate", config.audit.near_dup_threshold)
+    identity = for_run(config, "identity", config.audit.identity_threshold if config.audit.identity_threshold
+                       is not None else config.group.identity_threshold)
     audit = ("off" if not (config.audit.enabled and (e.encoder or e.face_encoder))
-             else f"near-duplicates across splits at cosine >= {config.audit.near_dup_threshold}"
+             else "; ".join(p.describe(t) for t, p in (("near_duplicate", audit_nd), ("identity", identity)) if p)
                   + ("; training images of leaking pairs removed" if config.audit.remove_train_leaks else ""))
+    group_identity = for_run(config, "identity", config.group.identity_threshold)
     rows = [
         ["sources", sources],
         ["tag list", Path(c.tag_list).name if c.tag_list else "- (folder names)"],
@@ -231,6 +253,7 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
                                           "face policy" if f.face and e.face_encoder else "",
                                           "object check" if f.object and e.detector else "") if x) or "none"],
         ["group size", f"{g.min_group_size}..{g.max_group_size} images"],
+        ["one identity per person group", group_identity.describe("identity") if group_identity else "off"],
         ["group consistency", f"cosine to the rest of the group >= {g.consistency_min} "
                               f"({', '.join(g.consistency_categories)})" if e.encoder and g.consistency_min else "off"],
         ["near-duplicates in a group", f"cosine >= {g.dedup_threshold}" if e.encoder and g.dedup_threshold is not None
@@ -274,8 +297,48 @@ def _thumbnail(data: bytes | None) -> bytes | None:
         return None
 
 
-def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]]) -> list[str]:
-    """A few groups per split: target and references as thumbnails under ``card/examples/`` (older ones removed)."""
+def _leakage(release_dir: Path, run_dir: Path | None, written: set[str]) -> list[str]:
+    """What the leakage audit cost: training images removed per kind, and the leaking pairs to look at, with
+    thumbnails of both sides (``card/examples/leak_<id>.jpg``; the names go into ``written``)."""
+    from mrbench.curation.audit import read_report, shown_leak_pairs
+    from mrbench.curation.report import run_images
+
+    report = read_report(run_dir) if run_dir is not None else None
+    if report is None:
+        return []
+    by_kind = report.get("removed_train_images_by_kind", {})
+    cuts = [f"{k.replace('_', '-')} cosine >= {report[f]}" for k, f in (("near_duplicate", "near_dup_threshold"),
+                                                                       ("identity", "identity_threshold"))
+            if report.get(f) is not None]
+    lines = ["## Leakage audit", "",
+             f"Images of different splits were compared ({'; '.join(cuts)}). {report.get('pairs_total', 0)} leaking "
+             f"pairs; {report.get('removed_train_images', 0)} training images removed"
+             + (" (" + ", ".join(f"{n} as {k.replace('_', '-')} leaks" for k, n in by_kind.items()) + ")"
+                if by_kind else "") + ". Pairs between the two test splits are reported, not removed.", ""]
+    pairs = shown_leak_pairs(run_dir)  # type: ignore[arg-type]
+    if not pairs:
+        return lines
+    data = run_images(run_dir, {r["id_a"] for r in pairs} | {r["id_b"] for r in pairs})  # type: ignore[arg-type]
+    folder = release_dir / EXAMPLES_DIR
+
+    def cell(rid: str, split: str) -> str:
+        thumb = _thumbnail(data.get(rid))
+        if thumb is None:
+            return f"`{split}` `{rid}`"
+        name = f"leak_{rid}.jpg"
+        atomic_write_bytes(folder / name, thumb)
+        written.add(name)
+        return f"![{split} {rid}]({EXAMPLES_DIR}/{name})"
+
+    lines += ["The most similar leaking pairs and those nearest the threshold (where a false leak would be):", ""]
+    return lines + _md_table(["kind", "earlier split", "later split", "cosine", "action"], [
+        [r["kind"].replace("_", "-"), cell(r["id_a"], r["split_a"]), cell(r["id_b"], r["split_b"]),
+         f"{r['similarity']:.4f}", r["action"]] for r in pairs])
+
+
+def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]], keep: set[str] | None = None) -> list[str]:
+    """A few groups per split: target and references as thumbnails under ``card/examples/`` (older ones removed,
+    except the names in ``keep``)."""
     picked = [g["group"] for split in SPLIT_ORDER
               for g in [g for g in groups if g["split"] == split][:EXAMPLE_GROUPS_PER_SPLIT]]
     rows = t.filter(pc.is_in(t.column("group"), pa.array(picked, pa.string()))).to_pylist()
@@ -292,7 +355,7 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]]) -> l
         data.update(zip(ids, image_bytes(got.column("image"))))
         captions.update(zip(ids, got.column("caption").to_pylist()))
     folder = release_dir / EXAMPLES_DIR
-    written: set[str] = set()
+    written: set[str] = set(keep or ())
     lines = ["## Examples", "",
              f"{len(chosen)} groups, up to {EXAMPLE_GROUPS_PER_SPLIT} per split: the target first, then up to "
              f"{EXAMPLE_REFERENCES} of its references ({THUMB_SIZE}px thumbnails in `{EXAMPLES_DIR}/`).", ""]
@@ -309,7 +372,7 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]]) -> l
             cells.append(f"![{r['role']} {r['id']}]({EXAMPLES_DIR}/{name})")
         target = members[0]
         caption = (captions.get(target["id"]) or "")[:80]
-        table.append([f"`{target['split']}`", target["category"], f"**{caption}**" if caption else "-",
+        table.append([f"`{target['split']}`", md_text(target["category"]), f"**{md_text(caption)}**" if caption else "-",
                       " ".join(cells)])
     if folder.is_dir():
         for p in sorted(folder.iterdir()):
@@ -381,9 +444,10 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     present = [s for s in SPLITS if per_split.get(s)]
     stats_md = _group_stats(index, groups)
+    leak_thumbs: set[str] = set()
     lines = [
         "---", header.rstrip("\n"), "---", "",
-        f"# {config.release.name}", "",
+        f"# {md_text(config.release.name)}", "",
         "A grouped multi-reference image dataset curated with MRBench (`mrbench curate`). "
         "Each group holds the images of one subject, style or identity: one `target` image and its `reference` "
         "images (column `role`). Splits are by group, so no group appears in two splits: `train` for training, "
@@ -404,10 +468,11 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         *_settings(config, run),
         *_drops(run, index.num_rows),
         *(notes or []),
-        *_examples(release_dir, index, groups),
+        *_leakage(release_dir, run, leak_thumbs),
+        *_examples(release_dir, index, groups, leak_thumbs),
         *opt_out_section(config, run),
         "## License", "",
-        f"`{config.release.license}`. {config.release.license_note}", "",
+        f"{_md_code(config.release.license)}. {md_text(config.release.license_note)}", "",
     ]
     text = "\n".join(lines)
     atomic_write_text(release_dir / CARD, text)

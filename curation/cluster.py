@@ -28,20 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrbench.log import get_logger
+from mrbench.thresholds import resolve
 
 log = get_logger(__name__)
 
 MAX_DIRECT = 4000
-# Identity thresholds (cosine of L2-normalised embeddings) per face encoder. dlib's documented same-person rule is
-# Euclidean distance < 0.6 on its descriptors (cosine ~0.82); 0.85 is a little stricter, which is what a group that
-# must hold one person wants. ArcFace (insightface) embeddings of one person typically have cosine > 0.4.
-FACE_THRESHOLDS = {"dlib": 0.85, "insightface": 0.40}
-DEFAULT_FACE_THRESHOLD = 0.5
 
 
-def face_threshold(encoder: str) -> float:
-    """The identity threshold for a face encoder name (``insightface-tiny`` uses ``insightface``'s)."""
-    return FACE_THRESHOLDS.get(encoder, FACE_THRESHOLDS.get(encoder.split("-")[0], DEFAULT_FACE_THRESHOLD))
+def face_threshold(encoder: str, calibration: str | None = None) -> float:
+    """The identity threshold of a face encoder (:func:`mrbench.thresholds.resolve`: a calibration file, else the
+    operating point measured for it, else a documented fallback; ``insightface-tiny`` falls back to
+    ``insightface``'s)."""
+    return resolve(encoder, "identity", calibration).threshold
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.blocklist import block_at_selection
-from mrbench.curation.inputs import named_source_errors
+from mrbench.curation.blocklist import block_at_selection, blocklist_identity
+from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (
     LOCAL_PATH, expand_sources, folder_relative_path, kept_json, read_metadata_batches, read_source,
 )
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
-from mrbench.shards import RECORD_SCHEMA, write_parquet_atomic
+from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
@@ -71,7 +71,7 @@ class IngestTask(ShardedStep):
         cfg = self.config
         source_shard = expand_sources(cfg.sources)[shard]
         src = cfg.sources[source_shard.source_index]
-        tags, matcher = load_matcher(cfg.crawl.tag_list)
+        tags, matcher = load_matcher(cfg.crawl.tag_list, self.layout.cache)
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
 
@@ -157,9 +157,9 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     per tag (the cap-th lowest priority), ranks only the rows under that cutoff, keeps the first candidate row of
     each selected URL, and hands each URL shard back in id order, batch by batch; what it holds grows with what
     the caps keep (and spills to disk past ``SELECT_MEMORY``), not with the candidates. The result is the one the
-    per-tag heaps of earlier versions gave: per tag the ``cap`` rows with the lowest (priority, then highest URL),
-    the union of their URLs selected, each URL released once, from its first candidate row (ingest shard, then
-    row order).
+    per-tag heaps of earlier versions gave, with each URL counted once per tag: per tag the ``cap`` distinct URLs
+    with the lowest (priority, then highest URL), the union of them selected, each URL released once, from its
+    first candidate row (ingest shard, then row order). Repeated rows of a selected URL count as ``repeated_url``.
     """
     layout = RunLayout(run_dir)
     out = layout.urls
@@ -185,22 +185,24 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
                     + (" ANTI JOIN blocked USING (url)" if blocking else ""))
         cap = {"cap": config.crawl.max_candidates_per_tag}
         local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
-        # 1. Per tag, the cap-th lowest priority (a bounded top-n per tag, in one streaming aggregation).
-        con.execute("CREATE TEMP TABLE cutoff AS SELECT tag, list_max(min_by(priority, priority, $cap)) AS cutoff,"
-                    " count(*) AS n FROM cand GROUP BY tag", cap)
-        # 2. Only rows at or under their tag's cutoff can be in its top cap: rank just those, exactly as the heaps did
-        #    (priority, then the higher URL; a URL listed twice under one tag takes two places).
+        # 1. Per tag, the cap-th lowest priority among its distinct URLs (a URL listed many times under one tag takes
+        #    one place: copies of one URL never crowd the others out), in one streaming aggregation.
+        con.execute("CREATE TEMP VIEW tag_urls AS SELECT DISTINCT tag, url, priority FROM cand")
+        con.execute("CREATE TEMP TABLE cutoff AS SELECT tag, list_max(min_by(priority, priority, $cap)) AS cutoff"
+                    " FROM tag_urls GROUP BY tag", cap)
+        # 2. Only URLs at or under their tag's cutoff can be in its top cap: rank just those (priority, then the
+        #    higher URL).
         con.execute(
             "CREATE TEMP TABLE selected AS SELECT DISTINCT url FROM (SELECT c.url, row_number() OVER ("
             " PARTITION BY c.tag ORDER BY c.priority, c.url DESC) AS r"
-            " FROM cand c JOIN cutoff k ON c.tag = k.tag AND c.priority <= k.cutoff) WHERE r <= $cap", cap)
+            " FROM tag_urls c JOIN cutoff k ON c.tag = k.tag AND c.priority <= k.cutoff) WHERE r <= $cap", cap)
         # 3. Each selected URL once, from its first candidate row (ingest shard, then row).
         con.execute(
             "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
             " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
             " 'fi': fi, 'rn': rn, 'kept': kept}, fi::BIGINT * 4294967296 + rn) AS first, NULL::VARCHAR AS block,"
             " NULL::VARCHAR AS block_detail FROM cand SEMI JOIN selected USING (url) GROUP BY url")
-        [(total,)] = con.execute("SELECT sum(n)::BIGINT FROM cutoff").fetchall()
+        [(total,)] = con.execute("SELECT count(*)::BIGINT FROM cand").fetchall()
         [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
         total, in_selected = total or 0, in_selected or 0
         stats = Stats()
@@ -230,14 +232,16 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     return stats
 
 
-def select_step(config: CurateConfig, run_dir: Path) -> Stats:
+def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
 
 
-INGEST_STEP = Step("ingest", IngestTask, unit="files")
+INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
+                   inputs=source_identity)
 SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
-                   drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
+                   settings=("sources", "num_shards", "crawl.max_candidates_per_tag", "crawl.blocklists"),
+                   inputs=blocklist_identity, drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
@@ -272,7 +276,7 @@ def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]
     pending: list[pa.Table] = []
     buffered = 0
     writer: pq.ParquetWriter | None = None
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temporary_path(path)
 
     def flush(rows: int) -> None:
         nonlocal writer, pending, buffered

@@ -16,9 +16,10 @@ Which image of a near-duplicate cluster is kept (documented rule): images are ra
 similar (>= threshold) to an image already kept; it then points at the kept image it is most similar to
 (``duplicate_of``). The kept set therefore holds no pair above the threshold, and the result is deterministic.
 
-``DEFAULT_THRESHOLD`` was chosen from the precision/recall curve measured on DreamBench photos with planted
-near-duplicates (crops, flips, JPEG re-encodes, small resizes) and the ``mobilenet_v2`` encoder; the curve is
-re-measured by ``tests/curation/test_dedup_real.py`` and ``bench/dedup_curve.py``.
+The pipeline and ``mrbench dedup`` use the image encoder's near-duplicate threshold (:mod:`mrbench.thresholds`: a
+calibration file, else the operating point measured for the encoder, else an uncalibrated fallback).
+``DEFAULT_THRESHOLD`` is ``mobilenet_v2``'s, the function default here; its curve on DreamBench photos with planted
+near-duplicates is re-measured by ``tests/curation/test_dedup_real.py`` and ``bench/dedup_curve.py``.
 """
 
 from __future__ import annotations
@@ -33,16 +34,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.inputs import calibration_identity
 from mrbench.log import get_logger
 from mrbench.layout import RunLayout
 from mrbench.shards import write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
+from mrbench.thresholds import for_run, resolve
 
 log = get_logger(__name__)
 
-# Chosen from the measured curve (see the module docstring); the pipeline and the CLI use it unless told otherwise.
-DEFAULT_THRESHOLD = 0.94
+DEFAULT_THRESHOLD = resolve("mobilenet_v2", "near_duplicate").threshold
 # Pairs are searched slightly below the threshold and then decided on a float64 recomputation.
 _SEARCH_MARGIN = 1e-4
 # The partitioned search computes candidates in bfloat16 (error < 0.01 on unit vectors) this far below it.
@@ -432,7 +434,7 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
 
     index = FeatureIndex.load(run_dir)
     has = np.flatnonzero(index.row >= 0)
-    threshold = config.dedup.threshold if config.dedup.threshold is not None else DEFAULT_THRESHOLD
+    threshold = for_run(config, "near_duplicate", config.dedup.threshold).threshold  # type: ignore[union-attr]
     ids = [index.ids[k] for k in has]
     # Normally every indexed image has a vector: search the memory-mapped matrix itself rather than a copy.
     vectors = index.vectors if has.size == index.vectors.shape[0] == len(index.ids) else index.image_vectors(has)
@@ -471,4 +473,4 @@ def dedup_enabled(config: CurateConfig) -> bool:
 
 
 DEDUP_STEP = Step("dedup", dedup_step, after="index", reads=("index",), enabled=dedup_enabled,
-                  drops=(("dedup", ("near_duplicate",)),))
+                  drops=(("dedup", ("near_duplicate",)),), settings=("seed", "dedup", "embed.encoder", "calibration"), inputs=calibration_identity)

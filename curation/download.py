@@ -30,10 +30,12 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from mrbench.config import CrawlConfig
-from mrbench.curation.blocklist import HashBlocklist
-from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url
+from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
+from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.images import display_size, load_image
+from mrbench.log import get_logger
 from mrbench.records import ImageRecord
+from mrbench.progress import shard_progress
 from mrbench.shards import read_records, records_to_table
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
@@ -45,6 +47,7 @@ WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (
 # Key in ImageRecord.metadata set at selection for rows of ``folder`` sources: the only rows read from disk.
 LOCAL_FILE = "local_file"
 
+log = get_logger(__name__)
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
@@ -74,20 +77,24 @@ class Downloader(Stage):
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
         web: list[ImageRecord] = []
+        live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
         for r in records:
             if not r.ok:
+                live.add(1, failed=1)
                 continue
             if r.metadata.get(LOCAL_FILE):
                 read_local_file(r, self.config.max_body_bytes)
+                live.add(1, failed=int(not r.ok))
                 continue
             bad = check_url(r.url)
             if bad is not None:
                 r.fail(*bad)
+                live.add(1, failed=1)
             else:
                 web.append(r)
         if web:
             fetcher = Fetcher(self.config)
-            for r, outcome in zip(web, _thread_pool(self.config.thread_count).map(_fetch_one(fetcher), web)):
+            for r, outcome in zip(web, _fetch_all(fetcher, web, self.config.thread_count)):
                 if isinstance(outcome, FetchError):
                     r.fail(outcome.reason, outcome.message)
                     continue
@@ -99,6 +106,10 @@ class Downloader(Stage):
                     r.metadata["attempts"] = outcome.attempts
             self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
         for r in records:
+            if not r.ok and not r.metadata.get(LOCAL_FILE):
+                r.url, stripped = strip_credentials(r.url)  # a failed row is written too: never with a password
+                if stripped:
+                    r.metadata["credentials_stripped"] = True
             self.stats.inc(f"download/{r.status}")
             if not r.ok:
                 self.stats.error(r.error_message)
@@ -111,7 +122,28 @@ def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchE
             return fetcher.fetch(r.url)
         except FetchError as e:  # a failure is data: the row's status
             return e
+        except Exception as e:  # noqa: BLE001 (whatever a hostile server or URL provokes stays one row's failure)
+            log.warning("unexpected %s fetching %.200s", type(e).__name__, r.url, exc_info=True)
+            return FetchError("fetch_error", f"{type(e).__name__}: {e}"[:300])
     return call
+
+
+def _fetch_all(fetcher: Fetcher, web: list[ImageRecord], threads: int) -> list[FetchResult | FetchError]:
+    """Every row's outcome, in order; on Ctrl-C (or any exception here) the queued downloads are cancelled and
+    the ones in flight stopped at once, so the interruption is not held up by slow servers."""
+    futures = [_thread_pool(threads).submit(_fetch_one(fetcher), r) for r in web]
+    live = shard_progress()  # the driver's bar moves with every URL fetched, with ok / failed counts
+    try:
+        outcomes = []
+        for f in futures:
+            outcomes.append(f.result())
+            live.add(1, failed=int(isinstance(outcomes[-1], FetchError)))
+        return outcomes
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        fetcher.abort()
+        raise
 
 
 def read_local_file(r: ImageRecord, max_bytes: int) -> None:
@@ -280,4 +312,10 @@ class DownloadTask(ShardedStep):
         return records_to_table(records), stats
 
 
-DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs")
+# Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
+DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
+                               "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
+                               "crawl.convert_format", "crawl.disallowed_header_directives",
+                               "crawl.honor_tdm_reservation", "crawl.user_agent_token", "crawl.blocklists"),
+                     inputs=blocklist_identity)

@@ -20,19 +20,15 @@ import numpy as np
 import pyarrow as pa
 
 from mrbench.config import CurateConfig, EmbedConfig
+from mrbench.curation.inputs import tag_list_identity
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
 from mrbench.stage import ShardedStep, Step
+from mrbench.progress import shard_progress
 from mrbench.stats import Stats
 
 log = get_logger(__name__)
-
-# Options the curation steps use unless the config says otherwise. None for now: an option that changes the vectors
-# would give another vector under the same encoder name, so such variants are registry names instead (mobilenet_v2
-# is the multicrop definition the dedup threshold was calibrated with: crops keeping 85% per side embed at min cosine
-# 0.95 on DreamBench, 0.93 with centre crops; mobilenet_v2-flip and mobilenet_v2-center are the other views).
-ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 FEATURE_SCHEMA = pa.schema(
     [
@@ -54,10 +50,11 @@ FEATURE_SCHEMA = pa.schema(
 
 
 def build_encoder(name: str, options: dict[str, Any] | None = None) -> Any:
-    """Build an encoder with the curation defaults for it (``ENCODER_DEFAULTS``) under ``options``."""
+    """Build encoder ``name`` with ``options``. A variant whose vectors differ (another view, another crop) is a
+    registry name of its own (``mobilenet_v2-flip``), never a default option: one name, one kind of vector."""
     from mrbench.backends import get_encoder
 
-    return get_encoder(name, **{**ENCODER_DEFAULTS.get(name, {}), **(options or {})})
+    return get_encoder(name, **(options or {}))
 
 
 def preflight(config: EmbedConfig) -> dict[str, dict[str, Any]]:
@@ -156,7 +153,7 @@ class EmbedTask(ShardedStep):
         from mrbench.curation.filters import TagClasses
 
         cfg = self.config.embed
-        classes = TagClasses(self.config) if cfg.detector else {}
+        classes = TagClasses(self.config, self.layout.cache) if cfg.detector else {}
         download = self.layout.download.output(shard)
         stats = Stats()
         rows: dict[str, list[Any]] = {n: [] for n in FEATURE_SCHEMA.names}
@@ -236,6 +233,7 @@ class EmbedTask(ShardedStep):
             for k, det in zip(det_for, self._model("detector").detect([images[k] for k in det_for])):
                 out[k].update(det_labels=list(det.labels), det_scores=[float(s) for s in det.scores])
                 stats.inc("embed/detections_checked")
+        shard_progress().add(len(out), failed=sum(row["status"] != "ok" for row in out))  # live bar: rows embedded
         return out
 
 
@@ -245,8 +243,10 @@ def uses_models(config: CurateConfig) -> bool:
     return bool(cfg.encoder or cfg.face_encoder or cfg.detector)
 
 
+# The detector runs on images whose tag names a COCO class: the tag list's aliases and filters.object_classes say which.
 EMBED_STEP = Step("embed", EmbedTask, after="download", reads=("download",), enabled=uses_models,
-                  drops=(("embed", ("embed_decode_error",)),), frees_models=True)
+                  drops=(("embed", ("embed_decode_error",)),), frees_models=True,
+                  settings=("embed", "filters.object_classes"), inputs=tag_list_identity)
 
 
 @dataclass

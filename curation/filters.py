@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, FilterConfig
 from mrbench.curation.safety import SafetyFilter
+from mrbench.curation.inputs import filters_identity
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
 from mrbench.stage import Filter, ShardedStep, Stage, Step, filter_stages
@@ -80,13 +81,13 @@ def object_class(names: Iterable[str], overrides: Mapping[str, str] | None = Non
 class TagClasses:
     """Tag name -> COCO class (or None) for a run's tag list and overrides, memoised."""
 
-    def __init__(self, config: CurateConfig) -> None:
-        from mrbench.curation.tags import TagList
+    def __init__(self, config: CurateConfig, cache_dir: str | Path | None = None) -> None:
+        from mrbench.curation.tags import load_tag_list
 
         self.overrides = dict(config.filters.object_classes)
         self.aliases: dict[str, list[str]] = {}
         if config.crawl.tag_list:
-            for t in TagList.load(config.crawl.tag_list).tags:
+            for t in load_tag_list(config.crawl.tag_list, cache_dir).tags:
                 self.aliases[t.name] = t.aliases
         self._memo: dict[str, str | None] = {}
 
@@ -278,7 +279,7 @@ class FilterTask(ShardedStep):
             out.append(FaceFilter(fc, cfg.embed.face_categories, faces))
         if fc.object and cfg.embed.detector:
             dets = {r["id"]: (r["det_labels"], r["det_scores"]) for r in table if r["det_labels"] is not None}
-            out.append(ObjectFilter(TagClasses(cfg), dets, fc.object_min_score))
+            out.append(ObjectFilter(TagClasses(cfg, self.layout.cache), dets, fc.object_min_score))
         return out
 
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
@@ -299,7 +300,10 @@ class FilterTask(ShardedStep):
 # embed_decode_error, which EmbedFailureFilter passes on, is the embed step's (curation.embed.EMBED_STEP).
 FILTERS_STEP = Step("filters", FilterTask, after="safety", reads=("download", "embed"),
                     drops=(("filters", ResolutionFilter.reasons + FaceFilter.reasons + ObjectFilter.reasons),
-                           ("safety", SafetyFilter.reasons)))
+                           ("safety", SafetyFilter.reasons)),
+                    settings=("filters", "embed.face_encoder", "embed.face_categories", "embed.detector",
+                              "safety.threshold"),
+                    inputs=filters_identity)
 
 
 def read_drops(folder: Path, prefix: str, num_shards: int) -> dict[str, tuple[str, str]]:

@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 from mrbench.config import CurateConfig, GroupConfig
 from mrbench.curation.dedup import read_duplicates
 from mrbench.curation.filters import read_drops
+from mrbench.curation.inputs import calibration_identity
 from mrbench.curation.release import ASSIGN_SCHEMA
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
 from mrbench.layout import RunLayout
+from mrbench.records import SPLITS
 from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
@@ -160,7 +162,7 @@ def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
         }
     )
     write_parquet_atomic(gt, layout.groups_table)
-    for s in ("held_out", "held_in", "train"):  # the groups kept after the audit, as in groups.parquet
+    for s in SPLITS:  # the groups kept after the audit, as in groups.parquet
         stats.inc(f"split/{s}_groups", sum(1 for g in groups if splits[g.group_id] == s))
     return stats
 
@@ -185,4 +187,6 @@ GROUP_DROPS = ("duplicate_bytes", "group_too_small", "group_overflow", "other_id
                "duplicate_in_group", "no_embedding", "unassigned")
 AUDIT_DROPS = ("leak_near_duplicate", "leak_identity")
 GROUP_STEP = Step("group", group_and_split, after="dedup", reads=("download", "filters", "dedup", "index"),
-                  drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)))
+                  drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)),
+                  settings=("seed", "num_shards", "group", "split", "audit", "embed.encoder", "embed.face_encoder",
+                            "embed.face_categories", "calibration"), inputs=calibration_identity)

@@ -24,7 +24,7 @@ from mrbench.config import CurateConfig
 from mrbench.curation.embed import uses_models
 from mrbench.curation.filters import dropped_ids
 from mrbench.layout import RunLayout
-from mrbench.shards import write_parquet_atomic
+from mrbench.shards import temporary_path, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
@@ -155,7 +155,7 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
         keep.append(mask)
     folder.mkdir(parents=True, exist_ok=True)
     total = len(meta["id"])
-    vec_tmp, face_tmp = folder / "vectors.npy.tmp", folder / "faces.npy.tmp"
+    vec_tmp, face_tmp = temporary_path(folder / "vectors.npy"), temporary_path(folder / "faces.npy")
     # Pass 2: stream the vectors into memory-mapped files.
     vectors = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float32, shape=(total if dim else 0, dim))
     face_parts: list[np.ndarray] = []
@@ -204,4 +204,5 @@ def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     return stats
 
 
-INDEX_STEP = Step("index", build_index, after="filters", reads=("download", "embed", "filters"), enabled=uses_models)
+INDEX_STEP = Step("index", build_index, after="filters", reads=("download", "embed", "filters"), enabled=uses_models,
+                  settings=("num_shards",))

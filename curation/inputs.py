@@ -199,3 +199,59 @@ def kept_fields(config: CurateConfig) -> list[pa.Field]:
                                  "earlier source")
             out.setdefault(name, pa.field(name, kind))
     return list(out.values())
+
+
+def tag_list_identity(config: CurateConfig) -> dict[str, str]:
+    """The tag list's identity for step fingerprints (:mod:`mrbench.fingerprint`): its sha256 ("" without one)."""
+    from mrbench.curation.tags import file_sha256
+
+    path = config.crawl.tag_list
+    return {"tag_list": file_sha256(path) if path and Path(path).is_file() else ""}
+
+
+def source_identity(config: CurateConfig) -> dict[str, str]:
+    """The source files' identity for the ingest step's fingerprint: a digest of every ingest shard's file (or
+    each image file of a folder source) with its size and modification time, and of the tag list's sha256.
+
+    Sizes and times, not contents: hashing terabytes of metadata on every rerun would cost more than the check is
+    worth; a file rewritten in place keeps neither its time nor, almost always, its size.
+    """
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    try:
+        shards = expand_sources(config.sources)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    for shard in shards:
+        root = Path(shard.path)
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for f in files:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{shard.row_groups}\n".encode())
+    return {"sources": h.hexdigest()[:32], **tag_list_identity(config)}
+
+
+def filters_identity(config: CurateConfig) -> dict[str, object]:
+    """The filters step's inputs besides its settings: the tag list (object classes come from its aliases) and the
+    registered filters, by name and class, with the settings each one reads (every setting but the free ones for a
+    filter that does not declare them in ``settings``)."""
+    from mrbench.fingerprint import flat_settings, select_settings
+    from mrbench.stage import filter_stages
+
+    flat = flat_settings(config)
+    registered: dict[str, object] = {}
+    for name, cls in filter_stages():
+        read = select_settings(getattr(cls, "settings", None), flat)
+        registered[name] = {"class": f"{cls.__module__}:{cls.__qualname__}",
+                            "settings": json.dumps(read, sort_keys=True, default=str)}
+    return {**tag_list_identity(config), "registered_filters": registered}
+
+
+def calibration_identity(config: CurateConfig) -> dict[str, str]:
+    """The calibration file's identity for the steps whose thresholds it sets (dedup, group): its sha256."""
+    from mrbench.curation.tags import file_sha256
+
+    path = config.calibration
+    return {"calibration": file_sha256(path) if path and Path(path).is_file() else ""}

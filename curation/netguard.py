@@ -9,9 +9,14 @@ Every request, and every hop of a redirect chain, goes through :meth:`Fetcher.fe
 * resolves the host once, refuses private, loopback, link-local (cloud metadata), multicast, reserved and unspecified
   addresses unless ``allow_private_network`` is set, then connects to the address it checked (TLS still verifies the
   host name), so a DNS answer cannot change between the check and the connection;
+* sends a URL with a non-ASCII path or query (or a redirect ``Location`` in UTF-8) percent-encoded, as browsers and
+  img2dataset do; a URL with spaces or control characters, or one that does not parse, is ``unsupported_url``;
 * refuses an image whose headers opt out of MRBench (``X-Robots-Tag: noai``, ``tdm-reservation: 1``; see
   :mod:`curation.optout`) as ``opted_out``, before reading its body;
 * streams the body with a cap (``oversize_body`` for a declared or a streamed body over ``max_body_bytes``);
+* gives each attempt one deadline (``DEADLINE_FACTOR`` x ``timeout``) for connecting, the headers, the body and
+  every redirect hop, checked at every read, so a server dripping bytes ends as ``timeout``; each single
+  connect or read waits at most ``timeout``;
 * follows at most ``max_redirects`` redirects (``too_many_redirects`` past that; ``redirect_loop`` when a URL repeats);
 * retries timeouts, connection errors, 429 and 5xx with exponential backoff and full jitter, honouring a
   ``Retry-After`` header up to ``retry_after_max`` seconds; 403, 404 and every other answer are final;
@@ -27,7 +32,9 @@ from __future__ import annotations
 import email.utils
 import http.client
 import ipaddress
+import io
 import random
+import re
 import socket
 import ssl
 import threading
@@ -35,7 +42,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
 from mrbench.config import CrawlConfig
 from mrbench.curation.optout import OPTED_OUT, opt_out_reason
@@ -44,6 +51,11 @@ from mrbench.curation.optout import OPTED_OUT, opt_out_reason
 RETRYABLE = frozenset({"timeout", "connection_error", "http_429", "http_5xx"})
 ALLOWED_SCHEMES = ("http", "https")
 _CHUNK = 1 << 16
+# One attempt (connect, headers, body, redirects) ends as ``timeout`` after this many ``crawl.timeout``s.
+DEADLINE_FACTOR = 5
+# Spaces and control characters: no browser sends them raw, http.client refuses them; such a URL is not fetchable.
+_UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 class FetchError(Exception):
@@ -56,11 +68,40 @@ class FetchError(Exception):
         self.retry_after = retry_after
 
 
+# The well-known NAT64 prefix (RFC 6052); the local-use 64:ff9b:1::/48 is not global and stays refused.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"),)
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and delivers to: IPv4-mapped and -compatible (``::a.b.c.d``),
+    6to4 (``2002:AABB:CCDD::``), Teredo (the client's address) and NAT64 (``64:ff9b::/96``)."""
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr.teredo is not None:
+        return addr.teredo[1]
+    if any(addr in net for net in _NAT64) or (int(addr) >> 32 == 0 and int(addr) > 1):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
 def is_public_address(ip: str) -> bool:
-    """True when ``ip`` is a globally routable unicast address (not private, loopback, link-local...)."""
+    """True when ``ip`` is a globally routable unicast address (not private, loopback, link-local...); an IPv6
+    address carrying an IPv4 one (:func:`embedded_ipv4`) is public only when that IPv4 address is (and, for 6to4
+    and Teredo, the IPv6 address too)."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = embedded_ipv4(addr)
+        if inner is not None:
+            if not _is_public(inner):
+                return False
+            if addr.ipv4_mapped is not None or any(addr in net for net in _NAT64):
+                return True  # a translation of the IPv4 address (an IPv6-only network reaches IPv4 hosts so)
+    return _is_public(addr)
+
+
+def _is_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return addr.is_global and not (addr.is_multicast or addr.is_reserved or addr.is_unspecified)
 
 
@@ -71,8 +112,16 @@ def resolve(host: str, port: int) -> list[str]:
 
 
 def strip_credentials(url: str) -> tuple[str, bool]:
-    """``url`` without ``user:pass@`` userinfo, and whether there was any."""
-    parts = urlsplit(url)
+    """``url`` without ``user:pass@`` userinfo, and whether there was any (a URL that does not parse is cut at its
+    last ``@`` before the path, so a password never survives in a failed row either)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        netloc, slash, tail = rest.partition("/")
+        if not sep or "@" not in netloc:
+            return url, False
+        return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{tail}", True
     if "@" not in parts.netloc:
         return url, False
     netloc = parts.netloc.rpartition("@")[2]
@@ -85,11 +134,16 @@ def check_url(url: str) -> tuple[str, str] | None:
     Used at selection and again before the first request, so a metadata row with ``file://``, ``ftp://``,
     ``data:`` or a malformed URL is a named row and never an I/O.
     """
+    bad = _UNSAFE_URL_CHARS.search(url)
+    if bad is not None:
+        return "unsupported_url", f"url contains {bad.group()!r} (spaces and control characters are not allowed)"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
-    except ValueError as e:
-        return "unsupported_url", f"malformed url: {e}"
+        if parts.hostname:
+            parts.hostname.encode("idna")
+    except (ValueError, UnicodeError) as e:
+        return "unsupported_url", f"malformed url: {e}"[:300]
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         return "unsupported_url", f"scheme {parts.scheme or '(none)'!r} is not downloadable (only http and https)"
     if not parts.hostname:
@@ -97,16 +151,80 @@ def check_url(url: str) -> tuple[str, str] | None:
     return None
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection to ``ip`` (already checked) that still names ``host`` in the Host header."""
+def request_target(parts: SplitResult) -> str:
+    """The request line's target for ``parts``: path and query with every non-ASCII character percent-encoded as
+    UTF-8 (what browsers send; ASCII, including existing ``%XX`` escapes, is left as it is)."""
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _NON_ASCII.sub(lambda m: quote(m.group(), safe=""), target)
 
-    def __init__(self, host: str, port: int, ip: str, timeout: float) -> None:
+
+def decode_location(value: str) -> str:
+    """A ``Location`` header as its sender meant it: http.client decodes header bytes as Latin-1, while servers
+    send UTF-8 (browsers read it so); bytes that are not UTF-8 stay as Latin-1."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
+class _DeadlinePassed(TimeoutError):
+    """The attempt's overall deadline passed (a server answering too slowly, a byte at a time or not at all)."""
+
+
+def _wait_for(timeout: float, deadline: float) -> float:
+    """How long the next connect or read may wait: ``timeout``, or less when the deadline is nearer."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _DeadlinePassed()
+    return min(timeout, remaining)
+
+
+class _DeadlineReader(socket.SocketIO):
+    """The socket's reads as a raw stream whose every read waits at most until the deadline (http.client reads the
+    status line, the headers and the body through it, so a dripping server cannot stretch any of them)."""
+
+    def __init__(self, sock: socket.socket, timeout: float, deadline: float) -> None:
+        super().__init__(sock, "rb")
+        self._timeout, self._deadline = timeout, deadline
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        self._sock.settimeout(_wait_for(self._timeout, self._deadline))
+        return super().readinto(b)  # type: ignore[return-value]
+
+
+class _DeadlineSocket:
+    """A connected socket whose ``makefile`` (what http.client reads a response from) honours the deadline."""
+
+    def __init__(self, sock: socket.socket, timeout: float, deadline: float) -> None:
+        self._sock, self._timeout, self._deadline = sock, timeout, deadline
+
+    def makefile(self, mode: str = "rb", *args: object, **kwargs: object) -> io.BufferedReader:
+        raw = _DeadlineReader(self._sock, self._timeout, self._deadline)
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile: closed with its last reader
+        return io.BufferedReader(raw, _CHUNK)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection to ``ip`` (already checked) that still names ``host`` in the Host header; connecting,
+    sending and reading all end at ``deadline`` (a ``time.monotonic`` value)."""
+
+    def __init__(self, host: str, port: int, ip: str, timeout: float, deadline: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self._ip = ip
+        self._deadline = deadline
+        self.raw_sock: socket.socket | None = None  # the plain socket, for an abort from another thread
+
+    def _connect_raw(self) -> socket.socket:
+        sock = socket.create_connection((self._ip, self.port), _wait_for(self.timeout, self._deadline))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.raw_sock = sock
+        return sock
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = _DeadlineSocket(self._connect_raw(), self.timeout, self._deadline)  # type: ignore[assignment]
 
 
 class _PinnedHTTPSConnection(_PinnedHTTPConnection):
@@ -115,10 +233,12 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     _context: ssl.SSLContext | None = None
 
     def connect(self) -> None:
-        super().connect()
+        sock = self._connect_raw()
         if _PinnedHTTPSConnection._context is None:
             _PinnedHTTPSConnection._context = ssl.create_default_context()
-        self.sock = _PinnedHTTPSConnection._context.wrap_socket(self.sock, server_hostname=self.host)
+        sock.settimeout(_wait_for(self.timeout, self._deadline))
+        tls = _PinnedHTTPSConnection._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = _DeadlineSocket(tls, self.timeout, self._deadline)  # type: ignore[assignment]
 
 
 @dataclass
@@ -177,6 +297,20 @@ class Fetcher:
         self.sleep = sleep
         self.user_agent = f"Mozilla/5.0 (compatible; {config.user_agent_token})" if config.user_agent_token else "Mozilla/5.0"
         self._rng = random.Random()  # jitter only: it decides when, never what is downloaded
+        self._open: set[socket.socket] = set()  # sockets of requests in flight (abort() shuts them down)
+        self._open_lock = threading.Lock()
+        self.aborted = False
+
+    def abort(self) -> None:
+        """Stop every request in flight now (Ctrl-C): their sockets are shut down, so a blocked read returns at
+        once, and no further request starts."""
+        self.aborted = True
+        with self._open_lock:
+            for sock in self._open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def fetch(self, url: str) -> FetchResult:
         """The body of ``url`` after redirects and retries; raises :class:`FetchError` with a named reason."""
@@ -191,7 +325,7 @@ class Fetcher:
                 body, final = self._follow(url)
                 return FetchResult(body, url, final, attempt + 1, stripped)
             except FetchError as e:
-                if e.reason not in RETRYABLE or attempt >= cfg.retries:
+                if e.reason not in RETRYABLE or attempt >= cfg.retries or self.aborted:
                     if attempt:
                         e.message = f"{e.message} (after {attempt + 1} attempts)"
                     raise
@@ -204,11 +338,19 @@ class Fetcher:
 
     def _follow(self, url: str) -> tuple[bytes, str]:
         seen = {url}
+        deadline = time.monotonic() + self.config.timeout * DEADLINE_FACTOR  # the whole attempt, every hop
         for _ in range(self.config.max_redirects + 1):
-            status, location, body = self._request(url)
+            status, location, body = self._request(url, deadline)
             if location is None:
                 return body, url
-            nxt, _ = strip_credentials(urljoin(url, location))
+            location = decode_location(location)
+            if _UNSAFE_URL_CHARS.search(location):  # checked before urljoin, which drops tabs and newlines
+                raise FetchError("unsupported_url", f"redirect ({status}) to {location[:200]!r}: spaces and "
+                                                    "control characters are not allowed")
+            try:
+                nxt, _ = strip_credentials(urljoin(url, location))
+            except ValueError as e:
+                raise FetchError("unsupported_url", f"redirect ({status}) to a malformed url {location[:200]!r}: {e}") from None
             scheme = urlsplit(nxt).scheme.lower()
             if scheme not in ALLOWED_SCHEMES:
                 raise FetchError("blocked_scheme", f"redirect ({status}) to a {scheme or 'schemeless'} url refused: {nxt[:200]}")
@@ -235,22 +377,27 @@ class Fetcher:
                 raise FetchError("blocked_private_network", f"{host} resolves to private network address {bad[0]}")
         return addrs[0]
 
-    def _request(self, url: str) -> tuple[int, str | None, bytes]:
+    def _request(self, url: str, deadline: float) -> tuple[int, str | None, bytes]:
         """One GET: ``(status, redirect location or None, body)``; raises FetchError for every failure."""
         cfg = self.config
+        if self.aborted:
+            raise FetchError("interrupted", "the download was stopped")
         parts = urlsplit(url)
         https = parts.scheme.lower() == "https"
         host = parts.hostname or ""
         port = parts.port or (443 if https else 80)
         ip = self._address(host, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn_cls = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
-        conn = conn_cls(host, port, ip, cfg.timeout)
-        deadline = time.monotonic() + cfg.timeout * 5  # a server dribbling bytes cannot hold a thread forever
+        conn = conn_cls(host, port, ip, cfg.timeout, deadline)
         self.limiter.acquire(host)
         try:
-            conn.request("GET", target, headers={"User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8",
-                                                 "Accept-Encoding": "identity"})
+            conn.connect()
+            with self._open_lock:
+                self._open.add(conn.raw_sock)  # type: ignore[arg-type]
+            if self.aborted:  # abort() ran while this one was connecting
+                raise FetchError("interrupted", "the download was stopped")
+            conn.request("GET", request_target(parts), headers={
+                "User-Agent": self.user_agent, "Accept": "image/*,*/*;q=0.8", "Accept-Encoding": "identity"})
             resp = conn.getresponse()
             status = resp.status
             if 300 <= status < 400 and status != 304:
@@ -263,9 +410,9 @@ class Fetcher:
             refusal = opt_out_reason(resp.getheaders(), cfg)  # before any byte of the body is read
             if refusal is not None:
                 raise FetchError(OPTED_OUT, refusal)
-            declared = resp.getheader("Content-Length")
+            declared = (resp.getheader("Content-Length") or "").strip()
             limit = cfg.max_body_bytes
-            if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
                 raise FetchError("oversize_body", f"declared {declared} bytes > {limit}")
             chunks, size = [], 0
             while True:
@@ -275,22 +422,29 @@ class Fetcher:
                 size += len(chunk)
                 if size > limit:
                     raise FetchError("oversize_body", f"more than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError("timeout", f"body not complete after {cfg.timeout * 5:.0f} s")
                 chunks.append(chunk)
             return status, None, b"".join(chunks)
         except FetchError:
             raise
         except (TimeoutError, socket.timeout) as e:
+            if time.monotonic() >= deadline:  # the whole attempt took too long (a slow or dripping server)
+                raise FetchError("timeout", f"no complete answer within {cfg.timeout * DEADLINE_FACTOR:g} s "
+                                            f"({DEADLINE_FACTOR} x crawl.timeout)") from None
             raise FetchError("timeout", f"timed out ({e})") from None
         except ssl.SSLError as e:
             raise FetchError("tls_error", f"{type(e).__name__}: {e}"[:300]) from None
         except http.client.IncompleteRead as e:
             raise FetchError("connection_error", f"incomplete read: {len(e.partial)} bytes") from None
         except (OSError, http.client.HTTPException) as e:
+            if self.aborted:
+                raise FetchError("interrupted", "the download was stopped") from None
             raise FetchError("connection_error", f"{type(e).__name__}: {e}"[:300]) from None
+        except (ValueError, UnicodeError, LookupError) as e:  # a response http.client cannot take apart
+            raise FetchError("bad_response", f"{type(e).__name__}: {e}"[:300]) from None
         finally:
             self.limiter.release(host)
+            with self._open_lock:
+                self._open.discard(conn.raw_sock)  # type: ignore[arg-type]
             conn.close()
 
 
@@ -307,12 +461,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    try:
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (OverflowError, ValueError, OSError):
+        return None

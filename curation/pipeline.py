@@ -22,6 +22,7 @@ Each step skips work already complete, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,35 +37,74 @@ from mrbench.curation.audit import read_report
 from mrbench.curation.blocklist import check_blocklists
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
+from mrbench.curation.outcome import empty_outcome
 from mrbench.curation.report import write_report
 from mrbench.executors import get_executor
+from mrbench.fingerprint import StepPlan, invalidate, marker_text, plan_run
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger
+from mrbench.progress import LiveShardProgress
 from mrbench.provenance import provenance
+from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
 from mrbench.stage import STAGES, Step, drop_labels, filter_stages, pipeline_steps
 from mrbench.stats import Stats
+from mrbench.thresholds import for_run
 
 log = get_logger(__name__)
 
 
-def check_run_state(run_dir: Path, config: CurateConfig) -> None:
-    """Refuse to resume a run folder with a different shard count (its shards would not line up)."""
+def run_state_problem(run_dir: Path, config: CurateConfig) -> str | None:
+    """Why ``config`` cannot resume ``run_dir`` (None when it can): its shards would not line up with another
+    shard count. Every other changed setting redoes the steps that read it (:mod:`mrbench.fingerprint`)."""
     state_path = RunLayout(run_dir).run_state
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
-        if state["num_shards"] != config.num_shards:
-            raise ConfigError(
-                f"{run_dir} was started with num_shards={state['num_shards']}, not {config.num_shards}; "
-                "use a new --out folder or the original shard count"
-            )
-        if state.get("seed") != config.seed:
-            raise ConfigError(f"{run_dir} was started with seed={state.get('seed')}, not {config.seed}")
-    else:
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    if state["num_shards"] != config.num_shards:
+        return (f"{run_dir} was started with num_shards={state['num_shards']}, not {config.num_shards}; "
+                "use a new --out folder or the original shard count")
+    return None
+
+
+def check_run_state(run_dir: Path, config: CurateConfig) -> None:
+    """Refuse to resume a run folder with a different shard count (:func:`run_state_problem`); record the shard
+    count of a new one."""
+    problem = run_state_problem(run_dir, config)
+    if problem:
+        raise ConfigError(problem)
+    state_path = RunLayout(run_dir).run_state
+    if not state_path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(state_path, json.dumps({"num_shards": config.num_shards, "seed": config.seed}))
+
+
+def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
+    """What ``run_curation(config, run_dir)`` would do with each step, and why (``mrbench curate --dry-run``);
+    nothing is written.
+
+    Raises:
+        ConfigError: an invalid config, unreadable sources, a badly registered stage, another shard count.
+    """
+    config.validate()
+    check_sources(config)
+    try:
+        steps = pipeline_steps()
+    except ValueError as e:
+        raise ConfigError(f"stages: {e}") from None
+    run_dir = Path(run_dir).resolve()
+    problem = run_state_problem(run_dir, config)
+    if problem:
+        raise ConfigError(problem)
+    return plan_run(steps, config, run_dir)
+
+
+def _takes_marker(fn: Any) -> bool:
+    """Whether a global step function takes the ``marker`` keyword (:func:`mrbench.stage.global_step` adds it)."""
+    params = inspect.signature(fn, follow_wrapped=False).parameters.values()
+    return any(p.name == "marker" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 @with_run_lock("run_dir")
@@ -85,7 +125,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
     layout = RunLayout(run_dir)
-    atomic_write_text(layout.config, yaml.safe_dump(to_dict(config), sort_keys=False))
+    plans = plan_run(steps, config, run_dir)  # reads the last run's config.yaml: before it is replaced
     executor = get_executor(config.executor)
     # Missing weights or model dependencies fail here, before any work.
     try:
@@ -98,30 +138,40 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         from mrbench.curation.safety import build_classifier
 
         models["safety"] = build_classifier(config).info.to_dict()
+    # Steps whose settings or inputs changed since they ran are redone, with every step after them.
+    for plan in plans:
+        if plan.why:  # redone (the changed keys named), removed, or kept without a fingerprint to check
+            log.warning("%s: %s", plan.step.name, plan.describe())
+    invalidate(run_dir, plans)
+    markers = {plan.step.name: marker_text(plan.record) for plan in plans}
+    atomic_write_text(layout.config, yaml.safe_dump(to_dict(config), sort_keys=False))
     if models:
         atomic_write_text(layout.models, json.dumps(models, indent=1, sort_keys=True))
+    log_thresholds(config)
     atomic_write_text(layout.provenance, json.dumps(provenance(), indent=1))  # after preflight: torch known
 
     def run_sharded(spec: Step) -> None:
         """Run a sharded step; the bar counts ``spec.unit`` (rows of the shard it reads first), resumed shards
         included, so rate and ETA are in URLs / images rather than shards."""
         task, n = spec.run(config, str(run_dir)), spec.run.num_shards(config)
+        task.marker = markers[spec.name]
         if not progress:
-            executor.run(task, n)
+            with LiveShardProgress(None, task.shards, [1] * n, [True] * n):  # only removes the progress files
+                executor.run(task, n)
             return
         weights = None
         if spec.unit != "files" and spec.reads:  # rows of a finished step's shard, from its parquet footer
             source = layout.shards(spec.reads[0])
             weights = [pq.ParquetFile(source.output(i)).metadata.num_rows for i in range(n)]
-        advance = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
-        advance(sum(w for i, w in enumerate(weights or [1] * n) if task.is_done(i)))
-        executor.run(task, n, advance, weights)
+        bar = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
+        with LiveShardProgress(bar, task.shards, weights or [1] * n, [task.is_done(i) for i in range(n)]) as live:
+            executor.run(task, n, live.shard_done, weights)
 
     enabled = [spec for spec in steps if spec.enabled(config)]
     last_sharded = max((k for k, spec in enumerate(enabled) if spec.sharded), default=-1)
     for k, spec in enumerate(enabled):
         if not spec.sharded:
-            spec.run(config, run_dir)
+            spec.run(config, run_dir, **({"marker": markers[spec.name]} if _takes_marker(spec.run) else {}))
             continue
         run_sharded(spec)
         if spec.frees_models or k == last_sharded:
@@ -130,7 +180,24 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
             executor.close()
     merged = write_merged_stats(run_dir, config, steps)
     manifest = json.loads(layout.manifest.read_text())
-    return {**summarize(run_dir, merged, manifest), "report": str(write_report(run_dir))}
+    summary = summarize(run_dir, merged, manifest)
+    # a run that released nothing says why and what to change (the CLI exits non-zero with it)
+    return {**summary, "empty_outcome": empty_outcome(config, merged, summary), "report": str(write_report(run_dir))}
+
+
+def log_thresholds(config: CurateConfig) -> None:
+    """Say in the run log which threshold each model-driven decision uses and where it comes from; an encoder
+    without a calibration for its task is a warning."""
+    for task, explicit in (("near_duplicate", config.dedup.threshold), ("identity", config.group.identity_threshold)):
+        point = for_run(config, task, explicit)
+        if point is None:
+            continue
+        encoder = config.embed.face_encoder if task == "identity" else config.embed.encoder
+        if point.calibrated or point.source == "config":
+            log.info("%s: %s", encoder, point.describe(task))
+        else:
+            log.warning("%s: %s; measure one with `mrbench calibrate` and set `calibration: FILE`", encoder,
+                        point.describe(task))
 
 
 def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | None = None) -> dict[str, Stats]:
@@ -204,7 +271,7 @@ def summarize(run_dir: Path, merged: dict[str, Stats], manifest: dict[str, Any])
     groups = pq.read_table(layout.groups_table, columns=["split"]).column("split").to_pylist()
     return {
         "rows_per_status": {k.split("/", 1)[1]: v for k, v in sorted(status.counts.items()) if k.startswith("status/")},
-        "groups_per_split": {s: groups.count(s) for s in ("held_out", "held_in", "train")},
+        "groups_per_split": {s: groups.count(s) for s in SPLITS},
         "images_per_split": {k.split("/", 1)[1]: v for k, v in status.counts.items() if k.startswith("release/")},
         "download_errors": dict(download.errors.counts.most_common(10)),
         "release": str(layout.release),

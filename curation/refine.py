@@ -41,11 +41,11 @@ IN_GROUP_EXACT_MAX = 4096
 
 
 def identity_threshold(config: CurateConfig) -> float:
-    """Face cosine at or above which two faces are one person: ``group.identity_threshold``, else the face
-    encoder's default (:func:`~mrbench.curation.cluster.face_threshold`)."""
+    """Face cosine at or above which two faces are one person: ``group.identity_threshold``, else the run's
+    calibration file, else the face encoder's measured operating point (:func:`mrbench.thresholds.for_run`)."""
     if config.group.identity_threshold is not None:
         return config.group.identity_threshold
-    return face_threshold(config.embed.face_encoder)
+    return face_threshold(config.embed.face_encoder, config.calibration or None)
 
 
 @dataclass

@@ -104,7 +104,8 @@ def release_kept_fields(release_dir: Path) -> list[pa.Field]:
 # Releases of format mrbench-release/1 (mrbench before the Image feature) stored the image as plain binary.
 RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _RELEASE_FIELDS])
 REJECT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string())]
+    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
+     ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
 )
 ASSIGN_SCHEMA = pa.schema(
     [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
@@ -288,10 +289,14 @@ class ReleaseTask(ShardedStep):
             schema = release_schema(kept)
             write_parquet_atomic(pa.table({name: cols[name] for name in schema.names}, schema=schema),
                                  path, self.config.release.compression)
+        at_bad = pa.array(bad, pa.int64())
         rejects = {
-            "id": ids.take(pa.array(bad, pa.int64())).to_pylist(),
-            "url": table.column("url").take(pa.array(bad, pa.int64())).to_pylist(),
+            "id": ids.take(at_bad).to_pylist(),
+            "url": table.column("url").take(at_bad).to_pylist(),
             "status": [status[k] for k in bad], "error_message": [error[k] for k in bad],
+            # what the row was selected for: its caption and tags (why a subject lost its images)
+            "caption": table.column("caption").take(at_bad).to_pylist(),
+            "tags": [t or [] for t in table.column("tags").take(at_bad).to_pylist()],
         }
         write_parquet_atomic(pa.table(rejects, schema=REJECT_SCHEMA), layout.rejects.output(shard))
         return None, stats
@@ -318,8 +323,10 @@ def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     return json.loads(RunLayout(run_dir).manifest.read_text())
 
 
-RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"))
-FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",))
+RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"),
+                    settings=("num_shards", "release.compression"))
+# The card and the manifest record the whole config: every setting but the free ones.
+FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",), settings=None)
 
 
 EASYREF_FILES = {
@@ -705,7 +712,11 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
         raise ReleaseError(f"{release_dir} failed verification; nothing extracted:\n" +
                            "\n".join(f"  {p}" for p in report.problems[:20]) + "\n" + report.summary())
     root = release_dir.resolve()
-    out_dir = Path(out).resolve() if out is not None else default_images_dir(release_dir)
+    given = Path(out).absolute() if out is not None else default_images_dir(release_dir)
+    for p in (given, given / "images"):  # checked before anything is written (mkdir would follow them)
+        if p.is_symlink():
+            raise UnsafeOutputError(f"{p} is a symlink; refusing to write through it (remove it or choose another --out)")
+    out_dir = given.resolve()
     if out_dir == root or root in out_dir.parents:
         raise UnsafeOutputError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
     data_files = sorted(p for p in (root / "data").glob("*.parquet")) if (root / "data").is_dir() else []

@@ -5,7 +5,7 @@ the steps write them (nothing here defines a format):
 
 * ``stats.json`` (merged counters per step) -> the funnel: rows in play after each step, and rows per status
   and the step that set it;
-* ``rejects/rejects_*.parquet`` (id, url, status, error_message) -> rejects per reason, with thumbnails of the
+* ``rejects/rejects_*.parquet`` (id, url, status, error_message, caption, tags) -> rejects per reason, with thumbnails of the
   first few ids of each reason (image bytes from ``download/shard_*.parquet``; download failures have none);
 * ``dedup/duplicates.parquet`` (id, duplicate_of, similarity) -> the near-duplicate pairs removed, most similar
   first, dropped image next to the one kept;
@@ -27,11 +27,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mrbench.curation.audit import shown_leak_pairs
 from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
+from mrbench.records import SPLITS
 from mrbench.shards import atomic_write_text
 
-SPLIT_ORDER = ("held_out", "held_in", "train")
 
 
 class ReportError(ValueError):
@@ -66,7 +67,7 @@ def _prefixed(counts: dict[str, int], prefix: str) -> dict[str, int]:
     return {k[len(prefix):]: v for k, v in counts.items() if k.startswith(prefix)}
 
 
-def _images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
+def run_images(run_dir: Path, ids: set[str]) -> dict[str, bytes]:
     """Image bytes of ``ids`` from the download shards (ids are sorted within a shard, so row groups prune)."""
     out: dict[str, bytes] = {}
     if not ids:
@@ -117,6 +118,39 @@ def _funnel(status: dict[str, int]) -> list[tuple[str, int, int, int]]:
     return rows
 
 
+MAX_TAGS = 50  # rows of the per-tag table
+
+
+def _tag_counts(files: list[Path], ok_only: bool = False) -> Counter:
+    """Rows per tag over parquet ``files`` (their ``tags`` list column; only ``status == ok`` rows with ``ok_only``)."""
+    import pyarrow.compute as pc
+
+    counts: Counter = Counter()
+    for f in files:
+        cols = ["tags", "status"] if ok_only else ["tags"]
+        t = pq.read_table(f, columns=cols)
+        tags = t.column("tags")
+        if ok_only:
+            tags = tags.filter(pc.equal(t.column("status"), "ok"))
+        flat = pc.list_flatten(tags)
+        if len(flat):
+            for item in pc.value_counts(flat).to_pylist():
+                counts[item["values"]] += item["counts"]
+    return counts
+
+
+def _per_tag(layout: RunLayout) -> list[tuple[str, int, int, int, int]]:
+    """(tag, candidates, selected, downloaded ok, released) per tag, most candidates first."""
+    candidates = _tag_counts(layout.shards("ingest").existing())
+    if not candidates:
+        return []
+    selected = _tag_counts(layout.shards("select").existing())
+    ok = _tag_counts(layout.download.existing(), ok_only=True)
+    released = _tag_counts(sorted((layout.release / "data").glob("*.parquet")))
+    return [(tag, n, selected[tag], ok[tag], released[tag])
+            for tag, n in sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -136,7 +170,7 @@ def _histograms(groups: list[dict[str, Any]]) -> list[str]:
     sizes: dict[str, list[int]] = defaultdict(list)
     for g in groups:
         sizes[g["split"]].append(1 + len(g["references"] or []))
-    splits = [s for s in SPLIT_ORDER if s in sizes] + sorted(set(sizes) - set(SPLIT_ORDER))
+    splits = [s for s in SPLITS if s in sizes] + sorted(set(sizes) - set(SPLITS))
     lo, hi = min(min(v) for v in sizes.values()), max(max(v) for v in sizes.values())
     edges = np.arange(lo, hi + 2) - 0.5 if hi - lo < 40 else np.linspace(lo - 0.5, hi + 0.5, 41)
     fig, ax = new_figure()
@@ -222,16 +256,23 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     # --- funnel
     body.append("<h2 id='funnel'>Funnel</h2><p class='note'>Every URL selected for download ends in exactly one "
                 "status; a step's drops are the rows whose status it set.</p>")
-    pre = []
-    for step, key, label in (("ingest", "ingest/where_failed", "rows failing their source's where (never downloaded)"),
-                             ("ingest", "ingest/candidates", "candidate rows (caption names a tag)"),
-                             ("select", "select/selected", "URLs selected")):
-        n = stats.get(step, {}).get(key)
-        if n is not None:
-            pre.append((label, n))
-    rows = [(label, "", "", Raw(f"{n}")) for label, n in pre]
+    ingest, select = stats.get("ingest", {}), stats.get("select", {})
+    rows: list[tuple[Any, ...]] = []
+    if "ingest/rows" in ingest:  # source rows read -> rows whose caption (or folder) names a tag
+        n_in, n_out = ingest["ingest/rows"], ingest.get("ingest/candidates", 0)
+        rows.append(("ingest (where, tag match)", n_in, n_in - n_out, Raw(f"{n_out}")))
+    if "select/selected" in select:  # candidates -> URLs selected (cap per tag, repeated URLs)
+        n_in = ingest.get("ingest/candidates", select["select/selected"])
+        rows.append(("select (caps, repeats, block lists)", n_in, n_in - select["select/selected"], Raw(f"{select['select/selected']}")))
     rows += [(step, vin, drop, _bar(vout, total)) for step, vin, drop, vout in _funnel(status)]
     body.append(table(["step", "rows in", "dropped", "rows out"], rows, sortable=False, numeric=(1, 2)))
+    per_tag = _per_tag(layout)
+    if per_tag:
+        body.append(f"<h3>Per tag <span class='muted'>({_plural(len(per_tag), 'tag')}"
+                    f"{'; the ' + str(MAX_TAGS) + ' with most candidates' if len(per_tag) > MAX_TAGS else ''})</span>"
+                    "</h3>")
+        body.append(table(["tag", "candidates", "selected", "downloaded ok", "released"], per_tag[:MAX_TAGS],
+                          numeric=(1, 2, 3, 4)))
     order = _step_order()
     status_rows = sorted(status.items(), key=lambda kv: (kv[0] != "ok", order.index(_drop_step(kv[0]))
                                                          if _drop_step(kv[0]) in order else 99, -kv[1], kv[0]))
@@ -256,7 +297,9 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     wanted = {r["id"] for rs in examples.values() for r in rs}
     wanted |= {r["id"] for r in dups} | {r["duplicate_of"] for r in dups}
     wanted |= {i for gs in shown_groups.values() for g in gs for i in [g["target"], *(g["references"] or [])]}
-    images = _images(run_dir, wanted)
+    leaks = shown_leak_pairs(run_dir)
+    wanted |= {r["id_a"] for r in leaks} | {r["id_b"] for r in leaks}
+    images = run_images(run_dir, wanted)
 
     body.append("<h2 id='rejects'>Rejects per reason</h2><p class='note'>The first "
                 f"{per_reason} rows of each reason (by shard and id); hover for the URL and message. Download "
@@ -266,8 +309,9 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
         head = (f"<h3>{esc(reason)} <span class='muted'>({esc(_drop_step(reason))}, {_plural(n, 'row')})</span>"
                 "</h3>")
         if not any(r["id"] in images for r in rows_r):  # failed downloads: no bytes, so URL and message
-            body.append(head + (table(["id", "url", "message"], [(r["id"], r["url"], r["error_message"])
-                                                                 for r in rows_r], sortable=False)
+            body.append(head + (table(["id", "url", "message", "tags", "caption"],
+                                      [(r["id"], r["url"], r["error_message"], ", ".join(r.get("tags") or []),
+                                        r.get("caption") or "") for r in rows_r], sortable=False)
                                 if rows_r else "<p class='muted'>no rows listed</p>"))
             continue
         figs = [figure(try_thumb(images.get(r["id"]), thumb), r["error_message"] or r["id"],
@@ -293,7 +337,7 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     # --- groups
     body.append("<h2 id='groups'>Groups</h2><p class='note'>Per split, the first groups by id: the target "
                 "(green frame), then its references.</p>")
-    for s in [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER)):
+    for s in [s for s in SPLITS if s in by_split] + sorted(set(by_split) - set(SPLITS)):
         body.append(f"<h3>{esc(s)} <span class='muted'>({_plural(len(by_split[s]), 'group')})</span></h3><div>")
         for g in shown_groups[s]:
             refs = g["references"] or []
@@ -315,11 +359,30 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
         audit = json.loads(leak_path.read_text())
         body.append("<h2 id='audit'>Leakage audit</h2>")
         pairs = audit.get("pairs", {})
+        by_kind = audit.get("removed_train_images_by_kind", {})
+        cuts = [f"{k.replace('_', '-')} cosine &ge; {audit[f]}" for k, f in (("near_duplicate", "near_dup_threshold"),
+                                                                           ("identity", "identity_threshold"))
+                if audit.get(f) is not None]
+        body.append(f"<p class='note'>Thresholds: {'; '.join(cuts) or 'none'}. <b>{audit.get('removed_train_images', 0)}"
+                    "</b> training images removed as leaks"
+                    + (" (" + ", ".join(f"{n} as {esc(k.replace('_', '-'))} leaks" for k, n in by_kind.items()) + ")"
+                       if by_kind else "") + ".</p>")
         body.append(table(["pairs across splits", "count"], sorted(pairs.items()), numeric=(1,)) if pairs
                     else "<p class='muted'>no pairs across splits.</p>")
+        if leaks:
+            body.append("<h3>Leaking pairs</h3><p class='note'>Per kind the most similar pairs and those nearest the "
+                        "threshold, where a false leak (two different images or people) would be: look before "
+                        "trusting the removals.</p>")
+            body.append(table(["kind", "earlier split", "later split", "cosine", "action"], [
+                (r["kind"].replace("_", "-"),
+                 Raw(figure(try_thumb(images.get(r["id_a"]), thumb), f"{r['split_a']} {r['group_a']}", title=r["id_a"],
+                            size=thumb)),
+                 Raw(figure(try_thumb(images.get(r["id_b"]), thumb), f"{r['split_b']} {r['group_b']}", title=r["id_b"],
+                            size=thumb)),
+                 f"{r['similarity']:.4f}", r["action"]) for r in leaks], numeric=(3,)))
     nav = " &middot; ".join(f"<a href='#{a}'>{t}</a>" for a, t in (
         ("funnel", "funnel"), ("rejects", "rejects"), ("dedup", "near-duplicates"), ("groups", "groups"),
-        ("histograms", "histograms")))
+        ("histograms", "histograms"), *([("audit", "leakage audit")] if leak_path.is_file() else [])))
     return page(f"Curation report: {manifest.get('name') or run_dir.name}", [f"<p>{nav}</p>", *body])
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mrbench.config import ConfigError, CurateConfig
+from mrbench.fingerprint import marker_text, step_records
 from mrbench.layout import RunLayout
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.netguard import RETRYABLE
@@ -112,10 +113,11 @@ def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None
     rows = 0
     if todo:
         invalidate(run_dir, config, todo)
+        marker = marker_text(step_records(pipeline_steps(), config)["download"])
         for i in todo:
             rows += retryable_rows(download.output(i))
             stats = retry_shard(config, download.output(i))
-            download.complete(i, stats)
+            download.complete(i, stats, marker)
     summary = run_curation(config, run_dir, progress)
     summary["retried_rows"], summary["retried_shards"] = rows, todo
     return summary

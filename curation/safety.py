@@ -107,4 +107,5 @@ class SafetyFilter(Filter):
         return None
 
 
-SAFETY_STEP = Step("safety", SafetyTask, after="embed", reads=("embed",), enabled=safety_enabled, frees_models=True)
+SAFETY_STEP = Step("safety", SafetyTask, after="embed", reads=("embed",), enabled=safety_enabled, frees_models=True,
+                   settings=("safety.classifier", "safety.options", "embed.encoder", "embed.encoder_options"))

@@ -10,8 +10,9 @@ import random
 
 from mrbench.config import SplitConfig
 from mrbench.log import get_logger
+from mrbench.records import SPLITS
 
-SPLITS = ("held_out", "held_in", "train")
+__all__ = ["SPLITS", "split_groups"]
 log = get_logger(__name__)
 
 

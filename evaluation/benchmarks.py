@@ -37,7 +37,7 @@ from typing import IO, Any, ClassVar
 
 from PIL import Image
 
-from mrbench.config import ConfigError
+from mrbench.config import ConfigError, EvalConfig
 from mrbench.evaluation.generator import ImageRef, Sample
 from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 
@@ -89,6 +89,9 @@ class BenchmarkSpec:
         }
 
 
+DEFAULT_MAX_IMAGE_PIXELS = EvalConfig.max_image_pixels
+
+
 class Benchmark(abc.ABC):
     """Base class: subclasses build the full, ordered sample list of one split.
 
@@ -98,6 +101,7 @@ class Benchmark(abc.ABC):
         seed: First seed.
         images_per_prompt: Images per sample (default 4, the paper's and DreamBench's setting).
         limit: Keep the first ``limit`` samples.
+        max_image_pixels: Images declaring more pixels are never decoded (the runner fails their samples by name).
     """
 
     name: ClassVar[str] = ""
@@ -109,8 +113,9 @@ class Benchmark(abc.ABC):
     tiny_encoder_args: ClassVar[dict[str, dict[str, Any]]] = {"dino_i": {"variant": "v2"}}
 
     def __init__(self, path: str | Path, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
+        self.max_image_pixels = max_image_pixels
         split = normalize_split(split) if split else self.splits[0]
         if split not in self.splits:
             raise ConfigError(f"benchmark {self.name!r} has splits {', '.join(self.splits)}; got {split!r}")
@@ -120,6 +125,9 @@ class Benchmark(abc.ABC):
             raise ConfigError("limit must be >= 1")
         if not self.path.exists():
             raise ConfigError(f"benchmark {self.name!r}: no such folder {self.path}")
+        if not self.path.is_dir():
+            raise ConfigError(f"benchmark {self.name!r}: {self.path} is not a folder (give the folder that holds the "
+                              "images)")
         self.split = split
         self.seed = seed
         self.images_per_prompt = images_per_prompt
@@ -172,15 +180,39 @@ def round_robin(by_group: dict[str, list[Sample]]) -> list[Sample]:
     return out
 
 
-def load_image_file(path: Path | IO[bytes]) -> Image.Image:
-    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation (``mrbench.images``)."""
+def load_image_file(path: Path | IO[bytes], max_pixels: int | None = None) -> Image.Image:
+    """Open an image file (a path or a binary file object) as RGB, applying its EXIF orientation (``mrbench.images``);
+    an image declaring more than ``max_pixels`` pixels is refused before decoding (``ImageTooLargeError``)."""
     from mrbench.images import load_image
 
-    return load_image(path)
+    return load_image(path, max_pixels=max_pixels)
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def file_ref(image_id: str, group: str, path: Path, max_pixels: int | None) -> ImageRef:
+    """An :class:`ImageRef` of an image file: loaded on demand under the pixel limit, its size read from the header."""
+    from mrbench.images import declared_size
+
+    return ImageRef(image_id, group, partial(load_image_file, path, max_pixels=max_pixels), partial(declared_size, path))
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, symlinks resolved, lies under ``root`` (a link leading out of a benchmark is not its file)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _images_in(folder: Path, root: Path) -> list[Path]:
+    """The image files of ``folder`` that really lie under the benchmark's ``root`` (links out of it are skipped)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    kept = [p for p in files if _inside(root, p)]
+    if len(kept) < len(files):
+        from mrbench.log import get_logger, warn_once
+
+        warn_once(get_logger("evaluation.benchmarks"), f"outside:{root}",
+                  f"{root}: skipped symlinks that lead outside the benchmark folder (e.g. {next(p for p in files if p not in kept)})")
+    return kept
 
 
 def _clean(text: str) -> str:
@@ -249,12 +281,12 @@ class DreamBench(Benchmark):
         by_group: dict[str, list[Sample]] = {}
         for subject in sorted(parsed.classes):
             folder = self.path / subject
-            if not folder.is_dir():
-                raise ConfigError(f"dreambench: subject folder {folder} is missing")
-            files = _images_in(folder)
+            if not folder.is_dir() or not _inside(self.path, folder):
+                raise ConfigError(f"dreambench: subject folder {folder} is missing (or a link out of {self.path})")
+            files = _images_in(folder, self.path)
             if len(files) < 2:
                 raise ConfigError(f"dreambench: {folder} needs at least 2 images (one target, one reference)")
-            refs = [ImageRef(f"{subject}/{f.name}", subject, partial(load_image_file, f)) for f in files]
+            refs = [file_ref(f"{subject}/{f.name}", subject, f, self.max_image_pixels) for f in files]
             cls = parsed.classes[subject]
             samples = []
             for p, template in enumerate(parsed.templates(subject)):
@@ -307,7 +339,8 @@ class CocoCaptions(Benchmark):
                     captions[iid] = (aid, _clean(str(a["caption"])))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"coco: {ann_file} is not a COCO captions file ({type(e).__name__}: {e})") from e
-        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()]
+        present = [iid for iid in sorted(files) if iid in captions and (self.path / self.images / files[iid]).is_file()
+                   and _inside(self.path, self.path / self.images / files[iid])]
         missing = sum(1 for iid in files if iid in captions) - len(present)
         if not present:
             raise ConfigError(f"coco: none of the {len(files)} annotated images is under {self.path / self.images}")
@@ -319,7 +352,7 @@ class CocoCaptions(Benchmark):
         for k in order:
             iid = present[int(k)]
             f = self.path / self.images / files[iid]
-            ref = ImageRef(f"coco/{iid}", f"coco/{iid}", partial(load_image_file, f))
+            ref = file_ref(f"coco/{iid}", f"coco/{iid}", f, self.max_image_pixels)
             samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=captions[iid][1],
                                   references=[ref], target=ref, category="coco"))
         return samples
@@ -349,12 +382,12 @@ class FolderBenchmark(Benchmark):
                     if len(row) >= 2 and row[0] != "group":
                         classes[row[0].strip()] = row[1].strip()
         by_group: dict[str, list[Sample]] = {}
-        for folder in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            files = _images_in(folder)
+        for folder in sorted(p for p in self.path.iterdir() if p.is_dir() and _inside(self.path, p)):
+            files = _images_in(folder, self.path)
             if not files:
                 continue
             group = folder.name
-            refs = [ImageRef(f"{group}/{f.name}", group, partial(load_image_file, f)) for f in files]
+            refs = [file_ref(f"{group}/{f.name}", group, f, self.max_image_pixels) for f in files]
             cls = classes.get(group, group.replace("_", " "))
             by_group[group] = [
                 Sample(id=f"{group}/{t:02d}", group=group, split=self.split, prompt=f"a photo of a {cls}",
@@ -408,9 +441,10 @@ class ReleaseImageStore:
         cache_row_groups: Decoded row groups kept in memory.
     """
 
-    def __init__(self, files: list[Path], cache_row_groups: int = 4) -> None:
+    def __init__(self, files: list[Path], cache_row_groups: int = 4, max_pixels: int | None = None) -> None:
         import pyarrow.parquet as pq
 
+        self.max_pixels = max_pixels
         self._where: dict[str, tuple[Path, int, int]] = {}
         for f in files:
             pf = pq.ParquetFile(f)
@@ -439,7 +473,15 @@ class ReleaseImageStore:
             return self._cache[key][i]
 
     def load(self, image_id: str) -> Image.Image:
-        return load_image_file(io.BytesIO(self.image_bytes(image_id)))
+        return load_image_file(io.BytesIO(self.image_bytes(image_id)), self.max_pixels)
+
+    def size(self, image_id: str) -> tuple[int, int]:
+        from mrbench.images import declared_size
+
+        return declared_size(self.image_bytes(image_id))
+
+    def ref(self, image_id: str, group: str) -> ImageRef:
+        return ImageRef(image_id, group, partial(self.load, image_id), partial(self.size, image_id))
 
 
 @BENCHMARKS.register("mrbench", help="an MRBench release (mrbench:RELEASE_DIR), split held-in or held-out")
@@ -460,7 +502,7 @@ class MRBenchRelease(Benchmark):
 
         files = sorted((self.path / "data").glob(f"{self.split}-*.parquet"))
         if not files:
-            raise ConfigError(f"mrbench: no {self.split} shards under {self.path / 'data'} (is this a release folder?)")
+            raise ConfigError(_no_split_message(self.path, self.split))
         columns = ["id", "caption", "tags", "category", "group", "split", "role"]
         for f in files:
             _check_release_file(self.path, f, columns)
@@ -468,25 +510,46 @@ class MRBenchRelease(Benchmark):
         for f in files:
             for row in pq.read_table(f, columns=columns).to_pylist():
                 rows_by_group[row["group"]].append(row)
-        store = ReleaseImageStore(files)
+        store = ReleaseImageStore(files, max_pixels=self.max_image_pixels)
         by_group: dict[str, list[Sample]] = {}
         for gid in sorted(rows_by_group):
             rows = sorted(rows_by_group[gid], key=lambda r: r["id"])
             targets = [r for r in rows if r["role"] == "target"]
-            refs = [ImageRef(r["id"], gid, partial(store.load, r["id"])) for r in rows if r["role"] == "reference"]
+            refs = [store.ref(r["id"], gid) for r in rows if r["role"] == "reference"]
             samples = []
             for t in targets:
                 cls = CATEGORY_CLASS.get(t["category"] or "", CATEGORY_CLASS["subject"])
                 caption = t["caption"] or ""
                 samples.append(Sample(
                     id=t["id"], group=gid, split=self.split, prompt=caption, references=refs,
-                    target=ImageRef(t["id"], gid, partial(store.load, t["id"])), class_token=cls,
+                    target=store.ref(t["id"], gid), class_token=cls,
                     identifier_prompt=_clean(f"{caption}, {IDENTIFIER} {cls}") if cls else caption,
                     category=t["category"] or "",
                 ))
             if samples:
                 by_group[gid] = samples
         return round_robin(by_group)
+
+
+def _no_split_message(path: Path, split: str) -> str:
+    """Why a release folder has no ``split`` files: another kind of folder, a release without that split (what it
+    does hold), or no release at all."""
+    from mrbench.layout import folder_hint
+
+    hint = folder_hint(path)
+    if hint:
+        return f"mrbench:{path}: {hint}"
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        try:
+            rows = json.loads(manifest.read_text()).get("rows")
+        except (OSError, ValueError, AttributeError):
+            rows = None
+        held = sorted({f.name.split("-", 1)[0] for f in (path / "data").glob("*.parquet")})
+        return (f"mrbench:{path}: this release has no {split} images (it holds {rows} images"
+                f"{' in ' + ', '.join(held) if held else ''}); its curation made no {split} group: see the run's "
+                "report.html, or evaluate another split with --split")
+    return f"mrbench:{path}: no release here (no manifest.json and no data/{split}-*.parquet)"
 
 
 def parse_benchmark_arg(text: str) -> tuple[str, str]:
@@ -502,15 +565,20 @@ def parse_benchmark_arg(text: str) -> tuple[str, str]:
         return "mrbench", text
     if sep:
         benchmarks().entry(name)  # raises "unknown benchmark ...; did you mean"
-    raise ConfigError(f"cannot tell which benchmark {text!r} is; write NAME:PATH (NAME in {', '.join(benchmarks().names())})")
+    from mrbench.layout import folder_hint
+
+    hint = f" ({folder_hint(p)})" if folder_hint(p) else ""
+    raise ConfigError(f"cannot tell which benchmark {text!r} is{hint}; write NAME:PATH (NAME in "
+                      f"{', '.join(benchmarks().names())})")
 
 
 def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                    limit: int | None = None) -> Benchmark:
+                    limit: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Benchmark:
     """Build the benchmark named by ``text`` (``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH``)."""
     name, path = parse_benchmark_arg(text)
     cls = benchmarks().get(name)
-    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
+    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
+               max_image_pixels=max_image_pixels)
 
 
 __all__ = [

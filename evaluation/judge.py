@@ -1,4 +1,13 @@
-"""``judge@MODEL``: a local open vision-language model scores each generation against its references and prompt.
+"""``judge@MODEL[:PROTOCOL]``: a local open vision-language model scores each generation against its references and
+prompt.
+
+Two protocols (the part after the last ``:``):
+
+- ``three-rubric`` (the default, ``judge@MODEL``): the one-call, three-rubric judge described below.
+- ``omnicontext`` (``judge@MODEL:omnicontext``): OmniContext's protocol, :mod:`mrbench.evaluation.omnicontext` --
+  separate prompt-following and subject-consistency calls, overall = sqrt(PF x SC) per sample.
+
+The three-rubric judge:
 
 Recent multi-reference benchmarks (OmniContext, MultiRef, MICON-Bench) add a multimodal judge to CLIP/DINO
 similarity, because embedding similarity rewards copy-paste. This metric asks a Qwen2-VL / Qwen2.5-VL instruct model
@@ -118,10 +127,10 @@ def _objects(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def parse_answer(text: str) -> Verdict:
+def parse_answer(text: str, keys: Sequence[str] = RUBRIC_KEYS) -> Verdict:
     """Scores from a judge answer, or the named reason it has none.
 
-    The last JSON object holding any rubric key is used (keys compared case-insensitively, spaces and hyphens read
+    The last JSON object holding any of ``keys`` is used (keys compared case-insensitively, spaces and hyphens read
     as underscores). Values must be numbers (or strings that are plain numbers) in [0, 10].
     """
     objects = _objects(text or "")
@@ -132,15 +141,15 @@ def parse_answer(text: str) -> Verdict:
         return re.sub(r"[\s-]+", "_", str(k).strip().lower())
 
     candidates = [{norm(k): v for k, v in o.items()} for o in objects]
-    with_keys = [c for c in candidates if any(k in c for k in RUBRIC_KEYS)]
+    with_keys = [c for c in candidates if any(k in c for k in keys)]
     if not with_keys:
-        return Verdict("judge_missing_rubric", error=f"no rubric key ({', '.join(RUBRIC_KEYS)}) in the answer")
+        return Verdict("judge_missing_rubric", error=f"no rubric key ({', '.join(keys)}) in the answer")
     obj = with_keys[-1]
-    missing = [k for k in RUBRIC_KEYS if k not in obj]
+    missing = [k for k in keys if k not in obj]
     if missing:
         return Verdict("judge_missing_rubric", error=f"missing {', '.join(missing)}")
     scores: dict[str, float] = {}
-    for k in RUBRIC_KEYS:
+    for k in keys:
         v = obj[k]
         if isinstance(v, bool) or not (isinstance(v, (int, float)) or (isinstance(v, str) and _NUMBER.match(v))):
             return Verdict("judge_not_a_number", error=f"{k} is {v!r}")
@@ -160,7 +169,49 @@ def judge_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base)
 
 
-class VLMJudge:
+class JudgeBackend:
+    """What answers a judge's questions: one user turn (text and image slots, in order) and its images -> the raw
+    answer text. ``seed`` matters only to sampled decoding (greedy answers do not depend on it)."""
+
+    model_id: str = ""
+    info: Any = None
+
+    def ask(self, content: list[dict[str, Any]], images: Sequence[Image.Image], seed: int | None = None) -> str:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model_id}
+
+
+class FixedAnswerJudge(JudgeBackend):
+    """A judge backend that answers from a function of the question: tests and the bias / stability measurements
+    know the answers it gives.
+
+    Args:
+        answer: ``answer(text, images, seed) -> str``; ``text`` is the turn's text blocks joined by newlines,
+            ``images`` the images in the order the turn shows them.
+        name: Its model name in keys (``judge@<name>``).
+    """
+
+    def __init__(self, answer: Any, name: str = "fixed-answers") -> None:
+        from mrbench.backends.base import BackendInfo
+
+        self.model_id = name
+        self._answer = answer
+        self.calls: list[tuple[str, int]] = []  # (text, number of images) per question, in order
+        self.info = BackendInfo(name=f"judge:{name}", weights="fixed answers (test backend)", version="",
+                                random_weights=False)
+
+    def ask(self, content: list[dict[str, Any]], images: Sequence[Image.Image], seed: int | None = None) -> str:
+        text = "\n".join(c["text"] for c in content if c["type"] == "text")
+        self.calls.append((text, len(images)))
+        return self._answer(text, list(images), seed)
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model_id, "decoding": "fixed answers"}
+
+
+class VLMJudge(JudgeBackend):
     """A Qwen2-VL / Qwen2.5-VL instruct model answering the judge prompt with greedy decoding.
 
     Args:
@@ -171,16 +222,22 @@ class VLMJudge:
         max_new_tokens: Answer length limit (128; tiny 24).
         max_pixels: Pixel budget of each image in the processor (448 x 448; tiny 56 x 56).
         seed: Seed of the tiny random model.
+        temperature: 0 (default): greedy decoding. Above 0: sampling at that temperature, seeded per question
+            (``ask(..., seed)``; the judge's seed stability is measured this way).
     """
 
     def __init__(self, model: str = DEFAULT_JUDGE, device: str | None = None, dtype: str | None = None,
-                 max_new_tokens: int | None = None, max_pixels: int | None = None, seed: int = 0) -> None:
+                 max_new_tokens: int | None = None, max_pixels: int | None = None, seed: int = 0,
+                 temperature: float = 0.0) -> None:
         import transformers
 
         from mrbench.backends.base import BackendInfo
         from mrbench.baselines.sdxl import resolve_device, resolve_dtype
 
+        if temperature < 0:
+            raise ConfigError(f"judge temperature must be >= 0, got {temperature}")
         self.model_id = model
+        self.temperature = float(temperature)
         self.device = resolve_device(device)
         tiny = model == TINY_JUDGE
         # A JSON answer with three scores is ~30 tokens; the tiny model's answers are noise, so it stops early.
@@ -218,81 +275,143 @@ class VLMJudge:
                                 random_weights=tiny)
 
     def answer(self, references: Sequence[Image.Image], generated: Image.Image, prompt: str) -> str:
-        """The model's raw answer for one generation (greedy)."""
+        """The model's raw answer for one generation under the three-rubric protocol."""
+        return self.ask(build_messages(prompt, len(references))[0]["content"], [*references, generated])
+
+    def ask(self, content: list[dict[str, Any]], images: Sequence[Image.Image], seed: int | None = None) -> str:
+        """The model's raw answer to one user turn; greedy, or sampled with its own seed (``temperature`` > 0)."""
         import torch
 
-        messages = build_messages(prompt, len(references))
+        messages = [{"role": "user", "content": content}]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        images = [im.convert("RGB") for im in [*references, generated]]
-        inputs = self.processor(text=[text], images=images, return_tensors="pt").to(self.device)
+        rgb = [im.convert("RGB") for im in images]
+        inputs = self.processor(text=[text], images=rgb or None, return_tensors="pt").to(self.device)
         with torch.no_grad():
-            out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
-                                      temperature=None, top_p=None, top_k=None)
+            if self.temperature > 0:
+                # generate() samples from torch's global generator: fork it, so no global seed is left changed
+                devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(0 if seed is None else int(seed))
+                    out = self.model.generate(**inputs, do_sample=True, temperature=self.temperature, top_p=None,
+                                              top_k=None, num_beams=1, max_new_tokens=self.max_new_tokens)
+            else:
+                out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
+                                          temperature=None, top_p=None, top_k=None)
         new = out[0, inputs["input_ids"].shape[1]:]
         return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model_id, "decoding": {"do_sample": False, "num_beams": 1,
-                                                    "max_new_tokens": self.max_new_tokens},
+        decoding = ({"do_sample": True, "temperature": self.temperature} if self.temperature > 0
+                    else {"do_sample": False})
+        return {"model": self.model_id, "decoding": {**decoding, "num_beams": 1, "max_new_tokens": self.max_new_tokens},
                 "image_max_pixels": self.max_pixels}
 
 
 # ------------------------------------------------------------------------------------------------ the metric
 
 
+PROTOCOLS = ("three-rubric", "omnicontext")
+DEFAULT_PROTOCOL = "three-rubric"
+
+
+def split_protocol(name: str) -> tuple[str, str]:
+    """``Qwen/Qwen2.5-VL-7B-Instruct:omnicontext`` -> (model, ``omnicontext``); no known suffix: the default
+    protocol (a ``:`` that names no protocol stays part of the model path)."""
+    model, sep, proto = name.rpartition(":")
+    if sep and proto in PROTOCOLS:
+        return model, proto
+    return name, DEFAULT_PROTOCOL
+
+
+THREE_RUBRIC_FIELDS = (
+    MetricField("subject_consistency", description="judge: same subject as the references (0-10)"),
+    MetricField("prompt_following", description="judge: follows the prompt (0-10)"),
+    MetricField("visual_quality", description="judge: visual quality (0-10)"),
+    MetricField("parsed", description="judge answers that parsed (rate)"),
+)
+
+
 class JudgeMetric(Metric):
-    """VLM judge: subject consistency, prompt following, visual quality (0-10 each); parse failures are named."""
+    """VLM judge under a protocol (``three-rubric``: subject consistency, prompt following, visual quality in one
+    call; ``omnicontext``: separate PF and SC calls, overall = sqrt(PF x SC)); parse failures are named."""
 
     name = "judge"
     encoder_kind = "judge"
     default_encoder = DEFAULT_JUDGE
     tiny_encoder = TINY_JUDGE
     max_references = 4  # references shown to the judge, in benchmark order (context stays bounded)
-    fields = (
-        MetricField("subject_consistency", description="judge: same subject as the references (0-10)"),
-        MetricField("prompt_following", description="judge: follows the prompt (0-10)"),
-        MetricField("visual_quality", description="judge: visual quality (0-10)"),
-        MetricField("parsed", description="judge answers that parsed (rate)"),
-    )
+    fields = THREE_RUBRIC_FIELDS
 
     def __init__(self, encoder_name: str, encoder: Any) -> None:  # no backend-kind check: the encoder is a VLM
-        if not isinstance(encoder, VLMJudge):
+        if not isinstance(encoder, JudgeBackend):
             raise ConfigError(f"metric 'judge' needs a VLM judge; {encoder_name!r} is a {type(encoder).__name__}")
         self.encoder_name = encoder_name
+        self.model_name, self.protocol = split_protocol(encoder_name)
+        self.model_name = self.model_name or DEFAULT_JUDGE
         self.encoder = encoder
         self.encoder_key = f"{encoder_name}#{id(encoder)}"
         self._cache: dict[str, Any] = {}
+        if self.protocol == "omnicontext":
+            from mrbench.evaluation import omnicontext
+
+            self.fields = omnicontext.FIELDS
+            self.max_references = omnicontext.MAX_INPUTS
 
     @classmethod
     def build_encoder(cls, name: str, **kwargs: Any) -> VLMJudge:
-        return VLMJudge(name, **kwargs)
+        model, protocol = split_protocol(name)
+        if protocol == "omnicontext" and model != TINY_JUDGE:
+            from mrbench.evaluation.omnicontext import MAX_SIDE
+
+            kwargs.setdefault("max_pixels", MAX_SIDE * MAX_SIDE)  # the protocol's 1024 px inputs reach the model
+        return VLMJudge(model or DEFAULT_JUDGE, **kwargs)
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{judge_slug(self.encoder_name)}"
+        suffix = "" if self.protocol == DEFAULT_PROTOCOL else f":{self.protocol}"
+        return f"{self.name}@{judge_slug(self.model_name)}{suffix}"
 
     def settings(self) -> dict[str, Any]:
-        """Recorded in the run's config.json: model, rubric and instruction text, decoding, references shown."""
-        return {**self.encoder.settings(), "rubrics": dict(RUBRICS), "instructions": INSTRUCTIONS,
-                "rubric_version": rubric_version(), "max_references": self.max_references,
+        """Recorded in the run's config.json: model, protocol, rubric and instruction text, decoding, references."""
+        if self.protocol == "omnicontext":
+            from mrbench.evaluation import omnicontext
+
+            return {**self.encoder.settings(), **omnicontext.settings(), "max_references": self.max_references}
+        return {**self.encoder.settings(), "protocol": self.protocol, "rubrics": dict(RUBRICS),
+                "instructions": INSTRUCTIONS, "rubric_version": rubric_version(),
+                "max_references": self.max_references,
                 "message_layout": [REFERENCES_HEADER, "<references>", GENERATED_HEADER, "<generated>",
                                    "<instructions>"]}
 
-    def compute_detailed(self, items: Sequence[MetricInput]) -> list[tuple[dict[str, float | None], dict[str, Any]]]:
-        """Per item: the field values and the row details (status, raw answer, error, references shown)."""
-        out = []
+    def shown_references(self, item: MetricInput) -> list[Any]:
+        """The references the judge sees for ``item``: the scored ones, at most ``max_references``, in order."""
+        return _ref_pool(item)[: self.max_references]
+
+    def judge(self, item: MetricInput, references: Sequence[Any] | None = None,
+              seed: int | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
+        """One item's field values and row details; ``references`` overrides the shown references (their order:
+        the position-bias measurement swaps it), ``seed`` the decoding seed (sampled decoding only)."""
+        refs = list(self.shown_references(item) if references is None else references)
         k = self.key
-        for it in items:
-            refs = _ref_pool(it)[: self.max_references]
-            answer = self.encoder.answer([r.load() for r in refs], it.image, it.sample.prompt)
-            verdict = parse_answer(answer)
-            row: dict[str, float | None] = {f"{k}.{f}": verdict.scores.get(f) for f in RUBRIC_KEYS}
-            row[f"{k}.parsed"] = 1.0 if verdict.status == "ok" else 0.0
-            detail = {"status": verdict.status, "answer": answer, "references": [r.id for r in refs]}
-            if verdict.error:
-                detail["error"] = verdict.error
-            out.append((row, detail))
-        return out
+        if self.protocol == "omnicontext":
+            from mrbench.evaluation import omnicontext
+
+            values, detail = omnicontext.judge(self.encoder, [r.load() for r in refs], item.image,
+                                               item.sample.prompt, seed)
+            return {f"{k}.{f}": v for f, v in values.items()}, {**detail, "references": [r.id for r in refs]}
+        content = build_messages(item.sample.prompt, len(refs))[0]["content"]
+        answer = self.encoder.ask(content, [*(r.load() for r in refs), item.image], seed)
+        verdict = parse_answer(answer)
+        row: dict[str, float | None] = {f"{k}.{f}": verdict.scores.get(f) for f in RUBRIC_KEYS}
+        row[f"{k}.parsed"] = 1.0 if verdict.status == "ok" else 0.0
+        detail = {"status": verdict.status, "answer": answer, "references": [r.id for r in refs]}
+        if verdict.error:
+            detail["error"] = verdict.error
+        return row, detail
+
+    def compute_detailed(self, items: Sequence[MetricInput]) -> list[tuple[dict[str, float | None], dict[str, Any]]]:
+        """Per item: the field values and the row details (status, raw answers, errors, references shown)."""
+        return [self.judge(it) for it in items]
 
     def compute(self, items: Sequence[MetricInput]) -> list[dict[str, float | None]]:
         return [row for row, _ in self.compute_detailed(items)]

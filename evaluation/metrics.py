@@ -75,6 +75,9 @@ class Metric(abc.ABC):
     encoder_kind: ClassVar[str] = "image"  # "text-image", "image" or "face"
     default_encoder: ClassVar[str] = ""
     tiny_encoder: ClassVar[str] = ""
+    # What the default metric set uses instead when this metric's default weights are not on the machine (a spec
+    # whose weights ship with the install); "" when there is none (the metric is then skipped, saying why).
+    offline_alternative: ClassVar[str] = ""
     fields: ClassVar[tuple[MetricField, ...]] = ()
 
     def __init__(self, encoder_name: str, encoder: Any) -> None:
@@ -184,6 +187,7 @@ class ClipI(_EmbeddingSimilarity):
     name = "clip_i"
     default_encoder = "clip"
     tiny_encoder = "clip-tiny"
+    offline_alternative = "image_sim@mobilenet_v2"
 
 
 @METRICS.register("dino_i", direction="higher", aggregation=AGGREGATION)
@@ -193,6 +197,7 @@ class DinoI(_EmbeddingSimilarity):
     name = "dino_i"
     default_encoder = "dino"
     tiny_encoder = "dino-tiny"
+    offline_alternative = "image_sim@mobilenet_v2"
 
 
 @METRICS.register("image_sim", direction="higher", aggregation=AGGREGATION)
@@ -235,6 +240,7 @@ class FaceSimilarity(Metric):
     encoder_kind = "face"
     default_encoder = "insightface"
     tiny_encoder = "insightface-tiny"
+    offline_alternative = "face@dlib"
     fields = (
         MetricField("target", description="identity cosine with the target (no face: excluded)"),
         MetricField("target_zero", description="identity cosine with the target (no face: 0)"),
@@ -265,8 +271,9 @@ class FaceSimilarity(Metric):
 
 
 METRICS.register("judge", "mrbench.evaluation.judge:JudgeMetric", direction="higher", aggregation=AGGREGATION,
-                 help="VLM judge@HF_ID|DIR (default Qwen2.5-VL-7B-Instruct): subject consistency, prompt following, "
-                      "visual quality, 0-10 each, greedy; unparsable answers are named failures")
+                 help="VLM judge@HF_ID|DIR[:omnicontext] (default Qwen2.5-VL-7B-Instruct): subject consistency, "
+                      "prompt following, visual quality, 0-10 each, greedy; :omnicontext: OmniContext's separate PF "
+                      "and SC calls, overall = sqrt(PF x SC); unparsable answers are named failures")
 
 
 @dataclass

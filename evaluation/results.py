@@ -157,10 +157,53 @@ def estimate_failures_as_zero(rows: Sequence[dict[str, Any]], key: str, n_boot: 
     return estimate(filled, key, n_boot=n_boot, seed=seed)
 
 
+# Reference-count slices: (label, lowest count, highest count or None). A sample's count is the number of references
+# its benchmark gives every model (``n_references`` in the row), so every model's slice holds the same samples.
+REFERENCE_BUCKETS: tuple[tuple[str, int, int | None], ...] = (("1", 1, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8+", 8, None))
+
+
+def reference_count(row: dict[str, Any]) -> int:
+    """How many references the row's sample has (rows written before ``n_references`` existed: the references the
+    row was scored against)."""
+    n = row.get("n_references")
+    return int(n) if n is not None else len(row.get("reference_ids") or [])
+
+
+def reference_bucket(n: int, buckets: Sequence[tuple[str, int, int | None]] = REFERENCE_BUCKETS) -> str:
+    """The label of the bucket holding ``n`` references (``"0"`` for none, ``"N+"``-style labels past the last)."""
+    for label, lo, hi in buckets:
+        if n >= lo and (hi is None or n <= hi):
+            return label
+    return str(n)
+
+
+def reference_slices(rows: Sequence[dict[str, Any]], fields: dict[str, dict[str, Any]], n_boot: int = 1000,
+                     seed: int = 0, buckets: Sequence[tuple[str, int, int | None]] = REFERENCE_BUCKETS) -> dict[str, Any]:
+    """Every field's estimate over ok rows, per reference-count bucket (bootstrap over the bucket's groups).
+
+    Returns ``{"buckets": [labels present, in bucket order], "slices": {label: {"rows", "groups", "samples",
+    "metrics": {field key: estimate}}}}``.
+    """
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[reference_bucket(reference_count(r), buckets)].append(r)
+    order = [b[0] for b in buckets]
+    labels = sorted(by, key=lambda b: (order.index(b), 0) if b in order else (-1, int(b) if b.isdigit() else 0))
+    slices = {}
+    for label in labels:
+        brows = by[label]
+        ok = [r for r in brows if r.get("status") == "ok"]
+        slices[label] = {"rows": len(brows), "groups": len({r["group"] for r in brows}),
+                         "samples": len({r["sample_id"] for r in brows}),
+                         "metrics": {key: estimate(ok, key, n_boot=n_boot, seed=seed).to_dict() for key in fields}}
+    return {"buckets": labels, "slices": slices}
+
+
 def summarize(rows: Sequence[dict[str, Any]], fields: dict[str, Any], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Per split: row counts per status, the failure rate (rows not ``ok`` / rows) and, per metric field, the
     estimate over ok rows (plus a scaled view where declared) and, for higher-is-better fields, the estimate with
-    failed rows counted as 0 (``failures_as_zero``; a 0 would flatter a lower-is-better field, so those have none).
+    failed rows counted as 0 (``failures_as_zero``; a 0 would flatter a lower-is-better field, so those have none);
+    ``by_references``: every field again per reference-count bucket (:func:`reference_slices`).
 
     Args:
         rows: ``samples.jsonl`` rows.
@@ -190,6 +233,6 @@ def summarize(rows: Sequence[dict[str, Any]], fields: dict[str, Any], n_boot: in
             "rows": len(srows), "rows_per_status": dict(sorted(status.items())),
             "failed": len(srows) - len(ok), "failure_rate": (len(srows) - len(ok)) / len(srows) if srows else 0.0,
             "groups": len({r["group"] for r in srows}), "samples": len({r["sample_id"] for r in srows}),
-            "metrics": metrics,
+            "metrics": metrics, "by_references": reference_slices(srows, fields, n_boot=n_boot, seed=seed),
         }
     return out

@@ -34,7 +34,7 @@ from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
 )
 from mrbench.evaluation.metrics import (
-    Metric, MetricInput, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
+    Metric, MetricInput, MetricSpec, apply_benchmark_encoders, build_metrics, metric_fields, parse_metric_specs,
 )
 from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
 from mrbench.evaluation.registry import metrics as metrics_registry
@@ -43,6 +43,7 @@ from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
     write_jsonl,
 )
+from mrbench.images import ImageTooLargeError
 from mrbench.log import get_logger, warn_once
 from mrbench.shards import atomic_write_bytes, atomic_write_text, write_text_if_changed
 
@@ -75,12 +76,81 @@ def _generator_missing_weights(cls: type, profile: str, options: dict[str, Any])
     the constructor, are checked when they are built)."""
     if not isinstance(cls, type) or not hasattr(cls, "check_weights"):
         return []
-    probe = cls.__new__(cls)
-    Generator.__init__(probe, profile, **options)  # validates the options (unknown ones fail here, by name)
+    probe = _config_only(cls, cls.__name__, profile, options)  # validates the options (unknown ones fail here, by name)
     try:
         return weight_checks(probe)
     except (AttributeError, TypeError):
         return []
+
+
+def _config_only(cls: type, name: str, profile: str, options: dict[str, Any]) -> Generator:
+    """A generator of class ``cls`` holding only its validated options (profile defaults applied), no weights: what
+    names the run folder and keys the cache."""
+    probe = cls.__new__(cls)
+    Generator.__init__(probe, profile, **options)
+    if not getattr(probe, "name", ""):
+        probe.name = name
+    return probe
+
+
+def _spec_text(spec: Any) -> str:
+    return f"{spec.metric}@{spec.encoder}" if spec.encoder else spec.metric
+
+
+def _build_metrics_adapting(specs: list[Any], profile: str, device: str | None, adapt: bool
+                            ) -> tuple[list[Metric], list[tuple[str, MissingWeightsError]], list[str]]:
+    """Build the metrics; with ``adapt`` (the default metric set, nothing asked for by name) a metric whose weights
+    are not on this machine is replaced by its registered offline alternative, or skipped when it has none.
+
+    Returns:
+        ``(metrics, missing, notes)``: the built metrics; (``metric NAME``, error) for each weight still missing
+        (all of them when nothing could be built); one line per metric replaced or skipped, saying why.
+    """
+    built: list[Metric] = []
+    missing: list[tuple[str, MissingWeightsError]] = []
+    notes: list[str] = []
+    for spec in specs:
+        name = _spec_text(spec)
+        alternative = getattr(metrics_registry().get(spec.metric), "offline_alternative", "")
+        try:
+            built += build_metrics([spec], profile=profile, device=device)
+            continue
+        except MissingWeightsError as e:
+            what = e.what or str(e).splitlines()[0]
+            if not adapt:
+                missing.append((f"metric {name}" + (f" (offline alternative: {alternative})" if alternative else ""), e))
+                continue
+            missing.append((f"metric {name}", e))
+        if alternative and alternative in {m.key for m in built}:
+            notes.append(f"{name}: {what} not available offline; {alternative} (already measured) stands in")
+            continue
+        if alternative:
+            try:
+                built += build_metrics([MetricSpec.parse(alternative)], profile=profile, device=device)
+                notes.append(f"{name}: {what} not available offline; measured with {alternative} instead")
+                continue
+            except MissingWeightsError as e2:
+                missing.append((f"metric {alternative}", e2))
+        notes.append(f"{name} skipped: {what} not available offline" + ("" if alternative else
+                                                                          " (no offline alternative)"))
+    if adapt and built:
+        missing = []  # every metric that could run runs; the notes say what was replaced or skipped
+    return built, missing, notes
+
+
+def _missing_per_user(missing: list[tuple[str, MissingWeightsError]]) -> MissingWeightsError:
+    """One error listing every missing weight once, each with the metrics and models that need it."""
+    users: dict[str, list[str]] = {}
+    first: dict[str, MissingWeightsError] = {}
+    for user, e in missing:
+        users.setdefault(str(e), []).append(user)
+        first.setdefault(str(e), e)
+    errors = []
+    for text, e in first.items():
+        labelled = MissingWeightsError(f"needed by {', '.join(users[text])}: {text}")
+        labelled.what = e.what
+        errors.append(labelled)
+    return merge_missing(errors)
 
 
 def _fmt(x: float | None) -> str:
@@ -167,21 +237,19 @@ def run_eval(
     specs = parse_metric_specs(metric_list or None, image_encoder)
     for s in specs:
         metrics_registry().get(s.metric)
-    bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit)
+    bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
+                            max_image_pixels=cfg.max_image_pixels)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
-    missing: list[MissingWeightsError] = []
-    built_metrics = []
-    for s in specs:
-        try:
-            built_metrics += build_metrics([s], profile=profile, device=metric_device)
-        except MissingWeightsError as e:
-            missing.append(e)
+    built_metrics, missing, metric_notes = _build_metrics_adapting(specs, profile, metric_device,
+                                                                   adapt=not metric_list and not image_encoder)
     if built is None:  # a built generator has loaded its weights already
-        missing += _generator_missing_weights(model_cls, profile, options)
+        missing += [(f"model {model}", e) for e in _generator_missing_weights(model_cls, profile, options)]
     if missing:
-        raise merge_missing(missing)
-    gen = built if built is not None else build_generator(model, profile, options)
+        raise _missing_per_user(missing)
+    # The run folder is named from the options alone (a generator holding only its validated config): a rerun of a
+    # finished run re-reads its rows without loading the model's weights.
+    gen = built if built is not None else _config_only(model_cls, model, profile, options)
     fields = metric_fields(built_metrics)
     metric_keys = [m.key for m in built_metrics]
 
@@ -194,7 +262,6 @@ def run_eval(
     cache = GenerationCache(Path(cfg.cache_dir) if cfg.cache_dir else out / ".cache" / "generations", model, opt_hash)
     encoders = {m.key: m.info for m in built_metrics}
     any_random = gen.random_weights or any(i["random_weights"] for i in encoders.values())
-    _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
 
     requests = [GenerationRequest(s, sd) for s in samples for sd in spec.seeds]
     wanted_fields = sorted(fields)
@@ -205,11 +272,17 @@ def run_eval(
         if r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields:
             done[_row_key(r["sample_id"], r["seed"])] = r
     pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
+    if pending and built is None:
+        gen = build_generator(model, profile, options)  # weights load only when there is something to generate
+    if pending or not (run_dir / CONFIG_FILE).is_file():
+        _write_config(run_dir, cfg, gen, spec.to_dict(), built_metrics, opt_hash, any_random)
     gen.work_dir = cache.dir / "work"
+    image_sizes: dict[str, str | None] = {}  # image id -> why it is too large (None: fine), checked once each
+    refused = {q.sample.id for q in pending if oversized_image(q.sample, bench.max_image_pixels, image_sizes)}
     if pending:  # a finished run is only re-read: nothing to prepare for
         if phase:
             phase("preparing")
-        gen.prepare(bench.all_samples())
+        gen.prepare([s for s in bench.all_samples() if s.id not in refused])
 
     bs = cfg.batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
     timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
@@ -224,7 +297,7 @@ def run_eval(
         with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
             for start in range(0, len(pending), bs):
                 batch = pending[start:start + bs]
-                results = _generate_with_cache(gen, batch, bench, cache, timing)
+                results = _generate_with_cache(gen, batch, bench, cache, timing, image_sizes)
                 rows = _score(batch, results, built_metrics, timing, run_dir, model, gen, encoders, any_random, bench)
                 for row in rows:
                     partial.write(row)
@@ -243,6 +316,7 @@ def run_eval(
         "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
         "model_random_weights": gen.random_weights, "benchmark": spec.to_dict(), "encoders": encoders,
         "splits": summarize(all_rows, fields, n_boot=cfg.n_boot),
+        "metric_notes": metric_notes,  # default metrics replaced or skipped for want of weights, and why
     }
     write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
     wall = time.perf_counter() - wall0
@@ -270,12 +344,35 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
     write_text_if_changed(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
 
 
+def oversized_image(sample: Sample, max_pixels: int | None, seen: dict[str, str | None]) -> str | None:
+    """Why ``sample`` cannot be evaluated: one of its real images declares more than ``max_pixels`` pixels (read
+    from the header; nothing is decoded). ``seen`` remembers each image's answer across samples."""
+    for ref in sample.real_images():
+        if ref.size is None or max_pixels is None:
+            continue
+        if ref.id not in seen:
+            try:
+                w, h = ref.size()
+                seen[ref.id] = f"{ref.id}: {w}x{h} pixels > max_image_pixels {max_pixels}" if w * h > max_pixels else None
+            except ImageTooLargeError as e:
+                seen[ref.id] = f"{ref.id}: {e}"
+            except (OSError, ValueError, SyntaxError):
+                seen[ref.id] = None  # not this check's business: decoding names an unreadable image
+        if seen[ref.id]:
+            return seen[ref.id]
+    return None
+
+
 def _generate_with_cache(gen: Generator, batch: list[GenerationRequest], bench: Benchmark, cache: GenerationCache,
-                         timing: dict[str, Any]) -> list[tuple[GenerationResult, bytes | None]]:
+                         timing: dict[str, Any], seen: dict[str, str | None]) -> list[tuple[GenerationResult, bytes | None]]:
     results: list[tuple[GenerationResult, bytes | None] | None] = [None] * len(batch)
     keys = [sample_key(bench, req.sample) for req in batch]
     todo: list[int] = []
     for i, req in enumerate(batch):
+        too_large = oversized_image(req.sample, bench.max_image_pixels, seen)
+        if too_large is not None:  # a named per-sample failure; the image is never decoded
+            results[i] = (GenerationResult.failed("image_too_large", too_large), None)
+            continue
         hit = cache.get(keys[i], req.seed)
         if hit is None:
             todo.append(i)
@@ -334,7 +431,8 @@ def _score(batch: list[GenerationRequest], results: list[tuple[GenerationResult,
         rows.append({
             "sample_id": s.id, "group": s.group, "split": s.split, "model": model, "seed": req.seed,
             "prompt": s.prompt, "target_id": s.target.id if s.target else None,
-            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "image": rel, "status": res.status,
+            "reference_ids": [r.id for r in scored_references(s, res.source_id)], "n_references": len(s.references),
+            "image": rel, "status": res.status,
             "error_message": res.error_message, "source_id": res.source_id, "metrics": values.get(i, {}),
             "encoders": encoders if res.status == "ok" else {}, "model_random_weights": gen.random_weights,
             "random_weights": any_random, "benchmark": bench.name,

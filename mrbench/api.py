@@ -46,16 +46,10 @@ def curate(config: "str | Path | dict[str, Any] | CurateConfig", out: str | Path
     elif isinstance(config, dict):
         import yaml
 
-        from mrbench.config import parse_override
+        from mrbench.config import apply_overrides
 
         data = yaml.safe_load(yaml.safe_dump(config))  # a deep copy: overrides never touch the caller's dict
-        for ov in overrides:
-            keys, value = parse_override(ov)
-            node = data
-            for k in keys[:-1]:
-                node = node.setdefault(k, {})
-            node[keys[-1]] = value
-        cfg = from_dict(CurateConfig, data)
+        cfg = from_dict(CurateConfig, apply_overrides(data, overrides))
     else:
         cfg = load_config(CurateConfig, config, list(overrides))
     return run_curation(cfg, out, progress)
@@ -91,7 +85,8 @@ def evaluate(model: "str | Generator | None" = None, benchmark: str | None = Non
 
 
 def leaderboard(run_dirs: Sequence[str | Path], out: str | Path, *, grid_samples: int = 4) -> dict[str, Path]:
-    """Write ``leaderboard.md``, ``.csv`` and ``.html`` for eval run folders into ``out``; returns their paths."""
+    """Write ``leaderboard.md``, ``.csv``, ``.html`` and ``leaderboard_paired.csv`` for eval run folders into ``out``;
+    returns their paths."""
     from mrbench.evaluation.leaderboard import build_leaderboard
 
     return build_leaderboard(list(run_dirs), out, grid_samples=grid_samples)

@@ -158,8 +158,7 @@ def validate_fields(cfg: Any) -> None:
     """Raise one :class:`ConfigError` listing every field of ``cfg`` that breaks its type or declared constraints."""
     problems = field_problems(cfg)
     if problems:
-        listed = "\n  ".join(problems)
-        raise ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
+        raise config_problems_error(problems)
 
 
 @dataclass
@@ -279,7 +278,7 @@ class GroupConfig:
         max_group_size: Larger groups keep this many images, chosen by seeded hash.
         max_references: References per group in the EasyRef export.
         identity_threshold: Face cosine similarity of one identity when clustering the faces of a person group
-            (None: the face encoder's default, ``curation.cluster.FACE_THRESHOLDS``); the dominant identity stays.
+            (None: the face encoder's identity threshold, ``mrbench.thresholds``); the dominant identity stays.
         consistency_min: Subject and style groups drop images whose similarity to the mean of the rest of the
             group is below this (``inconsistent``; calibrated for ``mobilenet_v2`` on DreamBench); 0 = off.
         consistency_mad: Also drop images below ``median - consistency_mad * MAD`` of their group; 0 = off.
@@ -316,7 +315,7 @@ class EmbedConfig:
     Attributes:
         encoder: Image encoder (``mrbench ls encoders``) for dedup, outlier removal, visual grouping and the
             near-duplicate leakage audit.
-        encoder_options: Keyword options for it (defaults per encoder in ``curation.embed.ENCODER_DEFAULTS``).
+        encoder_options: Keyword options for it (``mrbench ls encoders``).
         face_encoder: Face encoder for the face filter, identity grouping and the identity leakage audit; it runs
             on images of ``face_categories`` only.
         face_options: Keyword options for it.
@@ -342,8 +341,9 @@ class DedupConfig:
 
     Attributes:
         enabled: Run it (needs ``embed.encoder``).
-        threshold: Cosine similarity at or above which two images are near-duplicates; None uses
-            ``curation.dedup.DEFAULT_THRESHOLD`` (chosen from a measured precision/recall curve).
+        threshold: Cosine similarity at or above which two images are near-duplicates; None uses the image
+            encoder's near-duplicate threshold (``mrbench.thresholds``: the run's calibration file, else the one
+            measured for the encoder, else an uncalibrated fallback).
         exact_max: Sets up to this size are range-searched exactly; larger ones are partitioned (k-means).
         nprobe: Cells compared per vector in the partitioned search.
     """
@@ -409,14 +409,16 @@ class AuditConfig:
 
     Attributes:
         enabled: Run the audit and write ``audit/leakage.json`` and ``audit/leaks.parquet``.
-        near_dup_threshold: Image cosine similarity at or above which two images in different splits leak.
-        identity_threshold: Face cosine similarity for "same person" (None: the face encoder's default).
+        near_dup_threshold: Image cosine similarity at or above which two images in different splits leak (None:
+            the image encoder's near-duplicate threshold, ``mrbench.thresholds``).
+        identity_threshold: Face cosine similarity for "same person" (None: the face encoder's identity threshold,
+            ``mrbench.thresholds``).
         remove_train_leaks: Drop the training image of every leaking pair (``leak_near_duplicate``,
             ``leak_identity``); pairs between the two test splits are reported only.
     """
 
     enabled: bool = True
-    near_dup_threshold: float = option(0.9, ge=-1.0, le=1.0, why=COSINE)
+    near_dup_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
     identity_threshold: float | None = option(None, ge=-1.0, le=1.0, why=COSINE)
     remove_train_leaks: bool = True
 
@@ -469,7 +471,12 @@ class ExecutorConfig:
 
 @dataclass
 class CurateConfig:
-    """Top-level curation config; see ``configs/*.yaml`` for examples."""
+    """Top-level curation config; see ``configs/*.yaml`` for examples.
+
+    Attributes:
+        calibration: A calibration file written by ``mrbench calibrate``: its thresholds apply per encoder (identity
+            for the face encoder; near-duplicates for the image encoder) wherever the config sets none.
+    """
 
     seed: int = option(0, ge=0)
     num_shards: int = option(4, ge=1)
@@ -484,6 +491,7 @@ class CurateConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    calibration: str = ""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for any value that would make the run fail later.
@@ -498,6 +506,10 @@ class CurateConfig:
             raise ConfigError("crawl.tag_list is required for metadata sources")
         if self.crawl.tag_list:
             check_tag_list(self.crawl.tag_list)
+        if self.calibration:
+            from mrbench.thresholds import load_calibration  # lazy: thresholds imports this module
+
+            load_calibration(self.calibration)
         if self.group.max_group_size < self.group.min_group_size:
             raise ConfigError("group.max_group_size must be >= group.min_group_size")
         if self.crawl.output_format != "parquet":  # kept so that older configs load; say that it does nothing
@@ -586,6 +598,8 @@ class EvalConfig:
         cache_dir: Generation cache (default ``OUT/.cache/generations``).
         metric_device: Device for metric encoders (default: CUDA when present).
         n_boot: Bootstrap resamples for confidence intervals.
+        max_image_pixels: A sample with a reference or target image declaring more pixels fails as
+            ``image_too_large`` (the image is never decoded).
     """
 
     model: str = ""
@@ -603,6 +617,7 @@ class EvalConfig:
     cache_dir: str | None = None
     metric_device: str | None = None
     n_boot: int = option(1000, ge=1)
+    max_image_pixels: int = option(64_000_000, ge=1)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
@@ -670,13 +685,13 @@ def check_tag_list(path: str | Path) -> None:
     """
     import csv
 
-    from mrbench.curation.tags import TagList  # lazy: the core imports no curation module at import time
+    from mrbench.curation.tags import load_tag_list  # lazy: the core imports no curation module at import time
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"crawl.tag_list: no such file {str(path)!r}")
     try:
-        tags = TagList.load(path)
+        tags = load_tag_list(path)  # parsed once per process and file version
     except yaml.YAMLError as e:
         raise InputError(yaml_error_message(path, e)) from None
     except UnicodeDecodeError as e:
@@ -710,34 +725,59 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(yaml_error_message(path, e)) from None
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
-    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and converting nested types."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "", problems: list[str] | None = None) -> T:
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and converting nested types.
+
+    Args:
+        problems: Collect every problem here (an unknown key, a value of the wrong type, at any depth) and build the
+            config from the valid keys only; None raises :class:`ConfigError` at the first one.
+    """
+    collect = problems is not None
+    problems = [] if problems is None else problems
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(unknown_keys_message(sorted(unknown), sorted(names), path, "config key"))
-    kwargs = {k: _convert(hints[k], v, f"{path}{k}") for k, v in data.items()}
+        message = unknown_keys_message(sorted(unknown), sorted(names), path, "config key")
+        if not collect:
+            raise ConfigError(message)
+        problems.append(message)
+    kwargs = {}
+    for k, v in data.items():
+        if k in unknown:
+            continue
+        try:
+            kwargs[k] = _convert(hints[k], v, f"{path}{k}", problems if collect else None)
+        except ConfigError as e:
+            if not collect:
+                raise
+            problems.append(str(e))
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def config_problems_error(problems: list[str]) -> ConfigError:
+    """One :class:`ConfigError` listing every problem (one per line when there are several)."""
+    listed = "\n  ".join(problems)
+    return ConfigError(problems[0] if len(problems) == 1 else f"{len(problems)} config problems:\n  {listed}")
+
+
+def _convert(tp: Any, value: Any, path: str, problems: list[str] | None = None) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping")
-        return from_dict(tp, value, path + ".")
+        return from_dict(tp, value, path + ".", problems)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ConfigError(f"{path} must be a list")
-        return [_convert(item_tp, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_convert(item_tp, v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(args[0], value, path)
+        return _convert(args[0], value, path, problems)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path} must be a mapping, got {value!r}")
@@ -799,6 +839,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem})") from None
 
 
+def apply_overrides(data: dict[str, Any], overrides: "typing.Iterable[str]") -> dict[str, Any]:
+    """Set each ``key.sub=value`` override (:func:`parse_override`) in the YAML-shaped ``data``, in place; returns it.
+
+    Raises:
+        ConfigError: a malformed override, or one that goes through a key that is not a mapping.
+    """
+    for ov in overrides:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
+        node[keys[-1]] = value
+    return data
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 values: dict[str, Any] | None = None) -> T:
     """Load ``cls`` from defaults, then a YAML file, then ``values``, then ``key=value`` overrides; relative paths in
@@ -817,18 +874,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         data = _resolve_paths(loaded, path.parent)
     for k, v in (values or {}).items():
         data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
-    for ov in overrides:
-        keys, value = parse_override(ov)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {ov!r}: {k} is not a mapping")
-        node[keys[-1]] = value
-    cfg = from_dict(cls, data)
-    validate_fields(cfg)
-    if hasattr(cfg, "validate"):
-        cfg.validate()
+    apply_overrides(data, overrides)
+    problems: list[str] = []
+    cfg = from_dict(cls, data, problems=problems)
+    fields = field_problems(cfg)  # the keys that were read, against their declared constraints
+    problems += fields
+    if hasattr(cfg, "validate") and not fields:
+        try:  # the rules relating several fields (a missing source, a tag list): listed with the rest
+            cfg.validate()
+        except ConfigError as e:
+            if not problems:
+                raise
+            problems.append(str(e))
+    if problems:
+        raise config_problems_error(problems)
     return cfg
 
 
@@ -836,6 +895,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     def fix(p: str) -> str:
         return p if "://" in p or Path(p).is_absolute() else str((base / p).resolve())
 
+    if isinstance(data.get("calibration"), str) and data["calibration"]:
+        data["calibration"] = fix(data["calibration"])
     crawl = data.get("crawl")
     if isinstance(crawl, dict) and isinstance(crawl.get("tag_list"), str) and crawl["tag_list"]:
         crawl["tag_list"] = fix(crawl["tag_list"])

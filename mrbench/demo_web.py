@@ -17,6 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 @dataclass
@@ -32,6 +33,8 @@ class Route:
         declared_length: Content-Length to declare instead of ``len(body)`` (a lying server); negative: none.
         headers: Extra headers.
         sequence: Answers for the first hits, in order (then this route itself): a server that fails, then recovers.
+        drip: Seconds between single bytes of the body (a server that trickles; 0: send at once).
+        drip_headers: Trickle the status line and headers too.
     """
 
     body: bytes = b""
@@ -42,6 +45,8 @@ class Route:
     declared_length: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     sequence: list["Route"] = field(default_factory=list)
+    drip: float = 0.0
+    drip_headers: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,6 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if "://" in path:  # absolute-form request line
             path = "/" + path.split("://", 1)[1].split("/", 1)[-1]
+        path = unquote(path)  # routes are named by their decoded path (``/img/café.jpg``)
         route = self.server.routes.get(path)
         with self.server.lock:
             hit = self.server.hits.get(path, 0)
@@ -87,15 +93,27 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
-            if route.location:
-                self.send_header("Location", route.location)
+            if route.location:  # raw UTF-8, as servers send a non-ASCII Location
+                self._headers_buffer.append(b"Location: " + route.location.encode() + b"\r\n")  # type: ignore[attr-defined]
             for k, v in route.headers.items():
                 self.send_header(k, v)
             length = route.declared_length if route.declared_length is not None else len(route.body)
             if length >= 0:  # a negative declared_length sends no Content-Length: the body ends when the connection does
                 self.send_header("Content-Length", str(length))
-            self.end_headers()
-            self.wfile.write(route.body)
+            if not route.drip:
+                self.end_headers()
+                self.wfile.write(route.body)
+                return
+            self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+            head = b"".join(self._headers_buffer)  # type: ignore[attr-defined]
+            self._headers_buffer = []
+            if not route.drip_headers:
+                self.wfile.write(head)
+                head = b""
+            for k in range(len(head + route.body)):
+                self.wfile.write((head + route.body)[k : k + 1])
+                self.wfile.flush()
+                time.sleep(route.drip)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

@@ -46,12 +46,6 @@ class Executor(abc.ABC):
     def close(self) -> None:
         """Release the workers kept between steps (nothing by default)."""
 
-    def __enter__(self) -> "Executor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 class LocalExecutor(Executor):
     """Runs shards in this process (workers=1) or in a pool of spawned processes.

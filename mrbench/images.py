@@ -28,15 +28,47 @@ def display_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in _SWAPS_SIDES else (w, h)
 
 
-def load_image(source: bytes | str | Path | IO[bytes], mode: str | None = "RGB") -> Image.Image:
-    """Decode ``source`` fully, apply its EXIF orientation, convert to ``mode`` (None keeps the decoded mode).
+class ImageTooLargeError(ValueError):
+    """An image declares more pixels than allowed (a decompression bomb, or simply too big to decode here)."""
+
+
+def declared_size(source: bytes | str | Path | IO[bytes]) -> tuple[int, int]:
+    """``(width, height)`` an image declares in its header (no pixels decoded).
 
     Raises:
+        ImageTooLargeError: the image is so large that PIL refuses to open it at all.
+        OSError, ValueError, SyntaxError: the data is not an image.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as im:
+            return im.size
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(str(e)) from None
+
+
+def load_image(source: bytes | str | Path | IO[bytes], mode: str | None = "RGB",
+               max_pixels: int | None = None) -> Image.Image:
+    """Decode ``source`` fully, apply its EXIF orientation, convert to ``mode`` (None keeps the decoded mode).
+
+    Args:
+        max_pixels: Refuse an image declaring more pixels, before decoding it.
+
+    Raises:
+        ImageTooLargeError: more than ``max_pixels`` pixels (or more than PIL opens at all).
         OSError, ValueError, SyntaxError: the data is not a decodable image (PIL's own errors).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
-    with Image.open(source) as im:
+    try:
+        im = Image.open(source)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(str(e)) from None
+    with im:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLargeError(f"{w}x{h} pixels > max_image_pixels {max_pixels}")
         im.load()
         out = ImageOps.exif_transpose(im)  # a new image (a copy when there is nothing to turn)
     return out.convert(mode) if mode is not None and out.mode != mode else out

@@ -36,6 +36,8 @@ _SHARDED = {
 }
 # Global steps whose folder is not their name.
 _FOLDERS = {"select": "urls", "group": "groups"}
+# Folders a step writes besides its own (removed with its outputs when the step is redone).
+_ALSO_OWNS = {"group": ("audit",), "release": ("release_parts", "rejects"), "finalize": ("release",)}
 
 
 class RunLayout:
@@ -69,6 +71,11 @@ class RunLayout:
         return self.root / "run_state.json"
 
     @property
+    def cache(self) -> Path:
+        """Compiled forms of the run's inputs, keyed by their content (the tag list: ``tag_list-<sha256>.json``)."""
+        return self.root / "cache"
+
+    @property
     def stats(self) -> Path:
         """Every step's counters merged over its shards."""
         return self.root / "stats.json"
@@ -98,6 +105,16 @@ class RunLayout:
         if step == "finalize":
             return self.state / "release_final.log"
         return self.folder(step) / "step.log"
+
+    def owned(self, step: str) -> list[Path]:
+        """What step ``step`` writes besides its shard files (:meth:`ShardSet.files`): a global step's folder (its
+        marker, stats and log included), and the folders it shares with no other step; removed when it is redone."""
+        paths = [self.root / folder for folder in _ALSO_OWNS.get(step, ())]
+        if step == "finalize":
+            return paths + [self.step_marker(step), self.step_log(step)]
+        if step not in _SHARDED or step == "select":
+            paths.insert(0, self.folder(step))
+        return paths
 
     def step_done(self, step: str) -> bool:
         """Whether global step ``step`` finished (its marker exists)."""
@@ -196,3 +213,37 @@ class RunLayout:
     def rejects(self) -> ShardSet:
         """``rejects/rejects_{i:05d}.parquet``: every non-ok row of download shard ``i`` (written by release)."""
         return ShardSet(self.folder("rejects"), "rejects")
+
+
+# The files that mark an ``mrbench eval`` run folder (written by the evaluation runner; named here so the core can
+# tell the folders apart without importing the evaluation layer).
+EVAL_RUN_FILES = ("config.json", "summary.json", "samples.jsonl")
+
+
+def is_curation_run(path: str | Path) -> bool:
+    """A folder ``mrbench curate --out`` wrote (its run state or resolved config and step folders)."""
+    layout = RunLayout(path)
+    return layout.run_state.is_file() or (layout.config.is_file() and (layout.root / "download").is_dir())
+
+
+def folder_hint(path: str | Path) -> str:
+    """What kind of MRBench folder ``path`` is, and where the folder a command wanted is, as one sentence; "" for
+    anything else. Commands add it to their error when given the wrong kind of folder."""
+    p = Path(path)
+    if not p.is_dir():
+        return ""
+    if is_curation_run(p):
+        release = RunLayout(p).release
+        there = f"its release is {release}" if (release / "manifest.json").is_file() else \
+            f"its release will be {release} once the run has finished (rerun mrbench curate to resume it)"
+        return f"{p} is a curation run folder; {there}"
+    if all((p / f).is_file() for f in EVAL_RUN_FILES[:1]) and any((p / f).is_file() for f in EVAL_RUN_FILES[1:]):
+        return f"{p} is an eval run folder (results of mrbench eval), not a release"
+    runs = sorted(d for d in p.iterdir() if d.is_dir() and (d / EVAL_RUN_FILES[0]).is_file()
+                  and (d / EVAL_RUN_FILES[1]).is_file())
+    if runs:
+        return (f"{p} is an eval --out folder holding {len(runs)} run folder(s) ({runs[0].name}, ...): pass the run "
+                f"folders, e.g. {p}/*/")
+    if (p / "release" / "manifest.json").is_file():
+        return f"{p} holds a release: {p / 'release'}"
+    return ""

@@ -28,6 +28,7 @@ table.sortable th{cursor:pointer;user-select:none}
 table.sortable th.asc:after{content:' \\25B2';color:#333}
 table.sortable th.desc:after{content:' \\25BC';color:#333}
 .best{font-weight:bold;background:#e6f4e6}
+.near{background:#f1f8ea}
 .rw{color:#b00;font-weight:bold}
 .real{background:#f6f6ff}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}

@@ -8,6 +8,7 @@ from typing import Any
 
 # Status values shared by every stage. Failures carry a named reason in `status` and detail in `error_message`.
 STATUS_OK = "ok"
+SPLITS = ("held_out", "held_in", "train")  # a group's split (ImageRecord.split), in the order shown everywhere
 
 
 @dataclass(slots=True)

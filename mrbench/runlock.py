@@ -17,6 +17,8 @@ import functools
 import inspect
 import json
 import os
+import re
+import secrets
 import socket
 import threading
 import time
@@ -136,12 +138,24 @@ class RunLock:
         self.release()
 
 
+# MRBench's own temporary files: ``<name>.<pid>-<8 hex>.mrbench.tmp`` next to the file being written. Only names of
+# this form are ever removed from a run folder (the folder may hold the user's own ``*.tmp`` files).
+TEMP_SUFFIX = ".mrbench.tmp"
+_OWN_TEMPORARY = re.compile(r".+\.\d+-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def temporary_name(name: str) -> str:
+    """A temporary sibling name for file ``name``, unique to this writer and recognisable as MRBench's own."""
+    return f"{name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
 def remove_stale_temporaries(run_dir: str | Path) -> int:
-    """Delete ``*.tmp`` files under ``run_dir`` (call with the run lock held: no writer is alive, so every
-    temporary file is a leftover of a killed run). Returns how many were removed."""
+    """Delete MRBench's own temporary files (:func:`temporary_name`) under ``run_dir``; any other file, whatever
+    its name, is left alone. Call with the run lock held: no writer is alive, so every such file is a leftover of a
+    killed run. Returns how many were removed."""
     n = 0
-    for p in Path(run_dir).rglob("*.tmp"):
-        if p.is_file() and not p.is_symlink():
+    for p in Path(run_dir).rglob("*" + TEMP_SUFFIX):
+        if _OWN_TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink():
             p.unlink(missing_ok=True)
             n += 1
     return n

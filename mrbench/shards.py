@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.records import ImageRecord
+from mrbench.runlock import temporary_name
 from mrbench.stats import Stats
 
 RECORD_SCHEMA = pa.schema(
@@ -40,9 +40,10 @@ RECORD_SCHEMA = pa.schema(
 
 
 def temporary_path(path: Path) -> Path:
-    """A sibling ``*.tmp`` name unique to this writer: two processes writing one file never rename (or remove)
-    each other's temporary file. Leftovers of killed runs are removed when the run folder is locked again."""
-    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    """A sibling temporary name unique to this writer (:func:`mrbench.runlock.temporary_name`): two processes
+    writing one file never rename (or remove) each other's temporary file. Leftovers of killed runs are removed
+    when the run folder is locked again; nothing else is."""
+    return path.with_name(temporary_name(path.name))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -136,6 +137,10 @@ class ShardSet:
         """The shard's log: when it ran, what went wrong while it ran, and its outcome (:func:`mrbench.log.shard_log`)."""
         return self.folder / f"{self.prefix}_{i:05d}.log"
 
+    def progress_path(self, i: int) -> Path:
+        """Live counts of the shard while it runs (:mod:`mrbench.progress`); gone once it has finished."""
+        return self.folder / f"{self.prefix}_{i:05d}.progress.json"
+
     def is_done(self, i: int) -> bool:
         return self.marker(i).exists()
 
@@ -143,10 +148,22 @@ class ShardSet:
         """The shard outputs present in the folder, in shard order (none when it does not exist)."""
         return sorted(self.folder.glob(f"{self.prefix}_*{self.suffix}"))
 
-    def complete(self, i: int, stats: Stats) -> None:
-        """Call after the output is written: writes stats, then the completion marker, last."""
+    def markers(self) -> list[Path]:
+        """The completion markers present in the folder, in shard order."""
+        return sorted(self.folder.glob(f"{self.prefix}_[0-9][0-9][0-9][0-9][0-9].done"))
+
+    def files(self) -> list[Path]:
+        """Every file of every shard present in the folder (outputs, stats, markers, logs), whatever the shard
+        count; nothing else in the folder."""
+        ends = (self.suffix, ".stats.json", ".done", ".log")
+        return sorted(p for p in self.folder.glob(f"{self.prefix}_[0-9][0-9][0-9][0-9][0-9].*")
+                      if p.name[len(self.prefix) + 6:] in ends)
+
+    def complete(self, i: int, stats: Stats, marker: str = "") -> None:
+        """Call after the output is written: writes stats, then the completion marker (holding ``marker``: the
+        step's fingerprint record, :mod:`mrbench.fingerprint`), last."""
         stats.save(self.stats_path(i))
-        atomic_write_text(self.marker(i), "")
+        atomic_write_text(self.marker(i), marker)
 
     def merged_stats(self, n: int) -> Stats:
         total = Stats()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger, shard_log
+from mrbench.progress import reporting
 from mrbench.records import ImageRecord
 from mrbench.registry import Entry, Registry
 from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
@@ -63,6 +64,8 @@ class Filter(Stage):
     """
 
     reasons: ClassVar[tuple[str, ...]] = ()
+    # The config keys the filter reads (as :attr:`Step.settings`); None: every setting but the free ones.
+    settings: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
     def from_config(cls, config: Any) -> "Filter | None":
@@ -107,6 +110,11 @@ class Step:
         drops: (label, drop reasons) pairs: the reasons whose rows this step drops, under the label the summary and
             report show them (``mrbench curate``'s table).
         frees_models: Close the executor after this step: its workers hold models the next steps do not need.
+        settings: The config keys the step reads (dotted; a section name covers its keys), recorded in its
+            completion markers (:mod:`mrbench.fingerprint`): a change redoes the step and every step after it.
+            None (a contributed step that does not say) records every setting but the free ones.
+        inputs: ``fn(config) -> dict`` naming the identities of files outside the run folder the step reads (a
+            file's sha256, sizes and times), recorded beside its settings.
     """
 
     name: str
@@ -117,6 +125,8 @@ class Step:
     unit: str = "rows"
     drops: tuple[tuple[str, tuple[str, ...]], ...] = ()
     frees_models: bool = False
+    settings: tuple[str, ...] | None = None
+    inputs: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def sharded(self) -> bool:
@@ -144,6 +154,8 @@ class ShardedStep(abc.ABC):
     def __init__(self, config: Any, run_dir: str | Path) -> None:
         self.config = config
         self.run_dir = str(run_dir)  # a plain string pickles to any executor
+        # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
+        self.marker = ""
 
     @property
     def layout(self) -> RunLayout:
@@ -164,12 +176,13 @@ class ShardedStep(abc.ABC):
 
     def __call__(self, shard: int) -> None:
         """Do shard ``shard`` (again, when called directly) and mark it complete."""
-        with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note:
+        with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
+                reporting(self.shards.progress_path(shard)):
             table, stats = self.process(shard)
             if table is not None:
                 write_parquet_atomic(table, self.shards.output(shard))
             note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
-        self.shards.complete(shard, stats)
+        self.shards.complete(shard, stats, self.marker)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
 
     @abc.abstractmethod
@@ -182,22 +195,25 @@ def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Sta
     """Decorator for a global step ``fn(config, run_dir, *args) -> Stats``: a finished step returns its saved stats
     without work; otherwise ``fn`` runs, then its stats and, last, its marker are written (the same order rule as
     shards), with the step's log beside them (start, warnings, outcome). Where they live is the run layout's
-    (:meth:`~mrbench.layout.RunLayout.step_marker`, :meth:`~mrbench.layout.RunLayout.step_log`)."""
+    (:meth:`~mrbench.layout.RunLayout.step_marker`, :meth:`~mrbench.layout.RunLayout.step_log`).
+
+    The wrapped function takes a keyword ``marker``: the text its marker records (the step's fingerprint, given by
+    the pipeline; :mod:`mrbench.fingerprint`), not passed on to ``fn``."""
 
     def wrap(fn: Callable[..., Stats]) -> Callable[..., Stats]:
         @functools.wraps(fn)
-        def run(config: Any, run_dir: Path, *args: Any, **kwargs: Any) -> Stats:
+        def run(config: Any, run_dir: Path, *args: Any, marker: str = "", **kwargs: Any) -> Stats:
             layout = RunLayout(run_dir)
-            stats_path, marker = layout.step_stats(step), layout.step_marker(step)
-            if marker.exists():
+            stats_path, done = layout.step_stats(step), layout.step_marker(step)
+            if done.exists():
                 return Stats.load(stats_path) if stats_path is not None else Stats()
             with shard_log(layout.step_log(step), step) as note:
                 stats = fn(config, run_dir, *args, **kwargs)
                 note(f"{step}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
-            marker.parent.mkdir(parents=True, exist_ok=True)
+            done.parent.mkdir(parents=True, exist_ok=True)
             if stats_path is not None:
                 stats.save(stats_path)
-            atomic_write_text(marker, "")
+            atomic_write_text(done, marker)
             return stats
 
         return run

@@ -10,10 +10,13 @@ from typing import Any
 
 
 class CappedCounter:
-    """A counter that keeps at most ``max_keys`` distinct keys (the rest are summed under ``<other>``).
+    """A counter of at most ``max_keys`` distinct keys that keeps the most frequent ones (as img2dataset's logger
+    does): when a new key finds it full, the less frequent half is summed under ``<other>``.
 
-    Error messages from the web are unbounded in variety; this keeps stats files small.
+    Error messages from the web are unbounded in variety; this keeps stats files small and the common messages in.
     """
+
+    OTHER = "<other>"
 
     def __init__(self, max_keys: int = 50, counts: dict[str, int] | None = None) -> None:
         self.max_keys = max_keys
@@ -22,13 +25,20 @@ class CappedCounter:
             self.add(k, v)
 
     def add(self, key: str, n: int = 1) -> None:
-        if key in self.counts or len(self.counts) < self.max_keys:
-            self.counts[key] += n
-        else:
-            self.counts["<other>"] += n
+        if key != self.OTHER and key not in self.counts and len(self.counts) - (self.OTHER in self.counts) >= self.max_keys:
+            self._keep_most_frequent()
+        self.counts[key] += n
+
+    def _keep_most_frequent(self) -> None:
+        named = [(k, v) for k, v in self.counts.most_common() if k != self.OTHER]
+        keep = named[: max(1, self.max_keys // 2)]
+        other = self.counts.get(self.OTHER, 0) + sum(v for _, v in named[len(keep):])
+        self.counts = Counter(dict(keep))
+        if other:
+            self.counts[self.OTHER] = other
 
     def update(self, other: "CappedCounter") -> None:
-        for k, v in other.counts.items():
+        for k, v in other.counts.most_common():  # the frequent ones first: they survive a cut
             self.add(k, v)
 
 

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from mrbench.backends.weights import offline_environment
 from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
 from smallweb import _photo
+
+offline_environment()  # as the command line does: nothing in the tests may reach for a model hub
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_WEIGHTS = os.environ.get("MRBENCH_WEIGHTS") == "1"

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium); pages not rendered")
+# In CI (CI=true, which .ci/run sets) a missing browser is a failure, never a skip: .ci/run installs it first.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MISSING = "headless Chromium not installed (Debian: apt-get install chromium); pages not rendered"
+
+
+def needs_chromium(test: Any) -> Any:
+    """Mark a page check: skipped without Chromium on a developer machine, failed without it in CI."""
+    if CHROMIUM is not None:
+        return test
+    if IN_CI:
+        @functools.wraps(test)
+        def fail(*args: Any, **kwargs: Any) -> None:
+            pytest.fail(f"{MISSING}; CI must run the page checks (.ci/run installs Debian's chromium)")
+
+        return fail
+    return pytest.mark.skip(reason=MISSING)(test)
 
 
 def load_page(path: Path) -> tuple[str, list[str]]:

@@ -54,3 +54,16 @@ def test_readme_example_runs(tmp_path: Path, dreambench_dir: Path) -> None:
     assert run.summary["model"] == "reference" and run.rows and all(r["status"] == "ok" for r in run.rows)
     assert all((tmp_path / p).is_file() for p in paths.values())  # relative to the folder the example ran in
     assert (tmp_path / "runs" / "v1-report.html").read_text().count("data:image/jpeg;base64,") >= 12
+
+
+def test_dict_config_overrides_are_checked_like_the_cli(tmp_path: Path) -> None:
+    """A dict config takes ``--set``-style overrides through the same code as YAML files: an override through a
+    key that is not a mapping is a ConfigError naming it, and the run folder is never created."""
+    from mrbench import curate
+    from mrbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="crawl is not a mapping"):
+        curate({"seed": 1, "crawl": 5}, tmp_path / "run", overrides=["crawl.timeout=3"])
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        curate({"seed": 1}, tmp_path / "run", overrides=["seed"])
+    assert not (tmp_path / "run").exists()

@@ -115,7 +115,7 @@ def test_key_value_options_have_one_spelling() -> None:
                     assert p.multiple and "-a" in p.opts, (name, opt)
                     shown = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
                     assert re.search(rf"{opt}\s+-a\s+K=V\[,K=V\]", shown), (name, shown)
-    assert spellings == {"--model-args": {"eval"}, "--encoder-args": {"embed", "dedup", "group"},
+    assert spellings == {"--model-args": {"eval"}, "--encoder-args": {"embed", "dedup", "group", "calibrate"},
                          "--detector-args": {"detect"}}
 
 

@@ -18,7 +18,13 @@ if TYPE_CHECKING:  # numpy and PIL stay unimported until a backend runs (`mrbenc
 
 
 class MissingWeightsError(RuntimeError):
-    """Pretrained weights are not available locally; the message names them and how to supply them."""
+    """Pretrained weights are not available locally; the message names them and how to supply them.
+
+    Attributes:
+        what: The weights, as upstream names them (``ViT-L-14/openai``); "" when the message alone names them.
+    """
+
+    what: str = ""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from mrbench.backends.torch_common import (
     TorchImageEncoder, TorchOptions, batched, l2_normalize, pkg_version, place, random_info, seeded, to_rgb,
 )
 
-DEFAULT_CLIP = "ViT-L-14/openai"  # the paper's CLIP ViT-L/14, OpenAI weights
 DEFAULT_CLIP_HF = "openai/clip-vit-large-patch14"
 
 # A tiny open_clip CLIP (open_clip's own config schema) and the matching transformers CLIPConfig sizes.

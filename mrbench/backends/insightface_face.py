@@ -28,8 +28,6 @@ from mrbench.backends import weights as W
 from mrbench.backends.base import BackendInfo, FaceEncoder, FaceResult
 from mrbench.backends.torch_common import pkg_version, to_rgb
 
-PACKS = ("antelopev2", "buffalo_l")
-
 
 @dataclass
 class InsightFaceConfig:
@@ -96,16 +94,21 @@ class _InsightFaceBase(FaceEncoder):
         self._app = app
         self.dim = int(app.models["recognition"].output_shape[-1])
 
+    def analyse(self, image: Image.Image) -> tuple[list[Any], np.ndarray]:
+        """insightface's own answer for one image: its ``Face`` objects (box, score, 5 landmarks ``kps``,
+        ``normed_embedding``) in insightface's order (detector score, best first), and the BGR pixels they refer to."""
+        bgr = np.ascontiguousarray(np.asarray(to_rgb(image))[:, :, ::-1])
+        with warnings.catch_warnings():
+            # insightface's alignment calls a scikit-image API deprecated in 0.26; nothing for our users to act on.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
+            return list(self._app.get(bgr)), bgr
+
     def faces(self, images: Sequence[Image.Image]) -> list[FaceResult]:
         """One :class:`FaceResult` per image: all boxes, and the largest face's box, score and ArcFace embedding."""
         results = []
         for image in images:
-            rgb = np.asarray(to_rgb(image))
-            h, w = rgb.shape[:2]
-            with warnings.catch_warnings():
-                # insightface's alignment calls a scikit-image API deprecated in 0.26; nothing for our users to act on.
-                warnings.filterwarnings("ignore", category=FutureWarning, module="insightface")
-                found = self._app.get(np.ascontiguousarray(rgb[:, :, ::-1]))
+            found, bgr = self.analyse(image)
+            h, w = bgr.shape[:2]
             boxes = []
             for f in found:
                 x1, y1, x2, y2 = (float(v) for v in f.bbox)

@@ -38,7 +38,6 @@ from mrbench.backends.base import BackendInfo
 from mrbench.backends.torch_common import TorchImageEncoder, TorchOptions, pkg_version, place
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
-TTA_MODES = ("none", "flip", "multicrop")
 MOBILENET_VARIANTS = {"mobilenet_v2": "multicrop", "mobilenet_v2-flip": "flip", "mobilenet_v2-center": "none"}
 
 

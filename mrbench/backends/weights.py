@@ -11,8 +11,9 @@ Resolution order, the same for every backend:
    (``$TORCH_HOME/hub/checkpoints``), open_clip's URL cache (``~/.cache/clip``), insightface
    (``~/.insightface/models``).
 
-Nothing is ever downloaded: importing this module switches the Hugging Face libraries to offline mode (unless the
-caller has set those variables explicitly), every ``from_pretrained`` call passes ``local_files_only=True``, and a
+Nothing is ever downloaded: the command line switches the Hugging Face libraries to offline mode
+(:func:`offline_environment`, unless the caller set those variables), every ``from_pretrained`` call passes
+``local_files_only=True``, and a
 backend whose weights are not found raises :class:`MissingWeightsError` before doing any work.
 """
 
@@ -24,17 +25,21 @@ from typing import Any, Iterable, Sequence
 
 from mrbench.backends.base import MissingWeightsError
 
-# Set before huggingface_hub / transformers are imported by any backend module (they read these at import time).
-# setdefault: a user who deliberately enabled the hub keeps it; the backends still pass local_files_only=True.
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations (imported by mmdet) polls PyPI at import
+
+def offline_environment() -> None:
+    """Switch the Hugging Face libraries (and albumentations' update check) to offline mode for this process and the
+    workers it starts, unless the caller set those variables. Called by the command-line entry point before any
+    backend is imported (the libraries read them at import time); importing MRBench changes no environment, and every
+    load passes ``local_files_only=True`` either way."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY",
+                "NO_ALBUMENTATIONS_UPDATE"):
+        os.environ.setdefault(var, "1")
+
 
 WEIGHTS_DIR_ENV = "MRBENCH_WEIGHTS_DIR"
 
 __all__ = [
-    "MissingWeightsError", "WEIGHTS_DIR_ENV", "mirror_dir", "missing_weights", "hf_hub_cache", "hf_cached_file",
+    "MissingWeightsError", "WEIGHTS_DIR_ENV", "offline_environment", "mirror_dir", "missing_weights", "hf_hub_cache", "hf_cached_file",
     "resolve_hf_model_dir", "hf_model_how", "load_hf_pretrained", "torch_hub_checkpoints_dir", "insightface_root",
     "first_existing", "merge_missing", "weight_checks",
 ]
@@ -55,14 +60,17 @@ def missing_weights(what: str, looked: Iterable[str | Path], how: str) -> Missin
         how: One or two sentences on how to supply them (a path argument, a cache to fill on a connected machine).
     """
     places = "\n".join(f"  - {p}" for p in looked) or "  (nowhere)"
-    return MissingWeightsError(
+    error = MissingWeightsError(
         f"weights for {what} are not available offline (nothing is downloaded at run time).\nSearched:\n{places}\n"
         f"To supply them: {how}"
     )
+    error.what = what
+    return error
 
 
 def merge_missing(errors: Sequence[MissingWeightsError]) -> MissingWeightsError:
     """One error listing every missing weight of a command (so one round of fetching fixes them all)."""
+    errors = list({str(e): e for e in errors}.values())  # two metrics on one encoder: its weights once
     if len(errors) == 1:
         return errors[0]
     body = "\n\n".join(f"{k}. {e}" for k, e in enumerate(errors, 1))

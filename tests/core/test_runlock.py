@@ -62,7 +62,7 @@ def test_second_process_exits_2_naming_holder_then_takes_over_after_kill(tmp_pat
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The kernel dropped the dead holder's lock; its stale record and temporary files are taken over / removed.
-    stale = run / "download" / "shard_00000.parquet.4242-deadbeef.tmp"
+    stale = run / "download" / "shard_00000.parquet.4242-deadbeef.mrbench.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"half")
     r = curate(cfg, run)
@@ -70,6 +70,23 @@ def test_second_process_exits_2_naming_holder_then_takes_over_after_kill(tmp_pat
     assert "meta.csv" in r.stderr and "not UTF-8" in r.stderr  # got past the lock to the source check
     assert not stale.exists()
     assert (run / LOCK_NAME).read_text() == ""  # released on exit
+
+
+def test_taking_the_lock_never_deletes_the_users_files(tmp_path: Path):
+    """``--out`` into a folder that already holds the user's files: only MRBench's own temporary files go."""
+    cfg = latin1_config(tmp_path / "in")
+    run = tmp_path / "mine"
+    user_files = [run / "notes.tmp", run / "projects" / "thesis" / "chapter1.tmp", run / "download" / "keep.tmp",
+                  run / "x.1-abc.tmp", run / "shard.parquet.12-deadbeef.tmp.mrbench.tmp.bak"]
+    for f in user_files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("the user's own words")
+    ours = run / "download" / "shard_00000.parquet.77-0123abcd.mrbench.tmp"
+    ours.write_bytes(b"half")
+    r = curate(cfg, run)
+    assert r.exit_code == 2 and "meta.csv" in r.stderr  # got past the lock (and its clean-up) to the source check
+    assert [f.read_text() for f in user_files] == ["the user's own words"] * len(user_files)
+    assert not ours.exists()
 
 
 def test_lock_is_exclusive_within_one_process_and_released(tmp_path: Path):

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
-from mrbench.curation.audit import leakage_audit
+from mrbench.curation.audit import leakage_audit, shown_leak_pairs
+from mrbench.curation.cluster import face_threshold
 from mrbench.curation.group import Group
 from visual_fixtures import write_index
 
@@ -56,6 +57,8 @@ def test_audit_finds_cross_split_leaks_and_removes_training_side(tmp_path):
     assert report["pairs"] == {"identity/train-held_in": 1, "near_duplicate/held_in-held_out": 1,
                                "near_duplicate/train-held_out": 1}
     assert report["removed_train_images"] == 2 and report["dropped_groups"] == 2 == result.stats.counts["audit/dropped/group_too_small"]
+    assert report["removed_train_images_by_kind"] == {"identity": 1, "near_duplicate": 1}
+    assert report["near_dup_threshold"] == 0.9 and report["identity_threshold"] == face_threshold("dlib")
 
     cfg.audit.remove_train_leaks = False
     kept = leakage_audit(groups, splits, cfg, tmp_path)
@@ -66,3 +69,22 @@ def test_audit_skipped_without_index(tmp_path):
     groups = [Group("g", "g", "subject", ["a", "b"])]
     assert leakage_audit(groups, {"g": "train"}, CurateConfig(), tmp_path).groups == groups
     assert not (tmp_path / "audit").exists()
+
+
+def test_shown_leak_pairs_are_the_most_similar_and_those_nearest_the_threshold(tmp_path):
+    import pyarrow as pa
+
+    from mrbench.curation.audit import LEAK_SCHEMA
+    from mrbench.layout import RunLayout
+
+    sims = [0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90]
+    rows = {n: [] for n in LEAK_SCHEMA.names}
+    for k, s in enumerate(sims):
+        for n, v in zip(LEAK_SCHEMA.names, ("identity", f"a{k}", "g", "train", f"b{k}", "h", "held_out", s, "reported")):
+            rows[n].append(v)
+    path = RunLayout(tmp_path).leaks
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.table(rows, schema=LEAK_SCHEMA), path)
+    shown = [round(r["similarity"], 2) for r in shown_leak_pairs(tmp_path, per_kind=4)]
+    assert shown == [0.99, 0.98, 0.91, 0.90]
+    assert len(shown_leak_pairs(tmp_path, per_kind=20)) == 10

@@ -79,6 +79,6 @@ def test_consistency_outliers_flag_the_foreign_member_only():
 
 
 def test_face_thresholds_per_encoder():
-    assert face_threshold("dlib") == 0.85
-    assert face_threshold("insightface-tiny") == face_threshold("insightface") == 0.40
+    assert face_threshold("dlib") == 0.926  # measured: mrbench.thresholds.CALIBRATED
+    assert face_threshold("insightface-tiny") == face_threshold("insightface") == 0.40  # documented fallback
     assert 0 < face_threshold("somebody-elses-face-model") < 1

@@ -45,7 +45,7 @@ def test_planted_problems_are_dropped_with_their_reasons(tagged):
     assert sum(s == "ok" for s, _ in got.values()) == len(got) - 3  # nothing else was dropped
     assert summary["drops_per_reason"] == {"inconsistent": 1, "low_resolution": 1, "near_duplicate": 1}
     assert summary["groups_per_split"] == {"held_out": 1, "held_in": 1, "train": 2}
-    assert summary["leakage_audit"]["pairs_total"] == 0 and summary["leakage_audit"]["near_dup_threshold"] == 0.9
+    assert summary["leakage_audit"]["pairs_total"] == 0 and summary["leakage_audit"]["near_dup_threshold"] == DEFAULT_THRESHOLD
     # the reasons are also in the filter and dedup files and in the release's rejects
     drops = pq.read_table(tmp / "run" / "filters" / "drops_00000.parquet").to_pylist() + \
         pq.read_table(tmp / "run" / "filters" / "drops_00001.parquet").to_pylist()

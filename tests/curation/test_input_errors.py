@@ -80,6 +80,17 @@ def test_all_field_problems_reported_at_once(tmp_path: Path):
         assert key in r.stderr
 
 
+def test_wrong_keys_at_every_depth_reported_at_once(tmp_path: Path):
+    cfg = setup(tmp_path, config="sourcs: [{kind: folder, paths: [x/]}]\ncrawl: {timout: 3, retries: -1}\n"
+                                  "split: {held_out_groups: 1, helt_in: 2}\nnum_shards: two\n")
+    r = curate(cfg, tmp_path / "run")
+    assert r.exit_code == 2 and "5 config problems" in r.stderr, r.stderr
+    for text in ("sourcs (did you mean 'sources'?)", "crawl.timout (did you mean 'crawl.timeout'?)", "split.helt_in",
+                 "num_shards must be an integer", "crawl.retries must be >= 0"):
+        assert text in r.stderr, text
+    assert not (tmp_path / "run").exists()
+
+
 def test_whole_float_is_an_integer(tmp_path: Path):
     cfg = load_config(CurateConfig, setup(tmp_path), ["num_shards=2.0", "crawl.max_body_bytes=1.0e+6"])
     assert cfg.num_shards == 2 and isinstance(cfg.num_shards, int) and cfg.crawl.max_body_bytes == 1_000_000

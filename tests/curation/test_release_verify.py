@@ -239,3 +239,14 @@ def test_extract_never_writes_through_a_planted_symlink(release: Path, tmp_path:
     (out / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     r = extract(release, "--out", str(out))
     assert r.exit_code == 2 and not any((tmp_path / "elsewhere").iterdir())
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_extract_refuses_a_symlinked_out_before_writing_anything(release: Path, tmp_path: Path, explicit: bool):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "chosen" if explicit else release.parent / "rel-easyref"  # the default OUT next to the release
+    link.symlink_to(elsewhere, target_is_directory=True)
+    r = extract(release, *(["--out", str(link)] if explicit else []))
+    assert r.exit_code == 2 and "is a symlink" in r.stderr, r.output
+    assert list(elsewhere.iterdir()) == []  # not one image went through the link

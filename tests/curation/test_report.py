@@ -38,7 +38,7 @@ def test_funnel_and_statuses_match_the_stats(run: Path) -> None:
     funnel = html[html.index("id='funnel'"):html.index("id='rejects'")]
     total = sum(status.values())
     assert f"<td>download</td><td class='num'>{total}</td>" in funnel
-    assert re.search(rf"</span> {status['ok']}</td></tr></tbody></table>\s*<h3>Rows per status", funnel)  # rows out
+    assert re.search(rf"</span> {status['ok']}</td></tr></tbody></table>\s*<h3>Per tag", funnel)  # rows out
     for reason, n in status.items():
         assert f"<td>{reason}</td>" in funnel
         if reason != "ok":  # one section per reason, with its count

@@ -68,3 +68,40 @@ def test_tsv_tag_list(tmp_path):
     tl = TagList.load(f)
     assert [t.name for t in tl.tags] == ["Barack Obama", "impressionism"]
     assert TagMatcher(tl).match("potus 44 in impressionism") == ["Barack Obama", "impressionism"]
+
+
+@pytest.mark.parametrize("text", [
+    "- {name: yes, category: subject, aliases: [no, 2024, 0x1F, ~, 1.5, '3', \"x\", 2001-01-01]}\n",
+    "tags:\n  - name: a\n    category: style\n",
+    "",
+    "- &a {name: x, category: subject}\n- *a\n",
+    "- !!str 12\n",
+    "- {<<: {a: 1}, b: 2}\n",
+    "- name: |\n    multi\n    line\n  category: subject\n  aliases: [Zoë, 東京]\n",
+])
+def test_fast_yaml_reader_gives_what_safe_load_gives(tmp_path, text):
+    """The tag list's YAML is built from the parser's events (no node tree): the same values as yaml.safe_load,
+    implicit types, anchors, explicit tags and merge keys included."""
+    import yaml
+
+    from mrbench.curation.tags import load_yaml_data
+
+    path = tmp_path / "t.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert load_yaml_data(path) == yaml.safe_load(text)
+
+
+def test_compiled_tag_list_is_written_once_and_read_back(tmp_path):
+    from mrbench.curation.tags import _loaded, file_sha256, load_tag_list
+
+    path = tmp_path / "tags.yaml"
+    path.write_text("- {name: Zoë Saldaña, category: celebrity, aliases: [Zoe Saldana]}\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    first = load_tag_list(path, cache)
+    compiled = cache / f"tag_list-{file_sha256(path)}.json"
+    assert compiled.is_file()
+    _loaded.cache_clear()
+    path.write_text("- {name: Zoë Saldaña, category: celebrity, aliases: [Zoe Saldana]}\n", encoding="utf-8")
+    compiled.write_text(compiled.read_text().replace("Zoe Saldana", "Z. Saldana"))  # proves the compiled form is read
+    again = load_tag_list(path, cache)
+    assert [t.name for t in again.tags] == [t.name for t in first.tags] and again.tags[0].aliases == ["Z. Saldana"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,7 @@ def test_reference_beats_chance_on_faces_dlib(tmp_path: Path) -> None:
                                    "obama_partial_face2.jpg", "32bit.png"], "biden": ["biden.jpg"]}.items():
         (root / group).mkdir(parents=True)
         for f in files:
-            (root / group / f).symlink_to(faces / f)
+            shutil.copy(faces / f, root / group / f)  # copies: links out of a benchmark are not followed
     bench = f"folder:{root}"
     ref = run_eval("reference", bench, tmp_path / "runs", metrics="face@dlib", images_per_prompt=2)
     chance = run_eval("chance", bench, tmp_path / "runs", metrics="face@dlib", images_per_prompt=2)
@@ -126,8 +127,8 @@ def test_fails_fast_before_any_work(tmp_path: Path, mini_dreambench: Path) -> No
 def test_errors_are_rows(tmp_path: Path, mini_dreambench: Path) -> None:
     root = tmp_path / "folder"
     (root / "single").mkdir(parents=True)
-    (root / "single" / "only.jpg").symlink_to(mini_dreambench / "red_toy" / "00.jpg")
-    (root / "blue_can").symlink_to(mini_dreambench / "blue_can")
+    shutil.copy(mini_dreambench / "red_toy" / "00.jpg", root / "single" / "only.jpg")
+    shutil.copytree(mini_dreambench / "blue_can", root / "blue_can")
     res = run_eval("reference", f"folder:{root}", tmp_path / "runs", metrics="image_sim@dino-tiny", images_per_prompt=1)
     by_group = {r["group"]: r for r in res.rows}
     assert by_group["single"]["status"] == "no_candidate" and by_group["single"]["image"] is None

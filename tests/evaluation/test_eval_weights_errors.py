@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,36 @@ def test_a_model_name_typo_comes_before_missing_weights(mini_dreambench: Path, t
     res = CliRunner().invoke(app, ["eval", "--model", "easyref", "--benchmark", f"dreambench:{mini_dreambench}",
                                    "--out", str(tmp_path), "--metrics", "fase@insightface"], env=no_weights_env)
     assert res.exit_code == 2 and "did you mean 'face'" in res.output and "weights" not in res.output
+
+
+def test_default_metrics_adapt_to_the_weights_on_the_machine(mini_release: Path, tmp_path: Path,
+                                                             no_weights_env) -> None:
+    """`eval --model reference` with no weights cached: the default metrics that can run offline run (their offline
+    alternatives stand in), and the output says which were replaced or skipped and why."""
+    res = CliRunner().invoke(app, ["eval", "--model", "reference", "--benchmark", f"mrbench:{mini_release}",
+                                   "--out", str(tmp_path / "runs"), "--limit", "2", "--images-per-prompt", "1"],
+                             env=no_weights_env)
+    assert res.exit_code == 0, res.output
+    assert "note: clip_t skipped: open_clip ViT-L-14/openai not available offline (no offline alternative)" in res.output
+    assert "note: clip_i: open_clip ViT-L-14/openai not available offline; measured with image_sim@mobilenet_v2" in res.output
+    assert "measured with face@dlib instead" in res.output
+    (run,) = (tmp_path / "runs").glob("reference-*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["metric_notes"]) == 4
+    metrics = summary["splits"]["held_out"]["metrics"]
+    assert "image_sim@mobilenet_v2.target" in metrics and "face@dlib.detected" in metrics
+    assert not any(k.startswith(("clip", "dino")) for k in metrics)
+
+
+def test_named_metrics_fail_naming_each_weight_once_with_its_metrics(mini_release: Path, tmp_path: Path,
+                                                                     no_weights_env) -> None:
+    res = CliRunner().invoke(app, ["eval", "--model", "reference", "--benchmark", f"mrbench:{mini_release}",
+                                   "--out", str(tmp_path / "runs"), "--metrics", "clip_t,clip_i,face"],
+                             env=no_weights_env)
+    assert res.exit_code == 3, res.output
+    out = res.output
+    assert "2 weights are missing" in out and out.count("weights for open_clip ViT-L-14/openai") == 1
+    assert ("needed by metric clip_t, metric clip_i (offline alternative: image_sim@mobilenet_v2): weights for "
+            "open_clip ViT-L-14/openai") in out
+    assert "needed by metric face (offline alternative: face@dlib)" in out
+    assert "loading" not in out  # no progress bar before the error
