@@ -260,7 +260,11 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     rows: list[tuple[Any, ...]] = []
     if "ingest/rows" in ingest:  # source rows read -> rows whose caption (or folder) names a tag
         n_in, n_out = ingest["ingest/rows"], ingest.get("ingest/candidates", 0)
-        rows.append(("ingest (where, tag match)", n_in, n_in - n_out, Raw(f"{n_out}")))
+        failed = ingest.get("ingest/where_failed", 0)
+        if failed:  # rows failing their source's where: counted, never downloaded
+            rows.append(("ingest (where: never downloaded)", n_in, failed, Raw(f"{n_in - failed}")))
+            n_in -= failed
+        rows.append(("ingest (tag match)", n_in, n_in - n_out, Raw(f"{n_out}")))
     if "select/selected" in select:  # candidates -> URLs selected (cap per tag, repeated URLs)
         n_in = ingest.get("ingest/candidates", select["select/selected"])
         rows.append(("select (caps, repeats, block lists)", n_in, n_in - select["select/selected"], Raw(f"{select['select/selected']}")))
