@@ -266,6 +266,35 @@ def release_extract(
     typer.echo(f"wrote {n} images to {target}")
 
 
+@release_app.command("remove")
+def release_remove(
+    release_dir: Path = typer.Argument(..., help="a release folder (verified first; left untouched)"),
+    out: Path = typer.Option(..., "--out", help="the new release folder (must not exist)"),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="file of release ids to remove, one a line"),
+    urls: Optional[Path] = typer.Option(None, "--urls", help="file of URLs to remove (as the release's url column)"),
+    sha256: Optional[Path] = typer.Option(None, "--sha256", help="file of image sha256 digests to remove"),
+) -> None:
+    """Takedown: write a new release without the listed images (groups left below the minimum size leave too);
+    the manifest records the parent release and each list's sha256. Pass the same file to later curations as a
+    block list (crawl.blocklists, kind id / url / sha256) to keep the images out."""
+    from mrbench.config import ConfigError
+    from mrbench.curation.release import ReleaseError, UnsafeOutputError
+    from mrbench.curation.takedown import remove_images
+
+    lists = [(kind, path) for kind, path in (("id", ids), ("url", urls), ("sha256", sha256)) if path is not None]
+    try:
+        removal = remove_images(release_dir, out, lists)
+    except (ConfigError, UnsafeOutputError) as e:
+        _fail(str(e))
+    except ReleaseError as e:
+        _fail(str(e), code=1)
+    except OSError as e:
+        _fail(_os_error(e))
+    typer.echo(f"wrote {out}: {removal['rows_removed']} images removed ({removal['listed_rows_removed']} listed, "
+               f"{removal['group_too_small']} in {removal['groups_removed']} groups left below the minimum size); "
+               f"`mrbench release verify {out}` passes")
+
+
 def _os_error(e: OSError) -> str:
     """``path: reason`` for a file-system error caused by a path the user gave (permissions, a file for a folder)."""
     where = e.filename if e.filename is not None else ""
@@ -330,6 +359,7 @@ LS_KINDS = {
     "executors": ("mrbench.executors", "mrbench.executors:EXECUTORS"),
     "encoders": ("mrbench.backends", "mrbench.backends:ENCODERS"),
     "detectors": ("mrbench.backends", "mrbench.backends:DETECTORS"),
+    "safety": ("mrbench.backends", "mrbench.backends:SAFETY_CLASSIFIERS"),
     "models": ("mrbench.baselines", "mrbench.evaluation.registry:MODELS"),
     "metrics": ("mrbench.evaluation.metrics", "mrbench.evaluation.registry:METRICS"),
     "benchmarks": ("mrbench.evaluation.benchmarks", "mrbench.evaluation.registry:BENCHMARKS"),
@@ -337,7 +367,7 @@ LS_KINDS = {
 
 
 @app.command("ls")
-def ls(kind: str = typer.Argument(..., help="stages, executors, encoders, detectors, models, metrics, benchmarks")) -> None:
+def ls(kind: str = typer.Argument(..., help="stages, executors, encoders, detectors, safety, models, metrics, benchmarks")) -> None:
     """List the registered components of one kind, one line each."""
     import importlib
 

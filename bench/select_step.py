@@ -41,7 +41,7 @@ def write_candidates(run_dir: Path, n: int, files: int, tags: int, seed: int) ->
             t = [] if rng.random() < 0.03 else [f"tag {rng.randrange(tags)}"] + ([f"tag {rng.randrange(tags)}"] if rng.random() < 0.2 else [])
             for name, v in (("url", url), ("caption", f"a photo of {' and '.join(t) or 'something'} on a poster, stock image"),
                             ("tags", t), ("category", "subject" if t else ""), ("source", f"/data/laion/part-{f:05d}.parquet"),
-                            ("row", r), ("priority", priority(0, url))):
+                            ("row", r), ("priority", priority(0, url)), ("kept", None)):
                 cols[name].append(v)
         write_parquet_atomic(pa.table(cols, schema=CANDIDATE_SCHEMA), ingest.output(f))
 

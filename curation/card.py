@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import CurateConfig
-from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes
+from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout
@@ -66,6 +66,8 @@ COLUMNS = {
     "sha256": "SHA-256 of the image bytes.",
     "encoding": "`original` (the publisher's bytes) or how the image was re-encoded (resize mode, format).",
 }
+
+KEPT_MEANING = "Carried from the source metadata (`sources[].keep_columns`), as the source gave it."
 
 
 def _yaml_feature(name: str, t: pa.DataType) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def split_sizes(release_dir: Path) -> dict[str, tuple[int, int]]:
 
 
 def card_metadata(config: CurateConfig, rows_per_split: dict[str, int],
-                  sizes: dict[str, tuple[int, int]] | None = None) -> dict[str, Any]:
+                  sizes: dict[str, tuple[int, int]] | None = None, schema: pa.Schema = RELEASE_SCHEMA) -> dict[str, Any]:
     """The YAML header: license, task, tags, size, ``configs`` (data files per split), ``dataset_info`` (features;
     splits with ``num_examples`` and ``num_bytes``, which the Hub needs to read the splits; ``dataset_size`` and
     ``download_size``)."""
@@ -123,7 +125,7 @@ def card_metadata(config: CurateConfig, rows_per_split: dict[str, int],
         meta["configs"] = [{"config_name": "default", "data_files": [
             {"split": s, "path": f"data/{s}-*.parquet"} for s in present]}]
     meta["dataset_info"] = {
-        "features": [_yaml_feature(f.name, f.type) for f in RELEASE_SCHEMA],
+        "features": [_yaml_feature(f.name, f.type) for f in schema],
         "splits": [{"name": s, "num_bytes": sizes.get(s, (0, 0))[0], "num_examples": rows_per_split[s]}
                    for s in present],
         "download_size": sum(sizes.get(s, (0, 0))[1] for s in present),
@@ -384,7 +386,45 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]], keep
     return lines + _md_table(["split", "category", "target caption", "target, references"], table)
 
 
-def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Path | None = None) -> str:
+def opt_out_section(config: CurateConfig, run_dir: Path | None) -> list[str]:
+    """How a site owner opts out or asks for a takedown, and what this run left out for those reasons (opt-outs,
+    block lists, metadata predicates; their rows are also in the drop table)."""
+    token = config.crawl.user_agent_token or "mrbench"
+    directives = ", ".join(f"`{d}`" for d in config.crawl.disallowed_header_directives)
+    honoured = (f"an `X-Robots-Tag` header with one of {directives} (for every crawler, or for MRBench alone: "
+                f"`X-Robots-Tag: {token}: noai`)" if directives else "")
+    if config.crawl.honor_tdm_reservation:
+        honoured = " or ".join(p for p in (honoured, "a `tdm-reservation: 1` header (W3C TDMRep)") if p)
+    out = ["## Opting out and takedowns", "",
+           f"MRBench's downloader names itself in its User-Agent as `{token}` "
+           f"(`Mozilla/5.0 (compatible; {token})`). "
+           + (f"An image served with {honoured} was not downloaded: its row is `opted_out` and none of its bytes "
+              "were stored." if honoured else "This run did not honour opt-out headers (switched off in its config).")
+           + " robots.txt is not read (as img2dataset does not): the opt-out travels with the image.", "",
+           "To have an image removed from this release, send its `id`, `url` or `sha256`; the maintainer runs "
+           "`mrbench release remove RELEASE --ids FILE --out NEW` (or `--urls`, `--sha256`) and passes the same "
+           "file to later curations as a block list (`crawl.blocklists`), so the image does not come back.", ""]
+    rows: list[list[Any]] = []
+    for b in config.crawl.blocklists:
+        rows.append([f"block list `{Path(b.path).name}` ({b.kind})", f"rows `blocked_{b.kind}` (table above)"])
+    if run_dir is not None:
+        from mrbench.curation.crawl import IngestTask
+
+        layout = RunLayout(run_dir)
+        ingest = layout.shards("ingest")
+        if ingest.folder.is_dir():
+            counts = ingest.merged_stats(IngestTask.num_shards(config)).counts
+            for i, src in enumerate(config.sources):
+                if src.where:
+                    n = counts.get(f"ingest/where_failed/{i}", 0)
+                    rows.append([f"sources[{i}] `where: {src.where}`", f"{n} rows never downloaded"])
+    if rows:
+        out += _md_table(["rule", "effect"], rows) + [""]
+    return out
+
+
+def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Path | None = None,
+               notes: list[str] | None = None) -> str:
     """Write ``README.md`` (and ``card/examples/*.jpg``) of the release in ``release_dir``.
 
     Args:
@@ -392,6 +432,7 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         config: The run's config (name, license, settings shown).
         run_dir: The curation run folder, for the drops per reason and the models' weights; without it those
             parts are left out.
+        notes: Markdown lines placed after the drops (``release remove``: the parent's drops and the takedown).
 
     Returns:
         The card's text.
@@ -401,7 +442,8 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
     index = _read_index(release_dir)
     groups = _groups(index)
     per_split = {r["split"]: r["id_count"] for r in index.group_by("split").aggregate([("id", "count")]).to_pylist()}
-    meta = card_metadata(config, per_split, split_sizes(release_dir))
+    schema = release_schema(release_kept_fields(release_dir))  # with the sources' keep_columns
+    meta = card_metadata(config, per_split, split_sizes(release_dir), schema)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     present = [s for s in SPLITS if per_split.get(s)]
     stats_md = _group_stats(index, groups)
@@ -424,12 +466,14 @@ def write_card(release_dir: str | Path, config: CurateConfig, run_dir: str | Pat
         "file against `manifest.json`.", "",
         "## Columns", "",
         *_md_table(["column", "type", "meaning"],
-                   [[f"`{f.name}`", _type_label(f.type), COLUMNS.get(f.name, "")] for f in RELEASE_SCHEMA]),
+                   [[f"`{f.name}`", _type_label(f.type), COLUMNS.get(f.name, KEPT_MEANING)] for f in schema]),
         *stats_md,
         *_settings(config, run),
         *_drops(run, index.num_rows),
+        *(notes or []),
         *_leakage(release_dir, run, leak_thumbs),
         *_examples(release_dir, index, groups, leak_thumbs),
+        *opt_out_section(config, run),
         "## License", "",
         f"{_md_code(config.release.license)}. {md_text(config.release.license_note)}", "",
     ]

@@ -10,13 +10,15 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig
+from mrbench.curation.blocklist import block_at_selection, blocklist_identity
 from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (
-    LOCAL_PATH, expand_sources, folder_relative_path, read_metadata_batches, read_source,
+    LOCAL_PATH, expand_sources, folder_relative_path, kept_json, read_metadata_batches, read_source,
 )
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
@@ -30,6 +32,7 @@ SELECT_MEMORY = "1GB"
 SELECT_THREADS = 2
 URL_BATCH_ROWS = 8192
 ROW_GROUP_ROWS = 1024  # as write_parquet_atomic
+KEPT = "source_columns"  # key in ImageRecord.metadata: the source's keep_columns values of the row
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -40,6 +43,7 @@ CANDIDATE_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("row", pa.int64()),
         ("priority", pa.uint64()),
+        ("kept", pa.string()),  # JSON of the source's keep_columns values (null: none kept)
     ]
 )
 
@@ -71,10 +75,10 @@ class IngestTask(ShardedStep):
         stats = Stats()
         cols: dict[str, list] = {n: [] for n in CANDIDATE_SCHEMA.names}
 
-        def keep(url: str, caption: str, matched: list[str], category: str, row: int) -> None:
+        def keep(url: str, caption: str, matched: list[str], category: str, row: int, kept: str | None = None) -> None:
             for name, value in (
                 ("url", url), ("caption", caption), ("tags", matched), ("category", category),
-                ("source", source_shard.path), ("row", row), ("priority", priority(cfg.seed, url)),
+                ("source", source_shard.path), ("row", row), ("priority", priority(cfg.seed, url)), ("kept", kept),
             ):
                 cols[name].append(value)
 
@@ -95,24 +99,34 @@ class IngestTask(ShardedStep):
                 stats.inc("ingest/candidates")
                 keep(row.url, row.caption, matched, category, row.row)
         else:
-            rows = candidates = 0
+            rows = candidates = failed = 0
             for batch in named_source_errors(read_metadata_batches(source_shard, src), source_shard.path):
                 # rows without a URL are not rows (as before); captions are matched a whole batch at a time
                 with_url = range(len(batch.urls)) if all(batch.urls) else [k for k, u in enumerate(batch.urls) if u]
+                rows += len(with_url)
+                if batch.passes is not None:  # the source's where: failing rows are counted, never candidates
+                    passing = np.flatnonzero(batch.passes).tolist()
+                    if not isinstance(with_url, range):
+                        passing = sorted(set(passing).intersection(with_url))
+                    failed += len(with_url) - len(passing)
+                    with_url = passing
                 captions = [batch.captions[k] for k in with_url] if len(with_url) < len(batch.urls) else batch.captions
                 if not batch.captions_are_text:
                     captions = [str(c or "") for c in captions]
-                rows += len(with_url)
                 for k, caption, matched in zip(with_url, captions, matcher.match_many(captions)):
                     if not matched and cfg.crawl.require_tag:
                         continue
                     candidates += 1
                     category = tags.by_name[matched[0]].category if matched else ""
-                    keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k)
+                    keep(str(batch.urls[k]), caption or "", matched, category, batch.first_row + k,
+                         kept_json(batch.kept, k) if batch.kept is not None else None)
+            if failed:
+                stats.inc("ingest/where_failed", failed)
+                stats.inc(f"ingest/where_failed/{source_shard.source_index}", failed)
             if rows:
                 stats.inc("ingest/rows", rows)
-            if rows - candidates:
-                stats.inc("ingest/no_tag_match", rows - candidates)
+            if rows - failed - candidates:
+                stats.inc("ingest/no_tag_match", rows - failed - candidates)
             if candidates:
                 stats.inc("ingest/candidates", candidates)
         return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
@@ -159,11 +173,16 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.executemany("INSERT INTO files VALUES (?, ?)", list(enumerate(files)))
         listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"  # a view takes no parameters
         con.execute(
-            "CREATE TEMP VIEW cand AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority,"
+            "CREATE TEMP VIEW cand_all AS SELECT c.url, c.caption, c.tags, c.category, c.source, c.\"row\", c.priority, c.kept,"
             " f.fi, c.file_row_number AS rn,"
             " CASE WHEN c.tags IS NULL OR len(c.tags) = 0 THEN 'untagged' ELSE c.tags[1] END AS tag"  # the group the record lands in
             f" FROM read_parquet({listed}, filename = true, file_row_number = true) c JOIN files f USING (filename)"
         )
+        # URLs a url / domain / id block list names: out before the caps (they take no place under a tag's cap),
+        # written to the URL shards as named rows that are never requested.
+        blocking = block_at_selection(con, config.crawl, "cand_all")
+        con.execute("CREATE TEMP VIEW cand AS SELECT * FROM cand_all"
+                    + (" ANTI JOIN blocked USING (url)" if blocking else ""))
         cap = {"cap": config.crawl.max_candidates_per_tag}
         local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
         # 1. Per tag, the cap-th lowest priority among its distinct URLs (a URL listed many times under one tag takes
@@ -181,12 +200,20 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.execute(
             "CREATE TEMP TABLE chosen AS SELECT url, substr(sha1(url), 1, 16) AS id, count(*) AS n, arg_min({"
             " 'caption': caption, 'tags': tags, 'category': category, 'source': source, 'row': \"row\","
-            " 'fi': fi, 'rn': rn}, fi::BIGINT * 4294967296 + rn) AS first FROM cand SEMI JOIN selected USING (url)"
-            " GROUP BY url")
+            " 'fi': fi, 'rn': rn, 'kept': kept}, fi::BIGINT * 4294967296 + rn) AS first, NULL::VARCHAR AS block,"
+            " NULL::VARCHAR AS block_detail FROM cand SEMI JOIN selected USING (url) GROUP BY url")
         [(total,)] = con.execute("SELECT count(*)::BIGINT FROM cand").fetchall()
         [(chosen, in_selected)] = con.execute("SELECT count(*), sum(n)::BIGINT FROM chosen").fetchall()
         total, in_selected = total or 0, in_selected or 0
         stats = Stats()
+        if blocking:
+            con.execute(
+                "INSERT INTO chosen SELECT url, substr(sha1(url), 1, 16), count(*), arg_min({'caption': caption,"
+                " 'tags': tags, 'category': category, 'source': source, 'row': \"row\", 'fi': fi, 'rn': rn, 'kept': kept},"
+                " fi::BIGINT * 4294967296 + rn), any_value(b.reason), any_value(b.detail)"
+                " FROM cand_all JOIN blocked b USING (url) GROUP BY url")
+            for reason, n in con.execute("SELECT reason, count(*) FROM blocked GROUP BY reason").fetchall():
+                stats.inc(f"select/{reason}", n)
         for key, n in (("select/over_tag_cap", total - in_selected), ("select/repeated_url", in_selected - chosen),
                        ("select/selected", chosen)):
             if n:
@@ -194,7 +221,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         for i in range(config.num_shards):
             reader = con.sql(
                 "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
-                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi FROM chosen"
+                " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi, first.kept AS kept, block, block_detail FROM chosen"
                 " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
                 params={"n": config.num_shards, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
@@ -213,7 +240,8 @@ def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
 INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
                    inputs=source_identity)
 SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
-                   settings=("sources", "num_shards", "crawl.max_candidates_per_tag"))
+                   settings=("sources", "num_shards", "crawl.max_candidates_per_tag", "crawl.blocklists"),
+                   inputs=blocklist_identity, drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 
 
 def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
@@ -223,8 +251,12 @@ def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
     rows = batch.column("row").to_pylist()
     urls, shard_of = batch.column("url").to_pylist(), batch.column("fi").to_pylist()
     origins = [origin_status(u, fi < len(local) and local[fi], s) for u, fi, s in zip(urls, shard_of, sources)]
-    meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0]}, sort_keys=True)
-            for s, r, o in zip(sources, rows, origins)]
+    if batch.column("block").null_count < n:  # block-listed at selection: a named row, never requested
+        blocks = zip(batch.column("block").to_pylist(), batch.column("block_detail").to_pylist())
+        origins = [o if b is None else (o[0], b, d or "") for o, (b, d) in zip(origins, blocks)]
+    kept = batch.column("kept").to_pylist()  # keep_columns values: carried to the release as columns
+    meta = [json.dumps({"source": Path(s).name, "source_row": r, **o[0], **({KEPT: json.loads(k)} if k else {})},
+                       sort_keys=True) for s, r, o, k in zip(sources, rows, origins, kept)]
     cols = {
         "id": batch.column("id"), "url": batch.column("url"), "caption": batch.column("caption"),
         "tags": batch.column("tags"), "category": batch.column("category"),

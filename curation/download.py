@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import pyarrow as pa
 
 from mrbench.config import CrawlConfig
+from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
@@ -297,13 +298,24 @@ class DownloadTask(ShardedStep):
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
-        records = list(validator(downloader(read_records(self.layout.urls.output(shard)))))
-        records.sort(key=lambda r: r.id)
-        return records_to_table(records), Stats().merge(downloader.stats).merge(validator.stats)
+        stages: list[Stage] = [downloader, validator]
+        blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
+        if blocklist is not None:
+            stages.append(blocklist)
+        records: Iterable[ImageRecord] = read_records(self.layout.urls.output(shard))
+        for stage in stages:
+            records = stage(records)
+        records = sorted(records, key=lambda r: r.id)
+        stats = Stats()
+        for stage in stages:
+            stats.merge(stage.stats)
+        return records_to_table(records), stats
 
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
                      settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
                                "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
-                               "crawl.convert_format"))
+                               "crawl.convert_format", "crawl.disallowed_header_directives",
+                               "crawl.honor_tdm_reservation", "crawl.user_agent_token", "crawl.blocklists"),
+                     inputs=blocklist_identity)

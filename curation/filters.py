@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, FilterConfig
+from mrbench.curation.safety import SafetyFilter
 from mrbench.curation.inputs import filters_identity
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
@@ -262,6 +263,9 @@ class FilterTask(ShardedStep):
     def builtin_filters(self, shard: int) -> list[Filter]:
         cfg, fc = self.config, self.config.filters
         out: list[Filter] = [ResolutionFilter(fc.min_side, fc.max_aspect)]
+        safety = SafetyFilter.for_shard(cfg, self.layout.shards("safety").output(shard))  # the safety step's scores
+        if safety is not None:
+            out.append(safety)
         features = self.layout.embed.output(shard)
         if not features.exists():
             return out
@@ -294,9 +298,11 @@ class FilterTask(ShardedStep):
 
 
 # embed_decode_error, which EmbedFailureFilter passes on, is the embed step's (curation.embed.EMBED_STEP).
-FILTERS_STEP = Step("filters", FilterTask, after="embed", reads=("download", "embed"),
-                    drops=(("filters", ResolutionFilter.reasons + FaceFilter.reasons + ObjectFilter.reasons),),
-                    settings=("filters", "embed.face_encoder", "embed.face_categories", "embed.detector"),
+FILTERS_STEP = Step("filters", FilterTask, after="safety", reads=("download", "embed"),
+                    drops=(("filters", ResolutionFilter.reasons + FaceFilter.reasons + ObjectFilter.reasons),
+                           ("safety", SafetyFilter.reasons)),
+                    settings=("filters", "embed.face_encoder", "embed.face_categories", "embed.detector",
+                              "safety.threshold"),
                     inputs=filters_identity)
 
 

@@ -37,11 +37,68 @@ def check_sources(config: CurateConfig) -> int:
         shards = expand_sources(config.sources)
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
+    checked: set[str] = set()
     for shard in shards:
         src = config.sources[shard.source_index]
         if src.kind == "metadata":
             check_metadata_file(Path(shard.path), src.url_col, src.caption_col)
+            if (src.where or src.keep_columns) and shard.path not in checked:
+                checked.add(shard.path)
+                check_row_rules(Path(shard.path), shard.source_index, src.where, src.keep_columns)
+        elif src.where or src.keep_columns:
+            raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata sources only "
+                             "(a folder has no columns)")
+    if any(s.keep_columns for s in config.sources):
+        kept_fields(config)  # one type per kept column across sources
     return len(shards)
+
+
+def source_schema(path: Path) -> pa.Schema:
+    """The columns of a metadata file: the parquet footer, the CSV header (types of its first block), or the
+    first JSON line's keys and value types."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pq.ParquetFile(path).schema_arrow
+    if suffix in (".csv", ".tsv"):
+        opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+        return pacsv.open_csv(path, parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
+    import io
+
+    import pyarrow.json as pajson
+
+    with open(path, "rb") as f:
+        first = next((line for line in f if line.strip()), b"{}")
+    return pajson.read_json(io.BytesIO(first)).schema
+
+
+def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str]) -> None:
+    """A source's ``where`` must be a boolean SQL expression over its columns, and every ``keep_columns`` name one
+    of its columns that no release column shadows; checked on the file's schema (no row is read)."""
+    import duckdb
+
+    from mrbench.curation.release import RELEASE_SCHEMA
+
+    schema = source_schema(path)
+    missing = [c for c in keep_columns if c not in schema.names]
+    if missing:
+        raise InputError(f"sources[{index}].keep_columns: {path} has no column(s) {', '.join(missing)}; "
+                         f"it has {', '.join(schema.names)}")
+    clash = [c for c in keep_columns if c in RELEASE_SCHEMA.names]
+    if clash:
+        raise InputError(f"sources[{index}].keep_columns: {', '.join(clash)} would replace a release column")
+    if where:
+        con = duckdb.connect(config={"threads": 1})
+        try:
+            con.register("batch", schema.empty_table())
+            kind = con.execute(f"DESCRIBE SELECT ({where}) AS keep FROM batch").fetchall()[0][1]
+            if kind != "BOOLEAN":
+                raise InputError(f"sources[{index}].where {where!r} is not a true/false condition (it gives {kind}); "
+                                 "write a comparison such as punsafe < 0.1")
+        except duckdb.Error as e:
+            raise InputError(f"sources[{index}].where {where!r} does not apply to {path.name}: "
+                             f"{_short(e)}") from None
+        finally:
+            con.close()
 
 
 def check_metadata_file(path: Path, url_col: str, caption_col: str) -> None:
@@ -117,6 +174,31 @@ def named_source_errors(rows: Iterable[T], path: str) -> Iterator[T]:
 def _short(e: BaseException) -> str:
     """First line of an exception's message (pyarrow's can run to many lines)."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def kept_fields(config: CurateConfig) -> list[pa.Field]:
+    """The release columns of the sources' ``keep_columns``, in first-mention order, typed from the first file of
+    the source that names them: integers -> int64, floats -> double, booleans -> bool, anything else -> string
+    (text; other values as JSON).
+
+    Raises:
+        InputError: two sources keep a column of the same name with different types.
+    """
+    out: dict[str, pa.Field] = {}
+    for i, src in enumerate(config.sources):
+        if src.kind != "metadata" or not src.keep_columns:
+            continue
+        shard = next(s for s in expand_sources(config.sources) if s.source_index == i)
+        schema = source_schema(Path(shard.path))
+        for name in src.keep_columns:
+            tp = schema.field(name).type
+            kind = (pa.int64() if pa.types.is_integer(tp) else pa.float64() if pa.types.is_floating(tp)
+                    else pa.bool_() if pa.types.is_boolean(tp) else pa.string())
+            if name in out and out[name].type != kind:
+                raise InputError(f"sources[{i}].keep_columns: {name} is {kind} here but {out[name].type} in an "
+                                 "earlier source")
+            out.setdefault(name, pa.field(name, kind))
+    return list(out.values())
 
 
 def tag_list_identity(config: CurateConfig) -> dict[str, str]:

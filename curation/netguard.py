@@ -11,6 +11,8 @@ Every request, and every hop of a redirect chain, goes through :meth:`Fetcher.fe
   host name), so a DNS answer cannot change between the check and the connection;
 * sends a URL with a non-ASCII path or query (or a redirect ``Location`` in UTF-8) percent-encoded, as browsers and
   img2dataset do; a URL with spaces or control characters, or one that does not parse, is ``unsupported_url``;
+* refuses an image whose headers opt out of MRBench (``X-Robots-Tag: noai``, ``tdm-reservation: 1``; see
+  :mod:`curation.optout`) as ``opted_out``, before reading its body;
 * streams the body with a cap (``oversize_body`` for a declared or a streamed body over ``max_body_bytes``);
 * gives each attempt one deadline (``DEADLINE_FACTOR`` x ``timeout``) for connecting, the headers, the body and
   every redirect hop, checked at every read, so a server dripping bytes ends as ``timeout``; each single
@@ -43,6 +45,7 @@ from typing import Callable
 from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
 from mrbench.config import CrawlConfig
+from mrbench.curation.optout import OPTED_OUT, opt_out_reason
 
 # Statuses a retry can fix (the server or the network was busy); everything else is final.
 RETRYABLE = frozenset({"timeout", "connection_error", "http_429", "http_5xx"})
@@ -404,6 +407,9 @@ class Fetcher:
                 return status, location, b""
             if status != 200 and not 200 <= status < 300:
                 raise _http_error(status, resp.reason, resp.getheader("Retry-After"))
+            refusal = opt_out_reason(resp.getheaders(), cfg)  # before any byte of the body is read
+            if refusal is not None:
+                raise FetchError(OPTED_OUT, refusal)
             declared = (resp.getheader("Content-Length") or "").strip()
             limit = cfg.max_body_bytes
             if declared.isascii() and declared.isdigit() and int(declared) > limit:

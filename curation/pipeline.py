@@ -6,6 +6,7 @@ folder (:class:`mrbench.layout.RunLayout`), sharded steps by the executor and gl
     urls/      selected URLs in num_shards shards (global ``select``: cap per tag, ids)
     download/  one row per URL: ok + bytes, or a named failure (sharded: fetch under the egress policy + validation)
     embed/     per shard: image embedding, faces, detections of every ok image (sharded; only with embed models)
+    safety/    per shard: the safety classifier's score of every embedded image (sharded; only with safety.classifier)
     filters/   per shard: ids dropped by the resolution / face / object / registered filters, with reasons (sharded)
     index/     vectors of the images still in play, memory-mapped (global; only with embed models)
     dedup/     near-duplicates to drop: id, duplicate_of, similarity (global)
@@ -33,6 +34,7 @@ import mrbench.curation  # noqa: F401  (registers the built-in steps)
 from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
+from mrbench.curation.blocklist import check_blocklists
 from mrbench.curation.embed import preflight
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.outcome import empty_outcome
@@ -115,6 +117,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     """
     config.validate()
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
+    check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
     try:
         steps = pipeline_steps()  # a stage registered wrongly fails here, before any work
     except ValueError as e:
@@ -131,6 +134,10 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         raise
     except (TypeError, ValueError) as e:  # e.g. an option the model does not take
         raise ConfigError(f"embed: a model rejected its options ({e})") from None
+    if config.safety.classifier:  # missing weights fail here too, before any work
+        from mrbench.curation.safety import build_classifier
+
+        models["safety"] = build_classifier(config).info.to_dict()
     # Steps whose settings or inputs changed since they ran are redone, with every step after them.
     for plan in plans:
         if plan.why:  # redone (the changed keys named), removed, or kept without a fingerprint to check
@@ -224,7 +231,9 @@ def drop_step(reason: str) -> str:
 
 def drop_step_order() -> list[str]:
     """The labels :func:`drop_step` gives, in run order (``download`` first)."""
-    return list(dict.fromkeys(["download", *drop_labels().values()]))
+    labels = list(dict.fromkeys(drop_labels().values()))
+    at = labels.index("select") + 1 if "select" in labels else 0  # selection drops come before any download
+    return list(dict.fromkeys([*labels[:at], "download", *labels[at:]]))
 
 
 def stages_in_run_order() -> Iterator[Entry]:

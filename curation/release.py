@@ -33,6 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.curation.crawl import KEPT
+from mrbench.curation.inputs import kept_fields
 from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
 from mrbench.curation.tags import leak_free_prompts, load_matcher
@@ -76,9 +78,6 @@ def _hf_feature(t: pa.DataType) -> dict[str, Any]:
 
 # The features ride in each shard's schema metadata under "huggingface", where ``datasets`` writes and reads them
 # (``Features.from_arrow_schema``): ``load_dataset`` then gives PIL images; duckdb/polars see a plain struct column.
-HF_FEATURES = {name: _hf_feature(t) for name, t in _RELEASE_FIELDS}
-
-
 def _with_features(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
     features = {name: _hf_feature(t) for name, t in fields}
     return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": features}})})
@@ -90,6 +89,27 @@ RELEASE_SCHEMA = _with_features(_RELEASE_FIELDS)
 _FIELDS_V2 = [(n, t) for n, t in _RELEASE_FIELDS if n != "prompt"]
 RELEASE_SCHEMA_V2 = _with_features(_FIELDS_V2)
 RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _FIELDS_V2])
+KEPT_TYPES = {"int64": pa.int64(), "double": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+
+
+def release_schema(kept: "list[pa.Field] | tuple[pa.Field, ...]" = ()) -> pa.Schema:
+    """The release schema, with the sources' ``keep_columns`` after the standard columns (and in its features)."""
+    if not kept:
+        return RELEASE_SCHEMA
+    return _with_features([*_RELEASE_FIELDS, *((f.name, f.type) for f in kept)])
+
+
+def kept_fields_of(schema: pa.Schema) -> list[pa.Field]:
+    """The kept source columns of a release data file's schema (the columns after the standard ones)."""
+    return [f for f in schema if f.name not in RELEASE_SCHEMA.names]
+
+
+def release_kept_fields(release_dir: Path) -> list[pa.Field]:
+    """The kept source columns of a release (from its first data file; none without data)."""
+    files = sorted((Path(release_dir) / "data").glob("*.parquet"))
+    return kept_fields_of(pq.ParquetFile(files[0]).schema_arrow) if files else []
+
+
 REJECT_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
      ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
@@ -133,10 +153,13 @@ def image_bytes(column: pa.Array | pa.ChunkedArray) -> list[bytes | None]:
     return column.to_pylist()
 
 
-def schema_problem(schema: pa.Schema, fmt: str | None = None) -> str | None:
+def schema_problem(schema: pa.Schema, fmt: str | None = None, kept: "list[pa.Field] | None" = None) -> str | None:
     """Why a data file's schema is not the one its release format prescribes (``None`` when it is): columns
-    missing, extra or of another type, or (format 2) the Hugging Face features metadata lost."""
+    missing, extra or of another type, or (format 2) the Hugging Face features metadata lost. ``kept``: the source
+    columns the manifest lists (``kept_columns``)."""
     want = RELEASE_SCHEMAS.get(fmt or RELEASE_FORMAT, RELEASE_SCHEMA)
+    if kept and want is RELEASE_SCHEMA:
+        want = release_schema(kept)
     got = {f.name: f.type for f in schema}
     missing = [n for n in want.names if n not in got]
     extra = [n for n in got if n not in want.names]
@@ -243,6 +266,7 @@ class ReleaseTask(ShardedStep):
             stats.inc(f"release/{a_split[k]}")
         metadata = table.column("metadata")
         _, matcher = load_matcher(self.config.crawl.tag_list)  # the crawl's matcher: the same mentions, masked
+        kept = kept_fields(self.config)
         for split, rows in ok_rows.items():
             path = layout.release_parts / Path(release_file(split, shard, n)).name
             if not rows:
@@ -264,10 +288,16 @@ class ReleaseTask(ShardedStep):
             for key in ("format", "encoding"):  # what the downloader recorded per row (original bytes or a re-encode)
                 cols[key] = pa.array([m.get(key, "") for m in meta], pa.string())
             cols["image"] = image_cells(cols["image"], cols["id"].to_pylist(), cols["format"].to_pylist())
+            for f in kept:  # the sources' keep_columns, from each row's metadata (null where its source has none)
+                values = [m.get(KEPT, {}).get(f.name) for m in meta]
+                if f.type == pa.string():
+                    values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+                cols[f.name] = pa.array(values, f.type)
             if any(LOCAL_PATH in m for m in meta):  # folder sources: the path under the folder, not the curator's disk
                 urls = cols["url"].to_pylist()
                 cols["url"] = pa.array([m.get(LOCAL_PATH, u) for m, u in zip(meta, urls)], pa.string())
-            write_parquet_atomic(pa.table({name: cols[name] for name in RELEASE_SCHEMA.names}, schema=RELEASE_SCHEMA),
+            schema = release_schema(kept)
+            write_parquet_atomic(pa.table({name: cols[name] for name in schema.names}, schema=schema),
                                  path, self.config.release.compression)
         at_bad = pa.array(bad, pa.int64())
         rejects = {
@@ -411,18 +441,21 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     return {name: len(v) for name, v in out.items()}
 
 
-def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = None) -> str:
+def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = None,
+               notes: list[str] | None = None) -> str:
     """The dataset card ``README.md`` with its Hub YAML header and example thumbnails (:mod:`curation.card`)."""
     from mrbench.curation.card import write_card as write
 
-    return write(release_dir, config, run_dir)
+    return write(release_dir, config, run_dir, notes)
 
 
 def _release_files(release_dir: Path) -> list[Path]:
     return sorted(p for p in release_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
 
 
-def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
+def write_manifest(release_dir: Path, config: CurateConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``manifest.json``: every file with its size, sha256 and rows, the total rows, the config and versions;
+    ``extra`` adds keys (``release remove``: the parent release and the removals)."""
     files = []
     for p in _release_files(release_dir):
         rel = p.relative_to(release_dir).as_posix()
@@ -435,6 +468,11 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     for src in cfg["sources"]:
         src["paths"] = [Path(p).name for p in src["paths"]]
     cfg["crawl"]["tag_list"] = Path(cfg["crawl"]["tag_list"]).name if cfg["crawl"]["tag_list"] else ""
+    for block in cfg["crawl"].get("blocklists", []):
+        block["path"] = Path(block["path"]).name
+    kept = release_kept_fields(release_dir)
+    if kept:  # the sources' keep_columns, so that verify knows the release's schema
+        extra = {"kept_columns": {f.name: str(f.type) for f in kept}, **(extra or {})}
     manifest = {
         "name": config.release.name,
         "format": RELEASE_FORMAT,
@@ -443,6 +481,7 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
         "rows": sum(f.get("rows", 0) for f in files if f["path"].startswith("data/")),
         "config": cfg,
         "versions": package_versions(("mrbench", "img2dataset", "pyarrow", "pillow")),
+        **(extra or {}),
     }
     atomic_write_text(release_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
@@ -604,6 +643,16 @@ def check_release(release_dir: str | Path) -> VerifyReport:
         return report
     listed = _manifest_entries(manifest, report)
     fmt = manifest.get("format") if isinstance(manifest, dict) and manifest.get("format") in RELEASE_SCHEMAS else None
+    kept_spec = manifest.get("kept_columns") if isinstance(manifest, dict) else None
+    kept: list[pa.Field] = []
+    if isinstance(kept_spec, dict):
+        for name, tp in kept_spec.items():
+            if tp in KEPT_TYPES and isinstance(name, str):
+                kept.append(pa.field(name, KEPT_TYPES[tp]))
+            else:
+                report.add(MANIFEST, "manifest", f"malformed manifest: kept column {name!r} has type {tp!r}")
+    elif kept_spec is not None:
+        report.add(MANIFEST, "manifest", "malformed manifest: 'kept_columns' must be an object")
     report.files_listed = len(listed)
     present = _walk_release(release_dir, report)
     for rel in sorted(set(listed) - present):
@@ -627,7 +676,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
                 continue
             if rel.startswith("data/"):
                 report.rows_found += n
-                problem = schema_problem(pq.ParquetFile(p).schema_arrow, fmt)
+                problem = schema_problem(pq.ParquetFile(p).schema_arrow, fmt, kept)
                 if problem:
                     report.add(rel, "schema", f"not the {fmt or RELEASE_FORMAT} release schema: {problem}")
             if "rows" in entry and n != entry["rows"]:

@@ -111,7 +111,7 @@ def _funnel(status: dict[str, int]) -> list[tuple[str, int, int, int]]:
     rows = []
     left = sum(status.values())
     for step in _step_order():
-        if step not in dropped and step in ("embed", "dedup", "audit"):
+        if step not in dropped and step in ("select", "embed", "safety", "dedup", "audit"):
             continue  # model steps that did not run (or dropped nothing) stay out of the funnel
         rows.append((step, left, dropped[step], left - dropped[step]))
         left -= dropped[step]
@@ -260,10 +260,16 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
     rows: list[tuple[Any, ...]] = []
     if "ingest/rows" in ingest:  # source rows read -> rows whose caption (or folder) names a tag
         n_in, n_out = ingest["ingest/rows"], ingest.get("ingest/candidates", 0)
+        failed = ingest.get("ingest/where_failed", 0)
+        if failed:  # rows failing their source's where: counted, never downloaded
+            rows.append(("ingest (where: never downloaded)", n_in, failed, Raw(f"{n_in - failed}")))
+            n_in -= failed
         rows.append(("ingest (tag match)", n_in, n_in - n_out, Raw(f"{n_out}")))
     if "select/selected" in select:  # candidates -> URLs selected (cap per tag, repeated URLs)
         n_in = ingest.get("ingest/candidates", select["select/selected"])
-        rows.append(("select (caps, repeats)", n_in, n_in - select["select/selected"], Raw(f"{select['select/selected']}")))
+        # block-listed URLs stay as rows (their status is in the funnel below): they leave there, not here
+        n_out = select["select/selected"] + sum(v for k, v in select.items() if k.startswith("select/blocked_"))
+        rows.append(("select (caps, repeats)", n_in, n_in - n_out, Raw(f"{n_out}")))
     rows += [(step, vin, drop, _bar(vout, total)) for step, vin, drop, vout in _funnel(status)]
     body.append(table(["step", "rows in", "dropped", "rows out"], rows, sortable=False, numeric=(1, 2)))
     per_tag = _per_tag(layout)

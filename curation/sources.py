@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -59,12 +61,64 @@ class SourceShard:
 
 @dataclass(slots=True)
 class MetadataBatch:
-    """One record batch of a metadata source: raw URL and caption values, and the file row number of the first."""
+    """One record batch of a metadata source: raw URL and caption values, and the file row number of the first.
+
+    ``passes`` is whether each row meets the source's ``where`` predicate (a boolean array; None: every row does);
+    ``kept`` the values of its ``keep_columns`` per column (None: no columns kept; :func:`kept_json` makes a row's
+    JSON, only for the rows that become candidates)."""
 
     first_row: int
     urls: list[Any]
     captions: list[Any]
     captions_are_text: bool  # str or None values (no str() needed)
+    passes: "np.ndarray | None" = None
+    kept: dict[str, list[Any]] | None = None
+
+
+def referenced_columns(where: str, names: list[str]) -> list[str]:
+    """The columns of ``names`` a predicate may read: each name found as a word (or quoted) in ``where``; a
+    superset is harmless (the column is read, not used)."""
+    import re
+
+    return [n for n in names if re.search(r'(?<![\w"])' + re.escape(n) + r'(?![\w"])', where, re.I)
+            or f'"{n}"' in where]
+
+
+class RowPredicate:
+    """A source's ``where`` over whole record batches (duckdb, one connection per reader): true rows pass; false or
+    NULL rows do not."""
+
+    def __init__(self, where: str) -> None:
+        import duckdb
+
+        self.where = where
+        self._con = duckdb.connect(config={"threads": 1})
+
+    def mask(self, batch: pa.RecordBatch) -> "np.ndarray | None":
+        """Whether each row of ``batch`` passes (a boolean array), or None when every row does."""
+        import duckdb
+
+        self._con.register("batch", batch)
+        try:
+            out = self._con.sql(f"SELECT coalesce(({self.where}), false) FROM batch").to_arrow_table()
+        except duckdb.Error as e:  # a value the check on the schema could not foresee (a failing cast)
+            raise ValueError(f"where {self.where!r}: {str(e).splitlines()[0]}") from None
+        finally:
+            self._con.unregister("batch")
+        verdict = out.column(0)
+        if verdict.null_count == 0 and pc.all(verdict).as_py():
+            return None
+        return verdict.to_numpy(zero_copy_only=False)
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def kept_json(kept: dict[str, list[Any]], k: int) -> str:
+    """Row ``k``'s kept values as a JSON object (numbers, text, booleans, null; other values as text)."""
+    import json
+
+    return json.dumps({c: values[k] for c, values in kept.items()}, default=str)
 
 
 @dataclass(slots=True)
@@ -146,31 +200,44 @@ def read_source(shard: SourceShard, src: SourceConfig) -> Iterator[SourceRow]:
         return
     for batch in read_metadata_batches(shard, src):
         for i, (url, caption) in enumerate(zip(batch.urls, batch.captions), batch.first_row):
-            if url:
+            if url and (batch.passes is None or batch.passes[i - batch.first_row]):
                 yield SourceRow(str(url), str(caption or ""), None, shard.path, i)
 
 
 def read_metadata_batches(shard: SourceShard, src: SourceConfig) -> Iterator[MetadataBatch]:
-    """Stream the (URL, caption) columns of one metadata shard as record batches (parquet: only its row groups)."""
+    """Stream the (URL, caption) columns of one metadata shard as record batches (parquet: only its row groups),
+    with the ``where`` verdict and the ``keep_columns`` values of each row when the source asks for them."""
     row = shard.first_row
-    for urls, captions in _iter_metadata(Path(shard.path), src.url_col, src.caption_col, shard.row_groups):
-        yield MetadataBatch(row, urls.to_pylist(), captions.to_pylist(),
-                            pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type))
-        row += len(urls)
+    predicate = RowPredicate(src.where) if src.where else None
+    try:
+        for urls, captions, batch in _iter_metadata(Path(shard.path), src.url_col, src.caption_col, shard.row_groups,
+                                                    src.where, src.keep_columns):
+            yield MetadataBatch(row, urls.to_pylist(), captions.to_pylist(),
+                                pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type),
+                                predicate.mask(batch) if predicate is not None else None,
+                                {c: batch.column(c).to_pylist() for c in src.keep_columns} if src.keep_columns else None)
+            row += len(urls)
+    finally:
+        if predicate is not None:
+            predicate.close()
 
 
 def _iter_metadata(
-    path: Path, url_col: str, caption_col: str, row_groups: tuple[int, int] | None = None
-) -> Iterator[tuple[pa.Array, pa.Array]]:
+    path: Path, url_col: str, caption_col: str, row_groups: tuple[int, int] | None = None, where: str = "",
+    keep_columns: list[str] | tuple[str, ...] = (),
+) -> Iterator[tuple[pa.Array, pa.Array, pa.RecordBatch]]:
+    """(URL, caption, the batch) per record batch; the batch also holds the columns ``where`` and ``keep_columns``
+    read (only those are read from a parquet file)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        _require_columns(path, names, url_col, caption_col)
+        _require_columns(path, names, url_col, caption_col, *keep_columns)
         groups = range(*row_groups) if row_groups else None
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=[url_col, caption_col]):
+        extra = [c for c in dict.fromkeys([*referenced_columns(where, names), *keep_columns]) if c not in (url_col, caption_col)]
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=[url_col, caption_col, *extra]):
             # A binary column is decoded as UTF-8 (invalid bytes raise), never stored as "b'...'".
-            yield batch.column(0).cast(pa.string()), batch.column(1).cast(pa.string())
+            yield batch.column(0).cast(pa.string()), batch.column(1).cast(pa.string()), batch
         return
     if suffix in (".csv", ".tsv"):
         opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
@@ -179,10 +246,9 @@ def _iter_metadata(
         table = pajson.read_json(path)
     else:
         raise ValueError(f"{path}: unsupported metadata format {suffix}")
-    _require_columns(path, table.column_names, url_col, caption_col)
-    table = table.select([url_col, caption_col]).cast(pa.schema([(url_col, pa.string()), (caption_col, pa.string())]))
+    _require_columns(path, table.column_names, url_col, caption_col, *keep_columns)
     for batch in table.to_batches(BATCH_ROWS):
-        yield batch.column(0), batch.column(1)
+        yield batch.column(url_col).cast(pa.string()), batch.column(caption_col).cast(pa.string()), batch
 
 
 def _require_columns(path: Path, names: list[str], *cols: str) -> None:

@@ -171,6 +171,11 @@ class SourceConfig:
         url_col: Column holding the image URL (``URL`` in LAION, ``url`` in COYO/DataComp).
         caption_col: Column holding the caption (``TEXT`` in LAION, ``text`` in COYO/DataComp).
         folder_tag: For ``folder`` sources, use the image's sub-folder name as its tag.
+        where: ``metadata`` sources: a SQL predicate over the source's own columns (duckdb syntax, e.g.
+            ``punsafe < 0.1 AND pwatermark < 0.8``); rows for which it is not true are counted
+            (``ingest/where_failed``) and never downloaded. Empty: every row.
+        keep_columns: ``metadata`` sources: columns of the source carried into the release as columns of their own
+            (e.g. ``punsafe``, ``similarity``); a column of that name must not clash with a release column.
     """
 
     kind: str = option("metadata", choices=("metadata", "folder"))
@@ -178,6 +183,28 @@ class SourceConfig:
     url_col: str = option("url", nonempty=True)
     caption_col: str = option("caption", nonempty=True)
     folder_tag: bool = True
+    where: str = ""
+    keep_columns: list[str] = field(default_factory=list)
+
+
+BLOCKLIST_KINDS = ("url", "domain", "id", "sha256", "phash")
+
+
+@dataclass
+class BlocklistConfig:
+    """One block list: a text file, one entry a line (``#`` starts a comment).
+
+    Attributes:
+        path: The file.
+        kind: ``url`` (exact URL), ``domain`` (a host and its sub-domains), ``id`` (release ids), ``sha256`` (of the
+            image bytes as released), ``phash`` (64-bit perceptual hash, 16 hex digits, as ``imagehash.phash``
+            prints it).
+        max_distance: ``phash`` lists: an image within this many differing bits of an entry is blocked.
+    """
+
+    path: str = option("", nonempty=True)
+    kind: str = option("url", choices=BLOCKLIST_KINDS)
+    max_distance: int = option(4, ge=0, le=32)
 
 
 @dataclass
@@ -207,6 +234,13 @@ class CrawlConfig:
         max_per_domain: Concurrent requests per host name within one download worker (0: no limit).
         convert_format: Re-encode every image to ``encode_format`` even without a resize (off: the publisher's
             bytes are kept whenever ``resize_mode`` is ``no``).
+        disallowed_header_directives: ``X-Robots-Tag`` directives that make an image ``opted_out`` (before its body
+            is read), unscoped or scoped to ``user_agent_token`` (``X-Robots-Tag: mrbench: noai``); img2dataset's
+            defaults. An empty list turns the check off.
+        honor_tdm_reservation: A ``tdm-reservation: 1`` header (W3C TDMRep) makes an image ``opted_out``.
+        blocklists: Files of URLs, domains, record ids, sha256 digests or perceptual hashes never to release
+            (``curation.blocklist``); URL, domain and id rows are dropped at selection (never requested), hash
+            rows after download.
     """
 
     tag_list: str = ""
@@ -229,6 +263,10 @@ class CrawlConfig:
     retry_after_max: float = option(60.0, ge=0, le=3600)
     max_per_domain: int = option(0, ge=0, le=10_000)
     convert_format: bool = False
+    disallowed_header_directives: list[str] = field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"])
+    honor_tdm_reservation: bool = True
+    blocklists: list[BlocklistConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -349,6 +387,23 @@ class FilterConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """The safety filter on stored image embeddings (``curation.safety``), for sources without safety columns.
+
+    Attributes:
+        classifier: A registered safety classifier (``mrbench ls safety``: ``laion-nsfw-h14``, LAION's NSFW
+            detector on CLIP ViT-H-14 embeddings); empty turns the step off. Needs ``embed.encoder``.
+        options: Keyword options for it (``checkpoint: PATH`` for the LAION weights).
+        threshold: Images scoring at or above this are dropped (``unsafe``); the score of every image is kept in
+            ``safety/``.
+    """
+
+    classifier: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    threshold: float = option(0.5, ge=0.0, le=1.0, why="a probability")
+
+
+@dataclass
 class AuditConfig:
     """Leakage audit across train / held-in / held-out (needs ``embed.encoder`` or ``embed.face_encoder``).
 
@@ -451,6 +506,7 @@ class CurateConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     calibration: str = ""
 
     def validate(self) -> None:
@@ -484,6 +540,8 @@ class CurateConfig:
         """Embed, dedup, filter, audit and visual grouping settings; model names are checked against the
         registries (no model is loaded here)."""
         check_embed_models(self.embed)
+        if self.safety.classifier:
+            check_safety_classifier(self.safety, self.embed)
 
 
 def check_embed_models(config: EmbedConfig) -> None:
@@ -503,6 +561,27 @@ def check_embed_models(config: EmbedConfig) -> None:
             DETECTORS.entry(config.detector)
     except UnknownEntryError as e:
         raise ConfigError(f"embed: {e}") from None
+
+
+def check_safety_classifier(safety: SafetyConfig, embed: EmbedConfig) -> None:
+    """The safety classifier is registered and reads the embedding the run stores (nothing is loaded)."""
+    from mrbench.backends import SAFETY_CLASSIFIERS
+    from mrbench.registry import UnknownEntryError
+
+    try:
+        meta = dict(SAFETY_CLASSIFIERS.entry(safety.classifier).meta)
+    except UnknownEntryError as e:
+        raise ConfigError(f"safety: {e}") from None
+    if not embed.encoder:
+        raise ConfigError(f"safety.classifier {safety.classifier!r} scores image embeddings: set embed.encoder")
+    want = meta.get("encoder")
+    if want and embed.encoder != want:
+        raise ConfigError(f"safety.classifier {safety.classifier!r} reads {want} {meta.get('arch', '')} embeddings, "
+                          f"not {embed.encoder!r}: set embed.encoder: {want}")
+    arch = meta.get("arch")
+    if arch and arch not in str(embed.encoder_options.get("model", "")):
+        raise ConfigError(f"safety.classifier {safety.classifier!r} reads {want} {arch} embeddings: set "
+                          f"embed.encoder_options.model to a {arch} tag (e.g. {arch}/laion2b_s32b_b79k)")
 
 
 PROFILES = ("default", "tiny")  # pretrained weights, or tiny random models and encoders (no download)
@@ -858,6 +937,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     crawl = data.get("crawl")
     if isinstance(crawl, dict) and isinstance(crawl.get("tag_list"), str) and crawl["tag_list"]:
         crawl["tag_list"] = fix(crawl["tag_list"])
+    for block in (crawl.get("blocklists") or []) if isinstance(crawl, dict) else []:
+        if isinstance(block, dict) and isinstance(block.get("path"), str) and block["path"]:
+            block["path"] = fix(block["path"])
     for src in data.get("sources") or []:
         if isinstance(src, dict) and isinstance(src.get("paths"), list):
             src["paths"] = [fix(p) for p in src["paths"]]

@@ -18,9 +18,12 @@ from mrbench.backends.base import (
     FaceResult,
     ImageEncoder,
     MissingWeightsError,
+    SAFETY_CLASSIFIERS,
+    SafetyClassifier,
     TextImageEncoder,
     get_detector,
     get_encoder,
+    get_safety_classifier,
 )
 
 _B = "mrbench.backends"
@@ -60,7 +63,14 @@ DETECTORS.register("mmdet", f"{_B}.mmdet_backend:MMDetDetector",
 DETECTORS.register("mmdet-tiny", f"{_B}.mmdet_backend:TinyMMDetDetector", random_weights=True,
                    help="tiny random mmdet RetinaNet from a config dict, seeded (needs `make install-mmdet`) [random weights]")
 
+# Safety classifiers score the stored image embeddings (``safety.classifier``); ``encoder``: the embedding they read.
+SAFETY_CLASSIFIERS.register("laion-nsfw-h14", f"{_B}.nsfw:LaionNsfwH14", encoder="clip", arch="ViT-H-14",
+                            help="LAION CLIP-based-NSFW-Detector MLP on CLIP ViT-H-14 (laion2b) embeddings (h14_nsfw.pth)")
+SAFETY_CLASSIFIERS.register("laion-nsfw-tiny", f"{_B}.nsfw:TinyNsfwClassifier", random_weights=True,
+                            help="tiny random MLP of the same shape on any embedding, seeded [random weights]")
+
 __all__ = [
     "DETECTORS", "ENCODERS", "BackendInfo", "Detections", "Detector", "FaceEncoder", "FaceResult",
-    "ImageEncoder", "MissingWeightsError", "TextImageEncoder", "get_detector", "get_encoder",
+    "ImageEncoder", "MissingWeightsError", "SAFETY_CLASSIFIERS", "SafetyClassifier", "TextImageEncoder",
+    "get_detector", "get_encoder", "get_safety_classifier",
 ]

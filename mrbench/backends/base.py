@@ -111,8 +111,19 @@ class Detector(abc.ABC):
         """One :class:`Detections` per image."""
 
 
+class SafetyClassifier(abc.ABC):
+    """Scores stored image embeddings for unsafe (NSFW) content: 0 safe .. 1 unsafe, one score per row."""
+
+    info: BackendInfo
+
+    @abc.abstractmethod
+    def score(self, embeddings: np.ndarray) -> np.ndarray:
+        """Scores (float32, in [0, 1]) of L2-normalised embeddings of shape (N, dim)."""
+
+
 ENCODERS: Registry[Any] = Registry("encoder")
 DETECTORS: Registry[Any] = Registry("detector")
+SAFETY_CLASSIFIERS: Registry[Any] = Registry("safety classifier")
 
 
 def get_encoder(name: str, **kwargs: Any) -> ImageEncoder | FaceEncoder:
@@ -123,3 +134,8 @@ def get_encoder(name: str, **kwargs: Any) -> ImageEncoder | FaceEncoder:
 def get_detector(name: str, **kwargs: Any) -> Detector:
     """Build the detector registered as ``name`` (loading weights now; fails fast when they are missing)."""
     return DETECTORS.get(name)(**kwargs)
+
+
+def get_safety_classifier(name: str, **kwargs: Any) -> SafetyClassifier:
+    """Build the safety classifier registered as ``name`` (loading weights now; fails fast when they are missing)."""
+    return SAFETY_CLASSIFIERS.get(name)(**kwargs)

@@ -156,7 +156,7 @@ def test_ls_stages_lists_what_runs_in_run_order():
     out = subprocess.run([sys.executable, "-m", "mrbench.cli", "ls", "stages"], capture_output=True, text=True)
     names = [line.split()[0] for line in out.stdout.splitlines() if not line.startswith(" ")]
     steps = [s.name for s in pipeline_steps()]
-    assert steps == ["ingest", "select", "download", "embed", "filters", "index", "dedup", "group", "release",
+    assert steps == ["ingest", "select", "download", "embed", "safety", "filters", "index", "dedup", "group", "release",
                      "finalize"]
     assert [n for n in names if n in steps] == steps
     assert names.index("download") < names.index("validate") < names.index("embed")  # a part, under its step

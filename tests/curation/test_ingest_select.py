@@ -45,7 +45,7 @@ def _reference_ingest(cfg: CurateConfig) -> tuple[pa.Table, Stats]:
             stats.inc("ingest/candidates")
             for name, value in (
                 ("url", row.url), ("caption", row.caption), ("tags", matched), ("category", category),
-                ("source", row.source), ("row", row.row), ("priority", priority(cfg.seed, row.url)),
+                ("source", row.source), ("row", row.row), ("priority", priority(cfg.seed, row.url)), ("kept", None),
             ):
                 cols[name].append(value)
     return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
@@ -196,7 +196,7 @@ def test_select_counts_a_url_repeated_under_one_tag_once_like_the_heaps(tmp_path
     rows += [(u, ["A"] if k % 2 else []) for k, u in enumerate(urls) if u != low]
     cols = {"url": [u for u, _ in rows], "caption": ["c"] * len(rows), "tags": [t for _, t in rows],
             "category": ["subject" if t else "" for _, t in rows], "source": ["/d/s.parquet"] * len(rows),
-            "row": list(range(len(rows))), "priority": [priority(7, u) for u, _ in rows]}
+            "row": list(range(len(rows))), "priority": [priority(7, u) for u, _ in rows], "kept": [None] * len(rows)}
     cfg = CurateConfig(seed=7, num_shards=2, crawl=CrawlConfig(max_candidates_per_tag=cap))
     for run in ("new", "old"):
         write_parquet_atomic(pa.table(cols, schema=CANDIDATE_SCHEMA), ShardSet(tmp_path / run / "ingest", "candidates").output(0))
