@@ -656,6 +656,7 @@ def eval_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="requests per generate call"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="generation cache (default OUT/.cache/generations)"),
     metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt mode: auto (the benchmark's: image-only on COCO, leak-free elsewhere), leak-free, raw or image-only" + _eval_default("prompt")),
     set_: List[str] = typer.Option([], "--set", help="override an eval option: --set n_boot=200 (also model_args.KEY=VALUE)"),
 ) -> None:
     """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images).
@@ -674,7 +675,7 @@ def eval_cmd(
     flags = {"model": model, "benchmark": benchmark, "out": str(out) if out else None, "split": split,
              "profile": profile, "limit": limit, "seed": seed, "images_per_prompt": images_per_prompt,
              "metrics": [metrics] if metrics else None, "image_encoder": image_encoder, "batch_size": batch_size,
-             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device}
+             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device, "prompt": prompt}
     try:
         if model_args:
             flags["model_args"] = parse_model_args(model_args)

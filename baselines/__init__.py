@@ -1,4 +1,5 @@
-"""Generators under evaluation: easyref, ip_adapter, lora, flux2, qwen-image-edit, omnigen, and the reference/chance rows.
+"""Generators under evaluation: easyref, ip_adapter, lora, flux2, qwen-image-edit, omnigen, and the prompt-only,
+reference and chance rows.
 
 Entries are ``module:Class`` strings, imported only when a run asks for them (``--model lora`` never imports what
 ``easyref`` needs). ``mrbench ls models`` lists them; third parties register under the entry-point group
@@ -15,6 +16,8 @@ MODELS.register("ip-adapter", f"{_B}.ip_adapter:IPAdapterGenerator",
                 help="SDXL + IP-Adapter (diffusers); references averaged (aggregation=mean) or concatenated (concat)")
 MODELS.register("lora", f"{_B}.lora:LoRAGenerator",
                 help="per-group LoRA (peft, rank 32) fine-tuned on the group's references, DreamBooth prompt; cached")
+MODELS.register("prompt-only", f"{_B}.prompt_only:PromptOnlyGenerator",
+                help="base SDXL with the prompt and no references: what the references add is each model's gain over it")
 MODELS.register("reference", f"{_B}.reference:ReferenceRow",
                 help="ceiling row: another real image of the same group")
 MODELS.register("chance", f"{_B}.reference:ChanceRow",

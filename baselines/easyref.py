@@ -78,6 +78,13 @@ class EasyRefConfig(SDXLConfig):
             checkpoint is loaded.
         final_layer_attention: ``causal`` (default: what the released checkpoints were trained with, see the module
             docstring) or ``bidirectional`` (the authors' stated intent, ``is_causal=False``).
+        revision: Hub revision of ``ckpt`` when it is a hub id: a commit hash, or a branch / tag the HF cache has a
+            ``refs/`` entry for (None: the cache's ``main``). The authors re-released weights in July 2025 and the
+            causal-mask finding holds for the December 2024 code and weights, so pin the commit you mean; every run
+            records the commit it loaded (``weights.easyref_revision``) and the file's sha256.
+        guidance_scale: 7.5 by default, the value the paper states for inference [seed 001]; the authors'
+            ``EasyRef.generate`` passes no guidance, so their demo samples at diffusers' SDXL default, 5.0
+            (``guidance_scale=5.0`` reproduces that path).
     """
 
     mllm: str = QWEN2VL
@@ -91,6 +98,7 @@ class EasyRefConfig(SDXLConfig):
     trust_pickle: bool = False
     init_seed: int = 0
     final_layer_attention: str = "causal"
+    revision: str | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -227,8 +235,27 @@ def read_checkpoint(path: Path, trust_pickle: bool = False) -> dict[str, dict[st
     return parts
 
 
-def find_checkpoint(spec: str) -> Path:
-    """A checkpoint file from a file path, a folder, or a hub id (mirror folder or HF cache snapshot)."""
+def cached_revision(spec: str, revision: str | None) -> Path | None:
+    """The HF-cache snapshot folder of hub repo ``spec`` at ``revision`` (a commit hash, or a branch / tag the cache
+    has a ``refs/`` entry for; None: ``main``), or None when the cache does not hold it."""
+    from mrbench.backends.weights import hf_hub_cache
+
+    repo = hf_hub_cache() / f"models--{spec.replace('/', '--')}"
+    ref = repo / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    folder = repo / "snapshots" / commit if commit else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The hub commit of a file inside an HF-cache snapshot (``.../snapshots/<commit>/...``), else None."""
+    parts = path.parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+def find_checkpoint(spec: str, revision: str | None = None) -> Path:
+    """A checkpoint file from a file path, a folder, or a hub id (mirror folder or the HF cache snapshot of
+    ``revision``; None: the cache's ``main``, else its only snapshot)."""
     from mrbench.backends.weights import hf_hub_cache, missing_weights, mirror_dir
 
     p = Path(spec).expanduser()
@@ -239,9 +266,17 @@ def find_checkpoint(spec: str) -> Path:
     if p.is_dir():
         folders.append(p)
     elif not spec.startswith((".", "/", "~")):
-        if mirror_dir() is not None:
+        if mirror_dir() is not None and revision is None:  # a mirror folder has no revisions
             folders.append(mirror_dir() / spec)  # type: ignore[operator]
-        folders += sorted((hf_hub_cache() / f"models--{spec.replace('/', '--')}" / "snapshots").glob("*"))
+        pinned = cached_revision(spec, revision)
+        snapshots = sorted((hf_hub_cache() / f"models--{spec.replace('/', '--')}" / "snapshots").glob("*"))
+        if pinned is not None:
+            folders.append(pinned)
+        elif revision is None and len(snapshots) == 1:
+            folders += snapshots
+        else:
+            looked.append(f"{spec} at revision {revision or 'main'} (cached: "
+                          f"{', '.join(f.name[:12] for f in snapshots) or 'none'})")
     for folder in folders:
         for pattern in ("*.safetensors", "*.pt", "*.bin"):
             hits = sorted(folder.rglob(pattern)) if folder.is_dir() else []
@@ -251,7 +286,8 @@ def find_checkpoint(spec: str) -> Path:
     if not folders:
         looked.append(f"{spec} (no such file or cached repo)")
     raise missing_weights(f"EasyRef checkpoint ({spec})", looked,
-                          f"on a connected machine run `hf download {EASYREF_REPO}` and copy the HF cache here, or pass "
+                          f"on a connected machine run `hf download {EASYREF_REPO}"
+                          f"{f' --revision {revision}' if revision else ''}` and copy the HF cache here, or pass "
                           "--model-args ckpt=/path/to/easyref.safetensors (or a DeepSpeed .pt with a 'module' key)")
 
 
@@ -270,7 +306,7 @@ class EasyRefGenerator(SDXLGenerator):
         self._ckpt: Path | None = None
         if self.profile == "tiny":
             if cfg.ckpt and cfg.ckpt != EASYREF_REPO:
-                self._ckpt = find_checkpoint(cfg.ckpt)
+                self._ckpt = find_checkpoint(cfg.ckpt, cfg.revision)
             return
         from mrbench.backends.weights import MissingWeightsError, resolve_hf_model_dir
 
@@ -283,7 +319,7 @@ class EasyRefGenerator(SDXLGenerator):
                     "--model-args mllm=/local/qwen2-vl")
         except MissingWeightsError as e:
             self.missing.append(e)
-        self._ckpt = find_checkpoint(cfg.ckpt)
+        self._ckpt = find_checkpoint(cfg.ckpt, cfg.revision)
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
@@ -440,6 +476,14 @@ class EasyRefGenerator(SDXLGenerator):
                     out[i] = GenerationResult(image, info={"num_references": len(requests[i].sample.references)})
         return out  # type: ignore[return-value]
 
+    def _ckpt_sha256(self) -> str:
+        """sha256 of the checkpoint file (computed once per generator)."""
+        if getattr(self, "_ckpt_digest", None) is None:
+            from mrbench.shards import sha256_file
+
+            self._ckpt_digest = sha256_file(self._ckpt)  # type: ignore[arg-type]
+        return self._ckpt_digest
+
     def weights(self) -> dict[str, Any]:
         w = super().weights()
         if self.profile == "tiny":
@@ -449,5 +493,8 @@ class EasyRefGenerator(SDXLGenerator):
         else:
             w["mllm"] = self.config.mllm
         w["easyref"] = str(self._ckpt) if self._ckpt else f"random(seed={self.config.init_seed})"
+        if self._ckpt is not None:  # which weights exactly: the hub commit (HF-cache snapshot) and the file's bytes
+            w["easyref_revision"] = snapshot_commit(self._ckpt)
+            w["easyref_sha256"] = self._ckpt_sha256()
         w["use_lora"] = self.use_lora
         return w

@@ -15,8 +15,10 @@ with the command of its README_sdxl.md), UNet only, no prior preservation:
 - each reference: shorter side resized to the resolution (Lanczos), then a random crop (drawn once per image, as the
   example's dataset does; ``center_crop`` is its option), no flip; SDXL's micro-conditioning gets the real
   ``time_ids`` = (original height, width, crop top, crop left, resolution, resolution);
-- batch 1, gradient accumulation 4 (``train_steps`` counts optimiser steps: 500 x 4 images), images in a fresh
-  random order each epoch; a fresh VAE latent sample per image per step;
+- batch 1, gradient accumulation 4 (``train_steps`` counts optimiser steps), images in a fresh random order each
+  epoch; an epoch's last step takes what is left of the epoch (accelerate syncs gradients at the end of the
+  dataloader, and divides every micro-batch loss by 4 all the same), so with 3 references an epoch is one step of 3
+  images and 500 steps see 1,500 images; a fresh VAE latent sample per image per step;
 - AdamW lr 1e-4 constant (no warm-up), betas (0.9, 0.999), weight decay 1e-4, eps 1e-8, gradient norm clipped to 1.0;
 - noise ``N(0, 1)``, timesteps uniform over the 1000 training steps, MSE on the predicted noise.
 
@@ -60,7 +62,8 @@ class LoRAConfig(SDXLConfig):
         adam_betas: AdamW betas.
         adam_epsilon: AdamW epsilon.
         max_grad_norm: Gradient norm clip (0: none).
-        train_steps: Optimiser steps per adapter (each over ``gradient_accumulation_steps`` batches).
+        train_steps: Optimiser steps per adapter (each over ``gradient_accumulation_steps`` batches, or what is
+            left of an epoch at its end).
         train_batch_size: References per micro-batch.
         gradient_accumulation_steps: Micro-batches per optimiser step (recipe: 4).
         resolution: Training resolution (None: the generation size).
@@ -314,35 +317,42 @@ class LoRAGenerator(SDXLGenerator):
                                 weight_decay=cfg.weight_decay)
         T = self.pipe.scheduler.config.num_train_timesteps
         n_ref = batch["mean"].shape[0]
-        order: list[int] = []
-        losses = []
+        accum, bs = cfg.gradient_accumulation_steps, cfg.train_batch_size
+        losses: list[float] = []
+        seen = 0
         unet.train()
         try:
-            for _ in range(cfg.train_steps):
-                step_loss = 0.0
-                for _ in range(cfg.gradient_accumulation_steps):
-                    idx = []
-                    for _ in range(cfg.train_batch_size):  # the recipe's shuffled dataloader: a new order each epoch
-                        if not order:
-                            order = torch.randperm(n_ref, generator=gen).tolist()
-                        idx.append(order.pop(0))
-                    t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
-                    noise = torch.randn((len(idx), *batch["mean"].shape[1:]), generator=gen)
-                    loss = self._loss(batch, torch.tensor(idx, device=self.device), noise, t, gen)
-                    (loss / cfg.gradient_accumulation_steps).backward()
-                    step_loss += float(loss.detach()) / cfg.gradient_accumulation_steps
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                losses.append(step_loss)
+            while len(losses) < cfg.train_steps:
+                # One epoch: the recipe's shuffled dataloader (a new order, batches of bs, the last one smaller), its
+                # micro-batches grouped by `accum`; the epoch's last group may be shorter and still makes a step.
+                order = torch.randperm(n_ref, generator=gen).tolist()
+                micro = [order[i:i + bs] for i in range(0, n_ref, bs)]
+                if not micro:  # nothing to train on
+                    break
+                for start in range(0, len(micro), accum):
+                    group = micro[start:start + accum]
+                    step_loss = 0.0
+                    for idx in group:
+                        t = torch.randint(0, T, (len(idx),), generator=gen).to(self.device)
+                        noise = torch.randn((len(idx), *batch["mean"].shape[1:]), generator=gen)
+                        loss = self._loss(batch, torch.tensor(idx, device=self.device), noise, t, gen)
+                        (loss / accum).backward()  # accelerate divides by the accumulation steps, even at epoch end
+                        step_loss += float(loss.detach()) / len(group)
+                        seen += len(idx)
+                    if cfg.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    losses.append(step_loss)
+                    if len(losses) == cfg.train_steps:
+                        break
         finally:
             unet.eval()
             for p in params:
                 p.requires_grad_(False)
         after = self.held_fixed_loss(batch)
         return {"prompt": prompt, "num_references": len(images), "steps": cfg.train_steps,
-                "images_seen": cfg.train_steps * cfg.gradient_accumulation_steps * cfg.train_batch_size,
+                "images_seen": seen,
                 "time_ids": batch["time_ids"].float().cpu().tolist(),
                 "loss_before": before, "loss_after": after, "train_losses": losses}
 

@@ -33,7 +33,7 @@ from mrbench.curation.calibration import (
 )
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, thumb_uri
 from mrbench.shards import atomic_write_text
-from mrbench.thresholds import calibration_document, resolve
+from mrbench.thresholds import APPLIED_TASKS, OperatingPoint, calibration_document, resolve
 
 LABEL_KINDS = ("auto", "identity", "subject", "style", "none")  # none: the sub-folders are no labels
 
@@ -49,7 +49,7 @@ class TaskResult:
     curve: Curve
     recommendation: Recommendation
     data: str
-    default: Any  # the threshold the encoder would use without this calibration (mrbench.thresholds.resolve)
+    default: OperatingPoint | None  # what the encoder uses without this calibration (None: no step uses the task)
 
 
 def read_labelled_folder(root: Path, min_labels: int = 2) -> tuple[list[Path], list[str]]:
@@ -224,7 +224,8 @@ def _result(name: str, task: str, info: dict[str, Any], scores: PairScores, data
         raise InputError(f"{name}: no {'same-label' if task != 'near_duplicate' else 'near-duplicate'} pairs to "
                          "calibrate on (each label needs at least two images)")
     curve = threshold_curve(scores)
-    return TaskResult(name, task, info, scores, curve, recommend(curve, criterion), data, resolve(name, task))
+    default = resolve(name, task) if task in APPLIED_TASKS else None
+    return TaskResult(name, task, info, scores, curve, recommend(curve, criterion), data, default)
 
 
 def _point(r: TaskResult) -> dict[str, Any]:
@@ -243,7 +244,8 @@ def _plots(r: TaskResult) -> list[str]:
             label=f"different ({r.scores.different.size})")
     ax.hist(r.scores.same, bins=bins, alpha=0.6, density=True, color="#27ae60", label=f"same ({r.scores.same.size})")
     ax.axvline(rec.threshold, color="k", lw=1.2, label=f"recommended {rec.threshold:.3f}")
-    ax.axvline(r.default.threshold, color="#7f8c8d", lw=1, ls="--", label=f"default {r.default.threshold:.3f}")
+    if r.default is not None:
+        ax.axvline(r.default.threshold, color="#7f8c8d", lw=1, ls="--", label=f"default {r.default.threshold:.3f}")
     ax.set_xlabel("cosine similarity of a pair")
     ax.set_ylabel("density")
     ax.set_title(f"{r.encoder}: {r.task.replace('_', '-')} pairs")
@@ -254,7 +256,8 @@ def _plots(r: TaskResult) -> list[str]:
     ax.plot(c.thresholds, c.recall, label="recall")
     ax.plot(c.thresholds, c.f1, label="F1", lw=1)
     ax.axvline(rec.threshold, color="k", lw=1.2)
-    ax.axvline(r.default.threshold, color="#7f8c8d", lw=1, ls="--")
+    if r.default is not None:
+        ax.axvline(r.default.threshold, color="#7f8c8d", lw=1, ls="--")
     ax.plot([rec.threshold], [rec.precision], "ko", ms=4)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("threshold (pair counts as same at or above)")
@@ -270,6 +273,12 @@ def _thumb(src: Any, size: int = 96) -> str | None:
         return None
 
 
+def _default(r: TaskResult) -> str:
+    if r.default is None:
+        return "- (no step uses it)"
+    return f"{r.default.threshold:.3f}" + ("" if r.default.calibrated else " (uncalibrated)")
+
+
 def calibration_page(results: Sequence[TaskResult], root: Path, thumbs: dict[str, Any]) -> str:
     """The self-contained HTML page of a calibration: per encoder and task, the two distributions, the curves, the
     recommended and the default threshold, and the hardest pairs with thumbnails."""
@@ -283,7 +292,7 @@ def calibration_page(results: Sequence[TaskResult], root: Path, thumbs: dict[str
                     f"{r.recommendation.threshold:.3f}", r.recommendation.criterion,
                     f"{r.recommendation.precision:.3f}", f"{r.recommendation.recall:.3f}", f"{r.recommendation.f1:.3f}",
                     f"{r.recommendation.false_match_rate:.4f}",
-                    f"{r.default.threshold:.3f}" + ("" if r.default.calibrated else " (uncalibrated)"),
+                    _default(r), "-" if r.default is None else
                     "{:.3f} / {:.3f}".format(*at_threshold(r.curve, r.default.threshold))) for r in results],
                   numeric=(2, 4, 5, 6, 7, 8))]
     for r in results:

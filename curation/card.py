@@ -50,7 +50,10 @@ COLUMNS = {
     "id": "Image id: the first 16 hex digits of the SHA-1 of the source URL, assigned once at ingest.",
     "url": "Where the image came from: the web URL, or for folder sources the file's path relative to the source "
            "folder (e.g. `cats/001.jpg`), never a path on the curator's machine.",
-    "caption": "The source's caption (alt text); for folder sources the folder name.",
+    "caption": "The source's caption (alt text) as written; for folder sources the folder name.",
+    "prompt": "The caption with every mention of a tag (name or alias, found by the crawl's matcher) replaced by its "
+              "noun (`a person`, `a character`, `the style`, a subject's class noun): the evaluation prompt, which "
+              "never names the identity a model is asked to reproduce.",
     "tags": "Tags matched in the caption (the tag list of the run); the first one named the group.",
     "category": "The tag's category (subject, style, celebrity, character, ...).",
     "group": "Group id: the images of one subject, style or identity. A group lies in exactly one split.",

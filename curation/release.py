@@ -18,7 +18,6 @@ give byte-identical releases.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -36,9 +35,10 @@ import pyarrow.parquet as pq
 from mrbench.config import ConfigError, CurateConfig, to_dict
 from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
+from mrbench.curation.tags import leak_free_prompts, load_matcher
 from mrbench.layout import RunLayout
 from mrbench.provenance import package_versions
-from mrbench.shards import atomic_write_text, temporary_path, write_parquet_atomic
+from mrbench.shards import atomic_write_text, sha256_file, temporary_path, write_parquet_atomic
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
@@ -48,7 +48,8 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 _RELEASE_FIELDS = [
     ("id", pa.string()),
     ("url", pa.string()),  # the source URL; for folder sources the file's path relative to the folder (sources.py)
-    ("caption", pa.string()),
+    ("caption", pa.string()),  # as the source wrote it
+    ("prompt", pa.string()),  # the caption with every tag mention replaced by its noun (curation.tags): eval prompt
     ("tags", pa.list_(pa.string())),
     ("category", pa.string()),
     ("group", pa.string()),
@@ -76,9 +77,19 @@ def _hf_feature(t: pa.DataType) -> dict[str, Any]:
 # The features ride in each shard's schema metadata under "huggingface", where ``datasets`` writes and reads them
 # (``Features.from_arrow_schema``): ``load_dataset`` then gives PIL images; duckdb/polars see a plain struct column.
 HF_FEATURES = {name: _hf_feature(t) for name, t in _RELEASE_FIELDS}
-RELEASE_SCHEMA = pa.schema(_RELEASE_FIELDS, metadata={"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
-# Releases of format mrbench-release/1 (mrbench before the Image feature) stored the image as plain binary.
-RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _RELEASE_FIELDS])
+
+
+def _with_features(fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    features = {name: _hf_feature(t) for name, t in fields}
+    return pa.schema(fields, metadata={"huggingface": json.dumps({"info": {"features": features}})})
+
+
+RELEASE_SCHEMA = _with_features(_RELEASE_FIELDS)
+# Format mrbench-release/2 had no leak-free ``prompt`` column; format 1 (before the Image feature) also stored the
+# image as plain binary. Both still verify and evaluate.
+_FIELDS_V2 = [(n, t) for n, t in _RELEASE_FIELDS if n != "prompt"]
+RELEASE_SCHEMA_V2 = _with_features(_FIELDS_V2)
+RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _FIELDS_V2])
 REJECT_SCHEMA = pa.schema(
     [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
      ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
@@ -137,7 +148,7 @@ def schema_problem(schema: pa.Schema, fmt: str | None = None) -> str | None:
             features = json.loads((schema.metadata or {}).get(b"huggingface", b"{}"))["info"]["features"]
         except (ValueError, KeyError, TypeError):
             features = None
-        if features != HF_FEATURES:
+        if features != json.loads(want.metadata[b"huggingface"])["info"]["features"]:
             parts.append("its Hugging Face features metadata (schema key 'huggingface') is missing or altered")
     return "; ".join(parts) or None
 
@@ -231,6 +242,7 @@ class ReleaseTask(ShardedStep):
             ok_rows[a_split[k]].append(k)
             stats.inc(f"release/{a_split[k]}")
         metadata = table.column("metadata")
+        _, matcher = load_matcher(self.config.crawl.tag_list)  # the crawl's matcher: the same mentions, masked
         for split, rows in ok_rows.items():
             path = layout.release_parts / Path(release_file(split, shard, n)).name
             if not rows:
@@ -243,6 +255,8 @@ class ReleaseTask(ShardedStep):
                                     for name in ("id", "url", "caption", "category", "image", "width", "height", "sha256")}
             tags = table.column("tags").take(at).combine_chunks()
             cols["tags"] = tags.fill_null(pa.scalar([], tags.type)) if tags.null_count else tags  # as ImageRecord: []
+            cols["prompt"] = pa.array(leak_free_prompts(matcher, cols["caption"].to_pylist(), cols["tags"].to_pylist(),
+                                                        cols["category"].to_pylist()), pa.string())
             cols["group"] = pa.array([a_group[k] for k in rows], pa.string())
             cols["split"] = pa.array([a_split[k] for k in rows], pa.string())
             cols["role"] = pa.array([a_role[k] for k in rows], pa.string())
@@ -309,9 +323,9 @@ def easyref_image_path(image_id: str, fmt: str | None) -> str:
 
 
 def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
-    """Image id -> its largest detected face ``[x1, y1, x2, y2, score]``, from the embed step's features (pixels of
-    the stored image as PIL decodes it, without EXIF rotation: the frame the authors' loader crops in); empty when
-    no face encoder ran."""
+    """Image id -> its largest detected face ``[x1, y1, x2, y2, score]``, from the embed step's features: pixels of
+    the oriented image (EXIF applied, as every model step decodes; :func:`faces_in_stored_frame` turns them into the
+    stored bytes' frame); empty when no face encoder ran."""
     faces: dict[str, list[float]] = {}
     cols = ["id", "num_faces", "face_box", "face_score"]
     for f in RunLayout(run_dir).embed.existing():
@@ -323,6 +337,25 @@ def easyref_faces(run_dir: Path) -> dict[str, list[float]]:
     return faces
 
 
+def faces_in_stored_frame(release_dir: Path, faces: dict[str, list[float]]) -> dict[str, list[float]]:
+    """``faces`` (boxes on the oriented images) in the frame of the release's stored, unrotated bytes: the authors'
+    loader opens an image with ``PIL.Image.open`` and crops without applying EXIF orientation."""
+    from mrbench.images import box_to_stored_frame, orientation_of
+
+    if not faces:
+        return {}
+    out = dict(faces)
+    wanted = pa.array(sorted(faces), pa.string())
+    for f in sorted((release_dir / "data").glob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "image"], filters=[("id", "in", wanted)])
+        for rid, data in zip(t.column("id").to_pylist(), image_bytes(t.column("image"))):
+            orientation, size = orientation_of(data)
+            if orientation not in (None, 1):
+                box = box_to_stored_frame(faces[rid][:4], orientation, size)
+                out[rid] = [round(v, 2) for v in box] + faces[rid][4:]
+    return out
+
+
 def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None = None) -> dict[str, int]:
     """EasyRef's training data, one record shape per file, for the stage that reads it [C: finetune_sdxl.py]:
 
@@ -332,7 +365,8 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
       held-in groups (the paper trains on held-in references, never on their targets).
     - ``stage1-2_face.json``: face-crop records in the authors' flat shape ``{"face": [[x1, y1, x2, y2, score]],
       "text": [caption], "target": t}`` (their loader reads ``item["face"][0]``) for the same images, where the
-      embed step detected a face (``faces``; the largest face, in pixels of the decoded image).
+      embed step detected a face (``faces``; the largest face, in pixels of the stored bytes as ``PIL.Image.open``
+      decodes them, without EXIF rotation: the frame their loader crops in).
     - ``stage3_group.json``: group records (references -> target) of the train groups, for the multi-reference
       stage (batch 1 per GPU).
     - ``held_in.json`` / ``held_out.json``: one group record per test group (evaluation, not training).
@@ -340,7 +374,7 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     Paths are :func:`easyref_image_path` values relative to the image root that ``mrbench release extract-images
     RELEASE --out ROOT`` fills (pass ROOT as the authors' ``image_root_path``). Returns records per file.
     """
-    faces = faces or {}
+    faces = faces_in_stored_frame(release_dir, faces or {})
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in sorted((release_dir / "data").glob("*.parquet")):
         cols = ["id", "caption", "group", "split", "role", "format"]
@@ -384,14 +418,6 @@ def write_card(release_dir: Path, config: CurateConfig, run_dir: Path | None = N
     return write(release_dir, config, run_dir)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _release_files(release_dir: Path) -> list[Path]:
     return sorted(p for p in release_dir.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
 
@@ -400,7 +426,7 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     files = []
     for p in _release_files(release_dir):
         rel = p.relative_to(release_dir).as_posix()
-        entry: dict[str, Any] = {"path": rel, "bytes": p.stat().st_size, "sha256": _sha256_file(p)}
+        entry: dict[str, Any] = {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
         if p.suffix == ".parquet":
             entry["rows"] = pq.ParquetFile(p).metadata.num_rows
         files.append(entry)
@@ -422,8 +448,10 @@ def write_manifest(release_dir: Path, config: CurateConfig) -> dict[str, Any]:
     return manifest
 
 
-RELEASE_FORMAT = "mrbench-release/2"  # 2: image as the Hugging Face Image feature, contiguous data file names
-RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, RELEASE_FORMAT: RELEASE_SCHEMA}
+# 2: image as the Hugging Face Image feature, contiguous data file names; 3: the leak-free ``prompt`` column
+RELEASE_FORMAT = "mrbench-release/3"
+RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, "mrbench-release/2": RELEASE_SCHEMA_V2,
+                   RELEASE_FORMAT: RELEASE_SCHEMA}
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
 IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -588,7 +616,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
         report.files_checked += 1
         if rel.startswith("data/") and "rows" in entry:
             listed_rows += entry["rows"]
-        if p.stat().st_size != entry["bytes"] or _sha256_file(p) != entry["sha256"]:
+        if p.stat().st_size != entry["bytes"] or sha256_file(p) != entry["sha256"]:
             report.add(rel, "altered", "altered (sha256 mismatch)")
             continue
         if p.suffix == ".parquet":
@@ -606,7 +634,7 @@ def check_release(release_dir: str | Path) -> VerifyReport:
                 report.add(rel, "rows", f"row count differs from manifest ({n} != {entry['rows']})")
     if report.rows_manifest is not None and report.rows_manifest != listed_rows:
         report.add(MANIFEST, "rows", f"total rows {report.rows_manifest} != {listed_rows}, the sum over its data files")
-    if fmt == RELEASE_FORMAT:
+    if fmt not in (None, "mrbench-release/1"):  # contiguous names since format 2
         _check_data_names(sorted(r for r in listed if r.startswith("data/")), report)
     return report
 

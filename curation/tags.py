@@ -26,6 +26,10 @@ import ahocorasick
 import yaml
 
 CATEGORIES = ("celebrity", "character", "style", "subject")
+# What a mention of a tag becomes in a leak-free prompt (:meth:`TagMatcher.mask`): the category's noun, so that a
+# prompt never names the identity it asks a model to reproduce. A tag's own ``noun`` (a subject's class noun: "a
+# dog") overrides its category's.
+CATEGORY_NOUN = {"celebrity": "a person", "character": "a character", "style": "the style", "subject": "an object"}
 # Separators besides whitespace: each becomes a space, then every run of whitespace one space (str.split() and
 # re's \s agree on what whitespace is), which is what replacing runs of ``[\s\-_\u2010-\u2015\u00b7/]`` did.
 _ASCII_SEPARATORS = ("-", "_", "/")
@@ -124,6 +128,12 @@ class Tag:
     name: str
     category: str
     aliases: list[str] = field(default_factory=list)
+    noun: str = ""  # what a mention becomes in a leak-free prompt; empty: the category's noun
+
+    @property
+    def prompt_noun(self) -> str:
+        """The words that replace a mention of this tag in a leak-free prompt."""
+        return self.noun or CATEGORY_NOUN.get(self.category, CATEGORY_NOUN["subject"])
 
     @property
     def slug(self) -> str:
@@ -214,7 +224,8 @@ class _Fallback(Exception):
 
 
 class TagList:
-    """Tags loaded from YAML (list of {name, category, aliases}) or TSV (name, category, aliases|sep|by|bars)."""
+    """Tags loaded from YAML (list of {name, category, aliases, noun}) or TSV (name, category, aliases|sep|by|bars,
+    noun); ``noun`` (optional) is what a mention becomes in a leak-free prompt (a subject's class noun: "a dog")."""
 
     def __init__(self, tags: list[Tag]) -> None:
         seen: set[str] = set()
@@ -239,7 +250,8 @@ class TagList:
             for i, item in enumerate(data):
                 if not isinstance(item, dict) or "name" not in item or "category" not in item:
                     raise ValueError(f"{path}: entry {i} needs 'name' and 'category'")
-                tags.append(Tag(str(item["name"]), str(item["category"]), [str(a) for a in item.get("aliases", [])]))
+                tags.append(Tag(str(item["name"]), str(item["category"]), [str(a) for a in item.get("aliases", [])],
+                                str(item.get("noun") or "")))
             return cls(tags)
         tags = []
         with open(path, newline="", encoding="utf-8") as f:
@@ -249,7 +261,8 @@ class TagList:
                 if len(row) < 2:
                     raise ValueError(f"{path}:{i + 1}: expected name<TAB>category[<TAB>alias|alias]")
                 aliases = [a for a in row[2].split("|") if a] if len(row) > 2 else []
-                tags.append(Tag(row[0].strip(), row[1].strip(), [a.strip() for a in aliases]))
+                noun = row[3].strip() if len(row) > 3 else ""
+                tags.append(Tag(row[0].strip(), row[1].strip(), [a.strip() for a in aliases], noun))
         return cls(tags)
 
 
@@ -285,7 +298,17 @@ class TagMatcher:
         """Canonical tag names mentioned in ``caption``, first mention first, each once."""
         if not caption or self._automaton is None:
             return []
-        text = normalize(caption)
+        out: list[str] = []
+        for _, _, name in self._spans(normalize(caption)):
+            if name not in out:
+                out.append(name)
+        return out
+
+    def _spans(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, tag) of every mention in the normalised ``text``, by start: the occurrences :meth:`match`
+        counts (whole words for spaced scripts, substrings for unspaced ones; leftmost-longest, no overlaps)."""
+        if self._automaton is None:
+            return []
         spaced: list[tuple[int, int, str]] = []
         unspaced: list[tuple[int, int, str]] = []
         last = len(text) - 1
@@ -297,12 +320,27 @@ class TagMatcher:
                 spaced.append((start, -n, name))
         if not spaced and not unspaced:
             return []
-        hits = _leftmost_longest(spaced) + _leftmost_longest(unspaced)
-        out: list[str] = []
-        for _, name in sorted(hits):
-            if name not in out:
-                out.append(name)
-        return out
+        return sorted(_leftmost_longest(spaced) + _leftmost_longest(unspaced))
+
+    def mask(self, caption: str | None, extra: "TagMatcher | None" = None) -> str:
+        """``caption`` with every mention of a tag (name or alias, found exactly as :meth:`match` finds them)
+        replaced by the tag's noun (:attr:`Tag.prompt_noun`: "a person", "a character", "the style", a subject's
+        class noun); the rest of the caption is kept as written (case, accents, punctuation).
+
+        Mentions are found in the normalised caption and mapped back to the caption's own characters by the
+        length of the normalised prefix (normalisation never shortens a prefix, so a binary search finds each
+        boundary). The result is matched again until nothing is found (a replacement can make a new word boundary),
+        so no mention survives. ``extra`` is a second matcher (tags outside the list, e.g. folder names) applied the
+        same way.
+        """
+        text = caption or ""
+        for matcher in (self, extra) if extra is not None else (self,):
+            for _ in range(4):  # a replacement can expose another mention; more than a few rounds means none left
+                spans = matcher._spans(normalize(text))
+                if not spans:
+                    break
+                text = _replace_spans(text, spans, matcher.tags.by_name)
+        return text
 
     def match_many(self, captions: Iterable[str | None]) -> list[list[str]]:
         """:meth:`match` over a batch of captions (one record batch of a source)."""
@@ -310,18 +348,59 @@ class TagMatcher:
         return [match(c) for c in captions]
 
 
-def _leftmost_longest(occurrences: list[tuple[int, int, str]]) -> list[tuple[int, str]]:
-    """From all (start, -length, tag) occurrences, the non-overlapping ones a left-to-right scan keeps: the
-    earliest start first, the longest alias at that start, then on from its end (what ``re.finditer`` does with
-    an alternation sorted longest first)."""
+def _leftmost_longest(occurrences: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """From all (start, -length, tag) occurrences, the non-overlapping (start, end, tag) a left-to-right scan
+    keeps: the earliest start first, the longest alias at that start, then on from its end (what ``re.finditer``
+    does with an alternation sorted longest first)."""
     occurrences.sort()
-    kept: list[tuple[int, str]] = []
+    kept: list[tuple[int, int, str]] = []
     cursor = 0
     for start, neg_len, name in occurrences:
         if start >= cursor:
-            kept.append((start, name))
             cursor = start - neg_len
+            kept.append((start, cursor, name))
     return kept
+
+
+_ARTICLES = ("a", "an", "the")
+_ENDS_WITH_ARTICLE = re.compile(r"(?:^|\W)(?:a|an|the)\s+$", re.IGNORECASE)
+
+
+def _raw_offset(raw: str, norm_pos: int, *, end: bool) -> int:
+    """The position in ``raw`` of normalised position ``norm_pos``: for a start, the first raw character whose
+    prefix normalises past it; for an end (exclusive), the first raw prefix whose normalisation reaches it. The
+    normalised length of ``raw[:i]`` never decreases with ``i``, so a binary search finds it."""
+    lo, hi = 0, len(raw)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        n = len(normalize(raw[: mid if end else mid + 1]))
+        if (n >= norm_pos) if end else (n > norm_pos):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _replace_spans(raw: str, spans: list[tuple[int, int, str]], by_name: dict[str, Tag]) -> str:
+    """``raw`` with each normalised-text span replaced by its tag's noun (combining marks that trail a span go
+    with it)."""
+    out: list[str] = []
+    cursor = 0
+    for start, stop, name in spans:
+        a = _raw_offset(raw, start, end=False)
+        b = _raw_offset(raw, stop, end=True)
+        while b < len(raw) and unicodedata.combining(raw[b]):
+            b += 1
+        if a < cursor or b <= a:  # overlapping or empty after mapping: leave it to the next round
+            continue
+        noun = by_name[name].prompt_noun
+        article, _, bare = noun.partition(" ")
+        if bare and article.lower() in _ARTICLES and _ENDS_WITH_ARTICLE.search(raw[:a]):
+            noun = bare  # "a Corgi" -> "a dog", not "a a dog"
+        out += [raw[cursor:a], noun]
+        cursor = b
+    out.append(raw[cursor:])
+    return "".join(out)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -333,7 +412,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-_COMPILED_FORMAT = 1  # bump when the compiled form changes
+_COMPILED_FORMAT = 2  # bump when the compiled form changes (2: each tag's leak-free noun)
 
 
 @functools.lru_cache(maxsize=4)
@@ -350,14 +429,14 @@ def _loaded(digest: str, path: str, mtime_ns: int, size: int, cache_dir: str) ->
         try:
             data = json.loads(compiled.read_text(encoding="utf-8"))
             if data.get("format") == _COMPILED_FORMAT:
-                return TagList([Tag(n, c, a) for n, c, a in data["tags"]])
+                return TagList([Tag(*row) for row in data["tags"]])
         except (OSError, ValueError, TypeError, KeyError):
             pass  # unreadable or from another version: parsed again and rewritten
     tags = _parsed(path, mtime_ns, size)
     if compiled is not None:
         from mrbench.shards import atomic_write_text
 
-        rows = [[t.name, t.category, t.aliases] for t in tags.tags]
+        rows = [[t.name, t.category, t.aliases, t.noun] for t in tags.tags]
         atomic_write_text(compiled, json.dumps({"format": _COMPILED_FORMAT, "tags": rows}, ensure_ascii=False))
     return tags
 
@@ -391,3 +470,20 @@ def load_matcher(path: str | Path | None, cache_dir: str | Path | None = None) -
         return tags, TagMatcher(tags)
     tags = load_tag_list(path, cache_dir)
     return tags, _matcher(tags)
+
+
+def leak_free_prompts(matcher: TagMatcher, captions: Iterable[str | None], row_tags: Iterable[list[str] | None],
+                      categories: Iterable[str | None]) -> list[str]:
+    """Each caption with every tag mention replaced by its noun (:meth:`TagMatcher.mask`): the release's ``prompt``
+    column. A row's tags that the list does not hold (a folder source names its group by its folder) are masked
+    too, with the row's category for its first tag and the subject noun for the others."""
+    extra: dict[tuple[tuple[str, str], ...], TagMatcher] = {}
+    out = []
+    for caption, tags, category in zip(captions, row_tags, categories):
+        unknown = tuple((t, (category or "subject") if i == 0 else "subject")
+                        for i, t in enumerate(tags or []) if t not in matcher.tags.by_name)
+        unknown = tuple((t, c if c in CATEGORIES else "subject") for t, c in unknown)
+        if unknown and unknown not in extra:
+            extra[unknown] = TagMatcher(TagList([Tag(t, c) for t, c in dict(unknown).items()]))
+        out.append(matcher.mask(caption, extra.get(unknown)))
+    return out

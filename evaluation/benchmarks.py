@@ -1,20 +1,29 @@
 """Benchmarks: fixed, versioned sets of samples (references, target, prompt) plus seeds.
 
 - ``mrbench:RELEASE`` -- the held-in or held-out split of a release written by ``mrbench curate``: one sample per
-  target image, its group's references, the target's caption as prompt.
+  target image, its group's references, the target's leak-free caption as prompt (the release's ``prompt`` column:
+  every tag mention replaced by its noun, "a person", so a base model's knowledge of a name earns nothing).
 - ``dreambench:PATH`` -- DreamBench in its published layout (``<subject>/*.jpg`` + ``prompts_and_classes.txt``):
   30 subjects x 25 prompt templates (object or live-subject list), class tokens from the file. DreamBench has no
   held-out target; MRBench rotates one: prompt ``p`` of a subject uses the subject's ``p mod n``-th photo (sorted by
   file name) as the target and the other photos as references, so every photo serves as target and the
   comparison with the target is always against an image the generator did not see.
-- ``coco:PATH`` -- the EasyRef paper's zero-shot COCO evaluation: COCO 2017 val in its published layout
-  (``annotations/captions_val2017.json`` + ``val2017/<file_name>``). One sample per image: the image itself is the
-  single reference AND the target, its first caption (lowest annotation id) the prompt. Samples are in a seeded
-  random order (``COCO_ORDER_SEED``), so ``--limit N`` evaluates a seeded random subsample of N images.
+- ``coco:PATH`` -- COCO as IP-Adapter (arXiv 2308.06721, Sec. 4.2, Table 1) ran it and EasyRef (arXiv 2412.09618,
+  Table 2, whose other rows are IP-Adapter's) copied it: every image of COCO 2017 val (5,000), in its published
+  layout (``annotations/captions_val2017.json`` + ``val2017/<file_name>``), is the single image prompt and the target;
+  the generator gets the image alone (prompt mode ``image-only``, the default) and 4 images per sample; CLIP-I / DINO-I
+  compare with that image, CLIP-T with its caption (first caption: lowest annotation id). ``prompt=raw`` gives the
+  caption as the text prompt too. Samples are in a seeded random order (``COCO_ORDER_SEED``), so ``--limit N``
+  evaluates a seeded random subsample of N images.
 - ``folder:PATH`` -- any folder of ``<group>/<images>``: every image takes a turn as target, the rest of its group are
   the references, prompt ``a photo of a <class>`` (class from an optional ``classes.csv``: ``group,class``).
 
-A benchmark spec records its version, the fingerprint of its sample list, seeds and images per prompt, and the
+Prompt modes (``prompt``): ``leak-free`` (no identity named: the release's masked captions; DreamBench's and
+folder's class-noun templates), ``raw`` (the text as the source wrote it: a release's caption, COCO's caption) and
+``image-only`` (an empty prompt; CLIP-T then scores the text the sample is about). Each benchmark has its default
+(COCO: image-only, the others: leak-free); the spec records the mode.
+
+A benchmark spec records its version, the fingerprint of its sample list and image bytes, seeds and images per prompt, and the
 encoders its own convention asks for (``metric_encoders``): DINO-I is DINO v1 ViT-S/16 CLS (``dino-v1``) on
 DreamBench, as its published numbers (real-image ceiling 0.774) use, and DINOv2-S (``dino``) elsewhere, as the EasyRef
 paper does; the encoder is in the column name (``dino_i@dino-v1``) and the run config. ``dino_i@ENCODER`` overrides.
@@ -46,6 +55,7 @@ IDENTIFIER = "sks"  # DreamBooth's rare-token identifier
 # The class noun of a release group, from its tag category: what DreamBooth-style prompts call the subject. Never the
 # tag itself -- a celebrity's name would give the identity away as text.
 CATEGORY_CLASS = {"celebrity": "person", "character": "character", "style": "style", "subject": "object"}
+PROMPT_MODES = ("leak-free", "raw", "image-only")
 
 
 @dataclass
@@ -62,8 +72,13 @@ class BenchmarkSpec:
         limit: Only the first ``limit`` samples (samples are ordered round-robin over groups, so a limit still spans
             many groups); None for all.
         num_samples: Samples evaluated (after the limit).
-        fingerprint: sha256 of the full sample list (ids, prompts, reference and target ids).
+        fingerprint: sha256 of the full sample list (ids, prompts, reference and target ids) and of the sha256 of
+            every real image's bytes (two copies with the same names and other pixels never share a table).
         metric_encoders: Metric -> encoder the benchmark's convention uses when the metric names none.
+        prompt: The prompt mode evaluated (``leak-free``, ``raw``, ``image-only``).
+        prompt_source: Where leak-free prompts came from, when a benchmark has a choice (a release: ``release``,
+            its ``prompt`` column, or ``tags_column`` for releases written before it).
+        headline_field: The metric field the benchmark's published numbers use (``all`` on DreamBench).
     """
 
     name: str
@@ -76,6 +91,9 @@ class BenchmarkSpec:
     num_samples: int = 0
     fingerprint: str = ""
     metric_encoders: dict[str, str] = field(default_factory=dict)
+    prompt: str = "leak-free"
+    prompt_source: str = ""
+    headline_field: str = "target"
 
     @property
     def seeds(self) -> list[int]:
@@ -86,6 +104,8 @@ class BenchmarkSpec:
             "name": self.name, "version": self.version, "path": self.path, "split": self.split, "seed": self.seed,
             "seeds": self.seeds, "images_per_prompt": self.images_per_prompt, "limit": self.limit,
             "num_samples": self.num_samples, "fingerprint": self.fingerprint, "metric_encoders": dict(self.metric_encoders),
+            "prompt": self.prompt, "headline_field": self.headline_field,
+            **({"prompt_source": self.prompt_source} if self.prompt_source else {}),
         }
 
 
@@ -101,6 +121,7 @@ class Benchmark(abc.ABC):
         seed: First seed.
         images_per_prompt: Images per sample (default 4, the paper's and DreamBench's setting).
         limit: Keep the first ``limit`` samples.
+        prompt: Prompt mode (:data:`PROMPT_MODES`); None or ``auto``: the benchmark's default.
         max_image_pixels: Images declaring more pixels are never decoded (the runner fails their samples by name).
     """
 
@@ -111,9 +132,12 @@ class Benchmark(abc.ABC):
     # options that mirror it). The EasyRef paper scores DINO-I with DINOv2-Small.
     metric_encoders: ClassVar[dict[str, str]] = {"dino_i": "dino"}
     tiny_encoder_args: ClassVar[dict[str, dict[str, Any]]] = {"dino_i": {"variant": "v2"}}
+    default_prompt: ClassVar[str] = "leak-free"
+    headline_field: ClassVar[str] = "target"  # the .target column: the EasyRef paper scores the held-out target
 
     def __init__(self, path: str | Path, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                 limit: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 limit: int | None = None, prompt: str | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
         self.max_image_pixels = max_image_pixels
         split = normalize_split(split) if split else self.splits[0]
@@ -123,6 +147,10 @@ class Benchmark(abc.ABC):
             raise ConfigError("images_per_prompt must be >= 1")
         if limit is not None and limit < 1:
             raise ConfigError("limit must be >= 1")
+        prompt = self.default_prompt if prompt in (None, "auto") else prompt
+        if prompt not in PROMPT_MODES:
+            raise ConfigError(f"prompt must be auto or one of {', '.join(PROMPT_MODES)}; got {prompt!r}")
+        self.prompt_mode = prompt
         if not self.path.exists():
             raise ConfigError(f"benchmark {self.name!r}: no such folder {self.path}")
         if not self.path.is_dir():
@@ -133,6 +161,9 @@ class Benchmark(abc.ABC):
         self.images_per_prompt = images_per_prompt
         self.limit = limit
         self._all: list[Sample] | None = None
+        self._image_files: dict[str, Path] = {}  # real image id -> file (builders of file-based benchmarks fill it)
+        self._digests: dict[str, str] | None = None
+        self.prompt_source = ""
 
     @abc.abstractmethod
     def _build(self) -> list[Sample]:
@@ -152,13 +183,31 @@ class Benchmark(abc.ABC):
         out = self.all_samples()
         return out[: self.limit] if self.limit else out
 
+    def texts(self, raw: str, leak_free: str) -> tuple[str, str]:
+        """(prompt, caption) of a sample whose text is ``raw`` as written and ``leak_free`` with no identity named,
+        under the benchmark's prompt mode; the caption (what CLIP-T scores) is set only when it is not the prompt."""
+        text = raw if self.prompt_mode == "raw" else leak_free
+        return ("", text) if self.prompt_mode == "image-only" else (text, "")
+
+    def image_digests(self) -> dict[str, str]:
+        """sha256 of every real image's bytes by image id (files hashed once per benchmark object)."""
+        self.all_samples()  # a release's builder fills the digests from its sha256 column
+        if self._digests is None:
+            from mrbench.shards import sha256_file
+
+            self._digests = {i: sha256_file(f) for i, f in sorted(self._image_files.items())}
+        return self._digests
+
     def spec(self) -> BenchmarkSpec:
-        blob = json.dumps([s.to_dict() for s in self.all_samples()], sort_keys=True)
+        blob = json.dumps({"samples": [s.to_dict() for s in self.all_samples()], "images": self.image_digests()},
+                          sort_keys=True)
         return BenchmarkSpec(
             name=self.name, version=self.version, path=str(self.path), split=self.split, seed=self.seed,
             images_per_prompt=self.images_per_prompt, limit=self.limit, num_samples=len(self.samples()),
             fingerprint=hashlib.sha256(blob.encode()).hexdigest(), metric_encoders=dict(self.metric_encoders),
+            prompt=self.prompt_mode, headline_field=self.headline_field, prompt_source=self.prompt_source,
         )
+
 
 
 def normalize_split(split: str) -> str:
@@ -267,11 +316,13 @@ class DreamBench(Benchmark):
     """DreamBench (Ruiz et al. 2023) from its published folder layout."""
 
     name = "dreambench"
-    version = "dreambench/1"
+    version = "dreambench/2"  # 2: image bytes in the fingerprint
     splits = ("test",)
     # DreamBench's DINO-I (Ruiz et al.): DINO v1 ViT-S/16 CLS; its real-image ceiling 0.774 is on that scale.
     metric_encoders = {"dino_i": "dino-v1"}
     tiny_encoder_args = {"dino_i": {"variant": "v1"}}
+    # DreamBooth's DINO / CLIP-I average over every real photo of the subject: the .all field is the published column.
+    headline_field = "all"
 
     def _build(self) -> list[Sample]:
         prompts_file = self.path / "prompts_and_classes.txt"
@@ -287,15 +338,18 @@ class DreamBench(Benchmark):
             if len(files) < 2:
                 raise ConfigError(f"dreambench: {folder} needs at least 2 images (one target, one reference)")
             refs = [file_ref(f"{subject}/{f.name}", subject, f, self.max_image_pixels) for f in files]
+            self._image_files.update({r.id: f for r, f in zip(refs, files)})
             cls = parsed.classes[subject]
             samples = []
             for p, template in enumerate(parsed.templates(subject)):
                 t = p % len(refs)
+                text = _clean(template.format("", cls))  # class nouns only: raw and leak-free are the same
+                prompt, caption = self.texts(text, text)
                 samples.append(Sample(
                     id=f"{subject}/{p:02d}", group=subject, split=self.split,
-                    prompt=_clean(template.format("", cls)), references=refs[:t] + refs[t + 1:], target=refs[t],
+                    prompt=prompt, references=refs[:t] + refs[t + 1:], target=refs[t],
                     class_token=cls, identifier_prompt=_clean(template.format(IDENTIFIER, cls)),
-                    category="live" if parsed.is_live(subject) else "object",
+                    category="live" if parsed.is_live(subject) else "object", caption=caption,
                 ))
             by_group[subject] = samples
         return round_robin(by_group)
@@ -306,9 +360,20 @@ class DreamBench(Benchmark):
 COCO_ORDER_SEED = 0  # the seeded order of COCO samples (part of the benchmark version: changing it is coco/2)
 
 
-@BENCHMARKS.register("coco", help="COCO 2017 val (coco:PATH): one reference = the target image, its caption as prompt")
+@BENCHMARKS.register("coco", help="COCO 2017 val (coco:PATH): the image alone as the prompt (IP-Adapter's protocol), "
+                                  "CLIP-T against its caption; prompt=raw adds the caption")
 class CocoCaptions(Benchmark):
-    """The paper's zero-shot single-reference COCO setting (EasyRef Table 1: CLIP-I / CLIP-T / DINO-I on COCO val).
+    """COCO 2017 val as IP-Adapter's quantitative comparison ran it and EasyRef's COCO table (its Table 2) reuses it.
+
+    What the protocol is, and where it comes from:
+
+    - IP-Adapter (Ye et al., arXiv 2308.06721, Sec. 4.2.2): the COCO2017 validation set, 5,000 images with captions;
+      4 images generated per sample from the image prompt (20,000 per method); CLIP-I is the CLIP image-embedding
+      similarity of a generation with the image prompt, CLIP-T the CLIPScore of a generation with the caption of
+      the image prompt. So: every val image (no subset), image-only prompting, CLIP-T against the caption.
+    - EasyRef (Zong et al., arXiv 2412.09618, Table 2 "generation conditioned by COCO validation images"): its rows
+      for the other methods are IP-Adapter's Table 1 numbers, so its setting is IP-Adapter's; it adds DINO-I and says
+      its row uses "the checkpoint trained by single-reference finetuning" (see the README for the --model-args).
 
     Each image is its own group: the ceiling row has nothing to draw (``no_candidate``), the chance row draws another
     image. Images listed in the annotations but missing from ``val2017/`` are left out with a warning (the
@@ -316,8 +381,9 @@ class CocoCaptions(Benchmark):
     """
 
     name = "coco"
-    version = "coco/1"
+    version = "coco/2"  # 2: image-only prompt with CLIP-T against the caption by default; image bytes in the fingerprint
     splits = ("val2017",)
+    default_prompt = "image-only"
     annotations = "annotations/captions_val2017.json"
     images = "val2017"
 
@@ -353,8 +419,10 @@ class CocoCaptions(Benchmark):
             iid = present[int(k)]
             f = self.path / self.images / files[iid]
             ref = file_ref(f"coco/{iid}", f"coco/{iid}", f, self.max_image_pixels)
-            samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=captions[iid][1],
-                                  references=[ref], target=ref, category="coco"))
+            self._image_files[ref.id] = f
+            prompt, caption = self.texts(captions[iid][1], captions[iid][1])  # no tag list: the caption names no one
+            samples.append(Sample(id=f"coco/{iid}", group=ref.group, split=self.split, prompt=prompt,
+                                  references=[ref], target=ref, category="coco", caption=caption))
         return samples
 
 
@@ -370,7 +438,7 @@ class FolderBenchmark(Benchmark):
     """
 
     name = "folder"
-    version = "folder/1"
+    version = "folder/2"  # 2: image bytes in the fingerprint
     splits = ("test",)
 
     def _build(self) -> list[Sample]:
@@ -388,11 +456,13 @@ class FolderBenchmark(Benchmark):
                 continue
             group = folder.name
             refs = [file_ref(f"{group}/{f.name}", group, f, self.max_image_pixels) for f in files]
+            self._image_files.update({r.id: f for r, f in zip(refs, files)})
             cls = classes.get(group, group.replace("_", " "))
+            prompt, caption = self.texts(f"a photo of a {cls}", f"a photo of a {cls}")
             by_group[group] = [
-                Sample(id=f"{group}/{t:02d}", group=group, split=self.split, prompt=f"a photo of a {cls}",
+                Sample(id=f"{group}/{t:02d}", group=group, split=self.split, prompt=prompt,
                        references=refs[:t] + refs[t + 1:], target=refs[t], class_token=cls,
-                       identifier_prompt=f"a photo of {IDENTIFIER} {cls}")
+                       identifier_prompt=f"a photo of {IDENTIFIER} {cls}", caption=caption)
                 for t in range(len(refs))
             ]
         if not by_group:
@@ -488,13 +558,17 @@ class ReleaseImageStore:
 class MRBenchRelease(Benchmark):
     """A split of a release made by ``mrbench curate``: one sample per target image.
 
-    The prompt is the target's caption. The class token (for DreamBooth-style prompts) is the class noun of the
-    group's category (``CATEGORY_CLASS``: person, character, style, object), never its tag (an identity's name); the
-    identifier prompt is ``"<caption>, sks <class>"``.
+    The prompt is the target's leak-free caption: the release's ``prompt`` column (format 3: every mention of a tag,
+    name or alias, found by the crawl's own matcher and replaced by its noun at release time). A release written
+    before that column existed gets it here, from the names in its ``tags`` column (the tag list's aliases are not in
+    the release, so only names are masked; ``config.json`` records ``prompt_source: tags_column``). ``prompt=raw``
+    gives the caption as written. The class token (for DreamBooth-style prompts) is the class noun of the group's
+    category (``CATEGORY_CLASS``: person, character, style, object), never its tag; the identifier prompt is
+    ``"<prompt>, sks <class>"``, so the LoRA row never sees the name either.
     """
 
     name = "mrbench"
-    version = "mrbench/2"  # 2: class token from the category, not the tag
+    version = "mrbench/3"  # 2: class token from the category, not the tag; 3: leak-free prompts, image bytes hashed
     splits = ("held_out", "held_in")
 
     def _build(self) -> list[Sample]:
@@ -503,13 +577,18 @@ class MRBenchRelease(Benchmark):
         files = sorted((self.path / "data").glob(f"{self.split}-*.parquet"))
         if not files:
             raise ConfigError(_no_split_message(self.path, self.split))
-        columns = ["id", "caption", "tags", "category", "group", "split", "role"]
+        columns = ["id", "caption", "tags", "category", "group", "split", "role", "sha256"]
         for f in files:
             _check_release_file(self.path, f, columns)
         rows_by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for f in files:
-            for row in pq.read_table(f, columns=columns).to_pylist():
+            names = pq.read_schema(f).names
+            for row in pq.read_table(f, columns=columns + [c for c in ("prompt",) if c in names]).to_pylist():
                 rows_by_group[row["group"]].append(row)
+        all_rows = [r for rows in rows_by_group.values() for r in rows]
+        self._digests = {r["id"]: r["sha256"] or "" for r in sorted(all_rows, key=lambda r: r["id"])}
+        leak_free = _leak_free_prompts(all_rows)
+        self.prompt_source = "release" if all(r.get("prompt") is not None for r in all_rows) else "tags_column"
         store = ReleaseImageStore(files, max_pixels=self.max_image_pixels)
         by_group: dict[str, list[Sample]] = {}
         for gid in sorted(rows_by_group):
@@ -519,16 +598,45 @@ class MRBenchRelease(Benchmark):
             samples = []
             for t in targets:
                 cls = CATEGORY_CLASS.get(t["category"] or "", CATEGORY_CLASS["subject"])
-                caption = t["caption"] or ""
+                prompt, caption = self.texts(t["caption"] or "", leak_free[t["id"]])
+                text = prompt or caption
                 samples.append(Sample(
-                    id=t["id"], group=gid, split=self.split, prompt=caption, references=refs,
+                    id=t["id"], group=gid, split=self.split, prompt=prompt, references=refs,
                     target=store.ref(t["id"], gid), class_token=cls,
-                    identifier_prompt=_clean(f"{caption}, {IDENTIFIER} {cls}") if cls else caption,
-                    category=t["category"] or "",
+                    identifier_prompt=_clean(f"{text}, {IDENTIFIER} {cls}") if text else f"{IDENTIFIER} {cls}",
+                    category=t["category"] or "", caption=caption,
                 ))
             if samples:
                 by_group[gid] = samples
         return round_robin(by_group)
+
+
+def _leak_free_prompts(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Row id -> leak-free prompt: the release's ``prompt`` column, or (a release without it) the caption with the
+    tag names of the release's ``tags`` column masked by the crawl's matcher (each tag's category is that of a group
+    it named first; aliases are unknown here)."""
+    from mrbench.curation.tags import CATEGORIES, Tag, TagList, TagMatcher
+
+    if all(r.get("prompt") is not None for r in rows):
+        return {r["id"]: r["prompt"] for r in rows}
+    category: dict[str, str] = {}
+    for r in rows:
+        for i, t in enumerate(r["tags"] or []):
+            c = r["category"] if i == 0 and r["category"] in CATEGORIES else "subject"
+            if i == 0 or t not in category:
+                category[t] = c
+    try:
+        matcher = TagMatcher(TagList([Tag(t, c) for t, c in sorted(category.items())]))
+    except ValueError:  # two tags normalising alike: mask each row with its own tags alone
+        matcher = None
+    out = {}
+    for r in rows:
+        if r.get("prompt") is not None:
+            out[r["id"]] = r["prompt"]
+            continue
+        m = matcher or TagMatcher(TagList([Tag(t, category[t]) for t in dict.fromkeys(r["tags"] or [])]))
+        out[r["id"]] = m.mask(r["caption"] or "")
+    return out
 
 
 def _no_split_message(path: Path, split: str) -> str:
@@ -573,12 +681,16 @@ def parse_benchmark_arg(text: str) -> tuple[str, str]:
 
 
 def build_benchmark(text: str, split: str | None = None, seed: int = 0, images_per_prompt: int = 4,
-                    limit: int | None = None, max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Benchmark:
-    """Build the benchmark named by ``text`` (``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH``)."""
+                    limit: int | None = None, prompt: str | None = None,
+                    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Benchmark:
+    """Build the benchmark named by ``text`` (``dreambench:PATH``, ``mrbench:RELEASE``, ``folder:PATH``), with
+    prompt mode ``prompt`` (None / ``auto``: the benchmark's default)."""
     name, path = parse_benchmark_arg(text)
     cls = benchmarks().get(name)
-    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
-               max_image_pixels=max_image_pixels)
+    kwargs: dict[str, Any] = {"max_image_pixels": max_image_pixels}
+    if prompt not in (None, "auto"):  # third-party benchmarks written before prompt modes take no such argument
+        kwargs["prompt"] = prompt
+    return cls(path, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit, **kwargs)
 
 
 __all__ = [

@@ -54,13 +54,16 @@ class Sample:
         id: Unique within the benchmark.
         group: Group (subject) id; metrics are averaged per group first.
         split: ``held_in`` / ``held_out`` for MRBench, ``test`` for DreamBench.
-        prompt: The text prompt given to generators and scored by CLIP-T (MRBench: the target's caption).
+        prompt: The text prompt given to generators and scored by CLIP-T (MRBench: the target's caption with every
+            tag mention replaced by its noun; empty for image-only prompting).
         references: The group's reference images (what a generator may see).
         target: The held-out image generations are compared with (never shown to generators).
         class_token: Class noun of the subject (``dog``), for DreamBooth-style prompts.
         identifier_prompt: The prompt with the rare identifier (``a sks dog in the snow``), used by per-group
             fine-tuned generators; empty when the benchmark has none.
         category: Free-form category (celebrity, object, live, ...).
+        caption: The text CLIP-T scores against when it is not the prompt (image-only prompting: COCO's caption, as
+            IP-Adapter's CLIP-T scores the caption of the image prompt); empty: the prompt.
     """
 
     id: str
@@ -72,6 +75,12 @@ class Sample:
     class_token: str = ""
     identifier_prompt: str = ""
     category: str = ""
+    caption: str = ""
+
+    @property
+    def score_text(self) -> str:
+        """What CLIP-T compares a generation with: the caption when it has one, else the prompt."""
+        return self.caption or self.prompt
 
     def real_images(self) -> list[ImageRef]:
         """The sample's real images: its references, then its target (when it has one)."""
@@ -82,6 +91,7 @@ class Sample:
             "id": self.id, "group": self.group, "split": self.split, "prompt": self.prompt,
             "references": [r.id for r in self.references], "target": self.target.id if self.target else None,
             "class_token": self.class_token, "identifier_prompt": self.identifier_prompt, "category": self.category,
+            **({"caption": self.caption} if self.caption else {}),  # only when set: older fingerprints stay valid
         }
 
 

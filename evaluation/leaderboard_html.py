@@ -24,7 +24,8 @@ from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri
 METRIC_LABELS = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino_i": "DINO-I", "image_sim": "image similarity",
                  "face": "face identity"}
 FIELD_LABELS = {"target": "to target", "refs": "to references", "target_zero": "to target (no face = 0)",
-                "refs_zero": "to references (no face = 0)", "detected": "face detected"}
+                "refs_zero": "to references (no face = 0)", "detected": "face detected",
+                "all": "to all real photos"}
 ARROW = {"higher": "\u2191", "lower": "\u2193"}
 
 

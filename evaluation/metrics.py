@@ -6,9 +6,13 @@ records the encoder's :class:`~mrbench.backends.base.BackendInfo` (weights, vers
 
 Fields per metric (``<key>.<field>``):
 
-- ``clip_t``: raw cosine of the generation with its prompt (CLIP-T; summaries also show it x2.5, CLIPScore's w).
+- ``clip_t``: raw cosine of the generation with its prompt, or with the sample's caption when the prompt is not it
+  (image-only prompting; CLIP-T; summaries also show it x2.5, CLIPScore's w).
 - ``clip_i`` / ``dino_i`` / ``image_sim``: ``.target`` cosine with the target image, ``.refs`` mean cosine with the
-  references (a reference that *is* the returned real image -- the ceiling row -- is left out).
+  references (a reference that *is* the returned real image -- the ceiling row -- is left out), ``.all`` mean cosine
+  with every real image of the sample's subject (references and target, the returned real image left out):
+  DreamBooth's DINO / CLIP-I convention (Ruiz et al. 2023 compare each generation with all real photos of the
+  subject), the headline column on DreamBench.
 - ``face``: largest face, identity cosine. ``.target`` / ``.refs`` exclude generations without a face;
   ``.target_zero`` / ``.refs_zero`` count them as 0; ``.detected`` is 1 when the generation has a face (its mean is
   the face-detection rate). Rows whose target (or every reference) has no face carry no value.
@@ -163,19 +167,25 @@ class _EmbeddingSimilarity(Metric):
     fields = (
         MetricField("target", description="cosine with the target image"),
         MetricField("refs", description="mean cosine with the references"),
+        MetricField("all", description="mean cosine with every real image of the subject (DreamBench)"),
     )
 
     def compute(self, items: Sequence[MetricInput]) -> list[dict[str, float | None]]:
         gen = self._generated(items, self.encoder.embed_images)
+        embed = self.encoder.embed_images
         out = []
         for it, g in zip(items, gen):
-            row: dict[str, float | None] = {f"{self.key}.target": None, f"{self.key}.refs": None}
+            row: dict[str, float | None] = {f"{self.key}.{f.name}": None for f in self.fields}
             if it.sample.target is not None:
-                (t,) = self._cached([it.sample.target], self.encoder.embed_images)
+                (t,) = self._cached([it.sample.target], embed)
                 row[f"{self.key}.target"] = _cos(g, t)
             refs = _ref_pool(it)
             if refs:
-                row[f"{self.key}.refs"] = float(np.mean([_cos(g, e) for e in self._cached(refs, self.encoder.embed_images)]))
+                row[f"{self.key}.refs"] = float(np.mean([_cos(g, e) for e in self._cached(refs, embed)]))
+            # by id: a COCO sample's single reference is its target
+            real = list({r.id: r for r in it.sample.real_images() if r.id != it.source_id}.values())
+            if real:
+                row[f"{self.key}.all"] = float(np.mean([_cos(g, e) for e in self._cached(real, embed)]))
             out.append(row)
         return out
 
@@ -225,11 +235,11 @@ class ClipT(Metric):
 
     def compute(self, items: Sequence[MetricInput]) -> list[dict[str, float | None]]:
         gen = self._generated(items, self.encoder.embed_images)
-        prompts = sorted({it.sample.prompt for it in items} - set(self._text_cache))
+        prompts = sorted({it.sample.score_text for it in items} - set(self._text_cache))
         if prompts:
             for p, e in zip(prompts, self.encoder.embed_texts(prompts)):
                 self._text_cache[p] = e
-        return [{self.key: _cos(g, self._text_cache[it.sample.prompt])} for it, g in zip(items, gen)]
+        return [{self.key: _cos(g, self._text_cache[it.sample.score_text])} for it, g in zip(items, gen)]
 
 
 @METRICS.register("face", direction="higher", aggregation=AGGREGATION)

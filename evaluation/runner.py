@@ -238,7 +238,7 @@ def run_eval(
     for s in specs:
         metrics_registry().get(s.metric)
     bench = build_benchmark(benchmark, split=split, seed=seed, images_per_prompt=images_per_prompt, limit=limit,
-                            max_image_pixels=cfg.max_image_pixels)
+                            prompt=cfg.prompt, max_image_pixels=cfg.max_image_pixels)
     samples = bench.samples()
     specs = apply_benchmark_encoders(specs, bench.metric_encoders, profile, bench.tiny_encoder_args)
     built_metrics, missing, metric_notes = _build_metrics_adapting(specs, profile, metric_device,
@@ -337,11 +337,19 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
         "sampling": {"steps": gen.steps, "guidance": gen.guidance},
         "benchmark": spec, "random_weights": any_random,
         "metrics": [{"key": m.key, "metric": m.name, "encoder": m.encoder_name, "encoder_info": m.info,
-                     "fields": m.field_keys(), **({"settings": m.settings()} if hasattr(m, "settings") else {})}
+                     "fields": headline_first(m.field_keys(), spec.get("headline_field", "")),
+                     **({"settings": m.settings()} if hasattr(m, "settings") else {})}
                     for m in built],
         "provenance": provenance(),
     }
     write_text_if_changed(run_dir / CONFIG_FILE, json.dumps(config, indent=1, sort_keys=True, default=str))
+
+
+def headline_first(keys: list[str], headline: str) -> list[str]:
+    """A metric's field keys with the benchmark's headline field (``all`` on DreamBench) first: the leaderboard
+    shows columns in this order."""
+    top = [k for k in keys if headline and k.endswith(f".{headline}")]
+    return top + [k for k in keys if k not in top]
 
 
 def oversized_image(sample: Sample, max_pixels: int | None, seen: dict[str, str | None]) -> str | None:

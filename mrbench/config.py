@@ -519,6 +519,10 @@ class EvalConfig:
         cache_dir: Generation cache (default ``OUT/.cache/generations``).
         metric_device: Device for metric encoders (default: CUDA when present).
         n_boot: Bootstrap resamples for confidence intervals.
+        prompt: Prompt mode: ``auto`` (the benchmark's convention: ``image-only`` on COCO, as IP-Adapter's protocol;
+            ``leak-free`` elsewhere: a release's captions with every tag mention replaced by its noun), ``leak-free``,
+            ``raw`` (captions as written: names included) or ``image-only`` (no text prompt; CLIP-T scores the
+            caption). Recorded in ``config.json`` / ``summary.json`` (``benchmark.prompt``).
         max_image_pixels: A sample with a reference or target image declaring more pixels fails as
             ``image_too_large`` (the image is never decoded).
     """
@@ -538,6 +542,7 @@ class EvalConfig:
     cache_dir: str | None = None
     metric_device: str | None = None
     n_boot: int = option(1000, ge=1)
+    prompt: str = option("auto", choices=("auto", "leak-free", "raw", "image-only"))
     max_image_pixels: int = option(64_000_000, ge=1)
 
     def validate(self) -> None:

@@ -178,7 +178,7 @@ def write_demo_inputs(folder: Path, base_url: str, rows: list[dict[str, str]]) -
     return path
 
 
-DEMO_MODELS = ("reference", "chance", "easyref", "ip-adapter", "lora")
+DEMO_MODELS = ("reference", "chance", "prompt-only", "easyref", "ip-adapter", "lora")
 DEMO_METRICS = "image_sim@mobilenet_v2,face@dlib"  # the two encoders with real offline weights
 # The per-group LoRA trains 500 steps by default; the demo trains 25 so that it stays a demo.
 # Tiny random models: the LoRA recipe's gradient accumulation (4) would only make the demo 4x slower.

@@ -72,3 +72,34 @@ def load_image(source: bytes | str | Path | IO[bytes], mode: str | None = "RGB",
         im.load()
         out = ImageOps.exif_transpose(im)  # a new image (a copy when there is nothing to turn)
     return out.convert(mode) if mode is not None and out.mode != mode else out
+
+
+def orientation_of(source: bytes | IO[bytes]) -> tuple[int | None, tuple[int, int]]:
+    """``(EXIF orientation or None, stored (width, height))`` of encoded image bytes, from the header only."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    with Image.open(source) as im:
+        try:
+            orientation = im.getexif().get(EXIF_ORIENTATION)
+        except Exception:  # noqa: BLE001 (a broken EXIF block is ignored, as exif_transpose ignores it)
+            orientation = None
+        return orientation, im.size
+
+
+def box_to_stored_frame(box: list[float] | tuple[float, ...], orientation: int | None,
+                        stored_size: tuple[int, int]) -> list[float]:
+    """A box ``[x1, y1, x2, y2]`` measured on the oriented image (:func:`load_image`) in the pixels of the stored,
+    unrotated bytes (what ``PIL.Image.open`` gives without ``exif_transpose``: the frame a loader that never reads
+    EXIF crops in). ``stored_size`` is the stored image's (width, height)."""
+    w, h = stored_size
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    # oriented (x, y) -> stored (u, v), inverting the transpose exif_transpose applies for each orientation value
+    inverse = {
+        2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y), 4: lambda x, y: (x, h - y),
+        5: lambda x, y: (y, x), 6: lambda x, y: (y, h - x), 7: lambda x, y: (w - y, h - x), 8: lambda x, y: (w - y, x),
+    }.get(orientation or 1)
+    if inverse is None:
+        return [x1, y1, x2, y2]
+    corners = [inverse(x, y) for x in (x1, x2) for y in (y1, y2)]
+    us, vs = [c[0] for c in corners], [c[1] for c in corners]
+    return [min(us), min(vs), max(us), max(vs)]

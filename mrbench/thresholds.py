@@ -25,6 +25,7 @@ import yaml
 from mrbench.config import ConfigError
 
 TASKS = ("identity", "near_duplicate", "subject", "style")
+APPLIED_TASKS = ("identity", "near_duplicate")  # the tasks curation steps take a threshold for
 FORMAT = "mrbench-calibration/1"
 
 

@@ -48,9 +48,9 @@ def test_demo_curates_evaluates_and_resumes(tmp_path):
     verify = subprocess.run([sys.executable, "-m", "mrbench.cli", "release", "verify", str(out / "run" / "release")],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    # the eval: five rows per split; tiny generators flagged random, the real rows not; the ceiling beats chance
+    # the eval: six rows per split; tiny generators flagged random, the real rows not; the ceiling beats chance
     runs = _summaries(out)
-    models = {"reference", "chance", "easyref", "ip-adapter", "lora"}
+    models = {"reference", "chance", "prompt-only", "easyref", "ip-adapter", "lora"}
     assert {m for m, _ in runs} == models and {s for _, s in runs} == {"held_out", "held_in"}
     key = "image_sim@mobilenet_v2.target"
     for split in ("held_out", "held_in"):

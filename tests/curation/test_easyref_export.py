@@ -122,3 +122,30 @@ def test_easyref_export_per_stage_and_image_root(tmp_path: Path) -> None:
 
 def test_easyref_faces_without_a_face_encoder(tmp_path: Path) -> None:
     assert easyref_faces(tmp_path / "no_run") == {}
+
+
+def test_face_boxes_are_in_the_stored_bytes_frame(tmp_path: Path) -> None:
+    """The embed step finds faces on the EXIF-oriented image; the export gives the box in the stored, unrotated
+    bytes, where the authors' loader (``Image.open`` without ``exif_transpose``) crops: the crop is the face."""
+    from mrbench.images import load_image
+
+    raw = np.zeros((24, 32, 3), np.uint8)
+    raw[3:9, 4:14] = 255  # the "face" in the stored pixels: x 4..14, y 3..9
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes(), quality=100)
+    data = buf.getvalue()
+    ys, xs = np.nonzero(np.asarray(load_image(data).convert("L")) > 128)  # what the embed step's detector sees
+    oriented_box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1), 0.9]
+    assert oriented_box[:4] != [4.0, 3.0, 14.0, 9.0]
+    rid = ID("t0_0")
+    row = {"id": rid, "url": "http://127.0.0.1/x.jpg", "caption": "c", "tags": ["Some Name"], "category": "celebrity",
+           "group": "t0", "split": "train", "role": "target", "image": data, "format": "jpg", "width": 24,
+           "height": 32, "sha256": hashlib.sha256(data).hexdigest(), "encoding": "original"}
+    rel = tmp_path / "release"
+    write_parquet_atomic(release_table([row]), rel / release_file("train", 0, 1))
+    write_easyref_json(rel, {rid: oriented_box})
+    (rec,) = json.loads((rel / "easyref" / EASYREF_FILES["face"]).read_text())
+    assert rec["face"] == [[4.0, 3.0, 14.0, 9.0, 0.9]]

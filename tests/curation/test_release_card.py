@@ -226,7 +226,7 @@ def _as_format_1(release: Path) -> None:
         t = pq.read_table(f)
         t = t.set_column(t.schema.get_field_index("image"), "image", pa.array(image_bytes(t.column("image")), pa.binary()))
         f.unlink()  # (a hard link to the run's part file: never write through it)
-        pq.write_table(t.replace_schema_metadata(None).cast(RELEASE_SCHEMA_V1), f)
+        pq.write_table(t.drop_columns(["prompt"]).replace_schema_metadata(None).cast(RELEASE_SCHEMA_V1), f)
     manifest = json.loads((release / MANIFEST).read_text())
     manifest["format"] = "mrbench-release/1"
     (release / MANIFEST).write_text(json.dumps(manifest))
@@ -270,7 +270,7 @@ def test_benchmark_names_the_writer_of_an_unknown_layout(finished, tmp_path):
     with pytest.raises(ConfigError) as e:
         build_benchmark(f"mrbench:{odd}", split="held-out").samples()
     msg = str(e.value)
-    assert "lacks column(s) ['role']" in msg and "format 'mrbench-release/2', written by mrbench" in msg
+    assert "lacks column(s) ['role']" in msg and "format 'mrbench-release/3', written by mrbench" in msg
     assert "mrbench curate" in msg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_limit_and_spec(mini_dreambench: Path) -> None:
     samples = bench.samples()
     assert len(samples) == 4 and len({s.group for s in samples[:3]}) == 3
     spec = bench.spec()
-    assert spec.version == "dreambench/1" and spec.seeds == [7, 8] and spec.num_samples == 4
+    assert spec.version == "dreambench/2" and spec.seeds == [7, 8] and spec.num_samples == 4
     again = build_benchmark(f"dreambench:{mini_dreambench}", limit=4, seed=7, images_per_prompt=2)
     assert again.spec().fingerprint == spec.fingerprint
 
@@ -134,7 +135,8 @@ def test_coco_benchmark(tmp_path: Path) -> None:
     assert {s.id for s in samples} == {f"coco/{i}" for i in list(expected)[1:]}
     for s in samples:
         iid = int(s.id.split("/")[1])
-        assert s.prompt == expected[iid]  # the lowest annotation id, whitespace cleaned
+        # IP-Adapter's protocol: the image alone, CLIP-T against the caption (the lowest annotation id, cleaned)
+        assert s.prompt == "" and s.caption == s.score_text == expected[iid]
         assert [r.id for r in s.references] == [s.target.id] == [s.id]  # one reference: the target image itself
         assert s.target.load().size == (64, 64)
     # A seeded order (not the id order), identical on every build: --limit N is a seeded subsample of N images.
@@ -142,11 +144,26 @@ def test_coco_benchmark(tmp_path: Path) -> None:
     assert ids != sorted(ids) and ids == [s.id for s in build_benchmark(f"coco:{root}").samples()]
     sub = build_benchmark(f"coco:{root}", limit=3)
     assert [s.id for s in sub.samples()] == ids[:3] and sub.spec().fingerprint == bench.spec().fingerprint
-    assert sub.spec().metric_encoders == {"dino_i": "dino"}
+    assert sub.spec().metric_encoders == {"dino_i": "dino"} and sub.spec().prompt == "image-only"
+    raw = build_benchmark(f"coco:{root}", prompt="raw")  # the other mode: the caption is the text prompt too
+    assert all(s.prompt == s.score_text == expected[int(s.id.split("/")[1])] and not s.caption for s in raw.samples())
+    assert raw.spec().prompt == "raw" and raw.spec().fingerprint != bench.spec().fingerprint
 
+    # Both modes run; CLIP-T scores the same caption in both, so the chance row (same draws) scores the same.
     res = run_eval("chance", f"coco:{root}", tmp_path / "runs", profile="tiny", metrics="clip_t,image_sim",
                    images_per_prompt=1, limit=4, n_boot=10)
     assert [r["status"] for r in res.rows] == ["ok"] * 4 and all(r["source_id"] != r["target_id"] for r in res.rows)
+    assert res.summary["benchmark"]["prompt"] == "image-only" and {r["prompt"] for r in res.rows} == {""}
+    res_raw = run_eval("chance", f"coco:{root}", tmp_path / "runs", profile="tiny", metrics="clip_t,image_sim",
+                       images_per_prompt=1, limit=4, n_boot=10, prompt="raw")
+    assert res_raw.run_dir != res.run_dir and res_raw.summary["benchmark"]["prompt"] == "raw"
+    assert json.loads((res_raw.run_dir / "config.json").read_text())["benchmark"]["prompt"] == "raw"
+    assert [r["source_id"] for r in res_raw.rows] == [r["source_id"] for r in res.rows]
+    assert [r["metrics"]["clip_t@clip-tiny"] for r in res_raw.rows] == pytest.approx(
+        [r["metrics"]["clip_t@clip-tiny"] for r in res.rows], abs=1e-6)
+    # COCO's single reference is its target: .all is that one image
+    for r in res.rows:
+        assert r["metrics"]["image_sim@dino-tiny.all"] == pytest.approx(r["metrics"]["image_sim@dino-tiny.target"])
     ceiling = run_eval("reference", f"coco:{root}", tmp_path / "runs", profile="tiny", metrics="image_sim",
                        images_per_prompt=1, limit=2, n_boot=10)
     assert {r["status"] for r in ceiling.rows} == {"no_candidate"}  # a group of one image has no other real image

@@ -90,3 +90,19 @@ def test_built_generator_name_and_config_give_the_same_run(tmp_path: Path, mini_
         run_eval(ReferenceRow(profile="tiny"), bench, tmp_path / "e", model_args={"x": 1})
     with pytest.raises(ConfigError, match="differs from the built generator"):
         run_eval(ReferenceRow(profile="tiny"), bench, tmp_path / "e", profile="default")
+
+
+def test_prompt_mode_flag_recorded_and_checked(tmp_path: Path, mini_dreambench: Path) -> None:
+    """``--prompt image-only`` reaches the benchmark (empty prompts, CLIP-T text kept) and config.json records it; an
+    unknown mode is one error line."""
+    args = ["-q", "eval", "--model", "reference", "--benchmark", f"dreambench:{mini_dreambench}", "--out",
+            str(tmp_path / "runs"), "--profile", "tiny", "--limit", "2", "--images-per-prompt", "1", "--metrics", METRIC]
+    ok = CliRunner().invoke(app, [*args, "--prompt", "image-only"])
+    assert ok.exit_code == 0, ok.output
+    (run_dir,) = (tmp_path / "runs").glob("reference-*")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["eval"]["prompt"] == "image-only" and config["benchmark"]["prompt"] == "image-only"
+    rows = [json.loads(r) for r in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {r["prompt"] for r in rows} == {""}
+    bad = CliRunner().invoke(app, [*args, "--prompt", "rawish"])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "prompt must be one of auto" in bad.stderr

@@ -136,3 +136,45 @@ def test_dino_i_follows_the_benchmark_convention(tmp_path: Path, mini_dreambench
         (m,) = config["metrics"]
         assert m["key"] == "dino_i@dino-tiny" and f"'variant': '{variant}'" in m["encoder_info"]["weights"]
         assert config["benchmark"]["metric_encoders"]["dino_i"] == ("dino-v1" if variant == "v1" else "dino")
+
+
+def test_dreambench_all_field_is_the_mean_over_every_real_photo(tmp_path: Path) -> None:
+    """``.all`` (DreamBooth's convention, DreamBench's headline column) by hand with the real mobilenet_v2 encoder on a
+    2-subject DreamBench copy: each row's cosine with every photo of its subject, less the image a real-image row
+    returned."""
+    import shutil
+
+    from evalhelpers import write_prompts_file
+
+    from mrbench.backends import get_encoder
+    from mrbench.evaluation.runner import run_eval
+
+    require_encoder("mobilenet_v2")
+    source = shared("dreambench")
+    root = tmp_path / "db"
+    for subject in ("cat", "clock"):
+        (root / subject).mkdir(parents=True)
+        for f in sorted((source / subject).glob("*.jpg"))[:3]:
+            shutil.copy(f, root / subject / f.name)
+    write_prompts_file(root / "prompts_and_classes.txt", {"cat": "cat", "clock": "clock"})
+    photos = {f"{p.parent.name}/{p.name}": p for p in sorted(root.glob("*/*.jpg"))}
+    enc = get_encoder("mobilenet_v2")
+    emb = dict(zip(photos, enc.embed_images([load_image_file(p) for p in photos.values()])))
+
+    def cos(a: str, b: str) -> float:
+        x, y = np.asarray(emb[a], np.float64), np.asarray(emb[b], np.float64)
+        return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+    key = "image_sim@mobilenet_v2"
+    for model in ("reference", "chance"):
+        run = run_eval(model, f"dreambench:{root}", tmp_path / "runs", metrics=key, images_per_prompt=2, n_boot=10)
+        assert run.summary["benchmark"]["headline_field"] == "all"
+        fields = json.loads((run.run_dir / "config.json").read_text())["metrics"][0]["fields"]
+        assert fields[0] == f"{key}.all"  # the headline column comes first on the leaderboard
+        rows = [r for r in run.rows if r["status"] == "ok"]
+        assert len(rows) == 12
+        for r in rows:
+            subject = [p for p in photos if p.split("/")[0] == r["group"] and p != r["source_id"]]
+            want = float(np.mean([cos(r["source_id"], p) for p in subject]))
+            assert r["metrics"][f"{key}.all"] == pytest.approx(want, abs=1e-5), (model, r["sample_id"])
+            assert len(subject) == (2 if model == "reference" else 3)

@@ -102,7 +102,8 @@ def test_tiny_profile_end_to_end(tmp_path: Path, mini_release: Path, model: str)
         assert (res.run_dir / r["image"]).is_file()
         assert r["random_weights"] is True and r["model_random_weights"] is diffusion
         assert set(r["metrics"]) == {"clip_t@clip-tiny", "clip_i@clip-tiny.target", "clip_i@clip-tiny.refs",
-                                     "dino_i@dino-tiny.target", "dino_i@dino-tiny.refs", "face@insightface-tiny.target",
+                                     "clip_i@clip-tiny.all", "dino_i@dino-tiny.target", "dino_i@dino-tiny.refs",
+                                     "dino_i@dino-tiny.all", "face@insightface-tiny.target",
                                      "face@insightface-tiny.target_zero", "face@insightface-tiny.refs",
                                      "face@insightface-tiny.refs_zero", "face@insightface-tiny.detected"}
         assert r["encoders"]["clip_i@clip-tiny"]["random_weights"] is True

@@ -69,8 +69,8 @@ def test_page_has_gallery_side_by_side_and_plots(board: Path) -> None:
     header = re.search(r"<thead><tr>(.*?)</tr></thead>", gallery).group(1)
     assert re.findall(r"<th>([a-z]+)", header) == ["references", "target", "reference", "chance"]
     assert gallery.count("<tr><td>") == 3  # one row per sample (limit 3), every model in it
-    # per-group distributions (target and refs panels), then the headline field per reference count
-    assert html.count("data:image/png;base64,") == 3
+    # per-group distributions (target, refs and all panels), then the headline field per reference count
+    assert html.count("data:image/png;base64,") == 4
     assert "Per-group score distributions" in html and "By number of references" in html
 
 
