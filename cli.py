@@ -658,6 +658,9 @@ def eval_cmd(
     metric_device: Optional[str] = typer.Option(None, "--metric-device", help="device of metric encoders"),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="prompt mode: auto (the benchmark's: image-only on COCO, leak-free elsewhere), leak-free, raw or image-only" + _eval_default("prompt")),
     set_: List[str] = typer.Option([], "--set", help="override an eval option: --set n_boot=200 (also model_args.KEY=VALUE)"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="worker processes on this machine, one GPU each when there are GPUs; rows are merged into the same files one worker writes" + _eval_default("workers")),
+    rank: Optional[int] = typer.Option(None, "--rank", help="this worker's index when a launcher starts the workers (torchrun: $RANK, Slurm: $SLURM_PROCID); with --world-size"),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="number of workers the launcher starts (torchrun: $WORLD_SIZE, Slurm: $SLURM_NTASKS); the last to finish merges"),
 ) -> None:
     """Generate for every sample and seed of a benchmark, score, write RUN_DIR (samples.jsonl, summary.json, images).
 
@@ -666,6 +669,7 @@ def eval_cmd(
     from mrbench.backends.base import MissingWeightsError
     from mrbench.config import EvalConfig, load_config, parse_model_args
     from mrbench.console import eval_progress
+    from mrbench.evaluation.distributed import WorkerError
     from mrbench.evaluation.runner import run_eval
     from mrbench.log import setup_logging
     from mrbench.registry import UnknownEntryError
@@ -675,7 +679,8 @@ def eval_cmd(
     flags = {"model": model, "benchmark": benchmark, "out": str(out) if out else None, "split": split,
              "profile": profile, "limit": limit, "seed": seed, "images_per_prompt": images_per_prompt,
              "metrics": [metrics] if metrics else None, "image_encoder": image_encoder, "batch_size": batch_size,
-             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device, "prompt": prompt}
+             "cache_dir": str(cache_dir) if cache_dir else None, "metric_device": metric_device, "prompt": prompt,
+             "workers": workers, "rank": rank, "world_size": world_size}
     try:
         if model_args:
             flags["model_args"] = parse_model_args(model_args)
@@ -696,6 +701,12 @@ def eval_cmd(
               "default set runs what this machine has weights for; --profile tiny runs tiny random models)", code=3)
     except (UnknownEntryError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
+    except WorkerError as e:
+        _fail(str(e), code=1)
+    if not result.complete:
+        typer.echo(f"worker {cfg.rank} of {cfg.world_size}: slice done ({len(result.rows)} rows) in {result.run_dir}; "
+                   "the last worker to finish merges samples.jsonl and summary.json")
+        return
     _print_eval(result)
 
 

@@ -24,7 +24,7 @@ from mrbench.curation.inputs import tag_list_identity
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
-from mrbench.stage import ShardedStep, Step
+from mrbench.stage import ShardedStep, Step, model_resources
 from mrbench.progress import shard_progress
 from mrbench.stats import Stats
 
@@ -246,7 +246,8 @@ def uses_models(config: CurateConfig) -> bool:
 # The detector runs on images whose tag names a COCO class: the tag list's aliases and filters.object_classes say which.
 EMBED_STEP = Step("embed", EmbedTask, after="download", reads=("download",), enabled=uses_models,
                   drops=(("embed", ("embed_decode_error",)),), frees_models=True,
-                  settings=("embed", "filters.object_classes"), inputs=tag_list_identity)
+                  settings=("embed", "filters.object_classes"), inputs=tag_list_identity,
+                  resources=model_resources)
 
 
 @dataclass

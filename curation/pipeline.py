@@ -148,9 +148,10 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         included, so rate and ETA are in URLs / images rather than shards."""
         task, n = spec.run(config, str(run_dir)), spec.run.num_shards(config)
         task.marker = markers[spec.name]
+        resources = spec.resources(config)
         if not progress:
             with LiveShardProgress(None, task.shards, [1] * n, [True] * n):  # only removes the progress files
-                executor.run(task, n)
+                executor.run(task, n, resources=resources)
             return
         weights = None
         if spec.unit != "files" and spec.reads:  # rows of a finished step's shard, from its parquet footer
@@ -158,7 +159,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
             weights = [pq.ParquetFile(source.output(i)).metadata.num_rows for i in range(n)]
         bar = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
         with LiveShardProgress(bar, task.shards, weights or [1] * n, [task.is_done(i) for i in range(n)]) as live:
-            executor.run(task, n, live.shard_done, weights)
+            executor.run(task, n, live.shard_done, weights, resources)
 
     enabled = [spec for spec in steps if spec.enabled(config)]
     last_sharded = max((k for k, spec in enumerate(enabled) if spec.sharded), default=-1)

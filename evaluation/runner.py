@@ -29,6 +29,7 @@ from typing import Any, Callable
 # EvalConfig and parse_model_args live in the core config module (declared once); imported here for callers that
 # know them from the runner.
 from mrbench.config import ConfigError, EvalConfig, eval_config, parse_model_args  # noqa: F401
+from mrbench.evaluation import distributed
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
     GenerationRequest, GenerationResult, Generator, Sample, image_bytes, options_hash, scored_references,
@@ -59,6 +60,7 @@ class RunResult:
     summary: dict[str, Any]
     timing: dict[str, Any]
     rows: list[dict[str, Any]]
+    complete: bool = True  # False: this worker's slice is done, other workers' rows are still missing
 
 
 def build_generator(name: str, profile: str = "default", options: dict[str, Any] | None = None) -> Generator:
@@ -216,6 +218,8 @@ def run_eval(
     """
     built = model if isinstance(model, Generator) else None
     if built is not None:
+        if (options.get("workers") or getattr(config, "workers", 1)) > 1:
+            raise ConfigError("workers start processes that build the model by name: pass the model's name")
         if options.get("model_args"):
             raise ConfigError("model_args apply to a model name; a built generator already has its options")
         if options.get("profile") not in (None, built.profile):
@@ -265,13 +269,24 @@ def run_eval(
 
     requests = [GenerationRequest(s, sd) for s in samples for sd in spec.seeds]
     wanted_fields = sorted(fields)
+
+    def reusable(r: dict[str, Any]) -> bool:
+        return r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields
+
     done: dict[str, dict[str, Any]] = {}
-    for r in read_jsonl(run_dir / SAMPLES_FILE) + read_jsonl(run_dir / PARTIAL_FILE):
+    for r in read_jsonl(run_dir / SAMPLES_FILE) + [r for p in distributed.rows_files(run_dir) for r in read_jsonl(p)]:
         # An ok row scored with the current metric set is reused; anything else is redone (failed rows are retried,
         # rows scored with other metrics are rescored from the cached image: nothing is generated twice).
-        if r.get("model") == model and r.get("status") == "ok" and sorted(r.get("metrics", {})) == wanted_fields:
+        if reusable(r):
             done[_row_key(r["sample_id"], r["seed"])] = r
-    pending = [q for q in requests if _row_key(q.sample.id, q.seed) not in done]
+    # Spread over workers: this one takes whole batches of the canonical request list (distributed.py says why).
+    rank, world = distributed.worker_of(cfg)
+    bs = cfg.batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
+    missing_keys = {_row_key(q.sample.id, q.seed) for q in requests} - set(done)
+    pending = [q for i, q in enumerate(requests)
+               if _row_key(q.sample.id, q.seed) in missing_keys and distributed.in_slice(i, bs, rank, world)]
+    children = distributed.spawn(cfg, world, run_dir / "workers") if cfg.workers > 1 and missing_keys else []
+    distributed.select_device(rank, world)
     if pending and built is None:
         gen = build_generator(model, profile, options)  # weights load only when there is something to generate
     if pending or not (run_dir / CONFIG_FILE).is_file():
@@ -284,8 +299,7 @@ def run_eval(
             phase("preparing")
         gen.prepare([s for s in bench.all_samples() if s.id not in refused])
 
-    bs = cfg.batch_size or getattr(gen.config, "batch_size", None) or getattr(gen, "default_batch_size", 1)
-    timing = {"requests": len(requests), "resumed_rows": len(requests) - len(pending), "generated_images": 0,
+    timing = {"requests": len(requests), "resumed_rows": len(requests) - len(missing_keys), "generated_images": 0,
               "cached_images": 0, "generate_s": 0.0, "metrics_s": 0.0}
     new_rows: dict[str, dict[str, Any]] = {}
     timing["setup_s"] = time.perf_counter() - wall0  # benchmark, metrics and model built; nothing generated yet
@@ -294,7 +308,7 @@ def run_eval(
     if phase:
         phase("generating")
     if pending:
-        with JsonlAppender(run_dir / PARTIAL_FILE) as partial:
+        with JsonlAppender(run_dir / distributed.rows_file(rank, world)) as partial:
             for start in range(0, len(pending), bs):
                 batch = pending[start:start + bs]
                 results = _generate_with_cache(gen, batch, bench, cache, timing, image_sizes)
@@ -305,12 +319,26 @@ def run_eval(
                 if progress:
                     progress(len(requests) - len(pending) + start + len(batch), len(requests))
 
-    all_rows = []
-    for q in requests:
-        k = _row_key(q.sample.id, q.seed)
-        all_rows.append(new_rows.get(k) or done[k])
-    write_jsonl(run_dir / SAMPLES_FILE, all_rows)
-    (run_dir / PARTIAL_FILE).unlink(missing_ok=True)
+    failed_workers = distributed.wait(children)
+    keys = [_row_key(q.sample.id, q.seed) for q in requests]
+    if world > 1:  # this worker's share of the timing, folded into timing.json by the worker that merges
+        timing["wall_s"] = time.perf_counter() - wall0
+        atomic_write_text(run_dir / distributed.timing_file(rank, world), json.dumps(timing, indent=1, sort_keys=True))
+    worker_timings: dict[str, Any] = {}
+    with distributed.merge_lock(run_dir):  # the last worker to finish finds every row and merges
+        all_rows = distributed.collect_rows(run_dir, keys, done, new_rows, reusable,
+                                            lambda r: _row_key(r["sample_id"], r["seed"]), model)
+        merging = all_rows is not None and not distributed.is_spawned_child()  # under --workers the parent merges
+        if merging:
+            write_jsonl(run_dir / SAMPLES_FILE, all_rows)
+            for path in distributed.rows_files(run_dir):
+                path.unlink(missing_ok=True)
+            worker_timings = distributed.take_worker_timings(run_dir)
+    if not merging:
+        if failed_workers:
+            raise distributed.WorkerError("; ".join(failed_workers) + ": their finished rows are kept; rerun the "
+                                          "same command to generate only the missing ones")
+        return RunResult(run_dir, {}, timing, list(new_rows.values()), complete=False)
 
     summary = {
         "run": run_dir.name, "model": model, "profile": profile, "random_weights": any_random,
@@ -321,6 +349,8 @@ def run_eval(
     write_text_if_changed(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, sort_keys=True))
     wall = time.perf_counter() - wall0
     timing["wall_s"] = wall
+    if worker_timings:
+        distributed.merge_timing(timing, worker_timings)
     n_gen = timing["generated_images"]
     timing["per_generated_image_s"] = timing["generate_s"] / n_gen if n_gen else None
     timing["overhead_s"] = wall - timing["generate_s"]
@@ -333,7 +363,7 @@ def _write_config(run_dir: Path, cfg: EvalConfig, gen: Generator, spec: dict[str
     from mrbench.provenance import provenance
 
     config = {
-        "run": run_dir.name, "eval": asdict(cfg), "model": gen.describe(), "options_hash": opt_hash,
+        "run": run_dir.name, "eval": distributed.config_fields(cfg), "model": gen.describe(), "options_hash": opt_hash,
         "sampling": {"steps": gen.steps, "guidance": gen.guidance},
         "benchmark": spec, "random_weights": any_random,
         "metrics": [{"key": m.key, "metric": m.name, "encoder": m.encoder_name, "encoder_info": m.info,

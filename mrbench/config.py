@@ -407,11 +407,27 @@ class ExecutorConfig:
         workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
             ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
         ray_address: Address for ``ray.init`` (None starts a local cluster).
+        cpus_per_task: CPUs one task of a model step (embed) reserves on Ray; the local executor runs at most
+            ``cpu_count / cpus_per_task`` such tasks at once. Other steps' tasks take one CPU.
+        gpus_per_task: GPUs one task of a model step reserves (fractions share a GPU: 0.5 runs two tasks per GPU);
+            None: 1 where the cluster (Ray) or machine (local: ``CUDA_VISIBLE_DEVICES``, else torch's count) has
+            GPUs, 0 where it has none. Other steps' tasks take no GPU. Locally, a step that takes GPUs runs
+            ``visible GPUs / gpus_per_task`` workers at most, each pinned to its GPU(s).
+        memory_per_task_gb: Memory (GiB) one task of a model step reserves on Ray (0: none); Ray places tasks on
+            nodes with that much free. Not reserved by the local executor.
+        max_retries: Ray retries a shard whose worker process or node was lost this many times, on any node (shards
+            are idempotent: output, stats, then marker are written, so a rerun replaces a half-done shard). An
+            error raised by the shard's own code is not retried, except ``ConnectionError`` / ``TimeoutError``
+            (storage or network blips).
     """
 
     name: str = option("local", check=_check_executor)
     workers: int = option(1, ge=1)
     ray_address: str | None = None
+    cpus_per_task: float = option(1.0, gt=0)
+    gpus_per_task: float | None = option(None, ge=0)
+    memory_per_task_gb: float = option(0.0, ge=0)
+    max_retries: int = option(3, ge=0)
 
 
 @dataclass
@@ -525,6 +541,11 @@ class EvalConfig:
             caption). Recorded in ``config.json`` / ``summary.json`` (``benchmark.prompt``).
         max_image_pixels: A sample with a reference or target image declaring more pixels fails as
             ``image_too_large`` (the image is never decoded).
+        workers: Worker processes on this machine (each on its own GPU when there are GPUs); the samples are
+            spread over them and their rows merged (see ``mrbench/evaluation/distributed.py``).
+        rank: This worker's index when a launcher (torchrun, Slurm, a shell loop on several nodes) starts the
+            workers; needs ``world_size``. The last worker to finish merges the rows.
+        world_size: How many workers the launcher starts (with ``rank``).
     """
 
     model: str = ""
@@ -544,13 +565,24 @@ class EvalConfig:
     n_boot: int = option(1000, ge=1)
     prompt: str = option("auto", choices=("auto", "leak-free", "raw", "image-only"))
     max_image_pixels: int = option(64_000_000, ge=1)
+    workers: int = option(1, ge=1)
+    rank: int | None = option(None, ge=0)
+    world_size: int | None = option(None, ge=1)
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for a missing model or benchmark (ranges and choices: :func:`option`)."""
+        """Raise :class:`ConfigError` for a missing model or benchmark, or inconsistent worker settings (ranges
+        and choices: :func:`option`)."""
         validate_fields(self)
         for key in ("model", "benchmark"):
             if not getattr(self, key):
                 raise ConfigError(f"{key} is required: --{key} NAME, or {key}: in the eval config")
+        if (self.rank is None) != (self.world_size is None):
+            raise ConfigError("rank and world_size go together: --rank R --world-size N (0 <= R < N)")
+        if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
+            raise ConfigError(f"rank {self.rank} is out of range for world_size {self.world_size} (0 <= rank < N)")
+        if self.rank is not None and self.workers > 1:
+            raise ConfigError("workers starts processes on this machine; with a launcher's --rank/--world-size "
+                              "leave it at 1 (start one process per worker instead)")
 
 
 def parse_model_args(items: "typing.Sequence[str] | str | None") -> dict[str, Any]:

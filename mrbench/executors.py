@@ -2,17 +2,29 @@
 
 The local executor uses processes; the Ray executor (``--executor ray``) runs the same tasks on a cluster.
 Neither materialises data on the driver: tasks read and write shard files and return small stats.
+
+Each step says what one of its tasks needs (:class:`~mrbench.stage.Resources`: CPUs, GPUs, memory): Ray reserves it
+per task (so model tasks land on GPU workers and CPU steps hold no GPU); the local executor sizes its pool by it
+(a step that takes GPUs runs ``visible GPUs / gpus per task`` workers at most, each pinned to its GPUs).
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
-from mrbench.config import ExecutorConfig
+from mrbench.config import ConfigError, ExecutorConfig
+from mrbench.log import get_logger
 from mrbench.registry import Registry
+from mrbench.stage import CPU_TASK, Resources
+
+log = get_logger(__name__)
+# Errors of a shard's own code that a retry may cure (network storage, a flaky mount); others are deterministic.
+RETRY_EXCEPTIONS = [ConnectionError, TimeoutError]
 
 
 class ShardTask(Protocol):
@@ -39,12 +51,38 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
-            weights: Sequence[int] | None = None) -> list[int]:
-        """Run pending shards; returns the indices that ran. ``progress(1)`` is called per finished shard, or
-        ``progress(weights[i])`` when the shards' item counts are given (progress in URLs / images, not shards)."""
+            weights: Sequence[int] | None = None, resources: Resources = CPU_TASK) -> list[int]:
+        """Run pending shards, each task with ``resources``; returns the indices that ran. ``progress(1)`` is called
+        per finished shard, or ``progress(weights[i])`` when the shards' item counts are given (progress in URLs /
+        images, not shards)."""
 
     def close(self) -> None:
         """Release the workers kept between steps (nothing by default)."""
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: ``CUDA_VISIBLE_DEVICES`` when set (as CUDA reads it: up to the first invalid
+    entry), else every device torch counts (none without torch)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        out = []
+        for d in (x.strip() for x in env.split(",")):
+            if not d or d.startswith("-"):
+                break
+            out.append(d)
+        return out
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_groups(gpus: Sequence[str], per_task: float, workers: int) -> list[list[str]]:
+    """The GPUs of each of ``workers`` pool workers when a task takes ``per_task`` GPUs: whole GPUs each (1, 2,
+    ...), or one GPU shared by ``1 / per_task`` workers (0.5: two workers per GPU)."""
+    return [list(gpus[math.floor(k * per_task):max(math.ceil((k + 1) * per_task), math.floor(k * per_task) + 1)])
+            for k in range(workers)]
 
 
 class LocalExecutor(Executor):
@@ -52,26 +90,62 @@ class LocalExecutor(Executor):
 
     The pool is started at the first step that needs it and kept for the following steps until :meth:`close`:
     workers import their modules once per run, not once per step (a step of cheap shards costs no process starts).
+    A step whose tasks take GPUs gets a pool of its own: ``min(workers, visible GPUs / gpus per task)`` workers,
+    each with ``CUDA_VISIBLE_DEVICES`` set to its GPUs; a task taking more than one CPU caps the pool at
+    ``cpu_count / cpus`` workers.
     """
 
     def __init__(self, config: ExecutorConfig) -> None:
         super().__init__(config)
         self._pool: ProcessPoolExecutor | None = None
+        self._shape: tuple[int, tuple[tuple[str, ...], ...]] | None = None
+
+    def shape(self, resources: Resources) -> tuple[int, tuple[tuple[str, ...], ...]]:
+        """(workers, GPUs of each worker) of the pool for tasks needing ``resources``.
+
+        Raises:
+            ConfigError: the tasks ask for GPUs this machine does not have.
+        """
+        n = self.config.workers
+        if resources.cpus > 1:
+            n = min(n, max(1, int((os.cpu_count() or 1) // resources.cpus)))
+        if resources.gpus == 0:
+            return n, ()
+        gpus = visible_gpus()
+        res = resources.resolve(bool(gpus))
+        if not res.gpus:
+            return n, ()
+        slots = int(len(gpus) / res.gpus + 1e-9)
+        if slots < 1:
+            raise ConfigError(f"executor.gpus_per_task: {res.gpus:g} GPUs per task, but this machine has "
+                              f"{len(gpus)} visible (CUDA_VISIBLE_DEVICES / torch); set executor.gpus_per_task to "
+                              f"at most {len(gpus)}")
+        n = min(n, slots)
+        return n, tuple(tuple(g) for g in gpu_groups(gpus, res.gpus, n))
 
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
-            weights: Sequence[int] | None = None) -> list[int]:
+            weights: Sequence[int] | None = None, resources: Resources = CPU_TASK) -> list[int]:
         todo = self.pending(task, num_shards)
+        if not todo:
+            return todo
+        shape = self.shape(resources)
         if self.config.workers == 1 or len(todo) <= 1:
             for i in todo:
                 task(i)
                 if progress:
                     progress(weights[i] if weights else 1)
             return todo
+        if self._pool is not None and self._shape != shape:
+            self.close()  # a step with other resources: its own pool (a GPU step's workers pinned to their GPUs)
         if self._pool is None:
             # spawn: the driver may hold threads (progress bars, torch) that fork would copy in a bad state.
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.config.workers, mp_context=ctx,
-                                             initializer=_quiet_interrupt)
+            workers, groups = shape
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                             initargs=(ctx.Value("i", 0), groups))
+            self._shape = shape
+            if groups:
+                log.info("%s: %d workers, GPUs %s", task.name, workers, " ".join(",".join(g) for g in groups))
         shard_of = {self._pool.submit(task, i): i for i in todo}
         futures = set(shard_of)
         try:
@@ -82,7 +156,7 @@ class LocalExecutor(Executor):
                     if progress:
                         progress(weights[shard_of[f]] if weights else 1)
         except BaseException as e:  # Ctrl-C or a crash: start no further shard (a rerun does them)
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._shape = self._pool, None, None
             # after a crash the running shards finish (their markers are written); Ctrl-C does not wait for them
             pool.shutdown(wait=not isinstance(e, KeyboardInterrupt), cancel_futures=True)
             raise
@@ -91,17 +165,25 @@ class LocalExecutor(Executor):
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-            self._pool = None
+            self._pool, self._shape = None, None
 
 
 class RayExecutor(Executor):
-    """Runs shards as Ray tasks, one CPU each, on the cluster at ``executor.ray_address``.
+    """Runs shards as Ray tasks on the cluster at ``executor.ray_address``, each task reserving its step's
+    resources (one CPU; model steps: ``executor.cpus_per_task`` / ``gpus_per_task`` / ``memory_per_task_gb``).
 
     With no address, a local cluster is started with ``executor.workers`` CPUs (all CPUs when workers is 1), and
     shut down again when the process exits. Tasks are the same picklable shard tasks the local executor runs, so
     they read and write the same shard files and the driver only sees completions. When a task raises, the other
     shards still finish (their markers are written), then the first task's original exception is raised here.
+    A task whose worker process or node is lost is retried (``executor.max_retries`` times, on any node): shards
+    are idempotent, and a half-done shard has no marker. ``placements`` records, per step, the resources each task
+    was given, as seen from inside the task.
     """
+
+    def __init__(self, config: ExecutorConfig) -> None:
+        super().__init__(config)
+        self.placements: dict[str, list[dict[str, Any]]] = {}
 
     def _init(self) -> None:
         import ray
@@ -116,8 +198,28 @@ class RayExecutor(Executor):
             # Tasks return nothing but completions; a small object store keeps a local cluster light.
             ray.init(num_cpus=num_cpus, object_store_memory=128 * 1024 * 1024, **kwargs)
 
+    def options(self, resources: Resources) -> dict[str, Any]:
+        """``ray.remote`` options for a task needing ``resources`` on the connected cluster.
+
+        Raises:
+            ConfigError: the tasks ask for more GPUs than any live node of the cluster has (Ray would wait forever).
+        """
+        import ray
+
+        most = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        res = resources.resolve(most > 0)
+        if res.gpus and res.gpus > most:
+            raise ConfigError(f"executor.gpus_per_task: {res.gpus:g} GPUs per task, but no node of the Ray cluster "
+                              f"has that many (most: {most:g}); add GPU nodes (ray start --num-gpus N) or set "
+                              "executor.gpus_per_task lower")
+        opts: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": self.config.max_retries,
+                                "retry_exceptions": RETRY_EXCEPTIONS}
+        if res.memory_gb:
+            opts["memory"] = int(res.memory_gb * 2**30)
+        return opts
+
     def run(self, task: ShardTask, num_shards: int, progress: ProgressFn | None = None,
-            weights: Sequence[int] | None = None) -> list[int]:
+            weights: Sequence[int] | None = None, resources: Resources = CPU_TASK) -> list[int]:
         try:
             import ray
         except ImportError as e:
@@ -126,15 +228,16 @@ class RayExecutor(Executor):
         if not todo:
             return todo
         self._init()
-        remote = ray.remote(num_cpus=1, max_retries=0)(_call_task)
+        remote = ray.remote(_call_task).options(**self.options(resources))
         task_ref = ray.put(task)  # one copy of the task (config) in the object store, shared by every shard
         pending = [remote.remote(task_ref, i) for i in todo]
         shard_of = dict(zip(pending, todo))
+        placed = self.placements.setdefault(task.name, [])
         first_error: BaseException | None = None
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
-                ray.get(done)
+                placed.append(ray.get(done[0]))
             except ray.exceptions.RayTaskError as e:
                 # Like the local pool: let the other shards finish (their work is kept), then raise the first error.
                 first_error = first_error or e
@@ -144,6 +247,9 @@ class RayExecutor(Executor):
         if first_error is not None:
             cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
             raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
+        if placed:
+            log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s)", task.name, len(placed),
+                     placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}))
         return todo
 
 
@@ -155,17 +261,32 @@ class Interrupted(SystemExit):
         super().__init__(code)
 
 
+def _init_worker(counter: Any, groups: tuple[tuple[str, ...], ...]) -> None:
+    """A pool worker: pinned to its GPUs (the ``k``-th worker started takes ``groups[k]``), and quiet on Ctrl-C."""
+    if groups:
+        with counter.get_lock():
+            k = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(groups[k % len(groups)])
+    _quiet_interrupt()
+
+
 def _quiet_interrupt() -> None:
     """Pool workers end at once, without a traceback, on Ctrl-C (the terminal signals the whole process group):
     the driver reports the interruption, and an unfinished shard has no marker, so a rerun redoes it."""
-    import os
     import signal
 
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
-def _call_task(task: ShardTask, shard: int) -> None:
+def _call_task(task: ShardTask, shard: int) -> dict[str, Any]:
+    """Run one shard on a Ray worker; returns what the task was given (resources, GPU ids, node), as seen there."""
+    import ray
+
     task(shard)
+    ctx = ray.get_runtime_context()
+    return {"resources": ctx.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "node": ctx.get_node_id(), "shard": shard}
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")

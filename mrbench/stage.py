@@ -96,6 +96,43 @@ def _always(config: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one task of a sharded step needs: the executors reserve it per task.
+
+    Attributes:
+        cpus: CPU cores (Ray's ``num_cpus``; fractions share a core).
+        gpus: GPUs (Ray's ``num_gpus``; fractions share a GPU); None: one GPU per task where the cluster or machine
+            has GPUs, none where it has none (the executor decides).
+        memory_gb: Memory reserved per task in GiB (Ray's ``memory``; 0 reserves none). The local executor does not
+            reserve memory.
+    """
+
+    cpus: float = 1.0
+    gpus: float | None = 0.0
+    memory_gb: float = 0.0
+
+    def resolve(self, have_gpus: bool) -> "Resources":
+        """These resources with ``gpus`` decided: None becomes 1 when GPUs are present, else 0."""
+        if self.gpus is not None:
+            return self
+        return dataclasses.replace(self, gpus=1.0 if have_gpus else 0.0)
+
+
+CPU_TASK = Resources()
+
+
+def _one_cpu(config: Any) -> Resources:
+    return CPU_TASK
+
+
+def model_resources(config: Any) -> Resources:
+    """A model step's task needs: ``executor.cpus_per_task``, ``executor.gpus_per_task`` and
+    ``executor.memory_per_task_gb`` of the run's config."""
+    ex = config.executor
+    return Resources(cpus=ex.cpus_per_task, gpus=ex.gpus_per_task, memory_gb=ex.memory_per_task_gb)
+
+
+@dataclasses.dataclass(frozen=True)
 class Step:
     """One step of the curation pipeline, as data.
 
@@ -115,6 +152,8 @@ class Step:
             None (a contributed step that does not say) records every setting but the free ones.
         inputs: ``fn(config) -> dict`` naming the identities of files outside the run folder the step reads (a
             file's sha256, sizes and times), recorded beside its settings.
+        resources: ``fn(config) -> Resources``: what one task of a sharded step needs (one CPU, no GPU by default;
+            model steps: :func:`model_resources`). Ray reserves it per task; the local executor sizes its pool by it.
     """
 
     name: str
@@ -127,6 +166,7 @@ class Step:
     frees_models: bool = False
     settings: tuple[str, ...] | None = None
     inputs: Callable[[Any], dict[str, Any]] | None = None
+    resources: Callable[[Any], Resources] = _one_cpu
 
     @property
     def sharded(self) -> bool:
