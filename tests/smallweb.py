@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from mrbench.demo_web import Route
+from mrbench.demo_web import Route, SampleWebServer, _Handler, encode
+
+
+@dataclass
+class GatedRoute(Route):
+    """A route that answers only once ``gate`` is set: a download that stays unfinished until the test says so.
+
+    Kill tests use it to stop a run at a known point without racing the clock: a shard holding a gated URL cannot
+    complete while the gate is closed, however slow or fast the machine is.
+    """
+
+    gate: threading.Event = field(default_factory=threading.Event)
+
+
+class _GatedHandler(_Handler):
+    def _answer(self, route: Route | None, hit: int) -> None:
+        if isinstance(route, GatedRoute):
+            route.gate.wait(600)  # a hang guard only: the test opens the gate (or the server closes)
+        super()._answer(route, hit)
+
+
+class GatedWebServer(SampleWebServer):
+    """:class:`SampleWebServer` that holds the answers of :class:`GatedRoute` paths until their gate is set."""
+
+    def __init__(self, routes: dict[str, Route] | None = None, port: int = 0) -> None:
+        super().__init__(routes, port)
+        self.RequestHandlerClass = _GatedHandler
+
+    def waiting(self, route: GatedRoute) -> bool:
+        """Whether a client has asked for ``route`` and waits for its gate."""
+        with self.lock:
+            return any(self.hits.get(p) for p, r in self.routes.items() if r is route) and not route.gate.is_set()
+
+    def __exit__(self, *exc: object) -> None:
+        for route in self.routes.values():  # let waiting handler threads finish
+            if isinstance(route, GatedRoute):
+                route.gate.set()
+        super().__exit__(*exc)
 
 
 def _photo(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
@@ -63,3 +103,25 @@ def write_small_inputs(folder: Path, base_url: str, routes: dict[str, Route], nu
     path = folder / "curate.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def shard_paths(base_url: str, num_shards: int) -> list[str]:
+    """One image path per download shard, in shard order. URL shards are cut by the first 16 hex digits of
+    sha1(url) modulo ``num_shards`` (crawl.select_and_shard); the URLs hold the server's port, so the paths are
+    picked here, once the port is known."""
+    found: dict[int, str] = {}
+    k = 0
+    while len(found) < num_shards:
+        path = f"/img/pace_{k}.jpg"
+        found.setdefault(int(hashlib.sha1((base_url + path).encode()).hexdigest()[:16], 16) % num_shards, path)
+        k += 1
+    return [found[n] for n in range(num_shards)]
+
+
+def gated_last_shard(base_url: str, num_shards: int) -> tuple[dict[str, Route], GatedRoute]:
+    """One good image per download shard; the last shard's is a :class:`GatedRoute`, so that shard stays unfinished
+    until the test sets the gate of the returned route (a kill then lands mid-run on any machine)."""
+    paths = shard_paths(base_url, num_shards)
+    routes: dict[str, Route] = {p: Route(encode(_photo(900 + i), "JPEG")) for i, p in enumerate(paths)}
+    routes[paths[-1]] = GatedRoute(routes[paths[-1]].body)
+    return routes, routes[paths[-1]]

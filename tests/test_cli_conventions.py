@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mrbench import __version__
 from mrbench.cli import app
-from smallweb import write_small_inputs
+from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
 
 COMMANDS = [[], ["curate"], ["report"], ["eval"], ["embed"], ["dedup"], ["group"], ["leaderboard"], ["ls"],
             ["demo"], ["release"], ["release", "verify"], ["release", "extract-images"]]
@@ -73,23 +73,33 @@ def test_report_command_errors(tmp_path: Path) -> None:
 def test_ctrl_c_exits_130_with_a_resume_hint_then_the_rerun_finishes(tmp_path: Path, small_web) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) after the first download shard: exit 130, one
     line on how to resume and no traceback; the rerun finishes, counts URLs in its bars and writes the report."""
-    from mrbench.demo_web import SampleWebServer
-
-    with SampleWebServer(small_web) as server:
-        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, small_web, num_shards=4)
+    with GatedWebServer(small_web) as server:
+        extra, last = gated_last_shard(server.base_url, num_shards=4)
+        # with the long timeout the zoo's slow route would answer (after 4 s) instead of timing out: left out here
+        routes = {**{p: r for p, r in small_web.items() if p != "/broken/slow.jpg"}, **extra}
+        server.routes.update(routes)
+        # a per-request timeout far above the test's reaction time: the gated download waits, it does not time out
+        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, routes, num_shards=4, crawl__timeout=60)
         run = tmp_path / "run"
         cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path), "--out", str(run)]
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 240
-        while not (run / "download" / "shard_00000.done").exists():
-            assert proc.poll() is None and time.time() < deadline, "run ended before it could be interrupted"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:  # a hang guard, not a speed check: the wait ends when shard 0 is done and shard 3 waits on the gate
+            deadline = time.time() + 240
+            while not ((run / "download" / "shard_00000.done").exists() and server.waiting(last)):
+                assert proc.poll() is None and time.time() < deadline, "run ended before it could be interrupted"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         assert proc.returncode == 130, (out[-3000:], err[-3000:])
         assert "interrupted: rerun the same command to resume where it stopped" in err
         assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+        assert not (run / "download" / "shard_00003.done").exists(), "interrupted too late to test resume"
         assert not (run / "release" / "manifest.json").exists(), "interrupted too late to test resume"
+        last.gate.set()
         resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "download URLs" in resumed.stdout and "/s" in resumed.stdout  # bars in items, with a rate

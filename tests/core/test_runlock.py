@@ -24,11 +24,11 @@ from mrbench.shards import atomic_write_bytes
 
 runner = CliRunner()
 HOLD = textwrap.dedent("""
-    import sys, time
+    import sys
     from mrbench.runlock import RunLock
     RunLock(sys.argv[1]).acquire()
     print("locked", flush=True)
-    time.sleep(120)
+    sys.stdin.read()  # holds the lock until killed (or until the test's end closes stdin): no clock involved
 """)
 
 
@@ -51,7 +51,8 @@ def curate(cfg: Path, out: Path):
 def test_second_process_exits_2_naming_holder_then_takes_over_after_kill(tmp_path: Path):
     cfg = latin1_config(tmp_path / "in")
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         r = curate(cfg, run)
@@ -60,7 +61,7 @@ def test_second_process_exits_2_naming_holder_then_takes_over_after_kill(tmp_pat
         assert not (run / "run_state.json").exists()  # refused before any work
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipes
     # The kernel dropped the dead holder's lock; its stale record and temporary files are taken over / removed.
     stale = run / "download" / "shard_00000.parquet.4242-deadbeef.mrbench.tmp"
     stale.parent.mkdir(parents=True)

@@ -415,29 +415,38 @@ def test_https_verified_against_the_host_name(tmp_path, tls_web):
 
 # --- 10. a SIGKILL during downloads leaves no temporary download folders; the resume finishes ----------------------
 
-def test_sigkill_during_download_leaves_no_temporary_folders(tmp_path, web):
+def test_sigkill_during_download_leaves_no_temporary_folders(tmp_path, small_web):
     import signal
     import time
 
-    for k in range(8):
-        web.routes[f"/k/{k}.jpg"] = Route(encode(photo(80 + k)), delay=1.0)
-    urls = [web.url(f"/k/{k}.jpg") for k in range(8)]
-    cfg_path = write_inputs(tmp_path, urls)
-    tmpdir = tmp_path / "tmpdir"
-    tmpdir.mkdir()
-    cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path),
-           "--out", str(tmp_path / "run"), "--set", "crawl.thread_count=2"]
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
-    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while sum(web.hits.get(f"/k/{k}.jpg", 0) for k in range(8)) == 0:  # downloads under way
-        assert p.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-    assert not (tmp_path / "run" / "download" / "shard_00001.done").exists()
-    assert list(tmpdir.iterdir()) == []
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}
-    assert list(tmpdir.iterdir()) == []
+    from smallweb import GatedRoute, GatedWebServer
+
+    gate = threading.Event()  # every download waits on it: the kill lands while all of them are under way
+    with GatedWebServer(small_web) as web:
+        for k in range(8):
+            web.routes[f"/k/{k}.jpg"] = GatedRoute(encode(photo(80 + k)), gate=gate)
+        urls = [web.url(f"/k/{k}.jpg") for k in range(8)]
+        # a per-request timeout far above the test's reaction time: the gated downloads wait, they do not time out
+        cfg_path = write_inputs(tmp_path, urls, timeout=60)
+        tmpdir = tmp_path / "tmpdir"
+        tmpdir.mkdir()
+        cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path),
+               "--out", str(tmp_path / "run"), "--set", "crawl.thread_count=2"]
+        env = {**os.environ, "TMPDIR": str(tmpdir)}
+        p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:  # a hang guard, not a speed check: the wait ends when a download waits on the gate
+            deadline = time.time() + 60
+            while not any(web.waiting(web.routes[f"/k/{k}.jpg"]) for k in range(8)):
+                assert p.poll() is None and time.time() < deadline
+                time.sleep(0.05)
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        assert not (tmp_path / "run" / "download" / "shard_00001.done").exists()
+        assert list(tmpdir.iterdir()) == []
+        gate.set()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}
+        assert list(tmpdir.iterdir()) == []
+

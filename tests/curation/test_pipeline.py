@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -14,8 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from smallweb import _photo, write_small_inputs
-from mrbench.demo_web import Route, encode
+from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
 from mrbench.config import ConfigError, CurateConfig, load_config
 from mrbench.curation.pipeline import plan_curation, run_curation
 from mrbench.curation.release import verify_release
@@ -139,40 +137,30 @@ def test_verify_catches_flipped_byte_missing_and_extra(finished_run, tmp_path):
     assert ok.returncode == 0, ok.stderr
 
 
-def paced_routes(base_url: str, num_shards: int, delay: float = 0.6) -> dict[str, Route]:
-    """One slow-but-good image per download shard, so each shard takes at least ``delay`` seconds and a run
-    watched from outside can be killed between its first and last shard. URL shards are cut by the first 16 hex
-    digits of sha1(url) modulo ``num_shards`` (crawl.select_and_shard); the URLs hold the server's port, so the
-    paths are picked here, once the port is known."""
-    found: dict[int, str] = {}
-    k = 0
-    while len(found) < num_shards:
-        path = f"/img/pace_{k}.jpg"
-        found.setdefault(int(hashlib.sha1((base_url + path).encode()).hexdigest()[:16], 16) % num_shards, path)
-        k += 1
-    return {path: Route(encode(_photo(900 + i), "JPEG"), delay=delay) for i, path in enumerate(found.values())}
-
-
 def test_sigkill_mid_run_then_resume_is_byte_identical(finished_run, tmp_path, small_web):
     """Kill `mrbench curate` after its first download shard, rerun: the release equals an uninterrupted run."""
-    from mrbench.demo_web import SampleWebServer
-
     tmp, _, _ = finished_run
-    with SampleWebServer(small_web) as server:
-        routes = {**small_web, **paced_routes(server.base_url, num_shards=3)}
+    with GatedWebServer(small_web) as server:
+        extra, last = gated_last_shard(server.base_url, num_shards=3)
+        # with the long timeout the zoo's slow route would answer (after 4 s) instead of timing out: left out here
+        routes = {**{p: r for p, r in small_web.items() if p != "/broken/slow.jpg"}, **extra}
         server.routes.update(routes)
-        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, routes)
+        # a per-request timeout far above the test's reaction time: the gated download waits, it does not time out
+        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, routes, crawl__timeout=60)
         cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path)]
         run_a, run_b = tmp_path / "a", tmp_path / "b"
         proc = subprocess.Popen([*cmd, "--out", str(run_a)], start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 240
-        while not (run_a / "download" / "shard_00000.done").exists():
-            assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the pool's workers too
-        proc.wait()
+        try:  # a hang guard, not a speed check: the wait ends when shard 0 is done and shard 2 waits on the gate
+            deadline = time.time() + 240
+            while not ((run_a / "download" / "shard_00000.done").exists() and server.waiting(last)):
+                assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+                time.sleep(0.05)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the pool's workers too
+            proc.wait()
         assert not (run_a / "download" / "shard_00002.done").exists(), "killed too late to test resume"
+        last.gate.set()
         resumed = subprocess.run([*cmd, "--out", str(run_a)], capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         straight = subprocess.run([*cmd, "--out", str(run_b)], capture_output=True, text=True, timeout=300)

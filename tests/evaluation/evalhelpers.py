@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -70,8 +71,12 @@ def require_encoder(name: str) -> None:
 
 
 def kill_run_eval_after(out: Path, args: dict, cached_images: int, cwd: Path) -> int:
-    """Start ``run_eval(out=out, **args)`` in a subprocess, SIGKILL it once ``cached_images`` generations are in
-    its cache, and return how many are cached after the kill (the run must still have been going)."""
+    """Start ``run_eval(out=out, **args)`` in a subprocess that stops for good right after its ``cached_images``-th
+    generation is in the cache, SIGKILL it there, and return how many are cached after the kill.
+
+    The stop is a hook, not a clock: the child's ``GenerationCache.put`` blocks forever once it has written that many
+    entries (after writing a marker file), so the kill always lands at the same point of the run.
+    """
     import json
     import os
     import signal
@@ -79,15 +84,32 @@ def kill_run_eval_after(out: Path, args: dict, cached_images: int, cwd: Path) ->
     import sys
     import time
 
-    script = ("import json,sys; from mrbench.evaluation.runner import run_eval; "
-              "run_eval(out=sys.argv[1], **json.loads(sys.argv[2]))")
+    marker = out.parent / f"{out.name}.stopped"
+    script = textwrap.dedent("""
+        import json, sys, threading
+        from pathlib import Path
+        from mrbench.evaluation.results import GenerationCache
+        from mrbench.evaluation.runner import run_eval
+        put, done, stop_after, marker = GenerationCache.put, [0], int(sys.argv[3]), Path(sys.argv[4])
+        def blocking_put(self, *a, **kw):
+            put(self, *a, **kw)
+            done[0] += 1
+            if done[0] == stop_after:
+                marker.write_text(str(done[0]))
+                threading.Event().wait()  # until SIGKILL
+        GenerationCache.put = blocking_put
+        run_eval(out=sys.argv[1], **json.loads(sys.argv[2]))
+    """)
     cache = out / ".cache" / "generations"
-    proc = subprocess.Popen([sys.executable, "-c", script, str(out), json.dumps(args)], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(list(cache.rglob("*.json"))) < cached_images:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), json.dumps(args), str(cached_images), str(marker)],
+                            cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300  # a hang guard, not a speed check
+        while not marker.exists():
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.time() < deadline, "the run never reached the point to kill it at"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     return len(list(cache.rglob("*.json")))

@@ -66,7 +66,7 @@ def test_same_seed_same_rows_and_resume_after_sigkill(tmp_path: Path, mini_dream
                 model_args=STEPS, metrics=["clip_t", "image_sim@dino-tiny"], n_boot=50)
     killed_out = tmp_path / "killed"
     cached = kill_run_eval_after(killed_out, args, 1, REPO)
-    assert 1 <= cached < 3
+    assert cached == 1  # killed right after its first generation
 
     resumed = run_eval(out=killed_out, **args)
     assert resumed.timing["generated_images"] == 3 - cached  # finished images are not generated again
