@@ -115,6 +115,10 @@ class Flux2Generator(MultiRefGenerator):
         self.default_repo = repo
         super().__init__(profile, **options)
 
+    def check_weights(self) -> None:
+        self.default_repo = VARIANTS.get(self.config.variant, VARIANTS["dev"])[0]  # also on a runner's options-only probe
+        super().check_weights()
+
     @property
     def display_name(self) -> str:
         return f"FLUX.2 [{self.config.variant}]"

@@ -226,9 +226,15 @@ class MultiRefGenerator(Generator):
         self.device = resolve_device(self.config.device)
         self.repo = self.config.model or self.default_repo
         self._folder: Path | None = None
-        if profile != "tiny":  # every weight is located before anything heavy loads
-            self._folder = resolve_pipeline_dir(self.repo, what=f"{self.display_name} ({self.repo})", how=self._how())
+        self.check_weights()  # every weight is located before anything heavy loads
         self.pipe = self._load()
+
+    def check_weights(self) -> None:
+        """Locate the pipeline folder, loading nothing (the runner calls this before any work, on an instance that
+        holds only the validated options); a miss raises MissingWeightsError."""
+        self.repo = self.config.model or self.default_repo
+        if self.profile != "tiny":
+            self._folder = resolve_pipeline_dir(self.repo, what=f"{self.display_name} ({self.repo})", how=self._how())
 
     # -------------------------------------------------------------------- per-model hooks
     @property
