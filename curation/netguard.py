@@ -29,6 +29,7 @@ writes as the row's status.
 
 from __future__ import annotations
 
+import concurrent.futures
 import email.utils
 import http.client
 import ipaddress
@@ -109,6 +110,25 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (sorted, deduplicated)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({info[4][0] for info in infos})
+
+
+# getaddrinfo has no timeout of its own: lookups run on these threads so a request waits for one only until its
+# deadline (a lookup still hanging then finishes, or not, on its thread; its result is dropped).
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mrbench-dns")
+
+
+def resolve_until(host: str, port: int, deadline: float) -> list[str]:
+    """:func:`resolve`, waiting at most until ``deadline`` (a ``time.monotonic`` value).
+
+    Raises:
+        TimeoutError: the lookup did not answer in time.
+    """
+    future = _LOOKUPS.submit(resolve, host, port)
+    try:
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"name lookup of {host} took longer than the deadline") from None
 
 
 def strip_credentials(url: str) -> tuple[str, bool]:
@@ -363,10 +383,13 @@ class Fetcher:
             url = nxt
         raise FetchError("too_many_redirects", f"more than {self.config.max_redirects} redirects")
 
-    def _address(self, host: str, port: int) -> str:
-        """Resolve ``host`` once and check every address it has; returns the one to connect to."""
+    def _address(self, host: str, port: int, deadline: float) -> str:
+        """Resolve ``host`` once (within the attempt's deadline) and check every address it has; returns the one to
+        connect to."""
         try:
-            addrs = resolve(host, port)
+            addrs = resolve_until(host, port, deadline)
+        except TimeoutError as e:
+            raise FetchError("timeout", str(e)) from None
         except (socket.gaierror, UnicodeError, OSError) as e:
             raise FetchError("dns_failure", f"{host}: {e}") from None
         if not addrs:
@@ -386,7 +409,7 @@ class Fetcher:
         https = parts.scheme.lower() == "https"
         host = parts.hostname or ""
         port = parts.port or (443 if https else 80)
-        ip = self._address(host, port)
+        ip = self._address(host, port, deadline)
         conn_cls = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
         conn = conn_cls(host, port, ip, cfg.timeout, deadline)
         self.limiter.acquire(host)

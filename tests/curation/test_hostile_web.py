@@ -163,3 +163,28 @@ def test_disk_full_is_one_error_line_and_the_rerun_finishes(tmp_path, web):
     done = subprocess.run([sys.executable, "-m", "mrbench.cli", *args], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert {r["status"] for r in rows(tmp_path / "run").values()} == {"ok"}
+
+
+def test_a_hanging_name_lookup_ends_as_timeout_at_the_deadline(monkeypatch):
+    """getaddrinfo has no timeout: a resolver that never answers must not hold the download past its deadline."""
+    import threading
+
+    from mrbench.curation import netguard
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hanging_resolve(host, port):
+        calls.append(host)
+        release.wait(60)  # a resolver that does not answer (released at the end of the test)
+        return ["203.0.113.7"]
+
+    monkeypatch.setattr(netguard, "resolve", hanging_resolve)
+    fetcher = Fetcher(CrawlConfig(timeout=0.2, retries=0))
+    try:
+        with pytest.raises(FetchError) as err:
+            fetcher.fetch("http://slow-dns.example/a.jpg")
+        assert err.value.reason == "timeout" and "name lookup of slow-dns.example" in str(err.value)
+        assert calls == ["slow-dns.example"] and not release.is_set()  # it gave up while the lookup still hung
+    finally:
+        release.set()
