@@ -229,7 +229,8 @@ def release_verify(
     symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
     import json
 
-    from mrbench.curation.release import MANIFEST, check_release
+    from mrbench.curation.release_format import MANIFEST
+    from mrbench.curation.release_verify import check_release
     from mrbench.layout import folder_hint
 
     if release_dir.is_dir() and not (release_dir / MANIFEST).exists() and folder_hint(release_dir):
@@ -253,7 +254,8 @@ def release_extract(
 ) -> None:
     """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
     and copy the EasyRef JSON to OUT."""
-    from mrbench.curation.release import ReleaseError, UnsafeOutputError, extract_images
+    from mrbench.curation.release_extract import extract_images
+    from mrbench.curation.release_format import ReleaseError, UnsafeOutputError
 
     try:
         target, n = extract_images(release_dir, out)
@@ -278,7 +280,7 @@ def release_remove(
     the manifest records the parent release and each list's sha256. Pass the same file to later curations as a
     block list (crawl.blocklists, kind id / url / sha256) to keep the images out."""
     from mrbench.config import ConfigError
-    from mrbench.curation.release import ReleaseError, UnsafeOutputError
+    from mrbench.curation.release_format import ReleaseError, UnsafeOutputError
     from mrbench.curation.takedown import remove_images
 
     lists = [(kind, path) for kind, path in (("id", ids), ("url", urls), ("sha256", sha256)) if path is not None]

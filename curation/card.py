@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import CurateConfig
-from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
+from mrbench.curation.release_format import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout

@@ -21,7 +21,6 @@ from mrbench.config import CurateConfig, GroupConfig
 from mrbench.curation.dedup import read_duplicates
 from mrbench.curation.filters import read_drops
 from mrbench.curation.inputs import calibration_identity
-from mrbench.curation.release import ASSIGN_SCHEMA
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
 from mrbench.layout import RunLayout
@@ -29,6 +28,12 @@ from mrbench.records import SPLITS
 from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
+
+# The group step's output: one row per image with its group, split and role (or why it has none).
+ASSIGN_SCHEMA = pa.schema(
+    [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
+     ("status", pa.string()), ("error_message", pa.string())]
+)
 
 
 @dataclass

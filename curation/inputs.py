@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mrbench.config import CurateConfig, InputError
+from mrbench.curation.release_format import RELEASE_SCHEMA
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
@@ -75,8 +76,6 @@ def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str])
     """A source's ``where`` must be a boolean SQL expression over its columns, and every ``keep_columns`` name one
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
-
-    from mrbench.curation.release import RELEASE_SCHEMA
 
     schema = source_schema(path)
     missing = [c for c in keep_columns if c not in schema.names]

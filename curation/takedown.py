@@ -34,10 +34,13 @@ import pyarrow.parquet as pq
 
 from mrbench.config import BlocklistConfig, ConfigError, CurateConfig, from_dict
 from mrbench.curation.blocklist import read_entries
-from mrbench.curation.release import (
-    EASYREF_FILES, MANIFEST, RELEASE_FILE, RELEASE_FORMAT, ReleaseError, UnsafeOutputError, check_release,
-    release_file, verify_release, write_card, write_easyref_json, write_manifest,
+from mrbench.curation.card import write_card
+from mrbench.curation.easyref_export import EASYREF_FILES, write_easyref_json
+from mrbench.curation.release import write_manifest
+from mrbench.curation.release_format import (
+    MANIFEST, RELEASE_FILE, RELEASE_FORMAT, ReleaseError, UnsafeOutputError, release_file,
 )
+from mrbench.curation.release_verify import check_release, verify_release
 from mrbench.curation.split import SPLITS
 
 REMOVAL_KINDS = ("id", "url", "sha256")  # release columns a removal list matches

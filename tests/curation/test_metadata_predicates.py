@@ -12,7 +12,7 @@ from smallweb import _photo
 from mrbench.config import CurateConfig, InputError, load_config
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.pipeline import run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 from mrbench.demo_web import Route, SampleWebServer, encode
 
 # (punsafe, pwatermark) per image k of each subject: k = 1 is unsafe, k = 2 watermarked, k = 3 has no score

@@ -16,7 +16,7 @@ from smallweb import write_small_inputs
 from mrbench.cli import app
 from mrbench.config import CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 from mrbench.demo_web import SampleWebServer
 
 pytestmark = pytest.mark.slow
