@@ -36,7 +36,7 @@ from mrbench.images import load_image
 from mrbench.layout import RunLayout
 from mrbench.pages import jpeg_thumbnail
 from mrbench.shards import atomic_write_bytes, atomic_write_text
-from mrbench.thresholds import for_run
+from mrbench.thresholds import for_setting
 
 CARD = "README.md"
 EXAMPLES_DIR = "card/examples"
@@ -230,15 +230,14 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
 
     sources = "; ".join(f"{s.kind}: {', '.join(Path(p).name for p in s.paths)}" for s in config.sources) or "-"
     c, g, f, e = config.crawl, config.group, config.filters, config.embed
-    near_dup = for_run(config, "near_duplicate", config.dedup.threshold)
+    near_dup = for_setting(config, "dedup.threshold")
     dedup = "off" if near_dup is None or not config.dedup.enabled else near_dup.describe("near_duplicate")
-    audit_nd = for_run(config, "near_duplicate", config.audit.near_dup_threshold)
-    identity = for_run(config, "identity", config.audit.identity_threshold if config.audit.identity_threshold
-                       is not None else config.group.identity_threshold)
+    audit_nd = for_setting(config, "audit.near_dup_threshold")
+    identity = for_setting(config, "audit.identity_threshold")
     audit = ("off" if not (config.audit.enabled and (e.encoder or e.face_encoder))
              else "; ".join(p.describe(t) for t, p in (("near_duplicate", audit_nd), ("identity", identity)) if p)
                   + ("; training images of leaking pairs removed" if config.audit.remove_train_leaks else ""))
-    group_identity = for_run(config, "identity", config.group.identity_threshold)
+    group_identity = for_setting(config, "group.identity_threshold")
     rows = [
         ["sources", sources],
         ["tag list", Path(c.tag_list).name if c.tag_list else "- (folder names)"],
