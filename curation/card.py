@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.config import CurateConfig
-from mrbench.curation.release_format import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
+from mrbench.curation.release_format import (
+    RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_data_files, release_kept_fields, release_schema,
+)
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout
@@ -95,7 +97,7 @@ def size_category(n: int) -> str:
 def split_sizes(release_dir: Path) -> dict[str, tuple[int, int]]:
     """Per split: (uncompressed bytes of its data, from the parquet footers; bytes of its files on disk)."""
     sizes: dict[str, tuple[int, int]] = {}
-    for f in sorted((Path(release_dir) / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         m = RELEASE_FILE.fullmatch(f"data/{f.name}")
         if not m:
             continue
@@ -138,7 +140,7 @@ def _read_index(release_dir: Path) -> pa.Table:
     """The release's small columns (id, category, group, split, role) as one table; never the images or captions,
     so a paper-scale release stays cheap (the statistics are group-bys over it)."""
     cols = ["id", "category", "group", "split", "role"]
-    files = sorted((release_dir / "data").glob("*.parquet"))
+    files = release_data_files(release_dir)
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in cols})
     t = pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
@@ -351,7 +353,7 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]], keep
     wanted = pa.array(sorted({r["id"] for _, ms in chosen for r in ms}), pa.string())
     data: dict[str, bytes] = {}
     captions: dict[str, str] = {}
-    for f in sorted((release_dir / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         got = pq.read_table(f, columns=["id", "caption", "image"], filters=[("id", "in", wanted)])
         ids = got.column("id").to_pylist()
         data.update(zip(ids, image_bytes(got.column("image"))))

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.curation.release_format import image_bytes
+from mrbench.curation.release_format import image_bytes, release_data_files
 from mrbench.layout import RunLayout
 from mrbench.shards import atomic_write_text
 
@@ -52,7 +52,7 @@ def faces_in_stored_frame(release_dir: Path, faces: dict[str, list[float]]) -> d
         return {}
     out = dict(faces)
     wanted = pa.array(sorted(faces), pa.string())
-    for f in sorted((release_dir / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         t = pq.read_table(f, columns=["id", "image"], filters=[("id", "in", wanted)])
         for rid, data in zip(t.column("id").to_pylist(), image_bytes(t.column("image"))):
             orientation, size = orientation_of(data)
@@ -82,7 +82,7 @@ def write_easyref_json(release_dir: Path, faces: dict[str, list[float]] | None =
     """
     faces = faces_in_stored_frame(release_dir, faces or {})
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for f in sorted((release_dir / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         cols = ["id", "caption", "group", "split", "role", "format"]
         for r in pq.read_table(f, columns=cols).to_pylist():
             rows[r["group"]].append(r)

@@ -38,7 +38,7 @@ from mrbench.curation.easyref_export import easyref_faces, write_easyref_json
 from mrbench.curation.group import ASSIGN_SCHEMA
 from mrbench.curation.inputs import kept_fields
 from mrbench.curation.release_format import (
-    MANIFEST, RELEASE_FORMAT, image_cells, release_file, release_kept_fields, release_schema,
+    MANIFEST, RELEASE_FORMAT, image_cells, release_data_files, release_file, release_kept_fields, release_schema,
 )
 from mrbench.curation.release_verify import verify_release
 from mrbench.curation.sources import LOCAL_PATH
@@ -69,7 +69,7 @@ def publish_release_data(run_dir: Path, release_dir: Path) -> list[str]:
         The release-relative paths of the data files.
     """
     parts = RunLayout(run_dir).release_parts
-    if not parts.is_dir() and any((release_dir / "data").glob("*.parquet")):
+    if not parts.is_dir() and release_data_files(release_dir):
         # The release step of this run folder ran under mrbench < format 2: it wrote release/data itself (binary
         # images, per-shard names). Linking nothing would empty the release; its files are of the old format.
         raise ConfigError(f"{run_dir}: its release step ran under an older mrbench (no {RELEASE_PARTS}/); remove "

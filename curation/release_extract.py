@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from mrbench.curation.release_format import IMAGE_EXTENSION, RELEASE_ID, ReleaseError, UnsafeOutputError, image_bytes
+from mrbench.curation.release_format import (
+    IMAGE_EXTENSION, RELEASE_ID, ReleaseError, UnsafeOutputError, image_bytes, release_data_files,
+)
 from mrbench.curation.release_verify import check_release
 
 def default_images_dir(release_dir: str | Path) -> Path:
@@ -44,7 +46,7 @@ def extract_images(release_dir: str | Path, out: str | Path | None = None) -> tu
     out_dir = given.resolve()
     if out_dir == root or root in out_dir.parents:
         raise UnsafeOutputError(f"--out {out_dir} is inside the release {root}; choose a folder outside it")
-    data_files = sorted(p for p in (root / "data").glob("*.parquet")) if (root / "data").is_dir() else []
+    data_files = release_data_files(root)
     bad: list[str] = []
     for f in data_files:  # ids and formats first: a bad release writes nothing
         for batch in pq.ParquetFile(f).iter_batches(columns=["id", "format"], batch_size=8192):

@@ -80,9 +80,14 @@ def kept_fields_of(schema: pa.Schema) -> list[pa.Field]:
     return [f for f in schema if f.name not in RELEASE_SCHEMA.names]
 
 
+def release_data_files(release_dir: str | Path) -> list[Path]:
+    """A release's data files (``data/*.parquet``), sorted by name: split, then shard order."""
+    return sorted((Path(release_dir) / "data").glob("*.parquet"))
+
+
 def release_kept_fields(release_dir: Path) -> list[pa.Field]:
     """The kept source columns of a release (from its first data file; none without data)."""
-    files = sorted((Path(release_dir) / "data").glob("*.parquet"))
+    files = release_data_files(release_dir)
     return kept_fields_of(pq.ParquetFile(files[0]).schema_arrow) if files else []
 
 
