@@ -29,7 +29,7 @@ from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
-# The group step's output: one row per image with its group, split and role (or why it has none).
+# groups/assignments.parquet: one row per image that reached grouping (ok, or the reason it was dropped there).
 ASSIGN_SCHEMA = pa.schema(
     [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
      ("status", pa.string()), ("error_message", pa.string())]

@@ -38,7 +38,8 @@ from mrbench.curation.easyref_export import easyref_faces, write_easyref_json
 from mrbench.curation.group import ASSIGN_SCHEMA
 from mrbench.curation.inputs import kept_fields
 from mrbench.curation.release_format import (
-    MANIFEST, RELEASE_FORMAT, image_cells, release_data_files, release_file, release_kept_fields, release_schema,
+    MANIFEST, REJECT_SCHEMA, RELEASE_FORMAT, image_cells, release_data_files, release_file, release_kept_fields,
+    release_schema,
 )
 from mrbench.curation.release_verify import verify_release
 from mrbench.curation.sources import LOCAL_PATH
@@ -50,10 +51,6 @@ from mrbench.shards import atomic_write_text, sha256_file, temporary_path, write
 from mrbench.stage import ShardedStep, Step, global_step
 from mrbench.stats import Stats
 
-REJECT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
-     ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
-)
 # The release step writes one file per (split, download shard) in RunLayout.release_parts; finalize links them into
 # the release with contiguous names (a split present in 3 of 4 download shards gets files 00000..00002 of 00003).
 RELEASE_PARTS = "release_parts"  # the folder's name in the run folder (RunLayout.release_parts)

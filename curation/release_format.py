@@ -1,7 +1,6 @@
-"""What a release is: its parquet schema (with the Hugging Face features), its file names, its format versions
-and the readers of its image column. Writers (:mod:`curation.release`), checkers (:mod:`curation.release_verify`)
-and readers (evaluation, takedown, the card) share these definitions.
-"""
+"""The release format: the data files' schema (the Hugging Face ``Image`` feature in the schema metadata), its
+older versions, the file names and the image cells; what the release step writes and what the card, the verifier
+and the benchmarks read."""
 
 from __future__ import annotations
 
@@ -60,12 +59,6 @@ _FIELDS_V2 = [(n, t) for n, t in _RELEASE_FIELDS if n != "prompt"]
 RELEASE_SCHEMA_V2 = _with_features(_FIELDS_V2)
 RELEASE_SCHEMA_V1 = pa.schema([(n, pa.binary() if n == "image" else t) for n, t in _FIELDS_V2])
 KEPT_TYPES = {"int64": pa.int64(), "double": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
-# 2: image as the Hugging Face Image feature, contiguous data file names; 3: the leak-free ``prompt`` column
-RELEASE_FORMAT = "mrbench-release/3"
-RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, "mrbench-release/2": RELEASE_SCHEMA_V2,
-                   RELEASE_FORMAT: RELEASE_SCHEMA}
-RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
-IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
 
 
 def release_schema(kept: "list[pa.Field] | tuple[pa.Field, ...]" = ()) -> pa.Schema:
@@ -91,6 +84,10 @@ def release_kept_fields(release_dir: Path) -> list[pa.Field]:
     return kept_fields_of(pq.ParquetFile(files[0]).schema_arrow) if files else []
 
 
+REJECT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("url", pa.string()), ("status", pa.string()), ("error_message", pa.string()),
+     ("caption", pa.string()), ("tags", pa.list_(pa.string()))]
+)
 MANIFEST = "manifest.json"
 
 
@@ -144,6 +141,14 @@ def schema_problem(schema: pa.Schema, fmt: str | None = None, kept: "list[pa.Fie
         if features != json.loads(want.metadata[b"huggingface"])["info"]["features"]:
             parts.append("its Hugging Face features metadata (schema key 'huggingface') is missing or altered")
     return "; ".join(parts) or None
+
+
+# 2: image as the Hugging Face Image feature, contiguous data file names; 3: the leak-free ``prompt`` column
+RELEASE_FORMAT = "mrbench-release/3"
+RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, "mrbench-release/2": RELEASE_SCHEMA_V2,
+                   RELEASE_FORMAT: RELEASE_SCHEMA}
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
+IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
 
 
 class ReleaseError(ValueError):
