@@ -135,7 +135,7 @@ def curate(
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
     from mrbench.config import CurateConfig, load_config
-    from mrbench.console import print_summary
+    from mrbench.app.summary import print_summary
     from mrbench.curation.pipeline import run_curation
     from mrbench.log import setup_logging
 
@@ -392,7 +392,7 @@ def demo(
 ) -> None:
     """Offline demo: build a small sample web, serve it on 127.0.0.1, curate it, evaluate the release with tiny models
     (+ reference and chance rows) and write a leaderboard."""
-    from mrbench.demo import run_demo
+    from mrbench.app.demo import run_demo
 
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")

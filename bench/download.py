@@ -51,7 +51,7 @@ def make_routes(n: int) -> dict[str, bytes]:
 
 
 def serve(n: int, port_queue: "multiprocessing.Queue[int]") -> None:
-    from mrbench.demo_web import Route, SampleWebServer
+    from mrbench.app.web import Route, SampleWebServer
 
     class Server(SampleWebServer):
         request_queue_size = 1024  # many threads connect at once

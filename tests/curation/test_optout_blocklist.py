@@ -18,7 +18,7 @@ from mrbench.curation.crawl import record_id
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.optout import opt_out_reason, robots_directives
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 from mrbench.records import ImageRecord
 
 OPT_OUT_HEADERS = {

@@ -27,7 +27,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, small_web):
-    from mrbench.demo_web import SampleWebServer
+    from webserver import SampleWebServer
 
     tmp = tmp_path_factory.mktemp("run")
     with SampleWebServer(small_web) as server:

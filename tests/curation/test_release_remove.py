@@ -17,7 +17,7 @@ from mrbench.cli import app
 from mrbench.config import CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
-from mrbench.demo_web import SampleWebServer
+from webserver import SampleWebServer
 
 pytestmark = pytest.mark.slow
 

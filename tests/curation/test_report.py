@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, small_web) -> Path:
     from mrbench.curation.pipeline import run_curation
-    from mrbench.demo_web import SampleWebServer
+    from webserver import SampleWebServer
 
     tmp = tmp_path_factory.mktemp("report")
     with SampleWebServer(small_web) as server:

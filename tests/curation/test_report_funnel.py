@@ -10,7 +10,7 @@ import yaml
 
 from mrbench.config import CurateConfig, load_config
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 from smallweb import _photo
 
 

@@ -69,7 +69,7 @@ def test_run_eval_checks_keyword_options_against_the_config() -> None:
 def test_built_generator_name_and_config_give_the_same_run(tmp_path: Path, mini_dreambench: Path) -> None:
     """``run_eval(model=...)`` takes a name or a built generator (lm-eval's ``simple_evaluate(model: str | LM)``):
     same run folder name, config, rows and summary; an EvalConfig or a YAML file through the API gives the same."""
-    from mrbench import evaluate
+    from mrbench.app import evaluate
     from mrbench.baselines.reference import ReferenceRow
 
     bench = f"dreambench:{mini_dreambench}"

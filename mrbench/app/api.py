@@ -1,11 +1,11 @@
 """The Python API: the four things the command line does, as functions for notebooks and scripts.
 
-    from mrbench import curate, evaluate, leaderboard, report
+    from mrbench.app import curate, evaluate, leaderboard, report
 
 Each one is the library call behind a command (``mrbench curate``, ``eval``, ``leaderboard``, ``report``) with the
 same defaults and the same run folders; errors are the library's (``ConfigError``, ``MissingWeightsError``,
-``UnknownEntryError``, ``FileNotFoundError``). Imports happen inside the functions, so ``import mrbench`` stays
-light and the core imports nothing from the curation or evaluation layers at module level.
+``UnknownEntryError``, ``FileNotFoundError``). Imports happen inside the functions, so ``import mrbench.app`` stays
+light (no torch, no curation or evaluation module).
 """
 
 from __future__ import annotations
