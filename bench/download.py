@@ -82,7 +82,8 @@ def run_step(run_dir: Path, cfg_path: Path) -> tuple[float, int]:
     """Time the download step only (a fresh process, as the CLI would be), on a run folder with urls/ ready."""
     code = f"""
 import time
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.download import DownloadTask
 from mrbench.executors import get_executor
 cfg = load_config(CurateConfig, {str(cfg_path)!r})

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.crawl import mark_origin
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.records import ImageRecord

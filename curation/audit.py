@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.dedup import _SEARCH_MARGIN
 from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, GroupConfig
+from mrbench.curation.config import CurateConfig, GroupConfig
 from mrbench.curation.dedup import read_duplicates
 from mrbench.curation.filters import read_drops
 from mrbench.curation.inputs import calibration_identity

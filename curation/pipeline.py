@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 import yaml
 
 import mrbench.curation  # noqa: F401  (registers the built-in steps)
-from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.config import ConfigError, to_dict, validate_once
+from mrbench.curation.config import CurateConfig
 from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.blocklist import check_blocklists
@@ -88,7 +89,7 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     Raises:
         ConfigError: an invalid config, unreadable sources, a badly registered stage, another shard count.
     """
-    config.validate()
+    validate_once(config)
     check_sources(config)
     try:
         steps = pipeline_steps()
@@ -115,7 +116,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     The run folder is locked for the whole call (:mod:`mrbench.runlock`): a second process on it fails with
     :class:`~mrbench.runlock.RunLockedError` naming the holder.
     """
-    config.validate()
+    validate_once(config)
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
     try:

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.config import ConfigError, to_dict
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import KEPT
 from mrbench.curation.inputs import kept_fields
 from mrbench.curation.sources import LOCAL_PATH

@@ -39,7 +39,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mrbench.config import EvalConfig, eval_config
+from mrbench.evaluation.config import EvalConfig, eval_config
 from mrbench.evaluation.results import SAMPLES_FILE, read_jsonl
 
 ROWS_GLOB = "samples.partial*.jsonl"

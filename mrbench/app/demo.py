@@ -222,7 +222,8 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
 
     from mrbench.app.summary import print_summary
     from mrbench.console import progress_display
-    from mrbench.config import CurateConfig, load_config
+    from mrbench.config import load_config
+    from mrbench.curation.config import CurateConfig
     from mrbench.curation.pipeline import run_curation
 
     console = Console()

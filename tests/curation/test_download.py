@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.netguard import FetchError, Fetcher, is_public_address

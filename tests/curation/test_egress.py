@@ -20,7 +20,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mrbench.config import ConfigError, CrawlConfig, validate_fields
+from mrbench.config import ConfigError, validate_fields
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, parse_retry_after
 from webserver import Route, SampleWebServer, encode
 

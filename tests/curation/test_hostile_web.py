@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, is_public_address
 from webserver import Route, SampleWebServer, encode
 from test_egress import curate, photo, rows, write_inputs

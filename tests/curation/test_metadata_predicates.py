@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from smallweb import _photo
-from mrbench.config import CurateConfig, InputError, load_config
+from mrbench.config import InputError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import plan_curation, run_curation
 from mrbench.curation.release import verify_release
 

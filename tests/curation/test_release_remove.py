@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from smallweb import write_small_inputs
 from mrbench.cli import app
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
 from webserver import SampleWebServer

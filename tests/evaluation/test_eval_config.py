@@ -1,4 +1,4 @@
-"""Eval options declared once (:class:`~mrbench.config.EvalConfig`): ``mrbench eval --config/--set`` (CLI > YAML >
+"""Eval options declared once (:class:`~mrbench.evaluation.config.EvalConfig`): ``mrbench eval --config/--set`` (CLI > YAML >
 defaults, flags without defaults of their own), ``run_eval`` with a config, keyword overrides or a built generator."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import ConfigError, EvalConfig
+from mrbench.config import ConfigError
+from mrbench.evaluation.config import EvalConfig
 from mrbench.evaluation.runner import run_eval
 
 METRIC = "image_sim@dino-tiny"
