@@ -50,7 +50,7 @@ from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
-from mrbench.stage import STAGES, Step, drop_labels, filter_stages, pipeline_steps
+from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run
 
@@ -222,19 +222,6 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | 
                 merged[spec.name] = Stats.load(path)
     atomic_write_text(layout.stats, json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
     return merged
-
-
-def drop_step(reason: str) -> str:
-    """The step whose rule a drop reason comes from (download for crawl and decode failures); the map is the
-    registered steps' :attr:`~mrbench.stage.Step.drops` (:func:`mrbench.stage.drop_labels`)."""
-    return drop_labels().get(reason, "download")
-
-
-def drop_step_order() -> list[str]:
-    """The labels :func:`drop_step` gives, in run order (``download`` first)."""
-    labels = list(dict.fromkeys(drop_labels().values()))
-    at = labels.index("select") + 1 if "select" in labels else 0  # selection drops come before any download
-    return list(dict.fromkeys([*labels[:at], "download", *labels[at:]]))
 
 
 def stages_in_run_order() -> Iterator[Entry]:

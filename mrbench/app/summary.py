@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mrbench.curation.pipeline import drop_step, drop_step_order
+from mrbench.curation.drops import drop_step, drop_step_order
 from mrbench.records import SPLITS
 
 

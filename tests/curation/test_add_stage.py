@@ -15,7 +15,8 @@ import pytest
 
 from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CurateConfig
-from mrbench.curation.pipeline import drop_step, run_curation
+from mrbench.curation.drops import drop_step
+from mrbench.curation.pipeline import run_curation
 from mrbench.stage import STAGES, pipeline_steps
 from smallweb import write_small_inputs
 
