@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
+from mrbench.curation.drops import drop_step
 from mrbench.curation.release_format import (
     RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_data_files, release_kept_fields, release_schema,
 )
@@ -276,8 +277,6 @@ def _drops(run_dir: Path | None, released: int) -> list[str]:
     rejects = RunLayout(run_dir).rejects if run_dir is not None else None
     if rejects is None or not rejects.folder.is_dir():
         return []
-    from mrbench.curation.pipeline import drop_step
-
     counts: Counter[str] = Counter()
     for f in rejects.existing():
         counts.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())

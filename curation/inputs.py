@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, InputError
+from mrbench.config import InputError
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.release_format import RELEASE_SCHEMA
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 

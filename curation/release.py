@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.config import ConfigError, to_dict
 from mrbench.curation.card import write_card
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import KEPT
 from mrbench.curation.easyref_export import easyref_faces, write_easyref_json
 from mrbench.curation.group import ASSIGN_SCHEMA

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import BlocklistConfig, ConfigError, CurateConfig, from_dict
+from mrbench.config import ConfigError, from_dict
+from mrbench.curation.config import BlocklistConfig, CurateConfig
 from mrbench.curation.blocklist import read_entries
 from mrbench.curation.card import write_card
 from mrbench.curation.easyref_export import EASYREF_FILES, write_easyref_json

@@ -46,7 +46,8 @@ from typing import IO, Any, ClassVar
 
 from PIL import Image
 
-from mrbench.config import ConfigError, EvalConfig
+from mrbench.config import ConfigError
+from mrbench.evaluation.config import EvalConfig
 from mrbench.evaluation.generator import ImageRef, Sample
 from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 

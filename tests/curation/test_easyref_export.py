@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.embed import FEATURE_SCHEMA
 from mrbench.curation.easyref_export import EASYREF_FILES, easyref_faces, write_easyref_json
 from mrbench.curation.release import write_manifest

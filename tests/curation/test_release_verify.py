@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.card import write_card
 from mrbench.curation.easyref_export import EASYREF_FILES, write_easyref_json
