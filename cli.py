@@ -674,6 +674,7 @@ def eval_cmd(
 
     Options come from EvalConfig: defaults, then --config YAML, then the flags given, then --set (CLI > YAML > defaults).
     """
+    from mrbench.app.summary import print_eval_summary
     from mrbench.backends.base import MissingWeightsError
     from mrbench.config import load_config
     from mrbench.evaluation.config import EvalConfig, parse_model_args
@@ -716,42 +717,9 @@ def eval_cmd(
         typer.echo(f"worker {cfg.rank} of {cfg.world_size}: slice done ({len(result.rows)} rows) in {result.run_dir}; "
                    "the last worker to finish merges samples.jsonl and summary.json")
         return
-    _print_eval(result)
-
-
-def _print_eval(result: object) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    summary = result.summary  # type: ignore[attr-defined]
-    console = Console()
-    for note in summary.get("metric_notes") or []:
+    for note in result.summary.get("metric_notes") or []:
         typer.secho(f"note: {note}", fg="yellow", err=True)
-    flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
-    for split, s in summary["splits"].items():
-        statuses = ", ".join(f"{n} {status}" for status, n in sorted(s["rows_per_status"].items(),
-                                                                      key=lambda kv: (kv[0] != "ok", kv[0])))
-        t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
-                        f"{s['groups']} groups, {s['rows']} images ({statuses})")
-        for c in ("metric", "mean", "95% CI (groups)", "groups"):
-            t.add_column(c)
-
-        def interval(ci: list, n_groups: int) -> str:  # one group has no spread to bootstrap
-            return "n/a (1 group)" if n_groups < 2 else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
-
-        for key, est in s["metrics"].items():
-            if est["mean"] is None:
-                t.add_row(key, "-", "-", "0")
-                continue
-            t.add_row(key, f"{est['mean']:.4f}", interval(est["ci"], est["n_groups"]), str(est["n_groups"]))
-            if est.get("scaled"):
-                sc = est["scaled"]
-                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", interval(sc["ci"], est["n_groups"]),
-                          str(est["n_groups"]))
-        console.print(t)
-    timing = result.timing  # type: ignore[attr-defined]
-    console.print(f"run folder: {result.run_dir}  (generated {timing['generated_images']}, from cache "  # type: ignore[attr-defined]
-                  f"{timing['cached_images']}, resumed {timing['resumed_rows']}; {timing['wall_s']:.1f}s)")
+    print_eval_summary(result)
 
 
 @app.command("leaderboard")
