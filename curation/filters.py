@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, FilterConfig
+from mrbench.curation.config import CurateConfig, FilterConfig
 from mrbench.curation.inputs import filters_identity
 from mrbench.layout import RunLayout, StepRef
 from mrbench.records import ImageRecord

@@ -23,13 +23,24 @@ named after it, with shards named ``shard``. The methods take a step, or the nam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import Protocol, Union
 
 from mrbench.registry import STAGES
 from mrbench.shards import SUCCESS, ShardSet
 
-if TYPE_CHECKING:
-    from mrbench.stage import Step
+
+class Step(Protocol):
+    """What the layout reads of a :class:`mrbench.stage.Step` (its paths)."""
+
+    name: str
+    folder: str
+    prefix: str
+    suffix: str
+    owns: tuple[str, ...]
+    marker: str
+
+    @property
+    def sharded(self) -> bool: ...
 
 # Folders of the run that are not one step's own folder (steps name them in ``Step.owns`` / ``Step.folder``).
 STATE = "state"  # markers of steps whose outputs are not theirs alone (release shards, the release's final files)
