@@ -32,7 +32,8 @@ class ShardTask(Protocol):
 
     name: str
 
-    def __call__(self, shard: int) -> None: ...
+    def __call__(self, shard: int) -> object:
+        """Do the shard; may return the start line of an earlier attempt it redid (a retry), else None."""
 
     def is_done(self, shard: int) -> bool: ...
 
@@ -248,8 +249,13 @@ class RayExecutor(Executor):
             cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
             raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
         if placed:
-            log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s)", task.name, len(placed),
-                     placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}))
+            log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s) on nodes %s", task.name, len(placed),
+                     placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}),
+                     " ".join(sorted({p["node"][:8] for p in placed})))
+        for p in placed:
+            if p["retry_of"]:  # Ray ran the shard again after its worker process or node was lost
+                log.warning("%s: shard %d was retried on node %s: an earlier attempt ended without an outcome (%s)",
+                            task.name, p["shard"], p["node"][:8], p["retry_of"])
         return todo
 
 
@@ -280,13 +286,14 @@ def _quiet_interrupt() -> None:
 
 
 def _call_task(task: ShardTask, shard: int) -> dict[str, Any]:
-    """Run one shard on a Ray worker; returns what the task was given (resources, GPU ids, node), as seen there."""
+    """Run one shard on a Ray worker; returns what the task was given (resources, GPU ids, node), as seen there, and
+    the earlier attempt it redid (``retry_of``: a lost worker or node), if any."""
     import ray
 
-    task(shard)
+    earlier = task(shard)
     ctx = ray.get_runtime_context()
     return {"resources": ctx.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "node": ctx.get_node_id(), "shard": shard}
+            "node": ctx.get_node_id(), "shard": shard, "retry_of": earlier if isinstance(earlier, str) else None}
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
