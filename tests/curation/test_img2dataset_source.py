@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
-from mrbench.demo_web import Route, SampleWebServer, encode
 from smallweb import SUBJECTS, _photo
+from webserver import Route, SampleWebServer, encode
 
 img2dataset = pytest.importorskip("img2dataset")
 pytestmark = pytest.mark.slow

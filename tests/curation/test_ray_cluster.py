@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import encode
 from raycluster import LoopbackRayCluster
 from smallweb import GatedRoute, GatedWebServer, _photo, shard_paths, write_small_inputs
+from webserver import encode
 from visual_fixtures import folder_config, photo_folder
 
 pytestmark = pytest.mark.slow
