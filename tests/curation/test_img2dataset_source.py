@@ -26,7 +26,8 @@ FORMATS = ("parquet", "webdataset")
 
 def routes() -> dict[str, Route]:
     """Four photos of each of three subjects, a 404 and an HTML page: img2dataset fails the last two."""
-    out = {f"/img/s{s}_{k}.jpg": Route(encode(_photo(100 * s + k), "JPEG", quality=90)) for s in range(3) for k in range(4)}
+    out = {f"/img/s{s}_{k}.jpg": Route(encode(_photo(100 * s + k), "JPEG", quality=90))
+           for s in range(3) for k in range(4)}
     out["/img/gone.jpg"] = Route(b"gone", 404, "text/plain")
     out["/img/page.jpg"] = Route(b"<html>not an image</html>", content_type="text/html")
     return out
@@ -82,10 +83,13 @@ def test_img2dataset_output_is_curated_without_a_request(downloaded, fmt, tmp_pa
     assert server.hits == hits  # not one HTTP request
     assert verify_release(tmp_path / "run" / "release") == []
     status = summary["rows_per_status"]
-    assert status.get("ok") == 12 and status.get("img2dataset_failed_to_download") == 2, status
-    rejects = pq.read_table(tmp_path / "run" / "rejects").to_pylist()
+    assert status.get("ok") == 12 and sum(n for k, n in status.items() if k.startswith("img2dataset_")) == 2, status
+    rejects = [r for f in sorted((tmp_path / "run" / "rejects").glob("rejects_*.parquet"))
+               for r in pq.read_table(f).to_pylist()]
     failed = {Path(r["url"]).name: r for r in rejects if r["status"].startswith("img2dataset_")}
-    assert set(failed) == {"gone.jpg", "page.jpg"} and "404" in failed["gone.jpg"]["error_message"]
+    assert set(failed) == {"gone.jpg", "page.jpg"}
+    assert failed["gone.jpg"]["status"] == "img2dataset_failed_to_download" and "404" in failed["gone.jpg"]["error_message"]
+    assert failed["page.jpg"]["status"] == "img2dataset_failed_to_resize"  # bytes that do not decode
     # released: the bytes img2dataset stored, each under its original URL and caption, grouped by tag
     released = pq.read_table(tmp_path / "run" / "release" / "data").to_pylist()
     assert len(released) == 12 and {r["group"] for r in released} == {"Barack Obama", "Spider-Man", "Van Gogh style"}
