@@ -171,7 +171,7 @@ class LocalExecutor(Executor):
         shape = self.shape(resources)
         if self.config.workers == 1 or len(todo) <= 1:
             for i in todo:
-                task(i)
+                note_retry(task.name, i, task(i))
                 if progress:
                     progress(weights[i] if weights else 1)
             return todo
@@ -192,7 +192,7 @@ class LocalExecutor(Executor):
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for f in done:
-                    f.result()  # re-raise a shard's crash here; finished shards stay complete
+                    note_retry(task.name, shard_of[f], f.result())  # re-raises a crash; finished shards stay done
                     if progress:
                         progress(weights[shard_of[f]] if weights else 1)
         except BaseException as e:  # Ctrl-C or a crash: start no further shard (a rerun does them)
@@ -291,11 +291,17 @@ class RayExecutor(Executor):
             log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s) on nodes %s", task.name, len(placed),
                      placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}),
                      " ".join(sorted({p["node"][:8] for p in placed})))
-        for p in placed:
-            if p["retry_of"]:  # Ray ran the shard again after its worker process or node was lost
-                log.warning("%s: shard %d was retried on node %s: an earlier attempt ended without an outcome (%s)",
-                            task.name, p["shard"], p["node"][:8], p["retry_of"])
+        for p in placed:  # shards Ray ran again after their worker process or node was lost
+            note_retry(task.name, p["shard"], p["retry_of"], f" on node {p['node'][:8]}")
         return todo
+
+
+def note_retry(step: str, shard: int, earlier: object, where: str = "") -> None:
+    """Warn that ``shard`` was retried when its task returned the start line of an earlier attempt that ended without
+    an outcome (a lost worker process or node, a killed run)."""
+    if isinstance(earlier, str):
+        log.warning("%s: shard %d was retried%s: an earlier attempt ended without an outcome (%s)", step, shard,
+                    where, earlier)
 
 
 class Interrupted(SystemExit):
