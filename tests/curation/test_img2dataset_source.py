@@ -1,4 +1,4 @@
-"""``kind: img2dataset``: shards the real img2dataset wrote (parquet and webdataset) are curated without one HTTP
+"""``kind: img2dataset``: shards the real img2dataset wrote (parquet, webdataset, files) are curated without one HTTP
 request: tag matching, where, grouping and release as for any source; rows img2dataset failed are named rows."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from webserver import Route, SampleWebServer, encode
 
 img2dataset = pytest.importorskip("img2dataset")
 pytestmark = pytest.mark.slow
-FORMATS = ("parquet", "webdataset")
+FORMATS = ("parquet", "webdataset", "files")
 
 
 def routes() -> dict[str, Route]:
@@ -76,8 +76,8 @@ def test_img2dataset_output_is_curated_without_a_request(downloaded, fmt, tmp_pa
     root, server = downloaded
     folder = root / fmt
     assert sorted(p.name for p in folder.glob("0000*.parquet")) == ["00000.parquet", "00001.parquet"]
-    if fmt == "webdataset":
-        assert (folder / "00000.tar").is_file()
+    images = {"parquet": "00000.parquet", "webdataset": "00000.tar", "files": "00000"}[fmt]  # where the bytes are
+    assert (folder / images).exists()
     hits = dict(server.hits)
     summary = run_curation(config_for(folder, root), tmp_path / "run")
     assert server.hits == hits  # not one HTTP request
@@ -88,7 +88,8 @@ def test_img2dataset_output_is_curated_without_a_request(downloaded, fmt, tmp_pa
                for r in pq.read_table(f).to_pylist()]
     failed = {Path(r["url"]).name: r for r in rejects if r["status"].startswith("img2dataset_")}
     assert set(failed) == {"gone.jpg", "page.jpg"}
-    assert failed["gone.jpg"]["status"] == "img2dataset_failed_to_download" and "404" in failed["gone.jpg"]["error_message"]
+    gone = failed["gone.jpg"]
+    assert gone["status"] == "img2dataset_failed_to_download" and "404" in gone["error_message"]
     assert failed["page.jpg"]["status"] == "img2dataset_failed_to_resize"  # bytes that do not decode
     # released: the bytes img2dataset stored, each under its original URL and caption, grouped by tag
     released = pq.read_table(tmp_path / "run" / "release" / "data").to_pylist()
@@ -98,24 +99,25 @@ def test_img2dataset_output_is_curated_without_a_request(downloaded, fmt, tmp_pa
         assert r["image"]["bytes"] == stored[r["url"]] and r["caption"] == caption(urlsplit(r["url"]).path)
 
 
-def test_parquet_and_webdataset_shards_release_the_same_data_and_where_applies(downloaded, tmp_path):
-    """The two layouts hold the same images: the same release data; a ``where`` over img2dataset's own columns
+def test_every_layout_releases_the_same_data_and_where_applies(downloaded, tmp_path):
+    """The three layouts hold the same images: the same release data; a ``where`` over img2dataset's own columns
     keeps only the rows it passes (here: the rows it downloaded), counted as failing the rest."""
     root, server = downloaded
     hits = dict(server.hits)
     for fmt in FORMATS:
         run_curation(config_for(root / fmt, root, where="status = 'success'"), tmp_path / fmt)
     assert server.hits == hits
-    a = {p.name: p.read_bytes() for p in sorted((tmp_path / "parquet" / "release" / "data").glob("*.parquet"))}
-    b = {p.name: p.read_bytes() for p in sorted((tmp_path / "webdataset" / "release" / "data").glob("*.parquet"))}
-    assert a == b and a
+    data = [{p.name: p.read_bytes() for p in sorted((tmp_path / fmt / "release" / "data").glob("*.parquet"))}
+            for fmt in FORMATS]
+    assert data[0] and all(d == data[0] for d in data)
     stats = json.loads((tmp_path / "parquet" / "stats.json").read_text())
     assert stats["ingest"]["counts"]["ingest/where_failed"] == 2
     assert "img2dataset_failed_to_download" not in stats["download"]["counts"]
 
 
 def stored_images(folder: Path) -> dict[str, bytes]:
-    """URL -> image bytes, as img2dataset stored them (parquet column ``jpg``, or the tar's ``.jpg`` members)."""
+    """URL -> image bytes, as img2dataset stored them (parquet column ``jpg``, the tar's ``.jpg`` members, or the
+    shard folder's ``.jpg`` files)."""
     import tarfile
 
     out = {}
@@ -124,7 +126,10 @@ def stored_images(folder: Path) -> dict[str, bytes]:
         if "jpg" in rows[0]:
             out.update({r["url"]: r["jpg"] for r in rows if r["jpg"] is not None})
             continue
-        with tarfile.open(shard.with_suffix(".tar")) as tar:
-            by_key = {m.name[:-4]: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")}
+        if shard.with_suffix(".tar").exists():
+            with tarfile.open(shard.with_suffix(".tar")) as tar:
+                by_key = {m.name[:-4]: tar.extractfile(m).read() for m in tar if m.name.endswith(".jpg")}
+        else:
+            by_key = {f.stem: f.read_bytes() for f in shard.with_suffix("").glob("*.jpg")}
         out.update({r["url"]: by_key[r["key"]] for r in rows if r["key"] in by_key})
     return out
