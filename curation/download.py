@@ -301,8 +301,6 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 class DownloadTask(ShardedStep):
     """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
 
-    name = "download"
-
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
@@ -322,6 +320,10 @@ class DownloadTask(ShardedStep):
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     parts=(("fetch", "http(s) download under the egress policy; one status row per URL"),
+                            ("validate", "full decode: corrupt, non-image, decompression-bomb checks; size and sha256"),
+                            ("hash_blocklist", "crawl.blocklists sha256 / perceptual-hash lists: blocked images keep "
+                                               "no bytes")),
                      settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
                                "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
                                "crawl.convert_format", "crawl.disallowed_header_directives",
