@@ -93,7 +93,7 @@ def test_img2dataset_output_is_curated_without_a_request(downloaded, fmt, tmp_pa
     assert failed["page.jpg"]["status"] == "img2dataset_failed_to_resize"  # bytes that do not decode
     # released: the bytes img2dataset stored, each under its original URL and caption, grouped by tag
     released = pq.read_table(tmp_path / "run" / "release" / "data").to_pylist()
-    assert len(released) == 12 and {r["group"] for r in released} == {"Barack Obama", "Spider-Man", "Van Gogh style"}
+    assert len(released) == 12 and {r["group"] for r in released} == {"barack_obama", "spider_man", "van_gogh_style"}
     stored = stored_images(folder)
     for r in released:
         assert r["image"]["bytes"] == stored[r["url"]] and r["caption"] == caption(urlsplit(r["url"]).path)
