@@ -101,16 +101,14 @@ def test_sharded_step_names_a_retry_of_an_attempt_that_left_no_outcome(tmp_path)
     that redoes the shard says so in the log, counts it in the shard's stats and returns the lost attempt's line."""
     import pyarrow as pa
 
-    from mrbench.stage import ShardedStep
+    from mrbench.stage import ShardedStep, Step
     from mrbench.stats import Stats
 
     class Quiet(ShardedStep):
-        name = "quiet"
-
         def process(self, shard):
             return pa.table({"x": [shard]}), Stats()
 
-    step = Quiet(config=None, run_dir=tmp_path)
+    step = Step("quiet", Quiet).task(None, tmp_path)
     assert step(0) is None and "retried_shards" not in step.shards.stats_path(0).read_text()
     lost = step.shards.log_path(1)
     lost.parent.mkdir(parents=True, exist_ok=True)
