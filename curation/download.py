@@ -22,7 +22,8 @@ import io
 import os
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -35,8 +36,8 @@ from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_ur
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
-from mrbench.progress import shard_progress
-from mrbench.shards import read_records, records_to_table
+from mrbench.progress import ShardProgress, shard_progress
+from mrbench.shards import read_records, records_to_table, write_tables
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
 
@@ -46,6 +47,8 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM
 WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (camera JPEGs)
 # Key in ImageRecord.metadata set at selection for rows of ``folder`` sources: the only rows read from disk.
 LOCAL_FILE = "local_file"
+# A download shard's row group is written once its rows hold this many bytes (or 1024 rows): what a worker buffers.
+ROW_GROUP_BYTES = 64 << 20
 
 log = get_logger(__name__)
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -75,45 +78,65 @@ class Downloader(Stage):
         self.config = config
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
-        records = list(records)  # one URL shard: bounded by design
-        web: list[ImageRecord] = []
+        """Yield every record in input order as soon as it and those before it are done; at most
+        :func:`fetch_window` fetches are queued or held at once, so memory does not grow with the shard."""
         live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
-        for r in records:
-            if not r.ok:
-                live.add(1, failed=1)
-                continue
-            if r.metadata.get(LOCAL_FILE):
-                read_local_file(r, self.config.max_body_bytes)
-                live.add(1, failed=int(not r.ok))
-                continue
-            bad = check_url(r.url)
-            if bad is not None:
-                r.fail(*bad)
-                live.add(1, failed=1)
+        threads = self.config.thread_count
+        window: deque[tuple[ImageRecord, Future | None]] = deque()
+        fetcher: Fetcher | None = None
+        try:
+            for r in records:
+                if r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None:
+                    fetcher = fetcher or Fetcher(self.config)
+                    window.append((r, _thread_pool(threads).submit(_fetch_one(fetcher), r)))
+                else:
+                    window.append((r, None))
+                while len(window) > fetch_window(threads) or (window and window[0][1] is None):
+                    yield self._finish(*window.popleft(), live)
+            while window:
+                yield self._finish(*window.popleft(), live)
+        except BaseException:  # Ctrl-C, or the consumer gave up: queued downloads cancelled, those in flight stopped
+            for _, future in window:
+                if future is not None:
+                    future.cancel()
+            if fetcher is not None:
+                fetcher.abort()
+            raise
+        if fetcher is not None:
+            self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
+
+    def _finish(self, r: ImageRecord, future: Future | None, live: ShardProgress) -> ImageRecord:
+        """The record with its outcome: fetched (``future``), read from disk, or refused before any I/O."""
+        if future is not None:
+            outcome = future.result()
+            if isinstance(outcome, FetchError):
+                r.fail(outcome.reason, outcome.message)
             else:
-                web.append(r)
-        if web:
-            fetcher = Fetcher(self.config)
-            for r, outcome in zip(web, _fetch_all(fetcher, web, self.config.thread_count)):
-                if isinstance(outcome, FetchError):
-                    r.fail(outcome.reason, outcome.message)
-                    continue
                 r.image = outcome.body
                 if outcome.credentials_stripped:
                     r.url = outcome.url  # never released with its password
                     r.metadata["credentials_stripped"] = True
                 if outcome.attempts > 1:
                     r.metadata["attempts"] = outcome.attempts
-            self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
-        for r in records:
-            if not r.ok and not r.metadata.get(LOCAL_FILE):
-                r.url, stripped = strip_credentials(r.url)  # a failed row is written too: never with a password
-                if stripped:
-                    r.metadata["credentials_stripped"] = True
-            self.stats.inc(f"download/{r.status}")
-            if not r.ok:
-                self.stats.error(r.error_message)
-        yield from records
+        elif r.ok and r.metadata.get(LOCAL_FILE):
+            read_local_file(r, self.config.max_body_bytes)
+        elif r.ok:
+            r.fail(*check_url(r.url))
+        if not r.ok and not r.metadata.get(LOCAL_FILE):
+            r.url, stripped = strip_credentials(r.url)  # a failed row is written too: never with a password
+            if stripped:
+                r.metadata["credentials_stripped"] = True
+        live.add(1, failed=int(not r.ok))
+        self.stats.inc(f"download/{r.status}")
+        if not r.ok:
+            self.stats.error(r.error_message)
+        return r
+
+
+def fetch_window(threads: int) -> int:
+    """Fetches one worker keeps queued or finished-but-unwritten: enough to keep ``threads`` threads busy past a
+    slow URL (records leave in input order), few enough that memory holds a bounded number of bodies."""
+    return max(64, 8 * threads)
 
 
 def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchError]:
@@ -126,24 +149,6 @@ def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchE
             log.warning("unexpected %s fetching %.200s", type(e).__name__, r.url, exc_info=True)
             return FetchError("fetch_error", f"{type(e).__name__}: {e}"[:300])
     return call
-
-
-def _fetch_all(fetcher: Fetcher, web: list[ImageRecord], threads: int) -> list[FetchResult | FetchError]:
-    """Every row's outcome, in order; on Ctrl-C (or any exception here) the queued downloads are cancelled and
-    the ones in flight stopped at once, so the interruption is not held up by slow servers."""
-    futures = [_thread_pool(threads).submit(_fetch_one(fetcher), r) for r in web]
-    live = shard_progress()  # the driver's bar moves with every URL fetched, with ok / failed counts
-    try:
-        outcomes = []
-        for f in futures:
-            outcomes.append(f.result())
-            live.add(1, failed=int(isinstance(outcomes[-1], FetchError)))
-        return outcomes
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        fetcher.abort()
-        raise
 
 
 def read_local_file(r: ImageRecord, max_bytes: int) -> None:
@@ -291,25 +296,54 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 
 
 class DownloadTask(ShardedStep):
-    """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
+    """Per URL shard: download (under the egress policy), validate, and write one row per URL as the rows complete
+    (in id order, the URL shard's), row group by row group: a worker holds a bounded window of images, whatever the
+    shard's size. The marker follows the complete file; a shard killed half-way is redone whole."""
 
     name = "download"
 
-    def process(self, shard: int) -> tuple[pa.Table, Stats]:
+    def process(self, shard: int) -> tuple[None, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
         stages: list[Stage] = [downloader, validator]
         blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
         if blocklist is not None:
             stages.append(blocklist)
-        records: Iterable[ImageRecord] = read_records(self.layout.urls.output(shard))
+        records: Iterable[ImageRecord] = in_id_order(read_records(self.layout.urls.output(shard)))
         for stage in stages:
             records = stage(records)
-        records = sorted(records, key=lambda r: r.id)
+        write_records(records, self.shards.output(shard))
         stats = Stats()
         for stage in stages:
             stats.merge(stage.stats)
-        return records_to_table(records), stats
+        return None, stats
+
+
+def in_id_order(records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
+    """``records``, checked to come in id order (selection writes URL shards so): the download writes them as they
+    come, and its rows must be in id order for the same bytes on every run."""
+    last = ""
+    for r in records:
+        if r.id < last:
+            raise RuntimeError(f"URL shard out of id order ({r.id} after {last}): rerun the select step")
+        last = r.id
+        yield r
+
+
+def write_records(records: Iterable[ImageRecord], path: Path, batch_rows: int = 64) -> int:
+    """Write ``records`` to the parquet shard ``path`` as they come (:func:`~mrbench.shards.write_tables`), a table of
+    ``batch_rows`` rows at a time; a row group is written early once its images pass :data:`ROW_GROUP_BYTES`."""
+    def tables() -> Iterator[pa.Table]:
+        batch: list[ImageRecord] = []
+        for r in records:
+            batch.append(r)
+            if len(batch) == batch_rows:
+                yield records_to_table(batch)
+                batch = []
+        if batch:
+            yield records_to_table(batch)
+
+    return write_tables(tables(), path, group_bytes=ROW_GROUP_BYTES)
 
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).

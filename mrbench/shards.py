@@ -6,6 +6,7 @@ A shard is complete when its output, then its stats, then its ``.done`` marker a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,7 @@ RECORD_SCHEMA = pa.schema(
         ("metadata", pa.string()),  # JSON: free-form keys do not fit a fixed parquet struct
     ]
 )
+ROW_GROUP_ROWS = 1024  # rows per row group of the shards MRBench writes
 
 
 def temporary_path(path: Path) -> Path:
@@ -57,18 +59,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """The one way MRBench writes a shard file: yields a temporary sibling to write; once the block ends without
+    an error it is synced and renamed onto ``path`` (readers never see half a file), otherwise removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,16 +96,39 @@ def write_text_if_changed(path: Path, text: str) -> bool:
 
 def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        pq.write_table(table, tmp, compression=compression, row_group_size=1024)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_tables([table], path, table.schema, compression)
+
+
+def write_tables(tables: Iterable[pa.Table], path: Path, schema: pa.Schema = None, compression: str = "zstd",
+                 group_bytes: int | None = None) -> int:
+    """Stream ``tables`` into one parquet file at ``path`` as they come (atomically: :func:`atomic_output`), in
+    row groups of :data:`ROW_GROUP_ROWS` rows: the bytes are those of writing all of them as one table. Memory holds
+    one row group; with ``group_bytes``, a row group whose data passes that many bytes is written sooner (smaller).
+
+    Returns:
+        The rows written.
+    """
+    schema = RECORD_SCHEMA if schema is None else schema
+    written = 0
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        pending: list[pa.Table] = []
+        rows = size = 0
+        for table in tables:
+            pending.append(table)
+            rows, size = rows + table.num_rows, size + table.nbytes
+            if rows < ROW_GROUP_ROWS and not (group_bytes and rows and size >= group_bytes):
+                continue
+            whole = pa.concat_tables(pending)
+            cut = rows - rows % ROW_GROUP_ROWS if rows >= ROW_GROUP_ROWS else rows
+            writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+            written += cut
+            rest = whole.slice(cut)
+            pending, rows, size = ([rest] if rest.num_rows else []), rest.num_rows, rest.nbytes
+        if rows or not written:  # the tail; an empty file gets the empty row group the one-shot writer gives it
+            writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table(),
+                               row_group_size=ROW_GROUP_ROWS)
+            written += rows
+    return written
 
 
 SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)

@@ -192,7 +192,7 @@ class ShardedStep(abc.ABC):
     name: ClassVar[str] = "step"
 
     def __init__(self, config: Any, run_dir: str | Path) -> None:
-        self.config = config
+        self.config = RunLayout(run_dir).with_shard_count(config)  # the shard count selection chose, once it ran
         self.run_dir = str(run_dir)  # a plain string pickles to any executor
         # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
         self.marker = ""
@@ -248,7 +248,7 @@ def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Sta
             if done.exists():
                 return Stats.load(stats_path) if stats_path is not None else Stats()
             with shard_log(layout.step_log(step), step) as note:
-                stats = fn(config, run_dir, *args, **kwargs)
+                stats = fn(layout.with_shard_count(config), run_dir, *args, **kwargs)
                 note(f"{step}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
             done.parent.mkdir(parents=True, exist_ok=True)
             if stats_path is not None:

@@ -185,7 +185,7 @@ def test_streaming_select_writes_the_same_url_shards(tmp_path, monkeypatch, cap,
         assert new == old, i
     assert not (tmp_path / "new" / "urls" / ".select_tmp").exists()
     assert sorted(p.name for p in (tmp_path / "new" / "urls").iterdir()) == sorted(
-        [f"urls_{i:05d}.parquet" for i in range(num_shards)] + ["stats.json", "step.log", "_SUCCESS"])
+        [f"urls_{i:05d}.parquet" for i in range(num_shards)] + ["shards.json", "stats.json", "step.log", "_SUCCESS"])
 
 
 @pytest.mark.parametrize("cap", [1, 2, 3])
