@@ -22,8 +22,7 @@ import io
 import os
 import stat
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -37,7 +36,7 @@ from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
 from mrbench.progress import ShardProgress, shard_progress
-from mrbench.shards import read_records, records_to_table, write_tables
+from mrbench.shards import read_records, write_records_sorted
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
 
@@ -78,27 +77,34 @@ class Downloader(Stage):
         self.config = config
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
-        """Yield every record in input order as soon as it and those before it are done; at most
-        :func:`fetch_window` fetches are queued or held at once, so memory does not grow with the shard."""
+        """Every record in input order, once all are done (they are held: :meth:`as_completed` streams)."""
+        records = list(records)
+        at = {id(r): k for k, r in enumerate(records)}
+        yield from sorted(self.as_completed(records), key=lambda r: at[id(r)])
+
+    def as_completed(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
+        """Every record, each as soon as it is done (a slow server holds up only its own rows); at most
+        :func:`fetch_window` fetches are queued or in flight, so memory does not grow with the number of records."""
         live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
         threads = self.config.thread_count
-        window: deque[tuple[ImageRecord, Future | None]] = deque()
+        pending: dict[Future, ImageRecord] = {}
         fetcher: Fetcher | None = None
         try:
             for r in records:
-                if r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None:
-                    fetcher = fetcher or Fetcher(self.config)
-                    window.append((r, _thread_pool(threads).submit(_fetch_one(fetcher), r)))
-                else:
-                    window.append((r, None))
-                while len(window) > fetch_window(threads) or (window and window[0][1] is None):
-                    yield self._finish(*window.popleft(), live)
-            while window:
-                yield self._finish(*window.popleft(), live)
+                if not (r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None):
+                    yield self._finish(r, None, live)
+                    continue
+                fetcher = fetcher or Fetcher(self.config)
+                pending[_thread_pool(threads).submit(_fetch_one(fetcher), r)] = r
+                while len(pending) >= fetch_window(threads):
+                    for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                        yield self._finish(pending.pop(future), future, live)
+            while pending:
+                for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                    yield self._finish(pending.pop(future), future, live)
         except BaseException:  # Ctrl-C, or the consumer gave up: queued downloads cancelled, those in flight stopped
-            for _, future in window:
-                if future is not None:
-                    future.cancel()
+            for future in pending:
+                future.cancel()
             if fetcher is not None:
                 fetcher.abort()
             raise
@@ -134,9 +140,8 @@ class Downloader(Stage):
 
 
 def fetch_window(threads: int) -> int:
-    """Fetches one worker keeps queued or finished-but-unwritten: enough to keep ``threads`` threads busy past a
-    slow URL (records leave in input order), few enough that memory holds a bounded number of bodies."""
-    return max(64, 8 * threads)
+    """Fetches one worker keeps queued or in flight: enough to keep ``threads`` threads busy."""
+    return 4 * threads
 
 
 def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchError]:
@@ -296,54 +301,29 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 
 
 class DownloadTask(ShardedStep):
-    """Per URL shard: download (under the egress policy), validate, and write one row per URL as the rows complete
-    (in id order, the URL shard's), row group by row group: a worker holds a bounded window of images, whatever the
-    shard's size. The marker follows the complete file; a shard killed half-way is redone whole."""
+    """Per URL shard: download (under the egress policy), validate, and write one row per URL, sorted by id.
+
+    Rows are written as they complete (:func:`~mrbench.shards.write_records_sorted`), so a worker holds a bounded
+    number of images whatever the shard's size. The marker follows the complete file; a shard killed half-way is
+    redone whole."""
 
     name = "download"
 
     def process(self, shard: int) -> tuple[None, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
-        stages: list[Stage] = [downloader, validator]
+        stages: list[Stage] = [validator]
         blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
         if blocklist is not None:
             stages.append(blocklist)
-        records: Iterable[ImageRecord] = in_id_order(read_records(self.layout.urls.output(shard)))
+        records = downloader.as_completed(read_records(self.layout.urls.output(shard)))
         for stage in stages:
             records = stage(records)
-        write_records(records, self.shards.output(shard))
+        write_records_sorted(records, self.shards.output(shard), ROW_GROUP_BYTES)
         stats = Stats()
-        for stage in stages:
+        for stage in [downloader, *stages]:
             stats.merge(stage.stats)
         return None, stats
-
-
-def in_id_order(records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
-    """``records``, checked to come in id order (selection writes URL shards so): the download writes them as they
-    come, and its rows must be in id order for the same bytes on every run."""
-    last = ""
-    for r in records:
-        if r.id < last:
-            raise RuntimeError(f"URL shard out of id order ({r.id} after {last}): rerun the select step")
-        last = r.id
-        yield r
-
-
-def write_records(records: Iterable[ImageRecord], path: Path, batch_rows: int = 64) -> int:
-    """Write ``records`` to the parquet shard ``path`` as they come (:func:`~mrbench.shards.write_tables`), a table of
-    ``batch_rows`` rows at a time; a row group is written early once its images pass :data:`ROW_GROUP_BYTES`."""
-    def tables() -> Iterator[pa.Table]:
-        batch: list[ImageRecord] = []
-        for r in records:
-            batch.append(r)
-            if len(batch) == batch_rows:
-                yield records_to_table(batch)
-                batch = []
-        if batch:
-            yield records_to_table(batch)
-
-    return write_tables(tables(), path, group_bytes=ROW_GROUP_BYTES)
 
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).

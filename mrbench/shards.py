@@ -118,7 +118,8 @@ def write_tables(tables: Iterable[pa.Table], path: Path, schema: pa.Schema = Non
             rows, size = rows + table.num_rows, size + table.nbytes
             if rows < ROW_GROUP_ROWS and not (group_bytes and rows and size >= group_bytes):
                 continue
-            whole = pa.concat_tables(pending)
+            # one contiguous row group, as writing one table gives (a copy of one row group at most)
+            whole = pa.concat_tables(pending).combine_chunks() if len(pending) > 1 else pending[0]
             cut = rows - rows % ROW_GROUP_ROWS if rows >= ROW_GROUP_ROWS else rows
             writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
             written += cut
@@ -129,6 +130,63 @@ def write_tables(tables: Iterable[pa.Table], path: Path, schema: pa.Schema = Non
                                row_group_size=ROW_GROUP_ROWS)
             written += rows
     return written
+
+
+def write_records_sorted(records: Iterable[ImageRecord], path: Path, group_bytes: int | None = None) -> int:
+    """Write ``records``, arriving in any order, to the parquet shard ``path`` sorted by id (then URL): the file
+    :func:`write_tables` gives for the sorted rows, whatever the arrival order.
+
+    Rows go to a spool file as they arrive (a temporary sibling, uncompressed, in row groups of
+    :data:`SPOOL_ROWS` rows or :data:`SPOOL_BYTES` of images); then the spool is read back in key order, a few of
+    its row groups cached (rows arrive roughly sorted: a straggler costs one row group read). Memory holds a spool
+    row group being filled, the cache and one output row group, not the shard.
+
+    Returns:
+        The rows written.
+    """
+    path = Path(path)
+    spool = temporary_path(path)  # a killed writer's is removed with the run's other leftovers
+    keys: list[tuple[str, str, int, int]] = []  # (id, url, spool row group, row in it)
+    try:
+        with pq.ParquetWriter(spool, RECORD_SCHEMA, compression="none", use_dictionary=False) as writer:
+            batch: list[ImageRecord] = []
+            size = groups = 0
+            for r in records:
+                keys.append((r.id, r.url, groups, len(batch)))
+                batch.append(r)
+                size += len(r.image or b"")
+                if len(batch) == SPOOL_ROWS or size >= SPOOL_BYTES:
+                    writer.write_table(records_to_table(batch), row_group_size=len(batch))
+                    batch, size, groups = [], 0, groups + 1
+            if batch:
+                writer.write_table(records_to_table(batch), row_group_size=len(batch))
+        keys.sort()
+        return write_tables(_spooled_in_order(spool, keys), path, group_bytes=group_bytes)
+    finally:
+        spool.unlink(missing_ok=True)
+
+
+SPOOL_ROWS = 64
+SPOOL_BYTES = 4 << 20
+
+
+def _spooled_in_order(spool: Path, keys: list[tuple[str, str, int, int]], cached: int = 4) -> Iterator[pa.Table]:
+    """The spool's rows in the order of ``keys``, :data:`SPOOL_ROWS` at a time."""
+    from collections import OrderedDict
+
+    pf = pq.ParquetFile(spool)
+    cache: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def group(g: int) -> pa.Table:
+        if g not in cache:
+            cache[g] = pf.read_row_group(g)
+            if len(cache) > cached:
+                cache.popitem(last=False)
+        cache.move_to_end(g)
+        return cache[g]
+
+    for start in range(0, len(keys), SPOOL_ROWS):
+        yield pa.concat_tables([group(g).slice(row, 1) for _, _, g, row in keys[start:start + SPOOL_ROWS]])
 
 
 SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)
