@@ -36,7 +36,7 @@ POOL = 256  # distinct base images; each URL's bytes differ by its comment segme
 WORKER = """
 import json, resource, sys, time
 import pyarrow.parquet as pq
-from mrbench.config import CrawlConfig, CurateConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation.download import DownloadTask
 run, threads = sys.argv[1], int(sys.argv[2])
 cfg = CurateConfig(num_shards=1, crawl=CrawlConfig(allow_private_network=True, thread_count=threads, timeout=30))

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 import yaml
 
 import mrbench.curation  # noqa: F401  (registers the built-in steps)
-from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.config import ConfigError, to_dict, validate_once
+from mrbench.curation.config import CurateConfig
 from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.blocklist import check_blocklists
@@ -49,7 +50,7 @@ from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
-from mrbench.stage import STAGES, Step, drop_labels, filter_stages, pipeline_steps
+from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run
 
@@ -94,7 +95,7 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     Raises:
         ConfigError: an invalid config, unreadable sources, a badly registered stage, another shard count.
     """
-    config.validate()
+    validate_once(config)
     check_sources(config)
     try:
         steps = pipeline_steps()
@@ -121,7 +122,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     The run folder is locked for the whole call (:mod:`mrbench.runlock`): a second process on it fails with
     :class:`~mrbench.runlock.RunLockedError` naming the holder.
     """
-    config.validate()
+    validate_once(config)
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
     try:
@@ -229,19 +230,6 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | 
                 merged[spec.name] = Stats.load(path)
     atomic_write_text(layout.stats, json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
     return merged
-
-
-def drop_step(reason: str) -> str:
-    """The step whose rule a drop reason comes from (download for crawl and decode failures); the map is the
-    registered steps' :attr:`~mrbench.stage.Step.drops` (:func:`mrbench.stage.drop_labels`)."""
-    return drop_labels().get(reason, "download")
-
-
-def drop_step_order() -> list[str]:
-    """The labels :func:`drop_step` gives, in run order (``download`` first)."""
-    labels = list(dict.fromkeys(drop_labels().values()))
-    at = labels.index("select") + 1 if "select" in labels else 0  # selection drops come before any download
-    return list(dict.fromkeys([*labels[:at], "download", *labels[at:]]))
 
 
 def stages_in_run_order() -> Iterator[Entry]:

@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallweb import GatedRoute, GatedWebServer, _photo, write_small_inputs
-from mrbench.config import ConfigError, CrawlConfig, CurateConfig, load_config
+from webserver import Route, SampleWebServer, encode
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation import download as download_mod
 from mrbench.curation.crawl import IngestTask, record_id, select_step, url_shard_count
 from mrbench.curation.download import DownloadTask, Downloader, ImageValidator
 from mrbench.curation.pipeline import plan_curation, run_curation
-from mrbench.demo_web import Route, SampleWebServer, encode
 from mrbench.layout import RunLayout
 from mrbench.records import ImageRecord
 from mrbench.runlock import TEMP_SUFFIX, remove_stale_temporaries
@@ -33,7 +34,7 @@ ROWS = 150  # with ROW_GROUP_BYTES patched to 1: row groups of 64, 64, 22 rows (
 # The worker process of the kill test: the download of shard 0, each batch of 64 rows its own row group.
 KILLED_WORKER = """
 import sys
-from mrbench.config import CrawlConfig, CurateConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation import download
 download.ROW_GROUP_BYTES = 1
 cfg = CurateConfig(num_shards=1, crawl=CrawlConfig(allow_private_network=True, timeout=60, thread_count=4))
