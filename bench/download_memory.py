@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def base_images(kb: int) -> list[bytes]:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    side = max(16, int((kb * 1024 / 2.2) ** 0.5))  # noise JPEG at quality 90: about 2.2 bytes per pixel
+    side = max(16, int((kb * 1024) ** 0.5))  # noise JPEG at quality 90: about 1 byte per pixel
     out = []
     for _ in range(POOL):
         buf = io.BytesIO()

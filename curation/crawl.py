@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.blocklist import block_at_selection, blocklist_identity

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
-import pyarrow as pa
-
 from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials

@@ -80,26 +80,28 @@ def write_tables(tables: Iterable[pa.Table], path: Path, schema: pa.Schema = Non
 
 
 def write_records_sorted(records: Iterable[ImageRecord], path: Path, group_bytes: int | None = None) -> int:
-    """Write ``records``, arriving in any order, to the parquet shard ``path`` sorted by id (then URL): the file
-    :func:`write_tables` gives for the sorted rows, whatever the arrival order.
+    """Write ``records``, arriving in any order, to the parquet shard ``path`` sorted by id: the file
+    :func:`write_tables` gives for the sorted rows, whatever the arrival order (ids are unique: selection assigns
+    them from unique URLs).
 
     Rows go to a spool file as they arrive (a temporary sibling, uncompressed, in row groups of
-    :data:`SPOOL_ROWS` rows or :data:`SPOOL_BYTES` of images); then the spool is read back in key order, a few of
+    :data:`SPOOL_ROWS` rows or :data:`SPOOL_BYTES` of images); then the spool is read back in id order, a few of
     its row groups cached (rows arrive roughly sorted: a straggler costs one row group read). Memory holds a spool
-    row group being filled, the cache and one output row group, not the shard.
+    row group being filled, the cache, one output row group and the ids, not the images of the shard.
 
     Returns:
         The rows written.
     """
     path = Path(path)
     spool = temporary_path(path)  # a killed writer's is removed with the run's other leftovers
-    keys: list[tuple[str, str, int, int]] = []  # (id, url, spool row group, row in it)
+    keys: list[tuple[str, int]] = []  # (id, spool row group * SPOOL_ROWS + row in it)
     try:
-        with pq.ParquetWriter(spool, RECORD_SCHEMA, compression="none", use_dictionary=False) as writer:
+        with pq.ParquetWriter(spool, RECORD_SCHEMA, compression="none", use_dictionary=False,
+                              write_statistics=False) as writer:
             batch: list[ImageRecord] = []
             size = groups = 0
             for r in records:
-                keys.append((r.id, r.url, groups, len(batch)))
+                keys.append((r.id, groups * SPOOL_ROWS + len(batch)))
                 batch.append(r)
                 size += len(r.image or b"")
                 if len(batch) == SPOOL_ROWS or size >= SPOOL_BYTES:
@@ -113,12 +115,12 @@ def write_records_sorted(records: Iterable[ImageRecord], path: Path, group_bytes
         spool.unlink(missing_ok=True)
 
 
-SPOOL_ROWS = 64
+SPOOL_ROWS = 256
 SPOOL_BYTES = 4 << 20
 
 
-def _spooled_in_order(spool: Path, keys: list[tuple[str, str, int, int]], cached: int = 4) -> Iterator[pa.Table]:
-    """The spool's rows in the order of ``keys``, :data:`SPOOL_ROWS` at a time."""
+def _spooled_in_order(spool: Path, keys: list[tuple[str, int]], cached: int = 4, rows: int = 64) -> Iterator[pa.Table]:
+    """The spool's rows in the order of ``keys``, ``rows`` at a time."""
     from collections import OrderedDict
 
     pf = pq.ParquetFile(spool)
@@ -132,8 +134,9 @@ def _spooled_in_order(spool: Path, keys: list[tuple[str, str, int, int]], cached
         cache.move_to_end(g)
         return cache[g]
 
-    for start in range(0, len(keys), SPOOL_ROWS):
-        yield pa.concat_tables([group(g).slice(row, 1) for _, _, g, row in keys[start:start + SPOOL_ROWS]])
+    for start in range(0, len(keys), rows):
+        yield pa.concat_tables([group(slot // SPOOL_ROWS).slice(slot % SPOOL_ROWS, 1)
+                                for _, slot in keys[start:start + rows]])
 
 
 SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)

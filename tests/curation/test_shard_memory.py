@@ -19,6 +19,7 @@ from smallweb import GatedRoute, GatedWebServer, _photo, write_small_inputs
 from webserver import Route, SampleWebServer, encode
 from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CrawlConfig, CurateConfig
+from mrbench import shards as shards_mod
 from mrbench.curation import download as download_mod
 from mrbench.curation.crawl import IngestTask, record_id, select_step, url_shard_count
 from mrbench.curation.download import DownloadTask, Downloader, ImageValidator
@@ -30,13 +31,14 @@ from mrbench.shards import records_to_table, write_parquet_atomic
 
 pytestmark = pytest.mark.slow
 
-ROWS = 150  # with ROW_GROUP_BYTES patched to 1: row groups of 64, 64, 22 rows (write_records' batches)
-# The worker process of the kill test: the download of shard 0, each batch of 64 rows its own row group.
+ROWS = 150  # with SPOOL_ROWS patched to 64, rows reach the disk 64 at a time (the spool's row groups)
+# The worker process of the kill test: the download of shard 0.
 KILLED_WORKER = """
 import sys
+from mrbench import shards
 from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation import download
-download.ROW_GROUP_BYTES = 1
+shards.SPOOL_ROWS = 64
 cfg = CurateConfig(num_shards=1, crawl=CrawlConfig(allow_private_network=True, timeout=60, thread_count=4))
 download.DownloadTask(cfg, sys.argv[1])(0)
 """
@@ -83,7 +85,8 @@ def whole_shard_bytes(records: list[ImageRecord], path: Path) -> bytes:
 
 
 def test_download_writes_row_groups_while_the_shard_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(download_mod, "ROW_GROUP_BYTES", 1)  # every batch of 64 rows is written as a row group
+    monkeypatch.setattr(download_mod, "ROW_GROUP_BYTES", 1)  # the shard file: a row group per 64 rows read back
+    monkeypatch.setattr(shards_mod, "SPOOL_ROWS", 64)
     run = tmp_path / "run"
     with GatedWebServer() as server:
         records, last = url_shard(server, run)
@@ -112,7 +115,7 @@ def test_killed_shard_is_redone_whole_with_the_same_bytes(tmp_path):
         records, last = url_shard(server, killed, straight)
         proc = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(killed)], start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:  # killed while its last URL waits, with two row groups already in its temporary file
+        try:  # killed while its last URL waits, with its other rows already spooled to disk
             wait_for(lambda: server.waiting(last) and partial_bytes(killed) > 0, "worker ended before the kill", proc)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
