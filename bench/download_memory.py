@@ -36,11 +36,11 @@ WORKER = """
 import json, resource, sys, time
 import pyarrow.parquet as pq
 from mrbench.curation.config import CrawlConfig, CurateConfig
-from mrbench.curation.download import DownloadTask
+from mrbench.curation.download import DOWNLOAD_STEP
 run, threads = sys.argv[1], int(sys.argv[2])
 cfg = CurateConfig(num_shards=1, crawl=CrawlConfig(allow_private_network=True, thread_count=threads, timeout=30))
 t = time.perf_counter()
-DownloadTask(cfg, run)(0)
+DOWNLOAD_STEP.task(cfg, run)(0)
 elapsed = time.perf_counter() - t
 status = pq.read_table(run + "/download/shard_00000.parquet", columns=["status"]).column("status").to_pylist()
 print(json.dumps({"peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "seconds": elapsed,

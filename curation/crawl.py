@@ -22,7 +22,7 @@ from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
 from mrbench.shards import RECORD_SCHEMA, atomic_write_text, write_tables
-from mrbench.stage import ShardedStep, Step, global_step
+from mrbench.stage import ShardedStep, Step
 from mrbench.stats import Stats
 
 # Select: duckdb's working memory before it spills to disk, its threads, and the rows per batch it hands back.
@@ -57,8 +57,6 @@ def priority(seed: int, url: str) -> int:
 
 class IngestTask(ShardedStep):
     """Per source shard: stream record batches, match their captions, write the candidates that mention a tag."""
-
-    name = "ingest"
 
     @classmethod
     def num_shards(cls, config: CurateConfig) -> int:
@@ -145,7 +143,6 @@ def origin_status(url: str, from_folder: bool, root: str = "") -> tuple[dict, st
     return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
 
-@global_step("select")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write the URL shards (:func:`url_shard_count`), each in id order.
@@ -238,14 +235,14 @@ def url_shard_count(config: CurateConfig, rows: int) -> int:
     return config.num_shards or max(1, -(-rows // config.rows_per_shard))
 
 
-def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
+def select_step(config: CurateConfig, run_dir: Path) -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
 
 
 INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
-                   inputs=source_identity)
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   inputs=source_identity, prefix="candidates")
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",), folder="urls", prefix="urls",
                    settings=("sources", "num_shards", "crawl.max_candidates_per_tag", "crawl.blocklists"),
                    inputs=blocklist_identity, drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 

@@ -305,8 +305,6 @@ class DownloadTask(ShardedStep):
     number of images whatever the shard's size. The marker follows the complete file; a shard killed half-way is
     redone whole."""
 
-    name = "download"
-
     def process(self, shard: int) -> tuple[None, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
@@ -326,6 +324,10 @@ class DownloadTask(ShardedStep):
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     parts=(("fetch", "http(s) download under the egress policy; one status row per URL"),
+                            ("validate", "full decode: corrupt, non-image, decompression-bomb checks; size and sha256"),
+                            ("hash_blocklist", "crawl.blocklists sha256 / perceptual-hash lists: blocked images keep "
+                                               "no bytes")),
                      settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
                                "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
                                "crawl.convert_format", "crawl.disallowed_header_directives",

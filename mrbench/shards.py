@@ -139,7 +139,7 @@ def _spooled_in_order(spool: Path, keys: list[tuple[str, int]], cached: int = 4,
                                 for _, slot in keys[start:start + rows]])
 
 
-SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)
+SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.run_global_step)
 
 
 def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:

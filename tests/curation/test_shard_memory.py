@@ -21,8 +21,8 @@ from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench import shards as shards_mod
 from mrbench.curation import download as download_mod
-from mrbench.curation.crawl import IngestTask, record_id, select_step, url_shard_count
-from mrbench.curation.download import DownloadTask, Downloader, ImageValidator
+from mrbench.curation.crawl import INGEST_STEP, IngestTask, record_id, select_step, url_shard_count
+from mrbench.curation.download import DOWNLOAD_STEP, Downloader, ImageValidator
 from mrbench.curation.pipeline import plan_curation, run_curation
 from mrbench.layout import RunLayout
 from mrbench.records import ImageRecord
@@ -40,7 +40,7 @@ from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation import download
 shards.SPOOL_ROWS = 64
 cfg = CurateConfig(num_shards=1, crawl=CrawlConfig(allow_private_network=True, timeout=60, thread_count=4))
-download.DownloadTask(cfg, sys.argv[1])(0)
+download.DOWNLOAD_STEP.task(cfg, sys.argv[1])(0)
 """
 
 
@@ -90,7 +90,7 @@ def test_download_writes_row_groups_while_the_shard_runs(tmp_path, monkeypatch):
     run = tmp_path / "run"
     with GatedWebServer() as server:
         records, last = url_shard(server, run)
-        worker = threading.Thread(target=DownloadTask(config(), run), args=(0,))
+        worker = threading.Thread(target=DOWNLOAD_STEP.task(config(), run), args=(0,))
         worker.start()
         first_group = sum(len(server.routes[r.url[len(server.base_url):]].body) for r in records[:64])
         try:  # the last URL has not answered, and the rows before it are on disk already
@@ -124,8 +124,8 @@ def test_killed_shard_is_redone_whole_with_the_same_bytes(tmp_path):
         assert not layout.download.is_done(0) and not layout.download.output(0).exists()
         assert remove_stale_temporaries(killed) == 1  # what the run lock does on the rerun
         last.gate.set()
-        DownloadTask(config(), killed)(0)  # the rerun: the shard is not done, so it is downloaded again, whole
-        DownloadTask(config(), straight)(0)
+        DOWNLOAD_STEP.task(config(), killed)(0)  # the rerun: the shard is not done, so it is downloaded again, whole
+        DOWNLOAD_STEP.task(config(), straight)(0)
         expected = whole_shard_bytes(records, tmp_path / "whole.parquet")
     assert layout.download.is_done(0)
     resumed = layout.download.output(0).read_bytes()
@@ -142,7 +142,7 @@ def test_shard_count_follows_rows_per_shard():
 
 def select(cfg: CurateConfig, run: Path) -> list[list[str]]:
     """Ingest and select only (no download); the ids of each URL shard."""
-    task = IngestTask(cfg, run)
+    task = INGEST_STEP.task(cfg, run)
     for i in range(IngestTask.num_shards(cfg)):
         task(i)
     select_step(cfg, run)
