@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
+from mrbench.curation.img2dataset import PACKED, fill_from_shards
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
@@ -46,6 +47,7 @@ WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (
 LOCAL_FILE = "local_file"
 # A download shard's row group is written once its rows hold this many bytes (or 1024 rows): what a worker buffers.
 ROW_GROUP_BYTES = 64 << 20
+PACKED_BATCH = 256  # rows of img2dataset sources read from their shards at a time
 
 log = get_logger(__name__)
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -64,8 +66,9 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
 class Downloader(Stage):
     """Downloads every http(s) record with :class:`~curation.netguard.Fetcher` (``thread_count`` threads).
 
-    Rows of local ``folder`` sources (marked at selection, never by their URL alone) are read from disk; any other
-    non-http(s) URL is ``unsupported_url`` without any I/O.
+    Rows of local ``folder`` sources (marked at selection, never by their URL alone) are read from disk, rows of
+    ``img2dataset`` sources from their shards (:mod:`curation.img2dataset`); any other non-http(s) URL is
+    ``unsupported_url`` without any I/O.
     """
 
     name = "download"
@@ -86,9 +89,16 @@ class Downloader(Stage):
         live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
         threads = self.config.thread_count
         pending: dict[Future, ImageRecord] = {}
+        packed: list[ImageRecord] = []  # rows of img2dataset sources: bytes from their shards, no request is made
         fetcher: Fetcher | None = None
         try:
             for r in records:
+                if r.ok and r.metadata.get(PACKED):
+                    packed.append(r)
+                    if len(packed) == PACKED_BATCH:
+                        yield from self._unpack(packed, live)
+                        packed = []
+                    continue
                 if not (r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None):
                     yield self._finish(r, None, live)
                     continue
@@ -97,6 +107,8 @@ class Downloader(Stage):
                 while len(pending) >= fetch_window(threads):
                     for future in wait(pending, return_when=FIRST_COMPLETED).done:
                         yield self._finish(pending.pop(future), future, live)
+            if packed:
+                yield from self._unpack(packed, live)
             while pending:
                 for future in wait(pending, return_when=FIRST_COMPLETED).done:
                     yield self._finish(pending.pop(future), future, live)
@@ -124,10 +136,10 @@ class Downloader(Stage):
                     r.metadata["attempts"] = outcome.attempts
         elif r.ok and r.metadata.get(LOCAL_FILE):
             read_local_file(r, self.config.max_body_bytes)
-        elif r.ok:
+        elif r.ok and not r.metadata.get(PACKED):
             r.fail(*check_url(r.url))
-        if not r.ok and not r.metadata.get(LOCAL_FILE):
-            r.url, stripped = strip_credentials(r.url)  # a failed row is written too: never with a password
+        if (not r.ok or r.metadata.get(PACKED)) and not r.metadata.get(LOCAL_FILE):
+            r.url, stripped = strip_credentials(r.url)  # a failed (or packed) row is written: never with a password
             if stripped:
                 r.metadata["credentials_stripped"] = True
         live.add(1, failed=int(not r.ok))
@@ -135,6 +147,12 @@ class Downloader(Stage):
         if not r.ok:
             self.stats.error(r.error_message)
         return r
+
+    def _unpack(self, packed: list[ImageRecord], live: ShardProgress) -> Iterator[ImageRecord]:
+        """Rows of img2dataset sources with their bytes (or failure) from their shards, one pass per shard."""
+        fill_from_shards(packed, self.config.max_body_bytes)
+        for r in packed:
+            yield self._finish(r, None, live)
 
 
 def fetch_window(threads: int) -> int:
