@@ -64,6 +64,8 @@ def run_state_problem(run_dir: Path, config: CurateConfig) -> str | None:
     if not state_path.exists():
         return None
     state = json.loads(state_path.read_text())
+    if config.num_shards == 0 and state["num_shards"]:
+        return None  # num_shards: 0 (chosen at selection) resumes a folder started with a fixed count: it keeps it
     if state["num_shards"] != config.num_shards:
         was = f"num_shards={state['num_shards']}" if state["num_shards"] else "num_shards=0 (rows_per_shard)"
         return (f"{run_dir} was started with {was}, not {config.num_shards}; "
