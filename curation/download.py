@@ -32,11 +32,13 @@ import pyarrow as pa
 from mrbench.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
+from mrbench.executors import Executor
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
 from mrbench.progress import shard_progress
 from mrbench.shards import read_records, records_to_table
+from mrbench.slots import SharedSlots
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
 
@@ -70,9 +72,10 @@ class Downloader(Stage):
 
     name = "download"
 
-    def __init__(self, config: CrawlConfig) -> None:
+    def __init__(self, config: CrawlConfig, slots: SharedSlots | None = None) -> None:
         super().__init__()
         self.config = config
+        self.slots = slots  # the executor's shared slots: max_per_domain across every worker
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         records = list(records)  # one URL shard: bounded by design
@@ -93,7 +96,7 @@ class Downloader(Stage):
             else:
                 web.append(r)
         if web:
-            fetcher = Fetcher(self.config)
+            fetcher = Fetcher(self.config, slots=self.slots)
             for r, outcome in zip(web, _fetch_all(fetcher, web, self.config.thread_count)):
                 if isinstance(outcome, FetchError):
                     r.fail(outcome.reason, outcome.message)
@@ -294,9 +297,15 @@ class DownloadTask(ShardedStep):
     """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
 
     name = "download"
+    slots: SharedSlots | None = None
+
+    def bind(self, executor: Executor) -> None:
+        """``crawl.max_per_domain`` holds across every worker of ``executor``: its requests take shared slots."""
+        if self.config.crawl.max_per_domain:
+            self.slots = executor.shared_slots(self.config.crawl.max_per_domain)
 
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
-        downloader = Downloader(self.config.crawl)
+        downloader = Downloader(self.config.crawl, self.slots)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
         stages: list[Stage] = [downloader, validator]
         blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
