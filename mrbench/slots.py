@@ -173,6 +173,16 @@ class ManagerSlots(SharedSlots):
         return self._table().stats()
 
 
+def _exit_with_parent() -> None:
+    """In the manager process: end when the process that started it ends, even killed (no table outlives its run)."""
+    import multiprocessing
+    import os
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(0)), name="mrbench-slots-parent", daemon=True).start()
+
+
 class SlotServer:
     """A :class:`SlotTable` served on 127.0.0.1 (a free port, a random key) by a manager process (spawned, so the
     driver's threads are not copied), for the worker processes of the local executor; :meth:`close` stops it."""
@@ -183,7 +193,7 @@ class SlotServer:
 
         authkey = os.urandom(16)
         self._manager = SlotManager(address=("127.0.0.1", 0), authkey=authkey, ctx=multiprocessing.get_context("spawn"))
-        self._manager.start()
+        self._manager.start(_exit_with_parent)
         self.client = ManagerSlots(limit, self._manager.address, authkey)
 
     def close(self) -> None:

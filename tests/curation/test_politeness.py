@@ -53,7 +53,8 @@ class HostCountingServer(SampleWebServer):
             self.open[host] -= 1  # before the answer is sent: the client's next request cannot overlap this one
 
 
-def curate(tmp_path: Path, web: HostCountingServer, name: str, hold: float, workers: int) -> tuple[dict[str, int], Path]:
+def curate(tmp_path: Path, web: HostCountingServer, name: str, hold: float, workers: int,
+           executor: str = "local") -> tuple[dict[str, int], Path]:
     """Curate 16 URLs of each host with 2 download shards, ``workers`` workers x 16 threads and max_per_domain 2;
     returns the most open requests seen per host, and the run folder."""
     web.hold = hold
@@ -62,9 +63,15 @@ def curate(tmp_path: Path, web: HostCountingServer, name: str, hold: float, work
     urls = [f"http://{host}:{port}/img/h{h}_{k}.jpg" for h, host in enumerate(HOSTS) for k in range(PER_HOST)]
     cfg = write_inputs(tmp_path / name, urls, max_per_domain=LIMIT, thread_count=16, timeout=30)
     run = tmp_path / name / "run"
-    summary = run_curation(load_config(CurateConfig, cfg, [f"executor.workers={workers}"]), run)
+    summary = run_curation(load_config(CurateConfig, cfg, [f"executor.workers={workers}", f"executor.name={executor}"]), run)
     assert summary["rows_per_status"] == {"ok": 2 * PER_HOST}
     return dict(web.peak), run
+
+
+def routes() -> dict[str, Route]:
+    """16 distinct images per host name."""
+    return {f"/img/h{h}_{k}.jpg": Route(encode(photo(300 + 100 * h + k))) for h in range(len(HOSTS))
+            for k in range(PER_HOST)}
 
 
 def download_bytes(run: Path) -> dict[str, bytes]:
@@ -72,9 +79,7 @@ def download_bytes(run: Path) -> dict[str, bytes]:
 
 
 def test_max_per_domain_holds_across_two_workers(tmp_path, monkeypatch):
-    routes = {f"/img/h{h}_{k}.jpg": Route(encode(photo(300 + 100 * h + k))) for h in range(len(HOSTS))
-              for k in range(PER_HOST)}
-    with HostCountingServer(routes, 0) as web:
+    with HostCountingServer(routes(), 0) as web:
         peak, run = curate(tmp_path, web, "shared", hold=0.2, workers=2)
         assert peak == {host: LIMIT for host in HOSTS}  # each host at the limit, never above it
         # the same download with one worker (no shared table): the same rows, byte for byte
@@ -84,6 +89,26 @@ def test_max_per_domain_holds_across_two_workers(tmp_path, monkeypatch):
         monkeypatch.setattr(LocalExecutor, "shared_slots", Executor.shared_slots)
         peak, _ = curate(tmp_path, web, "per_process", hold=120, workers=2)  # 120 s: a hang guard; the crowd ends it
     assert max(peak.values()) > LIMIT
+
+
+def test_max_per_domain_holds_across_two_ray_workers(tmp_path, monkeypatch):
+    """The same on a local Ray cluster of 2 CPUs: the tasks share the slots of a Ray actor."""
+    ray = pytest.importorskip("ray")
+    from mrbench.executors import RayExecutor
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        with HostCountingServer(routes(), 0) as web:
+            peak, run = curate(tmp_path, web, "shared", hold=0.2, workers=2, executor="ray")
+            assert peak == {host: LIMIT for host in HOSTS}
+            monkeypatch.setattr(RayExecutor, "shared_slots", Executor.shared_slots)  # control: no shared slots
+            peak, _ = curate(tmp_path, web, "per_process", hold=120, workers=2, executor="ray")
+        assert max(peak.values()) > LIMIT
+    finally:
+        ray.shutdown()
 
 
 def test_a_dead_holders_lease_runs_out():
