@@ -272,7 +272,7 @@ class RayExecutor(Executor):
         return todo
 
     def shared_slots(self, limit: int) -> SharedSlots | None:
-        """A slot table in a Ray actor, reached by the tasks on every node of the cluster."""
+        """A slot table in Ray actors, reached by the tasks on every node of the cluster."""
         if limit not in self._slots:
             self._init()
             self._slots[limit] = RaySlots.start(limit)

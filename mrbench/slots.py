@@ -4,8 +4,9 @@ an executor, where a lock inside one process holds only within it.
 One :class:`SlotTable` keeps the count; workers reach it through a picklable :class:`SharedSlots` client: the local
 executor serves the table from a manager process (:mod:`multiprocessing.managers`, the standard library's object
 server: one connection and one serving thread per client thread, so a waiting acquire blocks only its own caller),
-the Ray executor from a Ray actor. Only holders are stored (a key with no holder costs nothing), and a
-slot is asked for once per request, at connect time, so the table sees a call per request and no more.
+the Ray executor from Ray actors (host names split among a few, so that no one actor serves every request). Only
+holders are stored (a key with no holder costs nothing), and a slot is asked for once per request, at connect time,
+so the table sees a call per request and no more.
 
 A slot is a lease: it ends when released, or by itself when its lease runs out, so a worker that died holding slots
 (a killed process, a lost node) does not keep them forever. A caller asks for a lease as long as its request may
@@ -18,6 +19,7 @@ import abc
 import itertools
 import threading
 import time
+import zlib
 from multiprocessing.managers import BaseManager
 from typing import Any, Callable
 
@@ -202,40 +204,50 @@ class SlotServer:
 
 # --- Ray executor: the table in an actor -------------------------------------------------------------------------
 
-# Serving threads of the slot actor: each waiting acquire holds one for at most WAIT_S.
-RAY_ACTOR_THREADS = 256
+# Serving threads of each slot actor: a waiting acquire holds one for at most WAIT_S.
+RAY_ACTOR_THREADS = 64
+# Slot actors of a table: host names are split among them by a stable hash (each key lives in one actor, so the
+# limit holds), and each serves its share of the calls.
+RAY_ACTORS = 4
 
 
 class RaySlots(SharedSlots):
-    """Client of a :class:`SlotTable` in a Ray actor (the handle pickles to any task on any node)."""
+    """Client of a :class:`SlotTable` split over Ray actors by key (the handles pickle to any task on any node)."""
 
-    def __init__(self, limit: int, actor: Any) -> None:
+    def __init__(self, limit: int, actors: list[Any]) -> None:
         super().__init__(limit)
-        self.actor = actor
+        self.actors = actors
 
     @classmethod
-    def start(cls, limit: int) -> "RaySlots":
-        """A new slot actor on the connected cluster (it takes no CPU, so it never holds back a task)."""
+    def start(cls, limit: int, actors: int = RAY_ACTORS) -> "RaySlots":
+        """New slot actors on the connected cluster (they take no CPU, so they never hold back a task)."""
         import ray
 
-        actor = ray.remote(SlotTable).options(num_cpus=0, max_concurrency=RAY_ACTOR_THREADS).remote(limit)
-        return cls(limit, actor)
+        remote = ray.remote(SlotTable).options(num_cpus=0, max_concurrency=RAY_ACTOR_THREADS)
+        return cls(limit, [remote.remote(limit) for _ in range(actors)])
+
+    def _actor(self, key: str) -> Any:
+        return self.actors[zlib.crc32(key.encode("utf-8", "surrogatepass")) % len(self.actors)]
 
     def _acquire(self, key: str, lease_s: float, wait_s: float) -> int | None:
         import ray
 
-        return ray.get(self.actor.acquire.remote(key, lease_s, wait_s))
+        return ray.get(self._actor(key).acquire.remote(key, lease_s, wait_s))
 
     def release(self, key: str, token: int) -> None:
-        self.actor.release.remote(key, token)  # nothing to wait for: the next acquire is queued behind it
+        self._actor(key).release.remote(key, token)  # nothing to wait for: the next acquire is queued behind it
 
     def stats(self) -> dict[str, int]:
+        """The actors' stats together (``peak``: the most of any one key)."""
         import ray
 
-        return ray.get(self.actor.stats.remote())
+        parts = ray.get([a.stats.remote() for a in self.actors])
+        return {"peak": max(p["peak"] for p in parts), "expired": sum(p["expired"] for p in parts),
+                "held": sum(p["held"] for p in parts)}
 
     def close(self) -> None:
         import ray
 
         if ray.is_initialized():  # a cluster already shut down took its actors with it
-            ray.kill(self.actor)
+            for actor in self.actors:
+                ray.kill(actor)
