@@ -51,7 +51,7 @@ def make_routes(n: int) -> dict[str, bytes]:
 
 
 def serve(n: int, port_queue: "multiprocessing.Queue[int]") -> None:
-    from mrbench.demo_web import Route, SampleWebServer
+    from mrbench.app.web import Route, SampleWebServer
 
     class Server(SampleWebServer):
         request_queue_size = 1024  # many threads connect at once
@@ -82,12 +82,13 @@ def run_step(run_dir: Path, cfg_path: Path) -> tuple[float, int]:
     """Time the download step only (a fresh process, as the CLI would be), on a run folder with urls/ ready."""
     code = f"""
 import time
-from mrbench.config import CurateConfig, load_config
-from mrbench.curation.download import DownloadTask
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
+from mrbench.curation.download import DOWNLOAD_STEP
 from mrbench.executors import get_executor
 cfg = load_config(CurateConfig, {str(cfg_path)!r})
 t = time.perf_counter()
-get_executor(cfg.executor).run(DownloadTask(cfg, {str(run_dir)!r}), cfg.num_shards)
+get_executor(cfg.executor).run(DOWNLOAD_STEP.task(cfg, {str(run_dir)!r}), cfg.num_shards)
 print(time.perf_counter() - t)
 """
     shutil.rmtree(run_dir / "download", ignore_errors=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.blocklist import block_at_selection, blocklist_identity
 from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (
@@ -24,7 +24,7 @@ from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
 from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
-from mrbench.stage import ShardedStep, Step, global_step
+from mrbench.stage import ShardedStep, Step
 from mrbench.stats import Stats
 
 # Select: duckdb's working memory before it spills to disk, its threads, and the rows per batch it hands back.
@@ -60,8 +60,6 @@ def priority(seed: int, url: str) -> int:
 
 class IngestTask(ShardedStep):
     """Per source shard: stream record batches, match their captions, write the candidates that mention a tag."""
-
-    name = "ingest"
 
     @classmethod
     def num_shards(cls, config: CurateConfig) -> int:
@@ -148,7 +146,6 @@ def origin_status(url: str, from_folder: bool, root: str = "") -> tuple[dict, st
     return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
 
-@global_step("select")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write ``num_shards`` URL shards.
@@ -232,14 +229,14 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
     return stats
 
 
-def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
+def select_step(config: CurateConfig, run_dir: Path) -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
 
 
 INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
-                   inputs=source_identity)
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   inputs=source_identity, prefix="candidates")
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",), folder="urls", prefix="urls",
                    settings=("sources", "num_shards", "crawl.max_candidates_per_tag", "crawl.blocklists"),
                    inputs=blocklist_identity, drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 

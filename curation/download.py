@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.executors import Executor
@@ -296,7 +296,6 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 class DownloadTask(ShardedStep):
     """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
 
-    name = "download"
     slots: SharedSlots | None = None
 
     def bind(self, executor: Executor) -> None:
@@ -323,6 +322,10 @@ class DownloadTask(ShardedStep):
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     parts=(("fetch", "http(s) download under the egress policy; one status row per URL"),
+                            ("validate", "full decode: corrupt, non-image, decompression-bomb checks; size and sha256"),
+                            ("hash_blocklist", "crawl.blocklists sha256 / perceptual-hash lists: blocked images keep "
+                                               "no bytes")),
                      settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
                                "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
                                "crawl.convert_format", "crawl.disallowed_header_directives",

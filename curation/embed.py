@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from mrbench.config import CurateConfig, EmbedConfig
+from mrbench.curation.config import CurateConfig, EmbedConfig
 from mrbench.curation.inputs import tag_list_identity
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord
@@ -123,10 +123,8 @@ class EmbedTask(ShardedStep):
     Models are built lazily inside the call, so the task pickles to any executor.
     """
 
-    name = "embed"
-
-    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: CurateConfig, run_dir: str | Path, step: Step) -> None:
+        super().__init__(config, run_dir, step)
         self._models: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, InputError
+from mrbench.config import InputError
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
@@ -76,7 +77,7 @@ def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str])
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
 
-    from mrbench.curation.release import RELEASE_SCHEMA
+    from mrbench.curation.release_format import RELEASE_SCHEMA
 
     schema = source_schema(path)
     missing = [c for c in keep_columns if c not in schema.names]
@@ -236,13 +237,16 @@ def source_identity(config: CurateConfig) -> dict[str, str]:
 def filters_identity(config: CurateConfig) -> dict[str, object]:
     """The filters step's inputs besides its settings: the tag list (object classes come from its aliases) and the
     registered filters, by name and class, with the settings each one reads (every setting but the free ones for a
-    filter that does not declare them in ``settings``)."""
+    filter that does not declare them in ``settings``). MRBench's own filters are left out: the step's settings are
+    theirs (a filter registered in place of one is recorded)."""
     from mrbench.fingerprint import flat_settings, select_settings
     from mrbench.stage import filter_stages
 
     flat = flat_settings(config)
     registered: dict[str, object] = {}
     for name, cls in filter_stages():
+        if cls.__module__.startswith("mrbench."):
+            continue
         read = select_settings(getattr(cls, "settings", None), flat)
         registered[name] = {"class": f"{cls.__module__}:{cls.__qualname__}",
                             "settings": json.dumps(read, sort_keys=True, default=str)}

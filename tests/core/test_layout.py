@@ -1,11 +1,22 @@
-"""The run-folder layout: every path of a run comes from RunLayout, with the on-disk names old run folders have."""
+"""The run-folder layout: every path of a run comes from RunLayout, derived from each step's Step (folder, prefix),
+with the on-disk names old run folders have."""
 
 from __future__ import annotations
 
+import pytest
+
 from mrbench.layout import RunLayout
+from mrbench.registry import UnknownEntryError
+from mrbench.stage import Step
+
+
+def _census(config, run_dir):  # pragma: no cover - a step that is only laid out
+    raise AssertionError("ran")
 
 
 def test_names_on_disk_are_the_run_folder_format(tmp_path):
+    import mrbench.curation  # noqa: F401  (the built-in steps: their Steps spell the names)
+
     lay = RunLayout(tmp_path)
 
     def rel(p):
@@ -31,8 +42,14 @@ def test_names_on_disk_are_the_run_folder_format(tmp_path):
         "groups/by_shard/assign_00002.parquet", "audit/leakage.json", "audit/leaks.parquet", "release/manifest.json",
         "rejects/rejects_00004.parquet"]
     # a contributed step gets the folder named after it
-    assert rel(lay.shards("captions").output(0)) == "captions/shard_00000.parquet"
-    assert rel(lay.step_marker("census")) == "census/_SUCCESS"
+    assert rel(lay.shards(Step("captions", _census)).output(0)) == "captions/shard_00000.parquet"
+    assert rel(lay.step_marker(Step("census", _census))) == "census/_SUCCESS"
+    # paths come from the Step, never from a second table: a step's own folder and prefix are what the layout gives
+    own = Step("census", _census, folder="counts", prefix="tally", owns=("tallies",))
+    assert rel(lay.shards(own).output(1)) == "counts/tally_00001.parquet"
+    assert [rel(p) for p in lay.owned(own)] == ["counts", "tallies"]
+    with pytest.raises(UnknownEntryError, match="captions"):  # a name nothing registered is an error, not a folder
+        lay.shards("captions")
 
 
 def test_existing_lists_the_outputs_present_in_shard_order(tmp_path):
@@ -52,12 +69,10 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
     import pytest
 
     from mrbench.log import get_logger
-    from mrbench.stage import ShardedStep
+    from mrbench.stage import ShardedStep, Step
     from mrbench.stats import Stats
 
     class Noisy(ShardedStep):
-        name = "noisy"
-
         def process(self, shard):
             if shard == 1:
                 raise ValueError("disk on fire")
@@ -66,7 +81,7 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
             stats.inc("rows", 3)
             return pa.table({"x": [1, 2, 3]}), stats
 
-    step = Noisy(config=None, run_dir=tmp_path)
+    step = Step("noisy", Noisy).task(None, tmp_path)
     step(0)
     lines = step.shards.log_path(0).read_text().splitlines()
     assert step.shards.log_path(0).relative_to(tmp_path).as_posix() == "noisy/shard_00000.log"
@@ -83,18 +98,23 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
 
 def test_global_step_writes_its_log_then_stats_then_marker(tmp_path):
     from mrbench.log import get_logger
-    from mrbench.stage import global_step
+    from mrbench.stage import Step, run_global_step
     from mrbench.stats import Stats
 
-    @global_step("census")
     def census(config, run_dir):
         get_logger("mrbench.curation.census").warning("3 groups without a target")
         stats = Stats()
         stats.inc("groups", 5)
         return stats
 
-    assert census(None, tmp_path).counts["groups"] == 5
+    step = Step("census", census)
+    assert run_global_step(step, None, tmp_path).counts["groups"] == 5
     lay = RunLayout(tmp_path)
-    lines = lay.step_log("census").read_text().splitlines()
+    lines = lay.step_log(step).read_text().splitlines()
     assert lines[0].endswith("census: start") and "3 groups without a target" in lines[1]
-    assert lines[2].endswith('census: done {"groups": 5}') and lay.step_done("census")
+    assert lines[2].endswith('census: done {"groups": 5}') and lay.step_done(step)
+    assert rel_files(tmp_path) == ["census/_SUCCESS", "census/stats.json", "census/step.log"]
+
+
+def rel_files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
