@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import Route, SampleWebServer, _Handler, encode
 from mrbench.executors import Executor, LocalExecutor
 from mrbench.slots import SlotServer, SlotTable
 from test_egress import photo, write_inputs
+from webserver import ProbeHandler, Route, SampleWebServer, encode
 
 pytestmark = pytest.mark.slow
 LIMIT = 2
@@ -24,10 +25,9 @@ HOSTS = ("127.0.0.1", "localhost")  # two host names of the one loopback server
 PER_HOST = 16
 
 
-class _HostCountingHandler(_Handler):
-    def _answer(self, route: Route | None, hit: int) -> None:
+class _HostCountingHandler(ProbeHandler):
+    def hold(self, route: object) -> None:
         self.server.hold_open(self.headers.get("Host", "").rsplit(":", 1)[0])
-        super()._answer(route, hit)
 
 
 class HostCountingServer(SampleWebServer):
@@ -36,10 +36,11 @@ class HostCountingServer(SampleWebServer):
     (then the host's answers are held no more), and an answer is slow enough for the workers' requests to overlap
     when it does."""
 
+    handler = _HostCountingHandler
+
     def __init__(self, routes: dict[str, Route], hold: float) -> None:
         super().__init__(routes)
-        self.RequestHandlerClass = _HostCountingHandler
-        self.hold = hold
+        self.hold_s = hold
         self.open: Counter[str] = Counter()
         self.peak: Counter[str] = Counter()
         self.changed = threading.Condition()
@@ -49,7 +50,7 @@ class HostCountingServer(SampleWebServer):
             self.open[host] += 1
             self.peak[host] = max(self.peak[host], self.open[host])
             self.changed.notify_all()
-            self.changed.wait_for(lambda: self.peak[host] > LIMIT, timeout=self.hold)
+            self.changed.wait_for(lambda: self.peak[host] > LIMIT, timeout=self.hold_s)
             self.open[host] -= 1  # before the answer is sent: the client's next request cannot overlap this one
 
 
@@ -57,7 +58,7 @@ def curate(tmp_path: Path, web: HostCountingServer, name: str, hold: float, work
            executor: str = "local") -> tuple[dict[str, int], Path]:
     """Curate 16 URLs of each host with 2 download shards, ``workers`` workers x 16 threads and max_per_domain 2;
     returns the most open requests seen per host, and the run folder."""
-    web.hold = hold
+    web.hold_s = hold
     web.peak.clear()
     port = web.server_address[1]
     urls = [f"http://{host}:{port}/img/h{h}_{k}.jpg" for h, host in enumerate(HOSTS) for k in range(PER_HOST)]
