@@ -17,9 +17,12 @@ import pyarrow.parquet as pq
 
 from mrbench.config import InputError
 from mrbench.curation.config import CurateConfig
+from mrbench.curation.img2dataset import container_of
+from mrbench.curation.release_format import RELEASE_SCHEMA
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
+ROW_SOURCES = ("metadata", "img2dataset")  # sources of metadata rows (columns, where, keep_columns)
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
                pa.types.is_null)
 _UTF8_HINT = "not UTF-8 text (latin-1?); convert it to UTF-8 first"
@@ -41,14 +44,14 @@ def check_sources(config: CurateConfig) -> int:
     checked: set[str] = set()
     for shard in shards:
         src = config.sources[shard.source_index]
-        if src.kind == "metadata":
+        if src.kind in ROW_SOURCES:
             check_metadata_file(Path(shard.path), src.url_col, src.caption_col)
             if (src.where or src.keep_columns) and shard.path not in checked:
                 checked.add(shard.path)
                 check_row_rules(Path(shard.path), shard.source_index, src.where, src.keep_columns)
         elif src.where or src.keep_columns:
-            raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata sources only "
-                             "(a folder has no columns)")
+            raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata and img2dataset "
+                             "sources only (a folder has no columns)")
     if any(s.keep_columns for s in config.sources):
         kept_fields(config)  # one type per kept column across sources
     return len(shards)
@@ -76,8 +79,6 @@ def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str])
     """A source's ``where`` must be a boolean SQL expression over its columns, and every ``keep_columns`` name one
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
-
-    from mrbench.curation.release_format import RELEASE_SCHEMA
 
     schema = source_schema(path)
     missing = [c for c in keep_columns if c not in schema.names]
@@ -187,7 +188,7 @@ def kept_fields(config: CurateConfig) -> list[pa.Field]:
     """
     out: dict[str, pa.Field] = {}
     for i, src in enumerate(config.sources):
-        if src.kind != "metadata" or not src.keep_columns:
+        if src.kind not in ROW_SOURCES or not src.keep_columns:
             continue
         shard = next(s for s in expand_sources(config.sources) if s.source_index == i)
         schema = source_schema(Path(shard.path))
@@ -228,6 +229,9 @@ def source_identity(config: CurateConfig) -> dict[str, str]:
     for shard in shards:
         root = Path(shard.path)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        if config.sources[shard.source_index].kind == "img2dataset" and container_of(shard.path) != shard.path:
+            images = Path(container_of(shard.path))  # the shard's tar or folder: its images are part of the input
+            files += sorted(p for p in images.rglob("*") if p.is_file()) if images.is_dir() else [images]
         for f in files:
             st = os.stat(f)
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{shard.row_groups}\n".encode())

@@ -51,7 +51,7 @@ from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
 from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps, run_global_step
 from mrbench.stats import Stats
-from mrbench.thresholds import for_run
+from mrbench.thresholds import RUN_SETTINGS, for_setting
 
 log = get_logger(__name__)
 
@@ -184,8 +184,9 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
 def log_thresholds(config: CurateConfig) -> None:
     """Say in the run log which threshold each model-driven decision uses and where it comes from; an encoder
     without a calibration for its task is a warning."""
-    for task, explicit in (("near_duplicate", config.dedup.threshold), ("identity", config.group.identity_threshold)):
-        point = for_run(config, task, explicit)
+    for setting in ("dedup.threshold", "group.identity_threshold"):
+        task = RUN_SETTINGS[setting][0]
+        point = for_setting(config, setting)
         if point is None:
             continue
         encoder = config.embed.face_encoder if task == "identity" else config.embed.encoder

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from mrbench.layout import RunLayout
-from mrbench.log import get_logger, shard_log
+from mrbench.log import get_logger, shard_log, unfinished_attempt
 from mrbench.progress import reporting
 from mrbench.records import ImageRecord
 from mrbench.registry import STAGES, Entry, Registry
@@ -259,16 +259,28 @@ class ShardedStep(abc.ABC):
         :meth:`~mrbench.executors.Executor.shared_slots`), before the run; nothing by default. What it keeps must
         pickle to the executor's workers."""
 
-    def __call__(self, shard: int) -> None:
-        """Do shard ``shard`` (again, when called directly) and mark it complete."""
+    def __call__(self, shard: int) -> str | None:
+        """Do shard ``shard`` (again, when called directly) and mark it complete.
+
+        Returns:
+            The start line of an earlier attempt of this shard that ended without an outcome (its worker process or
+            node was lost, or the run was killed), when this call redoes one: the retry is noted in the shard's log
+            and counted in its stats (``<step>/retried_shards``); None otherwise.
+        """
+        earlier = unfinished_attempt(self.shards.log_path(shard))
         with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
                 reporting(self.shards.progress_path(shard)):
+            if earlier:
+                note(f"{self.name} shard {shard}: retry: an earlier attempt ended without an outcome ({earlier})")
             table, stats = self.process(shard)
+            if earlier:
+                stats.inc(f"{self.name}/retried_shards")
             if table is not None:
                 write_parquet_atomic(table, self.shards.output(shard))
             note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
         self.shards.complete(shard, stats, self.marker)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
+        return earlier
 
     @abc.abstractmethod
     def process(self, shard: int) -> "tuple[pa.Table | None, Stats]":

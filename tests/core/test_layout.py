@@ -85,7 +85,7 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
     step(0)
     lines = step.shards.log_path(0).read_text().splitlines()
     assert step.shards.log_path(0).relative_to(tmp_path).as_posix() == "noisy/shard_00000.log"
-    assert lines[0].endswith("noisy shard 0: start")
+    assert "noisy shard 0: start (host " in lines[0]
     assert "WARNING mrbench.curation.noisy: shard 0: 2 rows unreadable" in lines[1]
     assert lines[2].endswith('noisy shard 0: done {"rows": 3}') and len(lines) == 3 and step.is_done(0)
     with pytest.raises(ValueError):
@@ -94,6 +94,32 @@ def test_sharded_step_writes_a_log_per_shard_with_warnings_and_outcome(tmp_path)
     assert not step.is_done(1)
     step(0)  # redone: the log is the new run's alone
     assert len(step.shards.log_path(0).read_text().splitlines()) == 3
+
+
+def test_sharded_step_names_a_retry_of_an_attempt_that_left_no_outcome(tmp_path):
+    """An attempt whose worker process or node was lost leaves a log with a start line and no outcome; the attempt
+    that redoes the shard says so in the log, counts it in the shard's stats and returns the lost attempt's line."""
+    import pyarrow as pa
+
+    from mrbench.stage import ShardedStep, Step
+    from mrbench.stats import Stats
+
+    class Quiet(ShardedStep):
+        def process(self, shard):
+            return pa.table({"x": [shard]}), Stats()
+
+    step = Step("quiet", Quiet).task(None, tmp_path)
+    assert step(0) is None and "retried_shards" not in step.shards.stats_path(0).read_text()
+    lost = step.shards.log_path(1)
+    lost.parent.mkdir(parents=True, exist_ok=True)
+    lost.write_text("2026-01-01T00:00:00 quiet shard 1: start (host node-b, pid 4242)\n")  # what a SIGKILL leaves
+    earlier = step(1)
+    assert earlier is not None and "node-b, pid 4242" in earlier
+    lines = lost.read_text().splitlines()
+    assert "quiet shard 1: retry: an earlier attempt ended without an outcome" in lines[1] and "pid 4242" in lines[1]
+    assert '"quiet/retried_shards": 1' in lines[-1] and step.is_done(1)
+    assert Stats.load(step.shards.stats_path(1)).counts["quiet/retried_shards"] == 1
+    assert step(1) is None  # redoing a shard that had finished is no retry
 
 
 def test_global_step_writes_its_log_then_stats_then_marker(tmp_path):
@@ -111,7 +137,7 @@ def test_global_step_writes_its_log_then_stats_then_marker(tmp_path):
     assert run_global_step(step, None, tmp_path).counts["groups"] == 5
     lay = RunLayout(tmp_path)
     lines = lay.step_log(step).read_text().splitlines()
-    assert lines[0].endswith("census: start") and "3 groups without a target" in lines[1]
+    assert "census: start (host " in lines[0] and "3 groups without a target" in lines[1]
     assert lines[2].endswith('census: done {"groups": 5}') and lay.step_done(step)
     assert rel_files(tmp_path) == ["census/_SUCCESS", "census/stats.json", "census/step.log"]
 
