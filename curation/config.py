@@ -116,7 +116,7 @@ class CrawlConfig:
         backoff_base: First retry waits up to this many seconds; each further retry doubles it (full jitter).
         backoff_max: Upper bound of one backoff wait.
         retry_after_max: A server's ``Retry-After`` is honoured up to this many seconds.
-        max_per_domain: Concurrent requests per host name within one download worker (0: no limit).
+        max_per_domain: Concurrent requests per host name, across every download worker and node (0: no limit).
         convert_format: Re-encode every image to ``encode_format`` even without a resize (off: the publisher's
             bytes are kept whenever ``resize_mode`` is ``no``).
         disallowed_header_directives: ``X-Robots-Tag`` directives that make an image ``opted_out`` (before its body

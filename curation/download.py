@@ -31,11 +31,13 @@ from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.img2dataset import PACKED, fill_from_shards
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
+from mrbench.executors import Executor
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
 from mrbench.progress import ShardProgress, shard_progress
 from mrbench.shards import read_records, write_records_sorted
+from mrbench.slots import SharedSlots
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
 
@@ -73,9 +75,10 @@ class Downloader(Stage):
 
     name = "download"
 
-    def __init__(self, config: CrawlConfig) -> None:
+    def __init__(self, config: CrawlConfig, slots: SharedSlots | None = None) -> None:
         super().__init__()
         self.config = config
+        self.slots = slots  # the executor's shared slots: max_per_domain across every worker
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
         """Every record in input order, once all are done (they are held: :meth:`as_completed` streams)."""
@@ -102,7 +105,7 @@ class Downloader(Stage):
                 if not (r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None):
                     yield self._finish(r, None, live)
                     continue
-                fetcher = fetcher or Fetcher(self.config)
+                fetcher = fetcher or Fetcher(self.config, slots=self.slots)
                 pending[_thread_pool(threads).submit(_fetch_one(fetcher), r)] = r
                 while len(pending) >= fetch_window(threads):
                     for future in wait(pending, return_when=FIRST_COMPLETED).done:
@@ -323,8 +326,15 @@ class DownloadTask(ShardedStep):
     number of images whatever the shard's size. The marker follows the complete file; a shard killed half-way is
     redone whole."""
 
+    slots: SharedSlots | None = None
+
+    def bind(self, executor: Executor) -> None:
+        """``crawl.max_per_domain`` holds across every worker of ``executor``: its requests take shared slots."""
+        if self.config.crawl.max_per_domain:
+            self.slots = executor.shared_slots(self.config.crawl.max_per_domain)
+
     def process(self, shard: int) -> tuple[None, Stats]:
-        downloader = Downloader(self.config.crawl)
+        downloader = Downloader(self.config.crawl, self.slots)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
         stages: list[Stage] = [validator]
         blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored

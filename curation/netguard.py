@@ -20,7 +20,9 @@ Every request, and every hop of a redirect chain, goes through :meth:`Fetcher.fe
 * follows at most ``max_redirects`` redirects (``too_many_redirects`` past that; ``redirect_loop`` when a URL repeats);
 * retries timeouts, connection errors, 429 and 5xx with exponential backoff and full jitter, honouring a
   ``Retry-After`` header up to ``retry_after_max`` seconds; 403, 404 and every other answer are final;
-* holds at most ``max_per_domain`` concurrent requests per host name (0: no limit), in this process.
+* holds at most ``max_per_domain`` concurrent requests per host name (0: no limit): in this process, and across
+  every worker of the executor when it is given the executor's shared slots (:mod:`mrbench.slots`); time spent
+  waiting for a slot is politeness, not the server's slowness, so it does not count against the attempt's deadline.
 
 There is no proxy, no extra thread and no extra connection per request: one socket per request, as a plain
 ``urllib`` download has. A failure is a :class:`FetchError` carrying a named reason, which the download stage
@@ -47,6 +49,7 @@ from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
 from mrbench.curation.config import CrawlConfig
 from mrbench.curation.optout import OPTED_OUT, opt_out_reason
+from mrbench.slots import SharedSlots
 
 # Statuses a retry can fix (the server or the network was busy); everything else is final.
 RETRYABLE = frozenset({"timeout", "connection_error", "http_429", "http_5xx"})
@@ -57,6 +60,9 @@ DEADLINE_FACTOR = 5
 # Spaces and control characters: no browser sends them raw, http.client refuses them; such a URL is not fetchable.
 _UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+# A shared slot is leased for the rest of the attempt's deadline plus this much (a live request never outlives its
+# lease; a dead worker's slot comes back when the lease ends).
+LEASE_SLACK_S = 5.0
 
 
 class FetchError(Exception):
@@ -275,27 +281,44 @@ class FetchResult:
 
 @dataclass
 class DomainLimiter:
-    """At most ``limit`` concurrent requests per host name (0: no limit); shared by the threads of one process."""
+    """At most ``limit`` concurrent requests per host name (0: no limit), among the threads of one process, and
+    across processes and nodes through ``shared`` slots when given (a thread first takes one of its process's
+    ``limit`` places, so a process never asks the shared table for more than ``limit`` slots of a host at once)."""
 
     limit: int = 0
+    shared: SharedSlots | None = None
     _sems: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     active: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     peak: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def acquire(self, host: str) -> None:
+    def acquire(self, host: str, lease_s: float = 0.0, stopped: Callable[[], bool] = lambda: False) -> int | None:
+        """Wait for a place for a request to ``host``; returns the shared slot's token (None without shared slots).
+
+        Raises:
+            FetchError: ``interrupted``, when ``stopped()`` turned true while waiting for a shared slot.
+        """
+        token = None
         if self.limit:
             with self._lock:
                 sem = self._sems.setdefault(host, threading.BoundedSemaphore(self.limit))
             sem.acquire()
+            if self.shared is not None:
+                token = self.shared.acquire(host, lease_s, stopped)
+                if token is None:
+                    sem.release()
+                    raise FetchError("interrupted", "the download was stopped")
         with self._lock:
             self.active[host] += 1
             self.peak[host] = max(self.peak[host], self.active[host])
+        return token
 
-    def release(self, host: str) -> None:
+    def release(self, host: str, token: int | None = None) -> None:
         with self._lock:
             self.active[host] -= 1
         if self.limit:
+            if token is not None and self.shared is not None:
+                self.shared.release(host, token)
             self._sems[host].release()
 
 
@@ -307,13 +330,15 @@ class Fetcher:
         policy: ``(host, ip) -> allowed`` replacing "ip is a public address" (tests); ignored when
             ``allow_private_network`` is set.
         sleep: Waits between retries (tests pass a recorder).
+        slots: The executor's shared slots (:meth:`mrbench.executors.Executor.shared_slots`): ``max_per_domain``
+            then holds across every worker; None: within this process.
     """
 
     def __init__(self, config: CrawlConfig, policy: Callable[[str, str], bool] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, slots: SharedSlots | None = None) -> None:
         self.config = config
         self.policy = policy or (lambda _host, ip: is_public_address(ip))
-        self.limiter = DomainLimiter(config.max_per_domain)
+        self.limiter = DomainLimiter(config.max_per_domain, slots)
         self.sleep = sleep
         self.user_agent = f"Mozilla/5.0 (compatible; {config.user_agent_token})" if config.user_agent_token else "Mozilla/5.0"
         self._rng = random.Random()  # jitter only: it decides when, never what is downloaded
@@ -360,7 +385,7 @@ class Fetcher:
         seen = {url}
         deadline = time.monotonic() + self.config.timeout * DEADLINE_FACTOR  # the whole attempt, every hop
         for _ in range(self.config.max_redirects + 1):
-            status, location, body = self._request(url, deadline)
+            status, location, body, deadline = self._request(url, deadline)
             if location is None:
                 return body, url
             location = decode_location(location)
@@ -400,8 +425,9 @@ class Fetcher:
                 raise FetchError("blocked_private_network", f"{host} resolves to private network address {bad[0]}")
         return addrs[0]
 
-    def _request(self, url: str, deadline: float) -> tuple[int, str | None, bytes]:
-        """One GET: ``(status, redirect location or None, body)``; raises FetchError for every failure."""
+    def _request(self, url: str, deadline: float) -> tuple[int, str | None, bytes, float]:
+        """One GET: ``(status, redirect location or None, body, deadline)``, the deadline moved on by the time spent
+        waiting for a slot of the host; raises FetchError for every failure."""
         cfg = self.config
         if self.aborted:
             raise FetchError("interrupted", "the download was stopped")
@@ -410,9 +436,11 @@ class Fetcher:
         host = parts.hostname or ""
         port = parts.port or (443 if https else 80)
         ip = self._address(host, port, deadline)
+        budget = max(0.0, deadline - time.monotonic())
+        token = self.limiter.acquire(host, budget + LEASE_SLACK_S, lambda: self.aborted)
+        deadline = time.monotonic() + budget
         conn_cls = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
         conn = conn_cls(host, port, ip, cfg.timeout, deadline)
-        self.limiter.acquire(host)
         try:
             conn.connect()
             with self._open_lock:
@@ -427,7 +455,7 @@ class Fetcher:
                 location = resp.getheader("Location")
                 if not location:
                     raise FetchError("http_3xx", f"HTTP {status} without a Location header")
-                return status, location, b""
+                return status, location, b"", deadline
             if status != 200 and not 200 <= status < 300:
                 raise _http_error(status, resp.reason, resp.getheader("Retry-After"))
             refusal = opt_out_reason(resp.getheaders(), cfg)  # before any byte of the body is read
@@ -446,7 +474,7 @@ class Fetcher:
                 if size > limit:
                     raise FetchError("oversize_body", f"more than {limit} bytes")
                 chunks.append(chunk)
-            return status, None, b"".join(chunks)
+            return status, None, b"".join(chunks), deadline
         except FetchError:
             raise
         except (TimeoutError, socket.timeout) as e:
@@ -465,7 +493,7 @@ class Fetcher:
         except (ValueError, UnicodeError, LookupError) as e:  # a response http.client cannot take apart
             raise FetchError("bad_response", f"{type(e).__name__}: {e}"[:300]) from None
         finally:
-            self.limiter.release(host)
+            self.limiter.release(host, token)
             with self._open_lock:
                 self._open.discard(conn.raw_sock)  # type: ignore[arg-type]
             conn.close()

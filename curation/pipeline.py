@@ -157,6 +157,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         included, so rate and ETA are in URLs / images rather than shards."""
         task, n = spec.task(config, str(run_dir)), spec.run.num_shards(config)
         task.marker = markers[spec.name]
+        task.bind(executor)
         resources = spec.resources(config)
         if not progress:
             with LiveShardProgress(None, task.shards, [1] * n, [True] * n):  # only removes the progress files

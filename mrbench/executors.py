@@ -21,6 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 from mrbench.config import ConfigError, option
 from mrbench.log import get_logger
 from mrbench.registry import Registry
+from mrbench.slots import RaySlots, SharedSlots, SlotServer
 from mrbench.stage import CPU_TASK, Resources
 
 log = get_logger(__name__)
@@ -96,6 +97,11 @@ class Executor(abc.ABC):
         per finished shard, or ``progress(weights[i])`` when the shards' item counts are given (progress in URLs /
         images, not shards)."""
 
+    def shared_slots(self, limit: int) -> SharedSlots | None:
+        """Slots (at most ``limit`` holders per key) shared by every worker this executor runs tasks on, kept until
+        :meth:`close`; None where one process runs every task (a lock in that process is enough)."""
+        return None
+
     def close(self) -> None:
         """Release the workers kept between steps (nothing by default)."""
 
@@ -139,6 +145,7 @@ class LocalExecutor(Executor):
         super().__init__(config)
         self._pool: ProcessPoolExecutor | None = None
         self._shape: tuple[int, tuple[tuple[str, ...], ...]] | None = None
+        self._slots: dict[int, SlotServer] = {}
 
     def shape(self, resources: Resources) -> tuple[int, tuple[tuple[str, ...], ...]]:
         """(workers, GPUs of each worker) of the pool for tasks needing ``resources``.
@@ -202,10 +209,21 @@ class LocalExecutor(Executor):
             raise
         return todo
 
+    def shared_slots(self, limit: int) -> SharedSlots | None:
+        """A slot table in a manager process, reached by every pool worker (None with one worker)."""
+        if self.config.workers == 1:
+            return None
+        if limit not in self._slots:
+            self._slots[limit] = SlotServer(limit)
+        return self._slots[limit].client
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool, self._shape = None, None
+        for server in self._slots.values():
+            server.close()
+        self._slots.clear()
 
 
 class RayExecutor(Executor):
@@ -224,6 +242,7 @@ class RayExecutor(Executor):
     def __init__(self, config: ExecutorConfig) -> None:
         super().__init__(config)
         self.placements: dict[str, list[dict[str, Any]]] = {}
+        self._slots: dict[int, RaySlots] = {}
 
     def _init(self) -> None:
         import ray
@@ -294,6 +313,18 @@ class RayExecutor(Executor):
         for p in placed:  # shards Ray ran again after their worker process or node was lost
             note_retry(task.name, p["shard"], p["retry_of"], f" on node {p['node'][:8]}")
         return todo
+
+    def shared_slots(self, limit: int) -> SharedSlots | None:
+        """A slot table in Ray actors, reached by the tasks on every node of the cluster."""
+        if limit not in self._slots:
+            self._init()
+            self._slots[limit] = RaySlots.start(limit)
+        return self._slots[limit]
+
+    def close(self) -> None:
+        for slots in self._slots.values():
+            slots.close()
+        self._slots.clear()
 
 
 def note_retry(step: str, shard: int, earlier: object, where: str = "") -> None:

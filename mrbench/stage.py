@@ -254,6 +254,11 @@ class ShardedStep(abc.ABC):
     def is_done(self, shard: int) -> bool:
         return self.shards.is_done(shard)
 
+    def bind(self, executor: Any) -> None:
+        """Take what the task shares with the other workers of the executor that runs it (such as
+        :meth:`~mrbench.executors.Executor.shared_slots`), before the run; nothing by default. What it keeps must
+        pickle to the executor's workers."""
+
     def __call__(self, shard: int) -> str | None:
         """Do shard ``shard`` (again, when called directly) and mark it complete.
 
