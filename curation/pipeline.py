@@ -22,6 +22,7 @@ Each step skips work already complete, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -76,6 +77,16 @@ def run_state_problem(run_dir: Path, config: CurateConfig) -> str | None:
     return None
 
 
+def with_started_shard_count(run_dir: Path, config: CurateConfig) -> CurateConfig:
+    """``config`` as it resumes ``run_dir``: ``num_shards: 0`` (chosen at selection) on a folder started with a
+    fixed count (before ``rows_per_shard`` existed) is that count, so nothing is redone for it."""
+    state_path = RunLayout(run_dir).run_state
+    if config.num_shards or not state_path.exists():
+        return config
+    started = json.loads(state_path.read_text())["num_shards"]
+    return dataclasses.replace(config, num_shards=started) if started else config
+
+
 def check_run_state(run_dir: Path, config: CurateConfig) -> None:
     """Refuse to resume a run folder with another shard layout (:func:`run_state_problem`); record the shard
     layout of a new one."""
@@ -106,7 +117,7 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     problem = run_state_problem(run_dir, config)
     if problem:
         raise ConfigError(problem)
-    return plan_run(steps, config, run_dir)
+    return plan_run(steps, with_started_shard_count(run_dir, config), run_dir)
 
 
 @with_run_lock("run_dir")
@@ -126,6 +137,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         raise ConfigError(f"stages: {e}") from None
     run_dir = Path(run_dir).resolve()
     check_run_state(run_dir, config)
+    config = with_started_shard_count(run_dir, config)
     layout = RunLayout(run_dir)
     plans = plan_run(steps, config, run_dir)  # reads the last run's config.yaml: before it is replaced
     executor = get_executor(config.executor)

@@ -195,13 +195,9 @@ class RunLayout:
     def with_shard_count(self, config: Any) -> Any:
         """``config`` with the run's shard count: ``num_shards`` as set, or (``num_shards: 0``) as the select step
         chose it from ``rows_per_shard``; unchanged while the select step has not run."""
-        if getattr(config, "num_shards", None) != 0:
+        if getattr(config, "num_shards", None) != 0 or not self.shard_count.is_file():
             return config
-        if self.shard_count.is_file():
-            return dataclasses.replace(config, num_shards=json.loads(self.shard_count.read_text())["num_shards"])
-        started = json.loads(self.run_state.read_text()).get("num_shards", 0) if self.run_state.is_file() else 0
-        # a folder started with a fixed shard count (before rows_per_shard existed) keeps it
-        return dataclasses.replace(config, num_shards=started) if started else config
+        return dataclasses.replace(config, num_shards=json.loads(self.shard_count.read_text())["num_shards"])
 
     @property
     def select_tmp(self) -> Path:

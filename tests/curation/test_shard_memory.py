@@ -188,3 +188,16 @@ def test_rows_per_shard_run_equals_the_same_count_set_by_hand(tmp_path, small_we
         assert p.read_bytes() == (tmp_path / "fixed" / "release" / "data" / p.name).read_bytes()
     with pytest.raises(ConfigError, match="rows_per_shard"):
         run_curation(load_config(CurateConfig, cfg_path, ["rows_per_shard=2"]), tmp_path / "auto")
+
+
+def test_a_folder_started_with_a_fixed_count_resumes_under_num_shards_0(tmp_path, small_web):
+    """A folder started with num_shards: 3 (the old default was a fixed count) rerun with num_shards: 0 keeps its 3
+    shards: nothing is redone and nothing is refused."""
+    with SampleWebServer(small_web) as server:
+        cfg_path = write_small_inputs(tmp_path / "in", server.base_url, small_web, num_shards=0)
+        summary = run_curation(load_config(CurateConfig, cfg_path, ["num_shards=3"]), tmp_path / "run")
+        (tmp_path / "run" / "select" / "shards.json").unlink(missing_ok=True)  # as a folder from before the key
+        auto = load_config(CurateConfig, cfg_path)
+        assert auto.num_shards == 0
+        assert {p.action for p in plan_curation(auto, tmp_path / "run")} <= {"done", "off"}
+        assert run_curation(auto, tmp_path / "run") == summary
