@@ -22,9 +22,11 @@ import abc
 import dataclasses
 import functools
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
+from mrbench import storage
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger, shard_log
 from mrbench.progress import reporting
@@ -196,6 +198,9 @@ class ShardedStep(abc.ABC):
         self.run_dir = str(run_dir)  # a plain string pickles to any executor
         # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
         self.marker = ""
+        # The run folder's URL when it lives in object storage (run_dir is then its local staging folder): each
+        # task fetches the files it lacks and uploads its shard's files, marker last (:mod:`mrbench.storage`).
+        self.store = ""
 
     @property
     def layout(self) -> RunLayout:
@@ -216,6 +221,9 @@ class ShardedStep(abc.ABC):
 
     def __call__(self, shard: int) -> None:
         """Do shard ``shard`` (again, when called directly) and mark it complete."""
+        started = time.time_ns()
+        if self.store:
+            storage.pull(self.store, Path(self.run_dir), shard=shard)
         with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
                 reporting(self.shards.progress_path(shard)):
             table, stats = self.process(shard)
@@ -223,6 +231,8 @@ class ShardedStep(abc.ABC):
                 write_parquet_atomic(table, self.shards.output(shard))
             note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
         self.shards.complete(shard, stats, self.marker)
+        if self.store:
+            storage.push_shard(Path(self.run_dir), self.store, shard, started)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
 
     @abc.abstractmethod
