@@ -134,8 +134,9 @@ def curate(
     dry_run: bool = typer.Option(False, "--dry-run", help="print which steps would run, be redone (naming the changed settings) or be kept, and stop"),
 ) -> None:
     """Run (or resume) the curation pipeline: tag crawl, download, group, split, release."""
-    from mrbench.config import CurateConfig, load_config
-    from mrbench.console import print_summary
+    from mrbench.config import load_config
+    from mrbench.curation.config import CurateConfig
+    from mrbench.app.summary import print_summary
     from mrbench.curation.pipeline import run_curation
     from mrbench.log import setup_logging
 
@@ -350,7 +351,9 @@ def config_show(
     Problems in it are listed, all at once, after it (exit 2)."""
     import yaml
 
-    from mrbench.config import CurateConfig, EvalConfig, from_dict, load_config, load_yaml, to_dict
+    from mrbench.config import from_dict, load_config, load_yaml, to_dict
+    from mrbench.curation.config import CurateConfig
+    from mrbench.evaluation.config import EvalConfig
 
     cls = EvalConfig if eval_ else CurateConfig
     try:
@@ -407,7 +410,7 @@ def demo(
 ) -> None:
     """Offline demo: build a small sample web, serve it on 127.0.0.1, curate it, evaluate the release with tiny models
     (+ reference and chance rows) and write a leaderboard."""
-    from mrbench.demo import run_demo
+    from mrbench.app.demo import run_demo
 
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a folder")
@@ -418,7 +421,7 @@ def demo(
 def _backend_kwargs(args: List[str], device: Optional[str], batch_size: Optional[int]) -> dict:
     """``k=v,k2=v2`` backend options, repeatable, as ``--model-args`` reads them (values parsed as YAML scalars:
     0.5, true, [640, 640]) + common flags."""
-    from mrbench.config import parse_model_args
+    from mrbench.evaluation.config import parse_model_args
 
     try:
         kwargs: dict = parse_model_args(args)  # a value that is not YAML is a ConfigError too
@@ -674,11 +677,11 @@ def calibrate_cmd(
 
 
 def _eval_default(name: str) -> str:
-    """`` (default: VALUE)`` of an :class:`~mrbench.config.EvalConfig` field, for help texts: the flags have no
+    """`` (default: VALUE)`` of an :class:`~mrbench.evaluation.config.EvalConfig` field, for help texts: the flags have no
     defaults of their own (an absent flag leaves the YAML's or the config's value)."""
     import dataclasses
 
-    from mrbench.config import EvalConfig
+    from mrbench.evaluation.config import EvalConfig
 
     f = next(f for f in dataclasses.fields(EvalConfig) if f.name == name)
     return "" if f.default in (None, dataclasses.MISSING, "") else f" (default: {f.default})"
@@ -712,7 +715,8 @@ def eval_cmd(
     Options come from EvalConfig: defaults, then --config YAML, then the flags given, then --set (CLI > YAML > defaults).
     """
     from mrbench.backends.base import MissingWeightsError
-    from mrbench.config import EvalConfig, load_config, parse_model_args
+    from mrbench.config import load_config
+    from mrbench.evaluation.config import EvalConfig, parse_model_args
     from mrbench.console import eval_progress
     from mrbench.evaluation.distributed import WorkerError
     from mrbench.evaluation.runner import run_eval

@@ -51,7 +51,7 @@ def make_routes(n: int) -> dict[str, bytes]:
 
 
 def serve(n: int, port_queue: "multiprocessing.Queue[int]") -> None:
-    from mrbench.demo_web import Route, SampleWebServer
+    from mrbench.app.web import Route, SampleWebServer
 
     class Server(SampleWebServer):
         request_queue_size = 1024  # many threads connect at once
@@ -82,7 +82,8 @@ def run_step(run_dir: Path, cfg_path: Path) -> tuple[float, int]:
     """Time the download step only (a fresh process, as the CLI would be), on a run folder with urls/ ready."""
     code = f"""
 import time
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.download import DownloadTask
 from mrbench.executors import get_executor
 cfg = load_config(CurateConfig, {str(cfg_path)!r})

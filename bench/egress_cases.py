@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.crawl import mark_origin
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.records import ImageRecord
-from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from webserver import Route, SampleWebServer, broken_routes, encode  # noqa: E402  (the tests' server: hit counts)
 
 
 def photo(seed: int, mode: str = "RGB") -> Image.Image:

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from mrbench.config import CurateConfig, EmbedConfig, SourceConfig
+    from mrbench.curation.config import CurateConfig, EmbedConfig, SourceConfig
     from mrbench.curation.embed import EmbedTask, build_encoder, decode
 
     options = {"tta": args.tta} if args.tta else {}

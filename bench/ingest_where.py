@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CrawlConfig, CurateConfig, SourceConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig, SourceConfig
 from mrbench.curation.crawl import IngestTask
 
 WORDS = ("a the of and with photo image poster art painting vintage modern red blue portrait landscape city street "

@@ -44,7 +44,7 @@ PAPER_IMAGES = 2_100_000
 
 def _config(num_shards: int, seed: int):  # noqa: ANN202 - CurateConfig, imported lazily with the checkout's code
     """The default curation config (paper split sizes: 50 held-out, 300 held-in groups) with both embedders."""
-    from mrbench.config import CurateConfig, EmbedConfig, SourceConfig
+    from mrbench.curation.config import CurateConfig, EmbedConfig, SourceConfig
 
     return CurateConfig(seed=seed, num_shards=num_shards, sources=[SourceConfig(paths=["synthetic.parquet"])],
                         embed=EmbedConfig(encoder="mobilenet_v2", face_encoder="dlib"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mrbench.config import CrawlConfig, CurateConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation.crawl import CANDIDATE_SCHEMA, priority
 from mrbench.shards import ShardSet, write_parquet_atomic
 

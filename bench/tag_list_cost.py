@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tag_match import make_tags  # noqa: E402  (the synthetic names of the tag-matching benchmark)
 
 from mrbench.curation.tags import normalize  # noqa: E402
-from mrbench.demo_web import Route, SampleWebServer  # noqa: E402
+from mrbench.app.web import Route, SampleWebServer  # noqa: E402
 
 SMALL = ["red bicycle", "wall clock", "coffee cup", "rocket", "teapot", "sunflower", "lighthouse", "violin",
          "paper lantern", "sailboat", "pocket watch", "cactus", "typewriter", "hot air balloon"]

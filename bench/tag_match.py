@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CrawlConfig, CurateConfig, SourceConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig, SourceConfig
 from mrbench.curation.crawl import IngestTask
 from mrbench.curation.sources import expand_sources
 from mrbench.curation.tags import Tag, TagList, TagMatcher, load_matcher, normalize

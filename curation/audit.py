@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.dedup import _SEARCH_MARGIN
-from mrbench.curation.group import Group
 from mrbench.curation.index import FeatureIndex
 from mrbench.layout import RunLayout
+from mrbench.records import Group
 from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run

@@ -27,7 +27,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from mrbench.config import BlocklistConfig, CrawlConfig, InputError
+from mrbench.config import InputError
+from mrbench.curation.config import BlocklistConfig, CrawlConfig
 from mrbench.records import ImageRecord
 from mrbench.stage import Filter
 

@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CurateConfig
-from mrbench.curation.release import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
+from mrbench.curation.config import CurateConfig
+from mrbench.curation.drops import drop_step
+from mrbench.curation.release_format import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout
@@ -275,8 +276,6 @@ def _drops(run_dir: Path | None, released: int) -> list[str]:
     rejects = RunLayout(run_dir).rejects if run_dir is not None else None
     if rejects is None or not rejects.folder.is_dir():
         return []
-    from mrbench.curation.pipeline import drop_step
-
     counts: Counter[str] = Counter()
     for f in rejects.existing():
         counts.update(pq.read_table(f, columns=["status"]).column("status").to_pylist())

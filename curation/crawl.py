@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.blocklist import block_at_selection, blocklist_identity
 from mrbench.curation.inputs import named_source_errors, source_identity
 from mrbench.curation.sources import (

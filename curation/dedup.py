@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.inputs import calibration_identity
 from mrbench.log import get_logger
 from mrbench.layout import RunLayout

@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.images import display_size, load_image

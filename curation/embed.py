@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from mrbench.config import CurateConfig, EmbedConfig
+from mrbench.curation.config import CurateConfig, EmbedConfig
 from mrbench.curation.inputs import tag_list_identity
 from mrbench.log import get_logger, warn_once
 from mrbench.records import ImageRecord

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, FilterConfig
+from mrbench.curation.config import CurateConfig, FilterConfig
 from mrbench.curation.safety import SafetyFilter
 from mrbench.curation.inputs import filters_identity
 from mrbench.records import ImageRecord

@@ -10,43 +10,32 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig, GroupConfig
+from mrbench.curation.audit import leakage_audit
+from mrbench.curation.config import CurateConfig, GroupConfig
 from mrbench.curation.dedup import read_duplicates
 from mrbench.curation.filters import read_drops
 from mrbench.curation.inputs import calibration_identity
-from mrbench.curation.release import ASSIGN_SCHEMA
+from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
 from mrbench.layout import RunLayout
-from mrbench.records import SPLITS
+from mrbench.records import SPLITS, Group
 from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step, global_step
 from mrbench.stats import Stats
 
 
-@dataclass
-class Group:
-    """A set of images sharing a subject, style or identity; ``members`` ordered by seeded rank."""
-
-    group_id: str
-    tag: str
-    category: str
-    members: list[str] = field(default_factory=list)
-
-    @property
-    def target(self) -> str:
-        return self.members[0]
-
-    @property
-    def references(self) -> list[str]:
-        return self.members[1:]
+# groups/assignments.parquet: one row per image that reached grouping (ok, or the reason it was dropped there).
+ASSIGN_SCHEMA = pa.schema(
+    [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
+     ("status", pa.string()), ("error_message", pa.string())]
+)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # called per image; a tag has ~2 images at paper scale, a popular one thousands
@@ -123,9 +112,6 @@ def group_by_tag(
 @global_step("group")
 def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: groups by tag, splits by group, writes ``groups/assignments.parquet`` (one row per ok image)."""
-    from mrbench.curation.audit import leakage_audit
-    from mrbench.curation.refine import GroupRefiner
-
     layout = RunLayout(run_dir)
     download = layout.download
     # The only load of the earlier steps' drop lists with their reasons (the index reads each shard's ids alone).

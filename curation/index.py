@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.embed import uses_models
 from mrbench.curation.filters import dropped_ids
 from mrbench.layout import RunLayout

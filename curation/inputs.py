@@ -16,7 +16,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mrbench import storage
-from mrbench.config import CurateConfig, InputError
+from mrbench.config import InputError
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ def check_row_rules(path: str, index: int, where: str, keep_columns: list[str]) 
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
 
-    from mrbench.curation.release import RELEASE_SCHEMA
+    from mrbench.curation.release_format import RELEASE_SCHEMA
 
     schema = source_schema(path)
     missing = [c for c in keep_columns if c not in schema.names]

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import SplitResult, quote, urljoin, urlsplit, urlunsplit
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.optout import OPTED_OUT, opt_out_reason
 
 # Statuses a retry can fix (the server or the network was busy); everything else is final.
@@ -300,7 +300,7 @@ class DomainLimiter:
 
 
 class Fetcher:
-    """Downloads one URL at a time under the egress policy of a :class:`~mrbench.config.CrawlConfig`; thread-safe.
+    """Downloads one URL at a time under the egress policy of a :class:`~mrbench.curation.config.CrawlConfig`; thread-safe.
 
     Args:
         config: Timeouts, size cap, retries, backoff, redirects, per-domain limit, private-network switch.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 
 OPTED_OUT = "opted_out"
 # Directives whose value follows a colon ("unavailable_after: 25 Jun 2010"): their name is not a user-agent token.

@@ -32,7 +32,8 @@ import yaml
 
 import mrbench.curation  # noqa: F401  (registers the built-in steps)
 from mrbench import storage
-from mrbench.config import ConfigError, CurateConfig, to_dict
+from mrbench.config import ConfigError, to_dict, validate_once
+from mrbench.curation.config import CurateConfig
 from mrbench.console import ProgressFactory
 from mrbench.curation.audit import read_report
 from mrbench.curation.blocklist import check_blocklists
@@ -50,7 +51,7 @@ from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
-from mrbench.stage import STAGES, Step, drop_labels, filter_stages, pipeline_steps
+from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run
 
@@ -92,7 +93,7 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     if storage.is_url(str(run_dir)):
         with storage.StagedRun(str(run_dir)) as stage:
             return plan_curation(config, stage.local)
-    config.validate()
+    validate_once(config)
     check_sources(config)
     try:
         steps = pipeline_steps()
@@ -131,7 +132,7 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
                    stage: storage.StagedRun | None = None) -> dict[str, Any]:
     """:func:`run_curation` in a local folder (``stage``: the store it mirrors, None for a plain run folder)."""
     sync = stage.sync if stage is not None else (lambda include_shards=True: None)
-    config.validate()
+    validate_once(config)
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
     try:
@@ -243,19 +244,6 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | 
                 merged[spec.name] = Stats.load(path)
     atomic_write_text(layout.stats, json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
     return merged
-
-
-def drop_step(reason: str) -> str:
-    """The step whose rule a drop reason comes from (download for crawl and decode failures); the map is the
-    registered steps' :attr:`~mrbench.stage.Step.drops` (:func:`mrbench.stage.drop_labels`)."""
-    return drop_labels().get(reason, "download")
-
-
-def drop_step_order() -> list[str]:
-    """The labels :func:`drop_step` gives, in run order (``download`` first)."""
-    labels = list(dict.fromkeys(drop_labels().values()))
-    at = labels.index("select") + 1 if "select" in labels else 0  # selection drops come before any download
-    return list(dict.fromkeys([*labels[:at], "download", *labels[at:]]))
 
 
 def stages_in_run_order() -> Iterator[Entry]:

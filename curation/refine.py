@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.cluster import (
     cluster_embeddings, consistency_scores, dominant_cluster, face_threshold, score_outliers,
 )

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.curation.audit import shown_leak_pairs
+from mrbench.curation.drops import drop_step, drop_step_order
 from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
 from mrbench.records import SPLITS
@@ -37,19 +38,6 @@ from mrbench.shards import atomic_write_text
 
 class ReportError(ValueError):
     """The folder is not a curation run folder the report can read (a user's mistake, not a crash)."""
-
-
-def _drop_step(reason: str) -> str:
-    from mrbench.curation.pipeline import drop_step
-
-    return drop_step(reason)
-
-
-def _step_order() -> list[str]:
-    """The steps drop reasons belong to, in pipeline order (curation.pipeline.drop_step_order)."""
-    from mrbench.curation.pipeline import drop_step_order
-
-    return drop_step_order()
 
 
 def _read_stats(run_dir: Path) -> dict[str, dict[str, int]]:
@@ -107,10 +95,10 @@ def _funnel(status: dict[str, int]) -> list[tuple[str, int, int, int]]:
     dropped = Counter()
     for reason, n in status.items():
         if reason != "ok":
-            dropped[_drop_step(reason)] += n
+            dropped[drop_step(reason)] += n
     rows = []
     left = sum(status.values())
-    for step in _step_order():
+    for step in drop_step_order():
         if step not in dropped and step in ("select", "embed", "safety", "dedup", "audit"):
             continue  # model steps that did not run (or dropped nothing) stay out of the funnel
         rows.append((step, left, dropped[step], left - dropped[step]))
@@ -279,12 +267,12 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
                     "</h3>")
         body.append(table(["tag", "candidates", "selected", "downloaded ok", "released"], per_tag[:MAX_TAGS],
                           numeric=(1, 2, 3, 4)))
-    order = _step_order()
-    status_rows = sorted(status.items(), key=lambda kv: (kv[0] != "ok", order.index(_drop_step(kv[0]))
-                                                         if _drop_step(kv[0]) in order else 99, -kv[1], kv[0]))
+    order = drop_step_order()
+    status_rows = sorted(status.items(), key=lambda kv: (kv[0] != "ok", order.index(drop_step(kv[0]))
+                                                         if drop_step(kv[0]) in order else 99, -kv[1], kv[0]))
     body.append("<h3>Rows per status and step</h3>")
     body.append(table(["status", "step", "rows", "share"],
-                      [(k, "release" if k == "ok" else _drop_step(k), v, f"{v / total:.1%}" if total else "-")
+                      [(k, "release" if k == "ok" else drop_step(k), v, f"{v / total:.1%}" if total else "-")
                        for k, v in status_rows], numeric=(2, 3)))
 
     # --- rejects
@@ -312,7 +300,7 @@ def build_report(run_dir: str | Path, *, per_reason: int = 8, max_groups: int = 
                 "failures have no image. Every reject is in <code>rejects/</code>.</p>")
     for reason, n in [kv for kv in status_rows if kv[0] != "ok"]:
         rows_r = examples.get(reason, [])
-        head = (f"<h3>{esc(reason)} <span class='muted'>({esc(_drop_step(reason))}, {_plural(n, 'row')})</span>"
+        head = (f"<h3>{esc(reason)} <span class='muted'>({esc(drop_step(reason))}, {_plural(n, 'row')})</span>"
                 "</h3>")
         if not any(r["id"] in images for r in rows_r):  # failed downloads: no bytes, so URL and message
             body.append(head + (table(["id", "url", "message", "tags", "caption"],

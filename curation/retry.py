@@ -26,7 +26,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mrbench.config import ConfigError, CurateConfig
+from mrbench.config import ConfigError, validate_once
+from mrbench.curation.config import CurateConfig
 from mrbench.fingerprint import marker_text, step_records
 from mrbench.layout import RunLayout
 from mrbench.curation.download import Downloader, ImageValidator
@@ -108,7 +109,7 @@ def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None
     download = layout.download
     if not layout.run_state.exists() or not download.folder.is_dir():
         raise ConfigError(f"{run_dir} is not a curation run folder with downloads (nothing to retry)")
-    config.validate()
+    validate_once(config)
     todo = [i for i in range(config.num_shards) if download.is_done(i) and retryable_rows(download.output(i))]
     rows = 0
     if todo:

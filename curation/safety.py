@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.records import ImageRecord
 from mrbench.stage import Filter, ShardedStep, Step
 from mrbench.stats import Stats

@@ -16,7 +16,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from mrbench import storage
-from mrbench.config import SourceConfig
+from mrbench.curation.config import SourceConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 METADATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".jsonl", ".json"}

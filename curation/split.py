@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from mrbench.config import SplitConfig
+from mrbench.curation.config import SplitConfig
 from mrbench.log import get_logger
 from mrbench.records import SPLITS
 

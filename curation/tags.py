@@ -447,7 +447,7 @@ def load_tag_list(path: str | Path, cache_dir: str | Path | None = None) -> TagL
     written there, so validation and every worker of a run share one parse.
 
     Raises:
-        OSError, ValueError, yaml.YAMLError: an unreadable or malformed list (:func:`mrbench.config.check_tag_list`
+        OSError, ValueError, yaml.YAMLError: an unreadable or malformed list (:func:`mrbench.curation.config.check_tag_list`
             turns them into one line naming the file).
     """
     st = os.stat(path)

@@ -32,11 +32,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mrbench.config import BlocklistConfig, ConfigError, CurateConfig, from_dict
+from mrbench.config import ConfigError, from_dict
+from mrbench.curation.config import BlocklistConfig, CurateConfig
 from mrbench.curation.blocklist import read_entries
+from mrbench.curation.card import write_card
 from mrbench.curation.release import (
     EASYREF_FILES, MANIFEST, RELEASE_FILE, RELEASE_FORMAT, ReleaseError, UnsafeOutputError, check_release,
-    release_file, verify_release, write_card, write_easyref_json, write_manifest,
+    release_file, verify_release, write_easyref_json, write_manifest,
 )
 from mrbench.curation.split import SPLITS
 

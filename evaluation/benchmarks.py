@@ -46,7 +46,8 @@ from typing import IO, Any, ClassVar
 
 from PIL import Image
 
-from mrbench.config import ConfigError, EvalConfig
+from mrbench.config import ConfigError
+from mrbench.evaluation.config import EvalConfig
 from mrbench.evaluation.generator import ImageRef, Sample
 from mrbench.evaluation.registry import BENCHMARKS, benchmarks
 
@@ -480,7 +481,7 @@ def _check_release_file(release: Path, path: Path, columns: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mrbench.curation.release import IMAGE_TYPE, RELEASE_FORMAT
+    from mrbench.curation.release_format import IMAGE_TYPE, RELEASE_FORMAT
 
     try:
         schema = pq.read_schema(path)
@@ -529,7 +530,7 @@ class ReleaseImageStore:
     def image_bytes(self, image_id: str) -> bytes:
         import pyarrow.parquet as pq
 
-        from mrbench.curation.release import image_bytes
+        from mrbench.curation.release_format import image_bytes
 
         f, rg, i = self._where[image_id]
         with self._lock:

@@ -4,7 +4,7 @@ last one to finish merges them into the run folder's ``samples.jsonl`` and ``sum
 Two ways to start workers, one mechanism underneath:
 
 * ``mrbench eval ... --workers N`` on one machine: the command validates everything (names, weights, benchmark)
-  once, starts ranks ``1..N-1`` as child processes (``python -m mrbench.evaluation.distributed``), works as rank 0
+  once, starts ranks ``1..N-1`` as child processes (``python -m mrbench.evaluation.worker``), works as rank 0
   itself, waits for the children and merges. With GPUs, worker ``r`` sees only GPU ``r mod #GPUs``
   (``CUDA_VISIBLE_DEVICES``), so each model lives on its own device.
 * ``mrbench eval ... --rank R --world-size N`` from any launcher (``torchrun``, Slurm ``srun``, a loop over ssh):
@@ -39,7 +39,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mrbench.config import EvalConfig, eval_config
+from mrbench.evaluation.config import EvalConfig
 from mrbench.evaluation.results import SAMPLES_FILE, read_jsonl
 
 ROWS_GLOB = "samples.partial*.jsonl"
@@ -116,7 +116,7 @@ def spawn(cfg: EvalConfig, world: int, log_dir: Path) -> list[tuple[int, subproc
         child = replace(cfg, workers=1, rank=rank, world_size=world)
         log_path = log_dir / f"worker-{rank}.log"
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "mrbench.evaluation.distributed",
+            proc = subprocess.Popen([sys.executable, "-m", "mrbench.evaluation.worker",
                                      json.dumps(asdict(child))], stdout=log, stderr=subprocess.STDOUT, env=env)
         children.append((rank, proc, log_path))
         atexit.register(_stop, proc)  # the caller died of an exception: its workers do not outlive it
@@ -208,17 +208,3 @@ SPAWNED_ENV = "MRBENCH_EVAL_SPAWNED_WORKER"
 def is_spawned_child() -> bool:
     """Whether this process is a worker started by :func:`spawn` (its parent merges, not it)."""
     return os.environ.get(SPAWNED_ENV) == "1"
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of a child worker: ``python -m mrbench.evaluation.distributed CONFIG_JSON``."""
-    from mrbench.evaluation.runner import run_eval
-    from mrbench.log import setup_logging
-
-    setup_logging("WARNING")
-    run_eval(config=eval_config(EvalConfig(**json.loads(argv[0]))))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - run as a child process
-    sys.exit(main(sys.argv[1:]))

@@ -23,7 +23,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from PIL import Image
 
-from mrbench.config import PROFILES, ConfigError, from_dict, to_dict
+from mrbench.config import ConfigError, from_dict, to_dict
+from mrbench.evaluation.config import PROFILES
 
 
 @dataclass(frozen=True)

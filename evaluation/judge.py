@@ -35,33 +35,20 @@ are noise and are reported as such.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from PIL import Image
 
 from mrbench.config import ConfigError
+from mrbench.evaluation import omnicontext
+from mrbench.evaluation.judge_answer import RUBRIC_KEYS, RUBRICS, parse_answer
 from mrbench.evaluation.metrics import Metric, MetricField, MetricInput, _ref_pool
 
 DEFAULT_JUDGE = "Qwen/Qwen2.5-VL-7B-Instruct"
 TINY_JUDGE = "qwen2-vl-tiny"
 SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
-RUBRICS: tuple[tuple[str, str], ...] = (
-    ("subject_consistency",
-     "Subject consistency: is the main subject of the generated image the same subject as in the reference images "
-     "(identity, shape, colours, textures, distinctive details)? 0 = a different subject or no subject, 10 = the "
-     "same subject in every detail."),
-    ("prompt_following",
-     "Prompt following: does the generated image show what the text prompt asks for (scene, action, context, "
-     "style), leaving the subject's identity aside? 0 = unrelated to the prompt, 10 = everything the prompt asks for."),
-    ("visual_quality",
-     "Visual quality: is the generated image well formed and natural (no distortions, artefacts, broken anatomy, "
-     "garbled text or blur)? 0 = unusable, 10 = flawless."),
-)
-RUBRIC_KEYS = tuple(k for k, _ in RUBRICS)
 INSTRUCTIONS = (
     "You are an expert judge of subject-driven image generation. The first images are references showing one "
     "subject; the last image was generated from them and from this text prompt:\n\"{prompt}\"\n\n"
@@ -97,67 +84,6 @@ def build_messages(prompt: str, n_references: int) -> list[dict[str, Any]]:
     content += [{"type": "text", "text": GENERATED_HEADER}, {"type": "image"},
                 {"type": "text", "text": instructions(prompt)}]
     return [{"role": "user", "content": content}]
-
-
-# ------------------------------------------------------------------------------------------------ parsing
-
-
-@dataclass
-class Verdict:
-    """A parsed judge answer: ``status`` ``ok`` with every score, or a named failure with none."""
-
-    status: str
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str = ""
-
-
-_NUMBER = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*$")
-
-
-def _objects(text: str) -> list[dict[str, Any]]:
-    """Every flat JSON object in ``text`` that loads, in order (code fences and prose around them are ignored)."""
-    out = []
-    for m in re.finditer(r"\{[^{}]*\}", text):
-        try:
-            obj = json.loads(m.group(0))
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
-
-
-def parse_answer(text: str, keys: Sequence[str] = RUBRIC_KEYS) -> Verdict:
-    """Scores from a judge answer, or the named reason it has none.
-
-    The last JSON object holding any of ``keys`` is used (keys compared case-insensitively, spaces and hyphens read
-    as underscores). Values must be numbers (or strings that are plain numbers) in [0, 10].
-    """
-    objects = _objects(text or "")
-    if not objects:
-        return Verdict("judge_unparsable", error="no JSON object in the answer")
-
-    def norm(k: Any) -> str:
-        return re.sub(r"[\s-]+", "_", str(k).strip().lower())
-
-    candidates = [{norm(k): v for k, v in o.items()} for o in objects]
-    with_keys = [c for c in candidates if any(k in c for k in keys)]
-    if not with_keys:
-        return Verdict("judge_missing_rubric", error=f"no rubric key ({', '.join(keys)}) in the answer")
-    obj = with_keys[-1]
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        return Verdict("judge_missing_rubric", error=f"missing {', '.join(missing)}")
-    scores: dict[str, float] = {}
-    for k in keys:
-        v = obj[k]
-        if isinstance(v, bool) or not (isinstance(v, (int, float)) or (isinstance(v, str) and _NUMBER.match(v))):
-            return Verdict("judge_not_a_number", error=f"{k} is {v!r}")
-        x = float(v)
-        if not 0.0 <= x <= 10.0:
-            return Verdict("judge_out_of_range", error=f"{k} = {x:g} is outside [0, 10]")
-        scores[k] = x
-    return Verdict("ok", scores)
 
 
 # ------------------------------------------------------------------------------------------------ the judge model
@@ -352,8 +278,6 @@ class JudgeMetric(Metric):
         self.encoder_key = f"{encoder_name}#{id(encoder)}"
         self._cache: dict[str, Any] = {}
         if self.protocol == "omnicontext":
-            from mrbench.evaluation import omnicontext
-
             self.fields = omnicontext.FIELDS
             self.max_references = omnicontext.MAX_INPUTS
 
@@ -361,9 +285,8 @@ class JudgeMetric(Metric):
     def build_encoder(cls, name: str, **kwargs: Any) -> VLMJudge:
         model, protocol = split_protocol(name)
         if protocol == "omnicontext" and model != TINY_JUDGE:
-            from mrbench.evaluation.omnicontext import MAX_SIDE
-
-            kwargs.setdefault("max_pixels", MAX_SIDE * MAX_SIDE)  # the protocol's 1024 px inputs reach the model
+            side = omnicontext.MAX_SIDE  # the protocol's 1024 px inputs reach the model
+            kwargs.setdefault("max_pixels", side * side)
         return VLMJudge(model or DEFAULT_JUDGE, **kwargs)
 
     @property
@@ -374,8 +297,6 @@ class JudgeMetric(Metric):
     def settings(self) -> dict[str, Any]:
         """Recorded in the run's config.json: model, protocol, rubric and instruction text, decoding, references."""
         if self.protocol == "omnicontext":
-            from mrbench.evaluation import omnicontext
-
             return {**self.encoder.settings(), **omnicontext.settings(), "max_references": self.max_references}
         return {**self.encoder.settings(), "protocol": self.protocol, "rubrics": dict(RUBRICS),
                 "instructions": INSTRUCTIONS, "rubric_version": rubric_version(),
@@ -394,8 +315,6 @@ class JudgeMetric(Metric):
         refs = list(self.shown_references(item) if references is None else references)
         k = self.key
         if self.protocol == "omnicontext":
-            from mrbench.evaluation import omnicontext
-
             values, detail = omnicontext.judge(self.encoder, [r.load() for r in refs], item.image,
                                                item.sample.prompt, seed)
             return {f"{k}.{f}": v for f, v in values.items()}, {**detail, "references": [r.id for r in refs]}

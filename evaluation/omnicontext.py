@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from mrbench.evaluation.judge_answer import parse_answer
 from mrbench.evaluation.metrics import MetricField
 
 MAX_SIDE = 1024  # input images are capped at this longest side before the judge sees them
@@ -104,8 +105,6 @@ def overall(pf: float, sc: float) -> float:
 def judge(backend: Any, inputs: Sequence[Image.Image], output: Image.Image, prompt: str,
           seed: int | None = None) -> tuple[dict[str, float | None], dict[str, Any]]:
     """Both calls for one sample: ``({field: value}, details)``; details keep each call's raw answer and status."""
-    from mrbench.evaluation.judge import parse_answer
-
     images = [cap_side(im) for im in inputs] + [cap_side(output)]
     calls: dict[str, dict[str, Any]] = {}
     scores: dict[str, float] = {}

@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-# EvalConfig and parse_model_args live in the core config module (declared once); imported here for callers that
+# EvalConfig and parse_model_args live in the eval config module (declared once); imported here for callers that
 # know them from the runner.
-from mrbench.config import ConfigError, EvalConfig, eval_config, parse_model_args  # noqa: F401
+from mrbench.config import ConfigError
+from mrbench.evaluation.config import EvalConfig, eval_config, parse_model_args  # noqa: F401
 from mrbench.evaluation import distributed
 from mrbench.evaluation.benchmarks import Benchmark, BenchmarkSpec, build_benchmark, load_image_file
 from mrbench.evaluation.generator import (
@@ -196,7 +197,7 @@ def run_eval(
 ) -> RunResult:
     """Evaluate ``model`` on ``benchmark``; returns the run folder, summary, timing and rows.
 
-    The options are :class:`~mrbench.config.EvalConfig`'s fields (their defaults, ranges and choices are declared
+    The options are :class:`~mrbench.evaluation.config.EvalConfig`'s fields (their defaults, ranges and choices are declared
     there, once): pass a built ``config``, keyword ``options`` of the same names, or both (keywords win; None means
     not given). ``run_eval("reference", "dreambench:PATH", "runs", limit=3, metrics="clip_t")`` is
     ``run_eval(config=EvalConfig(model="reference", benchmark="dreambench:PATH", limit=3, metrics=["clip_t"]))``.

@@ -1,22 +1,13 @@
 """MRBench: curate grouped multi-reference image datasets and evaluate multi-reference generators.
 
-The Python API (:mod:`mrbench.api`)::
+``mrbench`` is the core (records, shards, config machinery, registries, executors, backends); the layers above it
+are ``mrbench.curation``, ``mrbench.evaluation``, ``mrbench.baselines`` and the application layer ``mrbench.app``,
+which holds the Python API::
 
-    from mrbench import curate, evaluate, leaderboard, report
+    from mrbench.app import curate, evaluate, leaderboard, report
 
-The functions are loaded on first use, so ``import mrbench`` imports nothing else.
+``import mrbench`` imports nothing else.
 """
 
-from typing import Any
-
 __version__ = "0.1.0"
-__all__ = ["__version__", "curate", "evaluate", "leaderboard", "report"]
-_API = ("curate", "evaluate", "leaderboard", "report")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        from mrbench import api
-
-        return getattr(api, name)
-    raise AttributeError(f"module 'mrbench' has no attribute {name!r}")
+__all__ = ["__version__"]

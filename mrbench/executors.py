@@ -15,9 +15,10 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from mrbench.config import ConfigError, ExecutorConfig
+from mrbench.config import ConfigError, option
 from mrbench.log import get_logger
 from mrbench.registry import Registry
 from mrbench.stage import CPU_TASK, Resources
@@ -25,6 +26,44 @@ from mrbench.stage import CPU_TASK, Resources
 log = get_logger(__name__)
 # Errors of a shard's own code that a retry may cure (network storage, a flaky mount); others are deterministic.
 RETRY_EXCEPTIONS = [ConnectionError, TimeoutError]
+
+
+def _check_executor(value: str) -> str | None:
+    names = [e.name for e in EXECUTORS]
+    return None if value in names else f"must be one of {', '.join(names)}, got {value!r}"
+
+
+@dataclass
+class ExecutorConfig:
+    """Which executor runs the shards.
+
+    Attributes:
+        name: A registered executor (``mrbench ls executors``; built in: processes on this machine, the default,
+            and Ray), checked against the registry.
+        workers: Parallel shard workers (local); for ray, the CPUs of the local cluster it starts when no
+            ``ray_address`` is given (1: all CPUs). Ray tasks take one CPU each.
+        ray_address: Address for ``ray.init`` (None starts a local cluster).
+        cpus_per_task: CPUs one task of a model step (embed) reserves on Ray; the local executor runs at most
+            ``cpu_count / cpus_per_task`` such tasks at once. Other steps' tasks take one CPU.
+        gpus_per_task: GPUs one task of a model step reserves (fractions share a GPU: 0.5 runs two tasks per GPU);
+            None: 1 where the cluster (Ray) or machine (local: ``CUDA_VISIBLE_DEVICES``, else torch's count) has
+            GPUs, 0 where it has none. Other steps' tasks take no GPU. Locally, a step that takes GPUs runs
+            ``visible GPUs / gpus_per_task`` workers at most, each pinned to its GPU(s).
+        memory_per_task_gb: Memory (GiB) one task of a model step reserves on Ray (0: none); Ray places tasks on
+            nodes with that much free. Not reserved by the local executor.
+        max_retries: Ray retries a shard whose worker process or node was lost this many times, on any node (shards
+            are idempotent: output, stats, then marker are written, so a rerun replaces a half-done shard). An
+            error raised by the shard's own code is not retried, except ``ConnectionError`` / ``TimeoutError``
+            (storage or network blips).
+    """
+
+    name: str = option("local", check=_check_executor)
+    workers: int = option(1, ge=1)
+    ray_address: str | None = None
+    cpus_per_task: float = option(1.0, gt=0)
+    gpus_per_task: float | None = option(None, ge=0)
+    memory_per_task_gb: float = option(0.0, ge=0)
+    max_retries: int = option(3, ge=0)
 
 
 class ShardTask(Protocol):

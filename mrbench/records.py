@@ -1,4 +1,5 @@
-"""Record types that flow through the curation stages."""
+"""Record types that flow through the curation stages: one image (:class:`ImageRecord`) and one group of them
+(:class:`Group`)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,21 @@ class ImageRecord:
         if kwargs.get("metadata") is None:
             kwargs["metadata"] = {}
         return cls(**kwargs)
+
+
+@dataclass
+class Group:
+    """A set of images sharing a subject, style or identity; ``members`` ordered by seeded rank."""
+
+    group_id: str
+    tag: str
+    category: str
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return self.members[0]
+
+    @property
+    def references(self) -> list[str]:
+        return self.members[1:]

@@ -1,4 +1,4 @@
-"""Shard I/O: record tables, atomic writes, and the output -> stats -> completion-marker protocol.
+"""Shard I/O: record tables, atomic parquet writes, and the output -> stats -> completion-marker protocol.
 
 A shard is complete when its output, then its stats, then its ``.done`` marker are written, in that order
 (each by atomic rename). A relaunch skips complete shards and rewrites incomplete ones from scratch.
@@ -14,8 +14,10 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# The atomic writers live one level down (the stats module writes with them too); the steps import them from here.
+from mrbench.atomic import (  # noqa: F401
+    atomic_write_bytes, atomic_write_text, sha256_file, temporary_path, write_text_if_changed)
 from mrbench.records import ImageRecord
-from mrbench.runlock import temporary_name
 from mrbench.stats import Stats
 
 RECORD_SCHEMA = pa.schema(
@@ -37,52 +39,6 @@ RECORD_SCHEMA = pa.schema(
         ("metadata", pa.string()),  # JSON: free-form keys do not fit a fixed parquet struct
     ]
 )
-
-
-def temporary_path(path: Path) -> Path:
-    """A sibling temporary name unique to this writer (:func:`mrbench.runlock.temporary_name`): two processes
-    writing one file never rename (or remove) each other's temporary file. Leftovers of killed runs are removed
-    when the run folder is locked again; nothing else is."""
-    return path.with_name(temporary_name(path.name))
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_text_if_changed(path: Path, text: str) -> bool:
-    """Atomically write ``text`` unless ``path`` already holds exactly it (a finished rerun touches nothing)."""
-    path = Path(path)
-    data = text.encode()
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return False
-    atomic_write_bytes(path, data)
-    return True
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mrbench.atomic import atomic_write_text
+
 
 class CappedCounter:
     """A counter of at most ``max_keys`` distinct keys that keeps the most frequent ones (as img2dataset's logger
@@ -68,8 +70,6 @@ class Stats:
         return cls(Counter(data.get("counts", {})), CappedCounter(counts=data.get("errors", {})))
 
     def save(self, path: Path) -> None:
-        from mrbench.shards import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
 
     @classmethod

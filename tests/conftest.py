@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mrbench.backends.weights import offline_environment
-from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
+from webserver import Route, SampleWebServer, broken_routes, encode
 from smallweb import _photo
 
 offline_environment()  # as the command line does: nothing in the tests may reach for a model hub

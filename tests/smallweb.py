@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from mrbench.demo_web import Route, SampleWebServer, _Handler, encode
+from webserver import ProbeHandler, Route, SampleWebServer, encode
 
 
 @dataclass
@@ -25,19 +25,16 @@ class GatedRoute(Route):
     gate: threading.Event = field(default_factory=threading.Event)
 
 
-class _GatedHandler(_Handler):
-    def _answer(self, route: Route | None, hit: int) -> None:
+class _GatedHandler(ProbeHandler):
+    def hold(self, route: object) -> None:
         if isinstance(route, GatedRoute):
             route.gate.wait(600)  # a hang guard only: the test opens the gate (or the server closes)
-        super()._answer(route, hit)
 
 
 class GatedWebServer(SampleWebServer):
     """:class:`SampleWebServer` that holds the answers of :class:`GatedRoute` paths until their gate is set."""
 
-    def __init__(self, routes: dict[str, Route] | None = None, port: int = 0) -> None:
-        super().__init__(routes, port)
-        self.RequestHandlerClass = _GatedHandler
+    handler = _GatedHandler
 
     def waiting(self, route: GatedRoute) -> bool:
         """Whether a client has asked for ``route`` and waits for its gate."""

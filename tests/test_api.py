@@ -1,4 +1,5 @@
-"""The documented Python API: ``from mrbench import curate, evaluate, leaderboard, report``; runs the README example."""
+"""The documented Python API: ``from mrbench.app import curate, evaluate, leaderboard, report``; runs the README
+example."""
 
 from __future__ import annotations
 
@@ -21,16 +22,16 @@ def readme_api_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_import_mrbench_is_light_and_exports_the_api() -> None:
-    code = ("import sys, mrbench; before = sorted(m for m in sys.modules if m.startswith('mrbench')); "
-            "from mrbench import curate, evaluate, leaderboard, report; "
+def test_import_mrbench_app_is_light_and_exports_the_api() -> None:
+    code = ("import sys, mrbench.app; before = sorted(m for m in sys.modules if m.startswith('mrbench')); "
+            "from mrbench.app import curate, evaluate, leaderboard, report; "
             "print(before, curate.__module__, callable(evaluate) and callable(leaderboard) and callable(report))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['mrbench'] mrbench.api True"
+    assert out.strip() == "['mrbench', 'mrbench.app'] mrbench.app.api True"
     with pytest.raises(AttributeError):
-        import mrbench
+        import mrbench.app
 
-        mrbench.no_such_function  # noqa: B018
+        mrbench.app.no_such_function  # noqa: B018
 
 
 @pytest.mark.slow
@@ -59,7 +60,7 @@ def test_readme_example_runs(tmp_path: Path, dreambench_dir: Path) -> None:
 def test_dict_config_overrides_are_checked_like_the_cli(tmp_path: Path) -> None:
     """A dict config takes ``--set``-style overrides through the same code as YAML files: an override through a
     key that is not a mapping is a ConfigError naming it, and the run folder is never created."""
-    from mrbench import curate
+    from mrbench.app import curate
     from mrbench.config import ConfigError
 
     with pytest.raises(ConfigError, match="crawl is not a mapping"):

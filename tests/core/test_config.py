@@ -1,6 +1,7 @@
 import pytest
 
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 
 
 def write(tmp_path, text):

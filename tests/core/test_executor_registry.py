@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.executors import EXECUTORS, LocalExecutor, get_executor
 
 

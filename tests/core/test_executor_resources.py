@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mrbench.config import ConfigError, ExecutorConfig
+from mrbench.config import ConfigError
+from mrbench.executors import ExecutorConfig
 from mrbench.executors import LocalExecutor, gpu_groups, visible_gpus
 from mrbench.stage import Resources
 

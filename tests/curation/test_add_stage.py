@@ -13,8 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mrbench.config import ConfigError, CurateConfig, load_config
-from mrbench.curation.pipeline import drop_step, run_curation
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
+from mrbench.curation.drops import drop_step
+from mrbench.curation.pipeline import run_curation
 from mrbench.stage import STAGES, pipeline_steps
 from smallweb import write_small_inputs
 

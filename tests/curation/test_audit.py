@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.audit import leakage_audit, shown_leak_pairs
 from mrbench.curation.cluster import face_threshold
 from mrbench.curation.group import Group

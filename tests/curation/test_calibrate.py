@@ -12,7 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.calibration import (
     PairScores, label_pair_scores, near_duplicate_pair_scores, parse_criterion, recommend, threshold_curve,
 )

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mrbench.config import CurateConfig, ReleaseConfig
+from mrbench.curation.config import CurateConfig, ReleaseConfig
 from mrbench.curation.release import finalize_release
 from mrbench.curation.release import RELEASE_PARTS
 from test_release_card import NUM_SHARDS, card_html, make_run

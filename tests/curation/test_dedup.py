@@ -144,7 +144,8 @@ def test_within_group_dedup_ignores_pairs_across_groups():
 
 
 def test_model_and_threshold_config_errors_fail_before_any_work():
-    from mrbench.config import ConfigError, CurateConfig, SourceConfig
+    from mrbench.config import ConfigError
+    from mrbench.curation.config import CurateConfig, SourceConfig
 
     def cfg(**kw) -> CurateConfig:
         c = CurateConfig(sources=[SourceConfig(kind="folder", paths=["x"])])

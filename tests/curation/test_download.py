@@ -4,12 +4,12 @@ import hashlib
 
 import pytest
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.netguard import FetchError, Fetcher, is_public_address
 from mrbench.records import ImageRecord
-from mrbench.demo_web import Route
+from webserver import Route
 
 EXPECTED = {
     "/img/s0_0.jpg": "ok",
@@ -93,7 +93,7 @@ def test_resize_policy_reencodes_and_records_it(web_server):
 def test_only_web_image_decoders_run(web_server):
     from PIL import Image
 
-    from mrbench.demo_web import encode
+    from webserver import encode
 
     im = Image.new("RGB", (32, 24), "red")
     web_server.routes["/odd/image.tga"] = Route(encode(im, "TGA"), content_type="image/x-tga")

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.embed import FEATURE_SCHEMA
 from mrbench.curation.release import (
     EASYREF_FILES, easyref_faces, release_file, release_table, write_easyref_json, write_manifest,

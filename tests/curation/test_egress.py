@@ -20,9 +20,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from mrbench.config import ConfigError, CrawlConfig, validate_fields
+from mrbench.config import ConfigError, validate_fields
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, parse_retry_after
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 
 pytestmark = pytest.mark.slow
 TAG = "Spider-Man"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrbench.config import CurateConfig, FilterConfig
+from mrbench.curation.config import CurateConfig, FilterConfig
 from mrbench.curation.filters import FaceFilter, FaceInfo, ObjectFilter, ResolutionFilter, TagClasses, chain, object_class
 from mrbench.records import ImageRecord
 

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import plan_curation, run_curation
 from mrbench.fingerprint import FREE_SETTINGS, flat_settings, step_records
 from mrbench.stage import pipeline_steps

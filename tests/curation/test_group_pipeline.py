@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.dedup import DEFAULT_THRESHOLD
 from mrbench.curation.pipeline import run_curation
 from visual_fixtures import PLANTED, face_folder, folder_config, names_by_id, photo_folder

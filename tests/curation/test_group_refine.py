@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.refine import GroupRefiner
 from mrbench.stats import Stats
 from visual_fixtures import write_index

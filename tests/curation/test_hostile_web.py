@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from mrbench.config import CrawlConfig
+from mrbench.curation.config import CrawlConfig
 from mrbench.curation.netguard import FetchError, Fetcher, is_public_address
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 from test_egress import curate, photo, rows, write_inputs
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.calibration import shipped_faces
 from mrbench.curation.pipeline import run_curation
 from realdata import encoder

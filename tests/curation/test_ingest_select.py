@@ -17,7 +17,7 @@ import pytest
 
 import mrbench.curation.crawl as crawl_mod
 import mrbench.curation.sources as sources_mod
-from mrbench.config import CrawlConfig, CurateConfig, SourceConfig
+from mrbench.curation.config import CrawlConfig, CurateConfig, SourceConfig
 from mrbench.curation.crawl import CANDIDATE_SCHEMA, IngestTask, priority, record_id, select_and_shard
 from mrbench.curation.sources import expand_sources, read_source
 from mrbench.curation.tags import TagList, TagMatcher

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import IngestTask
 
 runner = CliRunner()

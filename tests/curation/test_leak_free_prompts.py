@@ -51,7 +51,7 @@ def test_mask_handles_decomposed_accents_and_unknown_folder_tags() -> None:
 
 def _curate_faces(tmp_path: Path) -> Path:
     """A release curated from folders named after real people, tagged as celebrities (with aliases)."""
-    from mrbench import curate
+    from mrbench.app import curate
 
     photos = tmp_path / "photos"
     for folder, files in {"Barack_Obama": ["obama.jpg", "obama2.jpg", "obama3.jpg", "32bit.png"],

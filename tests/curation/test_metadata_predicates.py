@@ -9,11 +9,12 @@ import pytest
 import yaml
 
 from smallweb import _photo
-from mrbench.config import CurateConfig, InputError, load_config
+from mrbench.config import InputError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 
 # (punsafe, pwatermark) per image k of each subject: k = 1 is unsafe, k = 2 watermarked, k = 3 has no score
 SCORES = {0: (0.01, 0.1), 1: (0.9, 0.1), 2: (0.05, 0.95), 3: (None, 0.1), 4: (0.02, 0.3)}

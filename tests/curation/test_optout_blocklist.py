@@ -12,13 +12,14 @@ import yaml
 from PIL import Image
 
 from smallweb import _photo
-from mrbench.config import CrawlConfig, CurateConfig, InputError, load_config
+from mrbench.config import InputError, load_config
+from mrbench.curation.config import CrawlConfig, CurateConfig
 from mrbench.curation.blocklist import hamming, phash, read_entries
 from mrbench.curation.crawl import record_id
 from mrbench.curation.download import Downloader, ImageValidator
 from mrbench.curation.optout import opt_out_reason, robots_directives
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 from mrbench.records import ImageRecord
 
 OPT_OUT_HEADERS = {
@@ -87,7 +88,7 @@ def test_opted_out_images_are_refused_before_their_body_and_the_default_switches
 
 
 def test_blocklist_files_are_checked(tmp_path):
-    from mrbench.config import BlocklistConfig
+    from mrbench.curation.config import BlocklistConfig
 
     good = tmp_path / "d.txt"
     good.write_text("# takedowns\nExample.COM\n*.cdn.example.org\nhttps://img.example.net/a.jpg\n\n")

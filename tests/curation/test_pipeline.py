@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import plan_curation, run_curation
 from mrbench.curation.release import verify_release
 
@@ -27,7 +28,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, small_web):
-    from mrbench.demo_web import SampleWebServer
+    from webserver import SampleWebServer
 
     tmp = tmp_path_factory.mktemp("run")
     with SampleWebServer(small_web) as server:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mrbench.config import ConfigError, CurateConfig, ExecutorConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
+from mrbench.executors import ExecutorConfig
 from mrbench.curation.pipeline import run_curation
 from mrbench.executors import RayExecutor, get_executor
 from mrbench.stage import Resources

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mrbench.config import ConfigError, CurateConfig, ReleaseConfig, validate_fields
+from mrbench.config import ConfigError, validate_fields
+from mrbench.curation.config import CurateConfig, ReleaseConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.release import finalize_release
 from mrbench.curation.release import (

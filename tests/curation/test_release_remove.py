@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from smallweb import write_small_inputs
 from mrbench.cli import app
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.release import verify_release
-from mrbench.demo_web import SampleWebServer
+from webserver import SampleWebServer
 
 pytestmark = pytest.mark.slow
 

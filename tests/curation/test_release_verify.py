@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import record_id
 from mrbench.curation.release import (
     EASYREF_FILES, MANIFEST, image_bytes, release_file, release_table, write_card, write_easyref_json, write_manifest,

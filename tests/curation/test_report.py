@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.report import ReportError, build_report, write_report
 from pagecheck import assert_self_contained, load_page, needs_chromium
 from smallweb import write_small_inputs
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, small_web) -> Path:
     from mrbench.curation.pipeline import run_curation
-    from mrbench.demo_web import SampleWebServer
+    from webserver import SampleWebServer
 
     tmp = tmp_path_factory.mktemp("report")
     with SampleWebServer(small_web) as server:

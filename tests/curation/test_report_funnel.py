@@ -8,9 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import Route, SampleWebServer, encode
+from webserver import Route, SampleWebServer, encode
 from smallweb import _photo
 
 

@@ -14,9 +14,10 @@ import yaml
 from smallweb import write_small_inputs
 from mrbench.backends import MissingWeightsError, get_safety_classifier
 from mrbench.backends.nsfw import H14Mlp, LaionNsfwH14
-from mrbench.config import ConfigError, CurateConfig, load_config
+from mrbench.config import ConfigError, load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.demo_web import SampleWebServer
+from webserver import SampleWebServer
 
 # LAION's h14_nsfw.pth state dict (CLIP-based-NSFW-Detector, h14_nsfw_model.py): key -> shape
 LAION_H14_KEYS = {

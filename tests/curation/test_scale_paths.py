@@ -13,7 +13,7 @@ from scipy.spatial.distance import pdist
 from sklearn.metrics import adjusted_rand_score
 
 import mrbench.curation.dedup as dedup_mod
-from mrbench.config import CurateConfig
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.audit import leakage_audit
 from mrbench.curation.cluster import _average_linkage_cut, _renumber, cluster_embeddings
 from mrbench.curation.group import Group
@@ -109,7 +109,7 @@ def test_embed_stage_prefetch_gives_embed_images_vectors(tmp_path):
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from mrbench.config import EmbedConfig, SourceConfig
+    from mrbench.curation.config import EmbedConfig, SourceConfig
     from mrbench.curation.embed import EmbedTask, build_encoder, decode
     from mrbench.records import ImageRecord
     from mrbench.shards import ShardSet, records_to_table, write_parquet_atomic

@@ -9,10 +9,11 @@ import yaml
 from PIL import Image
 
 from smallweb import write_small_inputs
-from mrbench.config import CurateConfig, load_config
+from mrbench.config import load_config
+from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
 from mrbench.curation.sources import expand_sources, read_source
-from mrbench.config import SourceConfig
+from mrbench.curation.config import SourceConfig
 
 
 def make_folder(root, n_per=3):

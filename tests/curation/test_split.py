@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from mrbench.config import SplitConfig
+from mrbench.curation.config import SplitConfig
 from mrbench.curation.split import split_groups
 
 

@@ -1,4 +1,4 @@
-"""Eval options declared once (:class:`~mrbench.config.EvalConfig`): ``mrbench eval --config/--set`` (CLI > YAML >
+"""Eval options declared once (:class:`~mrbench.evaluation.config.EvalConfig`): ``mrbench eval --config/--set`` (CLI > YAML >
 defaults, flags without defaults of their own), ``run_eval`` with a config, keyword overrides or a built generator."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from mrbench.cli import app
-from mrbench.config import ConfigError, EvalConfig
+from mrbench.config import ConfigError
+from mrbench.evaluation.config import EvalConfig
 from mrbench.evaluation.runner import run_eval
 
 METRIC = "image_sim@dino-tiny"
@@ -69,7 +70,7 @@ def test_run_eval_checks_keyword_options_against_the_config() -> None:
 def test_built_generator_name_and_config_give_the_same_run(tmp_path: Path, mini_dreambench: Path) -> None:
     """``run_eval(model=...)`` takes a name or a built generator (lm-eval's ``simple_evaluate(model: str | LM)``):
     same run folder name, config, rows and summary; an EvalConfig or a YAML file through the API gives the same."""
-    from mrbench import evaluate
+    from mrbench.app import evaluate
     from mrbench.baselines.reference import ReferenceRow
 
     bench = f"dreambench:{mini_dreambench}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from evalhelpers import subject_image, write_prompts_file
 
-from mrbench.demo_web import png_bomb
+from webserver import png_bomb
 
 METRIC = "image_sim@dino-tiny"
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from mrbench.demo_web import Route, SampleWebServer, broken_routes, encode
+from mrbench.app.web import Route, SampleWebServer, broken_routes, encode
 
 TAGS = [
     {"name": "Eileen Collins", "category": "celebrity", "aliases": ["astronaut Eileen Collins", "アイリーン・コリンズ"]},
@@ -220,8 +220,10 @@ def run_demo(out: Path, fresh: bool = False, evaluate: bool = True) -> dict:
     release with tiny models and the reference/chance rows and write a leaderboard; returns the summary."""
     from rich.console import Console
 
-    from mrbench.console import print_summary, progress_display
-    from mrbench.config import CurateConfig, load_config
+    from mrbench.app.summary import print_summary
+    from mrbench.console import progress_display
+    from mrbench.config import load_config
+    from mrbench.curation.config import CurateConfig
     from mrbench.curation.pipeline import run_curation
 
     console = Console()

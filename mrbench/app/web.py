@@ -1,11 +1,9 @@
 """The demo's local web (``mrbench demo``): a small server on 127.0.0.1 with real images and broken URLs.
 
-Demo code, not part of the library's API: :mod:`mrbench.demo` serves its sample web with it, and the crawl tests
-use the same server and failure zoo (it ships with the package because the installed demo needs it).
-
-Routes are data (:class:`Route`), so a test or the demo can serve real images next to every failure a crawler meets
-on the web: 404/500, corrupt and truncated files, empty bodies, slow answers, redirect loops, bodies that declare a
-huge size, decompression bombs and HTML pages.
+Routes are data (:class:`Route`), so the demo serves real images next to the failures a crawler meets on the web:
+404/500, corrupt and truncated files, empty bodies, slow answers, redirect loops, bodies that declare a huge size,
+decompression bombs and HTML pages (:func:`broken_routes`). The test suite's server (``tests/webserver.py``) builds
+on this one with request probes and more failure shapes.
 """
 
 from __future__ import annotations
@@ -32,9 +30,6 @@ class Route:
         location: Redirect target (with a 3xx status).
         declared_length: Content-Length to declare instead of ``len(body)`` (a lying server); negative: none.
         headers: Extra headers.
-        sequence: Answers for the first hits, in order (then this route itself): a server that fails, then recovers.
-        drip: Seconds between single bytes of the body (a server that trickles; 0: send at once).
-        drip_headers: Trickle the status line and headers too.
     """
 
     body: bytes = b""
@@ -44,12 +39,12 @@ class Route:
     location: str | None = None
     declared_length: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    sequence: list["Route"] = field(default_factory=list)
-    drip: float = 0.0
-    drip_headers: bool = False
 
 
-class _Handler(BaseHTTPRequestHandler):
+class WebHandler(BaseHTTPRequestHandler):
+    """Answers each GET with the route of its path (404 when none); subclasses hook :meth:`answer`,
+    :meth:`answering` and :meth:`send_body`."""
+
     server: "SampleWebServer"
     protocol_version = "HTTP/1.0"
 
@@ -61,35 +56,15 @@ class _Handler(BaseHTTPRequestHandler):
         if "://" in path:  # absolute-form request line
             path = "/" + path.split("://", 1)[1].split("/", 1)[-1]
         path = unquote(path)  # routes are named by their decoded path (``/img/café.jpg``)
-        route = self.server.routes.get(path)
-        with self.server.lock:
-            hit = self.server.hits.get(path, 0)
-            self.server.hits[path] = hit + 1
-            self.server.request_headers.setdefault(path, []).append(dict(self.headers.items()))
-            self.server.active += 1
-            self.server.peak_active = max(self.server.peak_active, self.server.active)
-        self._counted = True
-        try:
-            self._answer(route, hit)
-        finally:
-            self._leave()
+        self.answer(path, self.server.routes.get(path))
 
-    def _leave(self) -> None:
-        """Stop counting this request as active: before its response is sent (the client cannot start its next
-        request before reading it, so the concurrency probe never sees a finished request overlap the next)."""
-        if getattr(self, "_counted", False):
-            self._counted = False
-            with self.server.lock:
-                self.server.active -= 1
-
-    def _answer(self, route: Route | None, hit: int) -> None:
+    def answer(self, path: str, route: Route | None) -> None:
+        """Send ``route`` (the route of ``path``; None: 404) after its delay."""
         if route is None:
             route = Route(b"not found", 404, "text/plain")
-        if hit < len(route.sequence):
-            route = route.sequence[hit]
         if route.delay:
             time.sleep(route.delay)
-        self._leave()
+        self.answering()
         try:
             self.send_response(route.status)
             self.send_header("Content-Type", route.content_type)
@@ -100,37 +75,28 @@ class _Handler(BaseHTTPRequestHandler):
             length = route.declared_length if route.declared_length is not None else len(route.body)
             if length >= 0:  # a negative declared_length sends no Content-Length: the body ends when the connection does
                 self.send_header("Content-Length", str(length))
-            if not route.drip:
-                self.end_headers()
-                self.wfile.write(route.body)
-                return
-            self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
-            head = b"".join(self._headers_buffer)  # type: ignore[attr-defined]
-            self._headers_buffer = []
-            if not route.drip_headers:
-                self.wfile.write(head)
-                head = b""
-            for k in range(len(head + route.body)):
-                self.wfile.write((head + route.body)[k : k + 1])
-                self.wfile.flush()
-                time.sleep(route.drip)
+            self.send_body(route)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def answering(self) -> None:
+        """Called once the delay is over, just before the response is sent."""
+
+    def send_body(self, route: Route) -> None:
+        """End the headers and send the body."""
+        self.end_headers()
+        self.wfile.write(route.body)
 
 
 class SampleWebServer(ThreadingHTTPServer):
     """Serves ``routes`` on 127.0.0.1 (``port``, or a free one) from a background thread; use as a context manager."""
 
     daemon_threads = True
+    handler: type[WebHandler] = WebHandler
 
     def __init__(self, routes: dict[str, Route] | None = None, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(("127.0.0.1", port), self.handler)
         self.routes: dict[str, Route] = dict(routes or {})
-        self.hits: dict[str, int] = {}
-        self.request_headers: dict[str, list[dict[str, str]]] = {}  # per path, the headers of every request
-        self.active = 0  # requests being answered now, and the most at once (a concurrency probe)
-        self.peak_active = 0
-        self.lock = threading.Lock()
 
     @property
     def base_url(self) -> str:

@@ -1,11 +1,11 @@
 """The Python API: the four things the command line does, as functions for notebooks and scripts.
 
-    from mrbench import curate, evaluate, leaderboard, report
+    from mrbench.app import curate, evaluate, leaderboard, report
 
 Each one is the library call behind a command (``mrbench curate``, ``eval``, ``leaderboard``, ``report``) with the
 same defaults and the same run folders; errors are the library's (``ConfigError``, ``MissingWeightsError``,
-``UnknownEntryError``, ``FileNotFoundError``). Imports happen inside the functions, so ``import mrbench`` stays
-light and the core imports nothing from the curation or evaluation layers at module level.
+``UnknownEntryError``, ``FileNotFoundError``). Imports happen inside the functions, so ``import mrbench.app`` stays
+light (no torch, no curation or evaluation module).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
-    from mrbench.config import CurateConfig, EvalConfig
+    from mrbench.curation.config import CurateConfig
+    from mrbench.evaluation.config import EvalConfig
     from mrbench.evaluation.generator import Generator
     from mrbench.evaluation.runner import RunResult
 
@@ -27,7 +28,7 @@ def curate(config: "str | Path | dict[str, Any] | CurateConfig", out: str | Path
     """Run (or resume) a curation into the run folder ``out``; same as ``mrbench curate``.
 
     Args:
-        config: A YAML file, a dict in the YAML's shape, or a :class:`~mrbench.config.CurateConfig`.
+        config: A YAML file, a dict in the YAML's shape, or a :class:`~mrbench.curation.config.CurateConfig`.
         out: Run folder (created; an existing one is resumed).
         overrides: ``key.sub=value`` strings, as ``--set``.
         progress: ``progress(step, total) -> advance(n)`` factory for progress display (None: silent).
@@ -36,7 +37,8 @@ def curate(config: "str | Path | dict[str, Any] | CurateConfig", out: str | Path
         The run summary: ``rows_per_status``, ``groups_per_split``, ``images_per_split``, ``release`` (the release
         folder), ``release_rows``, ``drops_per_reason``, ``leakage_audit``, ``report`` (the HTML report).
     """
-    from mrbench.config import CurateConfig, from_dict, load_config
+    from mrbench.config import from_dict, load_config
+    from mrbench.curation.config import CurateConfig
     from mrbench.curation.pipeline import run_curation
 
     if isinstance(config, CurateConfig):
@@ -64,16 +66,17 @@ def evaluate(model: "str | Generator | None" = None, benchmark: str | None = Non
             :class:`~mrbench.evaluation.generator.Generator` subclass: nothing to register).
         benchmark: ``mrbench:RELEASE_DIR``, ``dreambench:PATH`` or ``folder:PATH``.
         out: Parent folder of run folders (default ``runs``).
-        config: An eval YAML file (as ``mrbench eval --config``) or a :class:`~mrbench.config.EvalConfig`; the
+        config: An eval YAML file (as ``mrbench eval --config``) or a :class:`~mrbench.evaluation.config.EvalConfig`; the
             arguments override it.
-        **options: :class:`~mrbench.config.EvalConfig`'s fields: ``split``, ``model_args`` (dict), ``profile``,
+        **options: :class:`~mrbench.evaluation.config.EvalConfig`'s fields: ``split``, ``model_args`` (dict), ``profile``,
             ``limit``, ``seed``, ``images_per_prompt``, ``metrics``, ``image_encoder``, ``batch_size``,
             ``cache_dir``, ``metric_device``, ``n_boot``; and ``progress`` / ``phase`` callbacks.
 
     Returns:
         A :class:`~mrbench.evaluation.runner.RunResult`: ``run_dir``, ``summary``, ``timing``, ``rows``.
     """
-    from mrbench.config import EvalConfig, load_config
+    from mrbench.config import load_config
+    from mrbench.evaluation.config import EvalConfig
     from mrbench.evaluation.runner import run_eval
 
     if config is not None and not isinstance(config, EvalConfig):
