@@ -167,3 +167,44 @@ def test_sources_in_storage_that_do_not_exist_are_named(s3, tmp_path, pattern, e
                            str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr
+
+
+def test_a_task_on_a_node_without_the_run_folder_reads_and_writes_through_the_store(s3, tmp_path, monkeypatch):
+    """A Ray worker on another node has none of the driver's staging folder: the task fetches what its shard reads
+    (its own shard's files and files of no shard, never other shards'), and uploads its outputs, marker last."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mrbench.stage import ShardedStep
+    from mrbench.stats import Stats
+
+    root, env = s3
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
+        monkeypatch.setenv(k, env[k])
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    stored = root / "bucket" / "node"
+    (stored / "in").mkdir(parents=True)
+    for i in range(3):
+        pq.write_table(pa.table({"x": [i] * (i + 1)}), stored / "in" / f"part_{i:05d}.parquet")
+    (stored / "in" / "common.json").write_text("{}")
+
+    class CopyStep(ShardedStep):
+        name = "copycat"
+
+        def process(self, shard: int) -> tuple[pa.Table, Stats]:
+            table = pq.read_table(self.layout.root / "in" / f"part_{shard:05d}.parquet")
+            stats = Stats()
+            stats.inc("rows", table.num_rows)
+            return table, stats
+
+    node = tmp_path / "node-disk"  # the driver's staging path, absent on this "node"
+    task = CopyStep(None, str(node))
+    task.store = "s3://bucket/node"
+    task(1)
+    assert sorted(p.relative_to(node).as_posix() for p in (node / "in").iterdir()) == ["in/common.json",
+                                                                                        "in/part_00001.parquet"]
+    out = stored / "copycat"
+    assert sorted(p.name for p in out.iterdir()) == ["shard_00001.done", "shard_00001.log", "shard_00001.parquet",
+                                                     "shard_00001.stats.json"]
+    assert pq.read_table(out / "shard_00001.parquet").column("x").to_pylist() == [1, 1]
+    assert (out / "shard_00001.done").stat().st_mtime_ns >= (out / "shard_00001.parquet").stat().st_mtime_ns
