@@ -85,7 +85,8 @@ def test_curate_into_s3_killed_and_resumed_verifies_and_matches_local(s3, small_
         s3_cfg.write_text(local_cfg.read_text().replace("meta_*.parquet", "s3://bucket/laion/meta_*.parquet"))
         cmd = [sys.executable, "-m", "mrbench.cli", "curate"]
         stored = root / "bucket" / "run"  # what the server stores under s3://bucket/run
-        proc = subprocess.Popen([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run"], env=env,
+        # two worker processes for the stored run: each uploads its own shards (the local run uses one)
+        proc = subprocess.Popen([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run", "--workers", "2"], env=env,
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:  # a hang guard, not a speed check: the wait ends when shard 0 is stored and shard 2 waits on the gate
             deadline = time.time() + 240
@@ -99,7 +100,7 @@ def test_curate_into_s3_killed_and_resumed_verifies_and_matches_local(s3, small_
         assert not (stored / "download" / "shard_00002.done").exists(), "killed too late to test resume"
         assert not (stored / "release").exists()
         last.gate.set()
-        resumed = subprocess.run([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run"], env=env,
+        resumed = subprocess.run([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run", "--workers", "2"], env=env,
                                  capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "s3://bucket/run/release" in resumed.stdout + resumed.stderr
