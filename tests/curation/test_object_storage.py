@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
+from smallweb import GatedWebServer, gated_last_shard, kill_when_first_shard_done, write_small_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -86,16 +85,8 @@ def test_curate_into_s3_killed_and_resumed_verifies_and_matches_local(s3, small_
         cmd = [sys.executable, "-m", "mrbench.cli", "curate"]
         stored = root / "bucket" / "run"  # what the server stores under s3://bucket/run
         # two worker processes for the stored run: each uploads its own shards (the local run uses one)
-        proc = subprocess.Popen([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run", "--workers", "2"], env=env,
-                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:  # a hang guard, not a speed check: the wait ends when shard 0 is stored and shard 2 waits on the gate
-            deadline = time.time() + 240
-            while not ((stored / "download" / "shard_00000.done").exists() and server.waiting(last)):
-                assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-                time.sleep(0.05)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_when_first_shard_done([*cmd, "--config", str(s3_cfg), "--out", "s3://bucket/run", "--workers", "2"],
+                                   stored / "download" / "shard_00000.done", server, last, env)
         assert (stored / "download" / "shard_00000.parquet").is_file()  # the marker came after its output
         assert not (stored / "download" / "shard_00002.done").exists(), "killed too late to test resume"
         assert not (stored / "release").exists()
