@@ -34,7 +34,84 @@ class LoRALinear(nn.Module):
         return self.up(self.down(x.to(self.down.weight.dtype))).to(x.dtype)
 
 
-class EasyRefAttnProcessor(nn.Module):
+class DecoupledAttnProcessor(nn.Module):
+    """Attention whose encoder states may end with extra tokens (references, faces) that get their own keys and
+    values: ``to_out(softmax(q k_t) v_t + w * softmax(q k_x) v_x)``, one query for both (IP-Adapter's decoupled
+    cross-attention), otherwise the steps of diffusers' ``AttnProcessor2_0``.
+
+    Subclasses say how many tokens are extra (:meth:`extra_tokens`), which layers project them
+    (:meth:`extra_layers`), the branch weight (:meth:`extra_weight`), and may add to the block's projections
+    (:meth:`project`, e.g. LoRA).
+    """
+
+    def extra_tokens(self) -> int:
+        """How many tokens at the end of the encoder states are extra (0: no extra branch in this call)."""
+        return 0
+
+    def extra_layers(self) -> tuple[nn.Module, nn.Module]:
+        """The key and value projections of the extra tokens."""
+        raise NotImplementedError
+
+    def extra_weight(self, out: torch.Tensor, batch: int) -> torch.Tensor | float:
+        """Weight of the extra branch's output (a number, or a tensor broadcast over ``out``)."""
+        raise NotImplementedError
+
+    def project(self, attn: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+        """The block's own projection ``name`` (``to_q``, ``to_k``, ``to_v``, ``to_out``) of ``x``."""
+        return (attn.to_out[0] if name == "to_out" else getattr(attn, name))(x)
+
+    @staticmethod
+    def _heads(attn: Any, x: torch.Tensor, batch: int) -> torch.Tensor:
+        return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
+                 **kwargs: Any) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch = hidden_states.shape[0]
+
+        extra_states = None
+        cross = encoder_hidden_states is not None
+        if not cross:
+            encoder_hidden_states = hidden_states
+        elif n := self.extra_tokens():
+            end = encoder_hidden_states.shape[1] - n
+            encoder_hidden_states, extra_states = encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross and cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+
+        q = self._heads(attn, self.project(attn, "to_q", hidden_states), batch)
+        k = self._heads(attn, self.project(attn, "to_k", encoder_hidden_states), batch)
+        v = self._heads(attn, self.project(attn, "to_v", encoder_hidden_states), batch)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        if extra_states is not None:
+            to_k, to_v = self.extra_layers()
+            extra_k = self._heads(attn, to_k(extra_states), batch)
+            extra_v = self._heads(attn, to_v(extra_states), batch)
+            weight = self.extra_weight(out, batch)
+            out = out + weight * F.scaled_dot_product_attention(q, extra_k, extra_v, dropout_p=0.0, is_causal=False)
+        out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1]).to(q.dtype)
+
+        out = attn.to_out[1](self.project(attn, "to_out", out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class EasyRefAttnProcessor(DecoupledAttnProcessor):
     """Attention with an optional reference branch (cross-attention only) and optional LoRA.
 
     Args:
@@ -64,57 +141,18 @@ class EasyRefAttnProcessor(nn.Module):
             self.to_v_lora = LoRALinear(attn.to_v.in_features, attn.to_v.out_features, lora_rank)
             self.to_out_lora = LoRALinear(attn.to_out[0].in_features, attn.to_out[0].out_features, lora_rank)
 
-    def _lora(self, name: str, x: torch.Tensor) -> torch.Tensor | float:
-        return getattr(self, name)(x) if self.lora_rank else 0.0
+    def extra_tokens(self) -> int:
+        return self.num_tokens if self.cross else 0
 
-    def _heads(self, attn: Any, x: torch.Tensor, batch: int) -> torch.Tensor:
-        return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+    def extra_layers(self) -> tuple[nn.Module, nn.Module]:
+        return self.to_k_ip, self.to_v_ip
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
-                 **kwargs: Any) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch = hidden_states.shape[0]
+    def extra_weight(self, out: torch.Tensor, batch: int) -> float:
+        return self.scale
 
-        ref_states = None
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif self.cross:
-            end = encoder_hidden_states.shape[1] - self.num_tokens
-            encoder_hidden_states, ref_states = encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross and ref_states is not None:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-
-        query = attn.to_q(hidden_states) + self._lora("to_q_lora", hidden_states)
-        key = attn.to_k(encoder_hidden_states) + self._lora("to_k_lora", encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states) + self._lora("to_v_lora", encoder_hidden_states)
-        q = self._heads(attn, query, batch)
-        out = F.scaled_dot_product_attention(q, self._heads(attn, key, batch), self._heads(attn, value, batch),
-                                             attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-        if ref_states is not None:
-            ref_k = self._heads(attn, self.to_k_ip(ref_states), batch)
-            ref_v = self._heads(attn, self.to_v_ip(ref_states), batch)
-            out = out + self.scale * F.scaled_dot_product_attention(q, ref_k, ref_v, dropout_p=0.0, is_causal=False)
-        out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1]).to(query.dtype)
-
-        out = attn.to_out[0](out) + self._lora("to_out_lora", out)
-        out = attn.to_out[1](out)
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+    def project(self, attn: Any, name: str, x: torch.Tensor) -> torch.Tensor:
+        projected = super().project(attn, name, x)
+        return projected + getattr(self, f"{name}_lora")(x) if self.lora_rank else projected
 
 
 def install_processors(unet: Any, num_tokens: int, scale: float, lora_rank: int) -> None:

@@ -36,7 +36,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from PIL import Image
@@ -44,6 +44,7 @@ from torch import nn
 
 from mrbench.baselines.attention import install_processors, set_scale
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator, resolve_dtype
+from mrbench.baselines.tiny import TINY_QWEN2VL, TinySDXLWeights, random_weights, tiny_model
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult
 from mrbench.log import get_logger
@@ -65,13 +66,14 @@ class EasyRefConfig(SDXLConfig):
     Attributes:
         mllm: Qwen2-VL folder or hub id (HF cache).
         ckpt: EasyRef checkpoint: a ``.safetensors`` / ``.pt`` / ``.bin`` file, a folder, or a hub id whose cached
-            snapshot holds one. Required with real weights; optional with ``--profile tiny``.
+            snapshot holds one. Required with real weights; optional for ``easyref-tiny``.
         num_tokens: Reference tokens (paper: 64).
         use_lora: LoRA on the UNet attention (None: on when the checkpoint has LoRA weights).
         lora_rank: LoRA rank (paper: 128).
-        cond_image_size: Reference resolution (336; tiny profile default 56).
+        cond_image_size: Reference resolution (None: 336; ``easyref-tiny``: 56).
         scale: Weight of the reference branch in cross-attention (authors' default 1.0).
-        mllm_dtype: Dtype of the MLLM, final layer and projector (None: bfloat16 on CUDA, float32 on CPU).
+        mllm_dtype: Dtype of the MLLM, final layer and projector (None: bfloat16 on CUDA, float32 on CPU and for
+            ``easyref-tiny``).
         trust_pickle: Allow full unpickling of ``.pt`` checkpoints (DeepSpeed files may need it; only for files you
             trust). Default: tensors only.
         init_seed: Seed of the EasyRef layers' initialisation (reference tokens, projector, adapters, LoRA) before any
@@ -299,15 +301,13 @@ class EasyRefGenerator(SDXLGenerator):
 
     name = "easyref"
     config_cls = EasyRefConfig
+    default_cond_image_size: ClassVar[int] = 336  # the authors' reference resolution
+    cuda_mllm_dtype: ClassVar[str] = "bfloat16"  # the MLLM's dtype on CUDA unless mllm_dtype says otherwise
 
     def check_weights(self) -> None:
         super().check_weights()
         cfg: EasyRefConfig = self.config
         self._ckpt: Path | None = None
-        if self.profile == "tiny":
-            if cfg.ckpt and cfg.ckpt != EASYREF_REPO:
-                self._ckpt = find_checkpoint(cfg.ckpt, cfg.revision)
-            return
         from mrbench.backends.weights import MissingWeightsError, resolve_hf_model_dir
 
         if not cfg.ckpt:
@@ -324,28 +324,30 @@ class EasyRefGenerator(SDXLGenerator):
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
         cfg: EasyRefConfig = self.config
-        default_dtype = "bfloat16" if self.device.startswith("cuda") and profile != "tiny" else "float32"
+        default_dtype = self.cuda_mllm_dtype if self.device.startswith("cuda") else "float32"
         self.mllm_dtype = resolve_dtype(cfg.mllm_dtype or default_dtype, self.device)
-        self.cond_image_size = cfg.cond_image_size or (56 if profile == "tiny" else 336)
-        min_px, max_px = pixel_bounds(self.cond_image_size)
-        if profile == "tiny":
-            from mrbench.baselines.tiny import tiny_qwen2vl, tiny_qwen2vl_processor
-
-            self.processor = tiny_qwen2vl_processor(min_px, max_px)
-            mllm = tiny_qwen2vl(cfg.tiny_seed + 20, self.processor.tokenizer)
-        else:
-            from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-
-            self.processor = AutoProcessor.from_pretrained(str(self._mllm_dir), min_pixels=min_px, max_pixels=max_px,
-                                                           local_files_only=True)
-            mllm = Qwen2VLForConditionalGeneration.from_pretrained(
-                str(self._mllm_dir), torch_dtype=self.mllm_dtype, attn_implementation="sdpa", local_files_only=True)
+        self.cond_image_size = cfg.cond_image_size or self.default_cond_image_size
+        self.processor, mllm = self.load_mllm(*pixel_bounds(self.cond_image_size))
         parts = read_checkpoint(self._ckpt, cfg.trust_pickle) if self._ckpt else None
         use_lora = cfg.use_lora
         if use_lora is None:
             use_lora = bool(parts and any("_lora." in k for k in parts["unet"]))
         self.use_lora = use_lora
         self._build(mllm, parts)
+
+    def load_mllm(self, min_px: int, max_px: int) -> tuple[Any, Any]:
+        """The Qwen2-VL processor (references fitted to ``min_px`` .. ``max_px`` pixels) and model."""
+        from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+        processor = AutoProcessor.from_pretrained(str(self._mllm_dir), min_pixels=min_px, max_pixels=max_px,
+                                                  local_files_only=True)
+        mllm = Qwen2VLForConditionalGeneration.from_pretrained(
+            str(self._mllm_dir), torch_dtype=self.mllm_dtype, attn_implementation="sdpa", local_files_only=True)
+        return processor, mllm
+
+    def mllm_weights(self) -> str:
+        """Which MLLM weights."""
+        return self.config.mllm
 
     def _build(self, mllm: Any, parts: dict[str, dict[str, torch.Tensor]] | None) -> None:
         from mrbench.backends.torch_common import seeded
@@ -486,15 +488,33 @@ class EasyRefGenerator(SDXLGenerator):
 
     def weights(self) -> dict[str, Any]:
         w = super().weights()
-        if self.profile == "tiny":
-            from mrbench.baselines.tiny import TINY_QWEN2VL
-
-            w["mllm"] = f"random(seed={self.config.tiny_seed + 20}, {TINY_QWEN2VL})"
-        else:
-            w["mllm"] = self.config.mllm
+        w["mllm"] = self.mllm_weights()
         w["easyref"] = str(self._ckpt) if self._ckpt else f"random(seed={self.config.init_seed})"
         if self._ckpt is not None:  # which weights exactly: the hub commit (HF-cache snapshot) and the file's bytes
             w["easyref_revision"] = snapshot_commit(self._ckpt)
             w["easyref_sha256"] = self._ckpt_sha256()
         w["use_lora"] = self.use_lora
         return w
+
+
+class TinyEasyRefWeights(TinySDXLWeights):
+    """Weights mixin of ``easyref-tiny``: a tiny random Qwen2-VL (seed ``tiny_seed + 20``) and processor built
+    offline; the EasyRef layers are random (``init_seed``) unless a checkpoint is given."""
+
+    def check_weights(self) -> None:
+        super().check_weights()
+        cfg: EasyRefConfig = self.config
+        self._ckpt = find_checkpoint(cfg.ckpt, cfg.revision) if cfg.ckpt and cfg.ckpt != EASYREF_REPO else None
+
+    def load_mllm(self, min_px: int, max_px: int) -> tuple[Any, Any]:
+        from mrbench.baselines.tiny import tiny_qwen2vl, tiny_qwen2vl_processor
+
+        processor = tiny_qwen2vl_processor(min_px, max_px)
+        return processor, tiny_qwen2vl(self.config.tiny_seed + 20, processor.tokenizer)
+
+    def mllm_weights(self) -> str:
+        return random_weights(self.config.tiny_seed + 20, TINY_QWEN2VL)
+
+
+TinyEasyRefGenerator = tiny_model(EasyRefGenerator, TinyEasyRefWeights, default_cond_image_size=56,
+                                  cuda_mllm_dtype="float32")

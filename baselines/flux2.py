@@ -6,7 +6,7 @@ num_inference_steps, guidance_scale, generator, max_sequence_length, text_encode
 reference with its own time offset in the 4-D RoPE ids; the list is shared by the whole call, so one call serves one
 sample. Images over 1024x1024 pixels are scaled down to that area, every side is cropped to a multiple of 16, and
 images under 64 px on a side are rejected by ``check_image_input``. The output size is fixed here (1024, or 32 for
-``--profile tiny``) rather than taken from the first reference, which the pipeline would otherwise do.
+``flux2-tiny``) rather than taken from the first reference, which the pipeline would otherwise do.
 
 Variants (``variant=``):
 
@@ -19,7 +19,7 @@ Variants (``variant=``):
 A sample with more references than the cap gets a seeded subsample (recorded in the row); ``max_references=0``
 passes them all.
 
-``--profile tiny`` builds the same pipeline classes from diffusers' test shapes (``tests/pipelines/flux2``): a
+``flux2-tiny`` (``--profile tiny``) builds the same pipeline classes from diffusers' test shapes (``tests/pipelines/flux2``): a
 one-double/one-single-block transformer of width 32, a Mistral3 (or Qwen3) text encoder of width 16 and a
 three-block VAE (latent 1 channel, scale 4), with tokenizers built offline; references are resized to 64 x 64 (the
 pipeline's minimum side) so the run stays light.
@@ -32,7 +32,9 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, quiet_transformers, tiny_byte_llama_tokenizer
+from mrbench.baselines.multiref import (
+    MultiRefConfig, MultiRefGenerator, quiet_transformers, tiny_byte_llama_tokenizer, tiny_multiref,
+)
 from mrbench.config import ConfigError
 
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"
@@ -108,6 +110,11 @@ class Flux2Generator(MultiRefGenerator):
     name = "flux2"
     config_cls = Flux2Config
     how: ClassVar[str] = "FLUX.2 [dev] is gated: accept its licence on the hub before downloading"
+    # Defaults of the options of the same names (None: the pipeline's own), and the text-encoder layers whose hidden
+    # states form the prompt embedding (None: the pipeline's own).
+    default_reference_size: ClassVar[int | None] = None
+    default_max_sequence_length: ClassVar[int | None] = None
+    text_encoder_out_layers: ClassVar[tuple[int, ...] | None] = None
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         variant = options.get("variant", "dev")
@@ -176,23 +183,27 @@ class Flux2Generator(MultiRefGenerator):
         return model.eval(), processor
 
     def prepare_references(self, images: list[Image.Image]) -> list[Image.Image]:
-        side = self.config.reference_size or (TINY_FLUX2["reference_size"] if self.profile == "tiny" else None)
+        side = self.config.reference_size or self.default_reference_size
         images = super().prepare_references(images)
         return [im.resize((side, side), Image.BICUBIC) for im in images] if side else images
 
     def call_pipeline(self, prompt: str, images: list[Image.Image], generator: Any) -> Image.Image:
         h, w = self.size
         kwargs: dict[str, Any] = {}
-        msl = self.config.max_sequence_length or (TINY_FLUX2["max_sequence_length"] if self.profile == "tiny" else None)
+        msl = self.config.max_sequence_length or self.default_max_sequence_length
         if msl:
             kwargs["max_sequence_length"] = msl
-        if self.profile == "tiny":
-            kwargs["text_encoder_out_layers"] = (1,)  # the tiny text encoders have one or two layers
+        if self.text_encoder_out_layers:
+            kwargs["text_encoder_out_layers"] = self.text_encoder_out_layers
         with quiet_transformers():
             return self.pipe(image=images, prompt=prompt, height=h, width=w, num_inference_steps=self.steps,
                              guidance_scale=self.guidance, generator=generator, **kwargs).images[0]
 
-    def weights(self) -> dict[str, Any]:
-        if self.profile == "tiny":
-            return {"pipeline": f"random(seed={self.config.tiny_seed}, variant={self.config.variant}, {TINY_FLUX2})"}
-        return super().weights()
+    def tiny_weights(self) -> str:
+        return f"random(seed={self.config.tiny_seed}, variant={self.config.variant}, {TINY_FLUX2})"
+
+
+# The tiny text encoders have one or two layers.
+TinyFlux2Generator = tiny_multiref(Flux2Generator, default_reference_size=TINY_FLUX2["reference_size"],
+                                   default_max_sequence_length=TINY_FLUX2["max_sequence_length"],
+                                   text_encoder_out_layers=(1,))

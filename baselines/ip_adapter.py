@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator, quiet_diffusers, resolve_local_repo
+from mrbench.baselines.tiny import TINY_CLIP_VISION, TinySDXLWeights, random_weights, tiny_clip_vision, tiny_model
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult
 
@@ -89,26 +90,24 @@ class IPAdapterGenerator(SDXLGenerator):
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
         cfg: IPAdapterConfig = self.config
-        if profile == "tiny":
-            from mrbench.baselines.tiny import tiny_clip_vision
-
-            encoder, processor = tiny_clip_vision(cfg.tiny_seed + 10)
-            sd = tiny_ip_adapter_state_dict(self.pipe.unet, encoder.config.projection_dim, cfg.tiny_seed + 11)
-            with quiet_diffusers():  # "image encoder not loaded": it is registered just below
-                self.pipe.load_ip_adapter(sd, subfolder=None, weight_name=None, image_encoder_folder=None)
-            self.pipe.register_modules(image_encoder=encoder.to(self.device, self.pipe.unet.dtype),
-                                       feature_extractor=processor)
-        else:
-            self.pipe.load_ip_adapter(str(self._repo), subfolder=cfg.subfolder, weight_name=cfg.weight_name,
-                                      image_encoder_folder=cfg.image_encoder_folder, local_files_only=True)
-            self.pipe.image_encoder.to(self.device, self.pipe.unet.dtype)
+        self.attach_ip_adapter()
         self.pipe.set_ip_adapter_scale(cfg.scale)
         self._last_refs: tuple[tuple[str, ...], Any] | None = None  # the last sample's combined reference embeds
 
+    def attach_ip_adapter(self) -> None:
+        """Load the adapter and its image encoder into ``self.pipe`` (diffusers' loader), on device."""
+        cfg: IPAdapterConfig = self.config
+        self.pipe.load_ip_adapter(str(self._repo), subfolder=cfg.subfolder, weight_name=cfg.weight_name,
+                                  image_encoder_folder=cfg.image_encoder_folder, local_files_only=True)
+        self.pipe.image_encoder.to(self.device, self.pipe.unet.dtype)
+
+    def ip_adapter_weights(self) -> dict[str, str]:
+        """Which adapter (and image encoder) weights."""
+        cfg: IPAdapterConfig = self.config
+        return {"ip_adapter": f"{cfg.ip_adapter}/{cfg.subfolder}/{cfg.weight_name}"}
+
     def check_weights(self) -> None:
         super().check_weights()
-        if self.profile == "tiny":
-            return
         cfg: IPAdapterConfig = self.config
         self._repo = resolve_local_repo(
             cfg.ip_adapter, f"{cfg.subfolder}/{cfg.weight_name}",
@@ -166,12 +165,24 @@ class IPAdapterGenerator(SDXLGenerator):
         return out  # type: ignore[return-value]
 
     def weights(self) -> dict[str, Any]:
-        w = super().weights()
-        if self.profile == "tiny":
-            from mrbench.baselines.tiny import TINY_CLIP_VISION
+        return {**super().weights(), **self.ip_adapter_weights()}
 
-            w["ip_adapter"] = f"random(seed={self.config.tiny_seed + 11})"
-            w["image_encoder"] = f"random(seed={self.config.tiny_seed + 10}, {TINY_CLIP_VISION})"
-        else:
-            w["ip_adapter"] = f"{self.config.ip_adapter}/{self.config.subfolder}/{self.config.weight_name}"
-        return w
+
+class TinyIPAdapterWeights(TinySDXLWeights):
+    """Weights mixin of ``ip-adapter-tiny``: a tiny random CLIP vision encoder (seed ``tiny_seed + 10``) and a random
+    adapter in the original checkpoint layout (``tiny_seed + 11``), through the same diffusers loader."""
+
+    def attach_ip_adapter(self) -> None:
+        encoder, processor = tiny_clip_vision(self.config.tiny_seed + 10)
+        sd = tiny_ip_adapter_state_dict(self.pipe.unet, encoder.config.projection_dim, self.config.tiny_seed + 11)
+        with quiet_diffusers():  # "image encoder not loaded": it is registered just below
+            self.pipe.load_ip_adapter(sd, subfolder=None, weight_name=None, image_encoder_folder=None)
+        self.pipe.register_modules(image_encoder=encoder.to(self.device, self.pipe.unet.dtype),
+                                   feature_extractor=processor)
+
+    def ip_adapter_weights(self) -> dict[str, str]:
+        seed = self.config.tiny_seed
+        return {"ip_adapter": f"random(seed={seed + 11})", "image_encoder": random_weights(seed + 10, TINY_CLIP_VISION)}
+
+
+TinyIPAdapterGenerator = tiny_model(IPAdapterGenerator, TinyIPAdapterWeights)

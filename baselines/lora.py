@@ -39,6 +39,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator
+from mrbench.baselines.tiny import TinySDXLWeights, tiny_model
 from mrbench.config import ConfigError
 from mrbench.evaluation.benchmarks import CATEGORY_CLASS, IDENTIFIER
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Sample
@@ -132,8 +133,6 @@ class LoRAGenerator(SDXLGenerator):
 
     name = "lora"
     config_cls = LoRAConfig
-    # tiny: a few optimiser steps of one batch each (the random-weights path, not the recipe's 500 x 4)
-    profile_defaults = {"tiny": {"num_inference_steps": 4, "train_steps": 8, "gradient_accumulation_steps": 1}}
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         super().__init__(profile, **options)
@@ -384,3 +383,8 @@ class LoRAGenerator(SDXLGenerator):
                 out[i] = GenerationResult(image, info={"adapter": info.get("adapter"), "loss_before": info.get("loss_before"),
                                                        "loss_after": info.get("loss_after")})
         return out  # type: ignore[return-value]
+
+
+# A few optimiser steps of one batch each (the random-weights path, not the recipe's 500 x 4).
+TinyLoRAGenerator = tiny_model(LoRAGenerator, TinySDXLWeights,
+                               option_defaults={"train_steps": 8, "gradient_accumulation_steps": 1})

@@ -37,7 +37,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from PIL import Image
@@ -47,6 +47,7 @@ from mrbench.baselines.mm_diff_layers import (
     image_condition, install_unet_adapter, random_checkpoint, spec_from_checkpoint,
 )
 from mrbench.baselines.sdxl import SDXLConfig, SDXLGenerator, resolve_local_repo
+from mrbench.baselines.tiny import TINY_SDXL, TinySDXLWeights, tiny_clip_vision, tiny_model
 from mrbench.config import ConfigError
 from mrbench.evaluation.generator import GenerationRequest, GenerationResult, Sample
 
@@ -72,7 +73,7 @@ class MMDiffConfig(SDXLConfig):
 
     Attributes:
         ckpt: The checkpoint folder (the three ``.bin`` files): a path, or a name under ``$MRBENCH_WEIGHTS_DIR``.
-            With ``--profile tiny``: a random checkpoint unless a folder is given.
+            ``mm-diff-tiny``: a random checkpoint unless a folder is given.
         vae: The fp16-fix SDXL VAE (diffusers folder or hub id).
         image_encoder: CLIP ViT-L/14 (transformers folder or hub id).
         face_pack: insightface pack (the authors': ``buffalo_l``).
@@ -82,9 +83,9 @@ class MMDiffConfig(SDXLConfig):
         fuse_negative: Fuse the subject embedding into the negative prompt's token at the subject position too, as
             the authors' code does (their hook sees every text-encoder call).
         trust_pickle: Allow full unpickling of the ``.bin`` files (only for files you trust). Default: tensors only.
-        init_seed: Seed of the random checkpoint of the tiny profile.
+        init_seed: Seed of the random checkpoint of ``mm-diff-tiny``.
         refiner_dim_head: Head width of the face head's SE refiner, which the checkpoint does not record (None: the
-            authors' 256; the tiny profile's 16).
+            authors' 256; ``mm-diff-tiny``'s 16).
     """
 
     num_inference_steps: int = 25
@@ -209,14 +210,12 @@ class MMDiffGenerator(SDXLGenerator):
     name = "mm-diff"
     config_cls = MMDiffConfig
 
+    checkpoint_spec: ClassVar[MMDiffSpec] = MMDiffSpec()  # the authors' layer sizes
+
     def check_weights(self) -> None:
         super().check_weights()
         cfg: MMDiffConfig = self.config
         self._ckpt_dir: Path | None = None
-        if self.profile == "tiny":
-            if cfg.ckpt != DEFAULT_CKPT:
-                self._ckpt_dir = find_checkpoint_dir(cfg.ckpt)
-            return
         from mrbench.backends.insightface_face import resolve_pack
         from mrbench.backends.weights import MissingWeightsError, hf_model_how, resolve_hf_model_dir
 
@@ -246,32 +245,8 @@ class MMDiffGenerator(SDXLGenerator):
         super().__init__(profile, **options)
         cfg: MMDiffConfig = self.config
         dtype = self.pipe.unet.dtype
-        if profile == "tiny":
-            from diffusers import AutoencoderKL
-
-            from mrbench.backends.insightface_face import TinyInsightFaceEncoder
-            from mrbench.backends.torch_common import seeded
-            from mrbench.baselines.tiny import TINY_SDXL, tiny_clip_vision
-
-            with seeded(cfg.tiny_seed + 30):  # its own VAE, as the fp16-fix one replaces SDXL's
-                vae = AutoencoderKL(**TINY_SDXL["vae"], force_upcast=False)
-            if dtype != torch.float32:
-                vae = vae.to(dtype=dtype)
-            encoder, self.face_processor = tiny_clip_vision(cfg.tiny_seed + 31)
-            self.face_app = TinyInsightFaceEncoder(seed=cfg.tiny_seed + 32)
-            spec = TINY_SPEC
-        else:
-            from diffusers import AutoencoderKL
-            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-            from mrbench.backends.insightface_face import InsightFaceEncoder
-            from mrbench.backends.weights import load_hf_pretrained
-
-            vae = AutoencoderKL.from_pretrained(self._vae_dir, torch_dtype=dtype, local_files_only=True)
-            encoder = load_hf_pretrained(CLIPVisionModelWithProjection, self._clip_dir, torch_dtype=dtype)
-            self.face_processor = CLIPImageProcessor()  # the authors' defaults (= ViT-L/14's own preprocessing)
-            self.face_app = InsightFaceEncoder(pack=cfg.face_pack, root=cfg.face_root, det_size=(640, 640))
-            spec = MMDiffSpec()
+        vae, encoder = self.load_face_stack(dtype)
+        spec = self.checkpoint_spec
         self.pipe.register_modules(vae=vae.to(self.device).eval().requires_grad_(False))  # dtype set when loaded
         encoder = encoder.to(self.device, dtype).eval().requires_grad_(False)
         self.face_clip = encoder  # the original CLIP weights: patch features of the aligned faces
@@ -284,11 +259,29 @@ class MMDiffGenerator(SDXLGenerator):
         self.load_report = self.load_checkpoint(ckpt)
         self._last_refs: tuple[tuple[str, ...], ReferenceCondition | None] | None = None
 
+    def load_face_stack(self, dtype: Any) -> tuple[Any, Any]:
+        """The fp16-fix VAE and the CLIP vision encoder (in ``dtype``, returned), and the face processor and detector
+        (set on ``self``)."""
+        from diffusers import AutoencoderKL
+        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+        from mrbench.backends.insightface_face import InsightFaceEncoder
+        from mrbench.backends.weights import load_hf_pretrained
+
+        vae = AutoencoderKL.from_pretrained(self._vae_dir, torch_dtype=dtype, local_files_only=True)
+        encoder = load_hf_pretrained(CLIPVisionModelWithProjection, self._clip_dir, torch_dtype=dtype)
+        self.face_processor = CLIPImageProcessor()  # the authors' defaults (= ViT-L/14's own preprocessing)
+        self.face_app = InsightFaceEncoder(pack=self.config.face_pack, root=self.config.face_root, det_size=(640, 640))
+        return vae, encoder
+
+    def face_stack_weights(self) -> dict[str, str]:
+        """Which VAE, image encoder and face pack."""
+        cfg: MMDiffConfig = self.config
+        return {"vae": cfg.vae, "image_encoder": cfg.image_encoder, "face": cfg.face_pack}
+
     @property
     def size(self) -> tuple[int, int]:
-        """(height, width): 512 x 512 as the notebook samples (the tiny model's own size with ``--profile tiny``)."""
-        if self.profile == "tiny":
-            return super().size
+        """(height, width): 512 x 512 as the notebook samples."""
         h = self.config.height or 512
         return h, self.config.width or h
 
@@ -439,12 +432,42 @@ class MMDiffGenerator(SDXLGenerator):
         return out
 
     def weights(self) -> dict[str, Any]:
-        w = super().weights()
+        w = {**super().weights(), **self.face_stack_weights()}
         cfg: MMDiffConfig = self.config
-        if self.profile == "tiny":
-            w.update(vae=f"random(seed={cfg.tiny_seed + 30})", image_encoder=f"random(seed={cfg.tiny_seed + 31})",
-                     face=f"insightface-tiny(seed={cfg.tiny_seed + 32})")
-        else:
-            w.update(vae=cfg.vae, image_encoder=cfg.image_encoder, face=cfg.face_pack)
         w["mm_diff"] = str(self._ckpt_dir) if self._ckpt_dir else f"random(seed={cfg.init_seed}, {TINY_SPEC})"
         return w
+
+
+class TinyMMDiffWeights(TinySDXLWeights):
+    """Weights mixin of ``mm-diff-tiny``: its own tiny VAE (seed ``tiny_seed + 30``), a tiny CLIP vision encoder
+    (``+ 31``) and the tiny insightface pack (``+ 32``); a random checkpoint of :data:`TINY_SPEC` unless a folder is
+    given; the tiny SDXL's own sample size."""
+
+    size = SDXLGenerator.size
+
+    def check_weights(self) -> None:
+        super().check_weights()
+        self._ckpt_dir = find_checkpoint_dir(self.config.ckpt) if self.config.ckpt != DEFAULT_CKPT else None
+
+    def load_face_stack(self, dtype: Any) -> tuple[Any, Any]:
+        from diffusers import AutoencoderKL
+
+        from mrbench.backends.insightface_face import TinyInsightFaceEncoder
+        from mrbench.backends.torch_common import seeded
+
+        seed = self.config.tiny_seed
+        with seeded(seed + 30):  # its own VAE, as the fp16-fix one replaces SDXL's
+            vae = AutoencoderKL(**TINY_SDXL["vae"], force_upcast=False)
+        if dtype != torch.float32:
+            vae = vae.to(dtype=dtype)
+        encoder, self.face_processor = tiny_clip_vision(seed + 31)
+        self.face_app = TinyInsightFaceEncoder(seed=seed + 32)
+        return vae, encoder
+
+    def face_stack_weights(self) -> dict[str, str]:
+        seed = self.config.tiny_seed
+        return {"vae": f"random(seed={seed + 30})", "image_encoder": f"random(seed={seed + 31})",
+                "face": f"insightface-tiny(seed={seed + 32})"}
+
+
+TinyMMDiffGenerator = tiny_model(MMDiffGenerator, TinyMMDiffWeights, checkpoint_spec=TINY_SPEC)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrbench.baselines.attention import DecoupledAttnProcessor
+
 TRIGGER = "<|subj|>"  # the authors' trigger word, written right after the class noun ("a man<|subj|> ...")
 
 
@@ -214,7 +216,7 @@ class ImageTokens:
     row_scale: torch.Tensor | None = None
 
 
-class DecoupledImageAttnProcessor(nn.Module):
+class DecoupledImageAttnProcessor(DecoupledAttnProcessor):
     """Cross-attention with MM-Diff's image branch: ``to_out(softmax(q k_t) v_t + w_row * softmax(q k_i) v_i)``.
 
     ``to_k_image`` / ``to_v_image`` are the block's original ``to_k`` / ``to_v`` with the image LoRA merged in.
@@ -234,54 +236,17 @@ class DecoupledImageAttnProcessor(nn.Module):
             self.to_v_image.weight.copy_(attn.to_v.weight)
         self.state = state
 
-    def _heads(self, attn: Any, x: torch.Tensor, batch: int) -> torch.Tensor:
-        return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+    def extra_tokens(self) -> int:
+        return self.state.count if self.state.row_scale is not None else 0
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
-                 **kwargs: Any) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        image_states = None
-        n = self.state.count
-        if n and self.state.row_scale is not None:
-            end = encoder_hidden_states.shape[1] - n
-            encoder_hidden_states, image_states = encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    def extra_layers(self) -> tuple[nn.Module, nn.Module]:
+        return self.to_k_image, self.to_v_image
 
-        q = self._heads(attn, attn.to_q(hidden_states), batch)
-        k = self._heads(attn, attn.to_k(encoder_hidden_states), batch)
-        v = self._heads(attn, attn.to_v(encoder_hidden_states), batch)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-        if image_states is not None:
-            scale = self.state.row_scale
-            if scale.shape[0] != batch:
-                raise ValueError(f"image row weights for {scale.shape[0]} rows, batch has {batch}")
-            ki = self._heads(attn, self.to_k_image(image_states), batch)
-            vi = self._heads(attn, self.to_v_image(image_states), batch)
-            image_out = F.scaled_dot_product_attention(q, ki, vi, dropout_p=0.0, is_causal=False)
-            out = out + scale.to(out.dtype).view(batch, 1, 1, 1) * image_out
-        out = out.transpose(1, 2).reshape(batch, -1, out.shape[1] * out.shape[-1]).to(q.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+    def extra_weight(self, out: torch.Tensor, batch: int) -> torch.Tensor:
+        scale = self.state.row_scale
+        if scale.shape[0] != batch:
+            raise ValueError(f"image row weights for {scale.shape[0]} rows, batch has {batch}")
+        return scale.to(out.dtype).view(batch, 1, 1, 1)
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 (``flux2``, ``qwen-image-edit``, ``omnigen``).
 
 Each of those modules only says which pipeline class it drives, how a request becomes that pipeline's call, and how
-its tiny random components are built. This module does the rest, the same way for all three:
+its tiny random components are built (its ``<name>-tiny`` variant, :class:`TinyMultiRefWeights`). This module does
+the rest, the same way for all three:
 
 - **Weights** come from a local diffusers folder, ``$MRBENCH_WEIGHTS_DIR/<hub id>`` or the Hugging Face cache (never
   downloaded). Every component named in ``model_index.json`` is checked before anything loads, so a partial cache
@@ -44,7 +45,7 @@ class MultiRefConfig:
             model's default repository.
         num_inference_steps: Sampling steps (None: the model card's default).
         guidance_scale: Guidance scale (None: the model card's default; what it scales is model-specific).
-        height: Output height (None: 1024, or 32 with ``--profile tiny``).
+        height: Output height (None: 1024; the tiny variants: 32).
         width: Output width (None: as height).
         max_references: References given to the model; a sample with more gets a seeded subsample. None: the
             model's documented limit; 0: every reference.
@@ -54,7 +55,7 @@ class MultiRefConfig:
         device: ``cuda``, ``cpu``, ... (None: CUDA when present).
         dtype: ``bfloat16``, ``float16``, ``float32`` (None: bfloat16 on CUDA, float32 on CPU).
         offload: Use diffusers' model CPU offload (large models on one GPU).
-        tiny_seed: Seed of the tiny random weights (``--profile tiny``).
+        tiny_seed: Seed of the tiny random weights (the ``-tiny`` variants).
     """
 
     model: str | None = None
@@ -209,7 +210,7 @@ class MultiRefGenerator(Generator):
     """Base of the native multi-reference generators: one request per pipeline call, references capped per model.
 
     Subclasses set ``default_repo``, ``reference_limit`` and the sampling defaults, and implement
-    :meth:`pipeline_class`, :meth:`tiny_components` and :meth:`call_pipeline`.
+    :meth:`pipeline_class`, :meth:`tiny_components` (used by their tiny variant) and :meth:`call_pipeline`.
     """
 
     config_cls: ClassVar[type] = MultiRefConfig
@@ -218,7 +219,7 @@ class MultiRefGenerator(Generator):
     default_steps: ClassVar[int] = 50
     default_guidance: ClassVar[float] = 4.0
     default_prompt_template: ClassVar[str] = "{prompt}"
-    tiny_size: ClassVar[int] = 32
+    default_size: ClassVar[int] = 1024  # output side when height is not given
     how: ClassVar[str] = ""  # extra hint on how to supply the weights
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
@@ -233,8 +234,11 @@ class MultiRefGenerator(Generator):
         """Locate the pipeline folder, loading nothing (the runner calls this before any work, on an instance that
         holds only the validated options); a miss raises MissingWeightsError."""
         self.repo = self.config.model or self.default_repo
-        if self.profile != "tiny":
-            self._folder = resolve_pipeline_dir(self.repo, what=f"{self.display_name} ({self.repo})", how=self._how())
+        self._folder = self.locate_pipeline()
+
+    def locate_pipeline(self) -> Path | None:
+        """The local diffusers folder of ``self.repo`` (the tiny variant: None, nothing to locate)."""
+        return resolve_pipeline_dir(self.repo, what=f"{self.display_name} ({self.repo})", how=self._how())
 
     # -------------------------------------------------------------------- per-model hooks
     @property
@@ -254,7 +258,7 @@ class MultiRefGenerator(Generator):
         raise NotImplementedError
 
     def prepare_references(self, images: list[Image.Image]) -> list[Image.Image]:
-        """Reference images as the pipeline should get them (RGB; subclasses may resize for the tiny profile)."""
+        """Reference images as the pipeline should get them (RGB; subclasses may resize them)."""
         return [im.convert("RGB") for im in images]
 
     # -------------------------------------------------------------------- shared
@@ -263,22 +267,19 @@ class MultiRefGenerator(Generator):
                 f"diffusers folder at $MRBENCH_WEIGHTS_DIR/{self.repo}, or pass --model-args model=/local/folder"
                 + (f"; {self.how}" if self.how else "") + " (--profile tiny runs without weights)")
 
+    def pipeline(self, cls: Any) -> Any:
+        """Pipeline class ``cls`` with its weights, dtype set (the tiny variant builds :meth:`tiny_components`)."""
+        dtype = resolve_dtype(self.config.dtype, self.device)
+        try:
+            return cls.from_pretrained(self._folder, torch_dtype=dtype, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise missing_weights(f"{self.display_name} ({self.repo})", [f"{self._folder}: {e}"],
+                                  "the folder must hold a complete diffusers checkpoint of this pipeline") from e
+
     def _load(self) -> Any:
         import torch
 
-        cls = self.pipeline_class()
-        if self.profile == "tiny":
-            pipe = cls(**self.tiny_components(self.config.tiny_seed))
-            dtype = torch.float32 if self.config.dtype is None else resolve_dtype(self.config.dtype, self.device)
-            if dtype != torch.float32:
-                pipe = pipe.to(dtype=dtype)
-        else:
-            dtype = resolve_dtype(self.config.dtype, self.device)
-            try:
-                pipe = cls.from_pretrained(self._folder, torch_dtype=dtype, local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise missing_weights(f"{self.display_name} ({self.repo})", [f"{self._folder}: {e}"],
-                                      "the folder must hold a complete diffusers checkpoint of this pipeline") from e
+        pipe = self.pipeline(self.pipeline_class())
         pipe.set_progress_bar_config(disable=True)
         if self.config.offload and self.device.startswith("cuda"):
             pipe.enable_model_cpu_offload(device=self.device)
@@ -300,7 +301,7 @@ class MultiRefGenerator(Generator):
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of generations: fixed, never taken from the references."""
-        h = self.config.height or (self.tiny_size if self.profile == "tiny" else 1024)
+        h = self.config.height or self.default_size
         return h, self.config.width or h
 
     @property
@@ -331,9 +332,11 @@ class MultiRefGenerator(Generator):
         return out
 
     def weights(self) -> dict[str, Any]:
-        if self.profile == "tiny":
-            return {"pipeline": f"random(seed={self.config.tiny_seed}, {type(self).__name__}.tiny_components)"}
         return {"pipeline": self.repo, "folder": str(self._folder)}
+
+    def tiny_weights(self) -> str:
+        """How the tiny variant records its random pipeline (its seed and the tiny configs)."""
+        return f"random(seed={self.config.tiny_seed}, {type(self).__name__}.tiny_components)"
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -341,3 +344,32 @@ class MultiRefGenerator(Generator):
                          "max_references": self.max_references, "reference_seed": self.config.reference_seed,
                          "prompt_template": self.config.prompt_template or self.default_prompt_template}
         return d
+
+
+class TinyMultiRefWeights:
+    """Weights mixin of the multi-reference generators' tiny variants: the pipeline class built from the model's
+    :meth:`~MultiRefGenerator.tiny_components` (seeded with ``tiny_seed``), float32 unless ``dtype`` says otherwise;
+    nothing to locate."""
+
+    config: Any
+    device: str
+
+    def locate_pipeline(self) -> None:
+        return None
+
+    def pipeline(self, cls: Any) -> Any:
+        import torch
+
+        pipe = cls(**self.tiny_components(self.config.tiny_seed))  # type: ignore[attr-defined]
+        dtype = torch.float32 if self.config.dtype is None else resolve_dtype(self.config.dtype, self.device)
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+    def weights(self) -> dict[str, Any]:
+        return {"pipeline": self.tiny_weights()}  # type: ignore[attr-defined]
+
+
+def tiny_multiref(base: type, **attrs: Any) -> type:
+    """The tiny variant of a multi-reference generator: 32 px outputs unless ``attrs`` say otherwise."""
+    from mrbench.baselines.tiny import tiny_model
+
+    return tiny_model(base, TinyMultiRefWeights, **{"default_size": 32, **attrs})

@@ -20,7 +20,7 @@ References: OmniGen does not state a hard limit; its multi-image examples and tr
 images, so at most 3 are passed; a sample with more gets a seeded subsample (recorded in the row).
 ``max_references=0`` passes them all (each costs ``H*W/256`` tokens of context).
 
-``--profile tiny`` builds the same pipeline from diffusers' test shapes (``tests/pipelines/omnigen``): a one-layer
+``omnigen-tiny`` (``--profile tiny``) builds the same pipeline from diffusers' test shapes (``tests/pipelines/omnigen``): a one-layer
 OmniGen transformer of width 16, a four-block VAE (scale 8, as the processor's 16-pixels-per-token rule assumes)
 and a byte-level Llama tokenizer built offline (BOS id 1, as the processor expects).
 """
@@ -28,11 +28,11 @@ and a byte-level Llama tokenizer built offline (BOS id 1, as the processor expec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from PIL import Image
 
-from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, tiny_byte_llama_tokenizer
+from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, tiny_byte_llama_tokenizer, tiny_multiref
 from mrbench.config import ConfigError
 
 OMNIGEN = "Shitao/OmniGen-v1-diffusers"
@@ -79,6 +79,7 @@ class OmniGenGenerator(MultiRefGenerator):
     default_steps = 50
     default_guidance = 2.5
     default_prompt_template = "{prompt}. The {class_token} is the one in {images}."
+    default_max_input_image_size: ClassVar[int] = 1024  # the pipeline's own
     display_name = "OmniGen"  # type: ignore[assignment]
 
     def pipeline_class(self) -> Any:
@@ -104,13 +105,14 @@ class OmniGenGenerator(MultiRefGenerator):
 
     def call_pipeline(self, prompt: str, images: list[Image.Image], generator: Any) -> Image.Image:
         h, w = self.size
-        tiny = self.profile == "tiny"
-        side = self.config.max_input_image_size or (TINY_OMNIGEN["max_input_image_size"] if tiny else 1024)
+        side = self.config.max_input_image_size or self.default_max_input_image_size
         return self.pipe(prompt=prompt, input_images=images, height=h, width=w, num_inference_steps=self.steps,
                          guidance_scale=self.guidance, img_guidance_scale=self.config.img_guidance_scale,
                          max_input_image_size=side, generator=generator).images[0]
 
-    def weights(self) -> dict[str, Any]:
-        if self.profile == "tiny":
-            return {"pipeline": f"random(seed={self.config.tiny_seed}, {TINY_OMNIGEN})"}
-        return super().weights()
+    def tiny_weights(self) -> str:
+        return f"random(seed={self.config.tiny_seed}, {TINY_OMNIGEN})"
+
+
+TinyOmniGenGenerator = tiny_multiref(OmniGenGenerator,
+                                     default_max_input_image_size=TINY_OMNIGEN["max_input_image_size"])

@@ -7,7 +7,7 @@ twice: resized to ``CONDITION_IMAGE_SIZE`` (384 x 384 pixels, aspect kept) it en
 ``Picture i: <|vision_start|><|image_pad|><|vision_end|>``; resized to ``VAE_IMAGE_SIZE`` (1024 x 1024 pixels) it is
 VAE-encoded (posterior mode) and its latents are concatenated to the noise tokens. The pipeline accepts one prompt per
 call (``batch_size > 1`` raises), so one call serves one request. Without explicit ``height``/``width`` the output
-takes the last image's aspect; here it is fixed (1024, or 32 for ``--profile tiny``).
+takes the last image's aspect; here it is fixed (1024, or 32 for ``qwen-image-edit-tiny``).
 
 Sampling defaults are the model card's: 40 steps, ``true_cfg_scale`` 4.0 with negative prompt ``" "`` (this
 generator's ``guidance_scale`` is that true-CFG scale; the transformer has no guidance embedding).
@@ -16,21 +16,21 @@ References: the Qwen team give **3** input images as the range the model works b
 3 images", Qwen-Image-Edit-2509 model card), so at most 3 are passed; a sample with more gets a seeded subsample
 (recorded in the row). ``max_references=0`` passes them all.
 
-``--profile tiny`` builds the same pipeline from diffusers' test shapes (``tests/pipelines/qwenimage``): a two-layer
-transformer, a tiny Qwen-Image VAE and a Qwen2.5-VL of width 16, with the byte-level Qwen tokenizer and a real
-``Qwen2VLProcessor`` built offline. The pipeline's two image areas are module constants; the tiny profile lowers them
-for the duration of its own calls (``condition_area``/``vae_area``), restoring them afterwards.
+``qwen-image-edit-tiny`` (``--profile tiny``) builds the same pipeline from diffusers' test shapes
+(``tests/pipelines/qwenimage``): a two-layer transformer, a tiny Qwen-Image VAE and a Qwen2.5-VL of width 16, with the
+byte-level Qwen tokenizer and a real ``Qwen2VLProcessor`` built offline. The pipeline's two image areas are module
+constants of diffusers; this generator leaves them alone and calls the pipeline's code bound to its own areas
+(``condition_area``/``vae_area``; the tiny variant's are smaller; :func:`call_with_areas`).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar
 
 from PIL import Image
 
-from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator
+from mrbench.baselines.multiref import MultiRefConfig, MultiRefGenerator, tiny_multiref
 from mrbench.config import ConfigError
 
 QWEN_IMAGE_EDIT_PLUS = "Qwen/Qwen-Image-Edit-2509"
@@ -75,6 +75,31 @@ class QwenImageEditConfig(MultiRefConfig):
                 raise ConfigError("condition_area and vae_area must be at least 32 * 32 pixels")
 
 
+def call_with_areas(pipeline_cls: Any, condition_area: int, vae_area: int) -> Any:
+    """``pipeline_cls.__call__`` sizing references to the given pixel areas, as a function of ``(pipe, **kwargs)``.
+
+    ``QwenImageEditPlusPipeline`` reads its two areas from module constants (``CONDITION_IMAGE_SIZE`` for the VLM
+    prompt, ``VAE_IMAGE_SIZE`` for the latents and their RoPE shapes). The function returned is the same code bound
+    to a copy of that module's globals holding this generator's areas: the library's module is never modified, and
+    other pipelines in the process keep the constants.
+    """
+    import functools
+    import types
+
+    import torch
+
+    fn = pipeline_cls.__call__
+    fn = getattr(fn, "__wrapped__", fn)  # under torch.no_grad()
+    names = {"CONDITION_IMAGE_SIZE": condition_area, "VAE_IMAGE_SIZE": vae_area}
+    missing = [n for n in names if n not in fn.__globals__]
+    if missing:
+        raise RuntimeError(f"{pipeline_cls.__name__} no longer reads {', '.join(missing)}: update {__name__}")
+    bound = types.FunctionType(fn.__code__, {**fn.__globals__, **names}, fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+    bound.__kwdefaults__ = fn.__kwdefaults__
+    return torch.no_grad()(functools.update_wrapper(bound, fn))
+
+
 class QwenImageEditGenerator(MultiRefGenerator):
     """Qwen-Image-Edit-Plus: references enter both the Qwen2.5-VL prompt and the latent sequence."""
 
@@ -85,6 +110,15 @@ class QwenImageEditGenerator(MultiRefGenerator):
     default_steps = 40
     default_guidance = 4.0
     display_name = "Qwen-Image-Edit-Plus"  # type: ignore[assignment]
+    # Defaults of the options of the same names: the pipeline's own.
+    default_condition_area: ClassVar[int] = PIPELINE_CONDITION_AREA
+    default_vae_area: ClassVar[int] = PIPELINE_VAE_AREA
+    default_max_sequence_length: ClassVar[int] = 512
+
+    def __init__(self, profile: str = "default", **options: Any) -> None:
+        super().__init__(profile, **options)
+        self._call = call_with_areas(type(self.pipe), self.config.condition_area or self.default_condition_area,
+                                     self.config.vae_area or self.default_vae_area)
 
     def pipeline_class(self) -> Any:
         from diffusers import QwenImageEditPlusPipeline
@@ -116,31 +150,17 @@ class QwenImageEditGenerator(MultiRefGenerator):
         return {"transformer": transformer, "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(),
                 "text_encoder": text_encoder, "tokenizer": tok, "processor": processor}
 
-    @contextmanager
-    def _image_areas(self) -> Iterator[None]:
-        """The pipeline's image areas for this call (module constants of diffusers' pipeline module)."""
-        import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as mod
-
-        tiny = self.profile == "tiny"
-        cond = self.config.condition_area or (TINY_QWEN_IMAGE["condition_area"] if tiny else PIPELINE_CONDITION_AREA)
-        vae = self.config.vae_area or (TINY_QWEN_IMAGE["vae_area"] if tiny else PIPELINE_VAE_AREA)
-        saved = mod.CONDITION_IMAGE_SIZE, mod.VAE_IMAGE_SIZE
-        mod.CONDITION_IMAGE_SIZE, mod.VAE_IMAGE_SIZE = cond, vae
-        try:
-            yield
-        finally:
-            mod.CONDITION_IMAGE_SIZE, mod.VAE_IMAGE_SIZE = saved
-
     def call_pipeline(self, prompt: str, images: list[Image.Image], generator: Any) -> Image.Image:
         h, w = self.size
-        tiny = self.profile == "tiny"
-        msl = self.config.max_sequence_length or (TINY_QWEN_IMAGE["max_sequence_length"] if tiny else 512)
-        with self._image_areas():
-            return self.pipe(image=images, prompt=prompt, negative_prompt=self.config.negative_prompt,
-                             true_cfg_scale=self.guidance, height=h, width=w, num_inference_steps=self.steps,
-                             generator=generator, max_sequence_length=msl).images[0]
+        msl = self.config.max_sequence_length or self.default_max_sequence_length
+        return self._call(self.pipe, image=images, prompt=prompt, negative_prompt=self.config.negative_prompt,
+                          true_cfg_scale=self.guidance, height=h, width=w, num_inference_steps=self.steps,
+                          generator=generator, max_sequence_length=msl).images[0]
 
-    def weights(self) -> dict[str, Any]:
-        if self.profile == "tiny":
-            return {"pipeline": f"random(seed={self.config.tiny_seed}, {TINY_QWEN_IMAGE})"}
-        return super().weights()
+    def tiny_weights(self) -> str:
+        return f"random(seed={self.config.tiny_seed}, {TINY_QWEN_IMAGE})"
+
+
+TinyQwenImageEditGenerator = tiny_multiref(
+    QwenImageEditGenerator, default_condition_area=TINY_QWEN_IMAGE["condition_area"],
+    default_vae_area=TINY_QWEN_IMAGE["vae_area"], default_max_sequence_length=TINY_QWEN_IMAGE["max_sequence_length"])

@@ -40,10 +40,6 @@ class _RealImageRow(Generator):
     default_batch_size = 16
     no_candidate: ClassVar[str] = ""  # failure message when there is nothing to draw from; ``{group}`` is filled in
 
-    @property
-    def random_weights(self) -> bool:
-        return False  # real images: no weights involved, whatever the profile
-
     @abc.abstractmethod
     def candidates(self, sample: Sample) -> list[ImageRef]:
         """The real images a request for ``sample`` may return."""

@@ -1,8 +1,8 @@
 """SDXL through diffusers, shared by the easyref, ip-adapter and lora generators.
 
 Real weights come from a local folder or the Hugging Face cache (``stabilityai/stable-diffusion-xl-base-1.0`` by
-default; nothing is downloaded: the hub is off and every load passes ``local_files_only=True``). ``--profile tiny``
-builds the same pipeline class from tiny random components (:mod:`mrbench.baselines.tiny`).
+default; nothing is downloaded: the hub is off and every load passes ``local_files_only=True``). The tiny variants
+(``--profile tiny``) build the same pipeline class from tiny random components (:mod:`mrbench.baselines.tiny`).
 
 Sampling defaults are the paper's: DDIM, 30 steps, guidance 7.5 [seed 001]; the negative prompt is the one the
 EasyRef / IP-Adapter SDXL code uses when none is given. Each request gets its own CPU ``torch.Generator`` seeded with
@@ -155,31 +155,25 @@ def resolve_sdxl(cfg: SDXLConfig) -> Path:
     )
 
 
-def load_sdxl_pipeline(cfg: SDXLConfig, profile: str) -> Any:
-    """The SDXL pipeline (real weights, or tiny random components for ``profile="tiny"``), on device, eval mode."""
-    import torch
+def load_sdxl_pipeline(cfg: SDXLConfig) -> Any:
+    """The SDXL pipeline from the local folder of ``cfg.base_model`` (MissingWeightsError when absent or broken)."""
     from diffusers import StableDiffusionXLPipeline
 
-    device = resolve_device(cfg.device)
-    if profile == "tiny":
-        from mrbench.baselines.tiny import tiny_sdxl_components
+    folder = resolve_sdxl(cfg)
+    dtype = resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+    try:
+        return StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, variant=cfg.variant,
+                                                         local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise missing_weights(f"SDXL ({cfg.base_model})", [f"{folder}: {e}"],
+                              "the folder must hold a complete diffusers SDXL checkpoint") from e
 
-        pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(cfg.tiny_seed))
-        dtype = torch.float32 if cfg.dtype is None else resolve_dtype(cfg.dtype, device)
-        if dtype != torch.float32:
-            pipe = pipe.to(dtype=dtype)
-    else:
-        folder = resolve_sdxl(cfg)
-        dtype = resolve_dtype(cfg.dtype, device)
-        try:
-            pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, variant=cfg.variant,
-                                                             local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise missing_weights(f"SDXL ({cfg.base_model})", [f"{folder}: {e}"],
-                                  "the folder must hold a complete diffusers SDXL checkpoint") from e
+
+def ready_sdxl_pipeline(pipe: Any, cfg: SDXLConfig) -> Any:
+    """``pipe`` (dtype already set) with the configured sampler, on device, in eval mode, without progress bars."""
     pipe.scheduler = make_scheduler(cfg.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)  # dtype already set: from_pretrained(torch_dtype=...) or the tiny cast above
+    pipe = pipe.to(resolve_device(cfg.device))
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
         getattr(pipe, name).eval().requires_grad_(False)
     return pipe
@@ -188,7 +182,7 @@ def load_sdxl_pipeline(cfg: SDXLConfig, profile: str) -> Any:
 @contextmanager
 def quiet_diffusers() -> Iterator[None]:
     """Silence diffusers' informational warnings inside the block (e.g. loading an IP-Adapter without its image
-    encoder, which the tiny profile does on purpose)."""
+    encoder, which the tiny variant does on purpose)."""
     from diffusers.utils import logging as dlog
 
     level = dlog.get_verbosity()
@@ -217,18 +211,25 @@ class SDXLGenerator(Generator):
         missing = weight_checks(self)  # every weight is located before anything heavy loads; all misses at once
         if missing:
             raise merge_missing(missing)
-        self.pipe = load_sdxl_pipeline(self.config, profile)
+        self.pipe = ready_sdxl_pipeline(self.sdxl_pipeline(), self.config)
 
     def check_weights(self) -> None:
         """Locate every weight file the generator needs, before any loading. A miss goes to ``self.missing`` (so a
         subclass's checks still run after ``super().check_weights()``) or is raised; the constructor reports them
         all in one MissingWeightsError."""
         self.missing: list[MissingWeightsError] = []
-        if self.profile != "tiny":
-            try:
-                resolve_sdxl(self.config)
-            except MissingWeightsError as e:
-                self.missing.append(e)
+        try:
+            resolve_sdxl(self.config)
+        except MissingWeightsError as e:
+            self.missing.append(e)
+
+    def sdxl_pipeline(self) -> Any:
+        """The SDXL pipeline with its weights, dtype set (the tiny variant builds random components)."""
+        return load_sdxl_pipeline(self.config)
+
+    def sdxl_weights(self) -> str:
+        """Which SDXL weights (a hub id or folder; the tiny variant: its seed and config)."""
+        return self.config.base_model
 
     @property
     def size(self) -> tuple[int, int]:
@@ -246,8 +247,4 @@ class SDXLGenerator(Generator):
         ).images
 
     def weights(self) -> dict[str, Any]:
-        if self.profile == "tiny":
-            from mrbench.baselines.tiny import TINY_SDXL
-
-            return {"sdxl": f"random(seed={self.config.tiny_seed}, {TINY_SDXL})"}
-        return {"sdxl": self.config.base_model}
+        return {"sdxl": self.sdxl_weights()}

@@ -1,16 +1,50 @@
-"""Tiny random models for ``--profile tiny``: the real architectures at toy sizes, built in-process from configs with a
-fixed seed (the way diffusers' and transformers' own tests build them), so the whole evaluation path runs on a CPU in
-seconds. Nothing here touches the network: tokenizers are built from the CLIP BPE file open_clip ships and from a
-byte-level vocabulary.
+"""Tiny random models: the real architectures at toy sizes, built in-process from configs with a fixed seed (the
+way diffusers' and transformers' own tests build them), so the whole evaluation path runs on a CPU in seconds.
+Nothing here touches the network: tokenizers are built from the CLIP BPE file open_clip ships and from a byte-level
+vocabulary.
 
-Anything generated with these models is labelled random-weights wherever it is shown.
+Every generator's tiny variant is its own class and registry entry (``easyref-tiny``, ``flux2-tiny``, ...; what
+``--profile tiny`` builds), made by :func:`tiny_model` from the real class and a *weights mixin*: the mixin replaces
+the real class's weight hooks (locate, load, describe) with the builders here, so model code never branches on the
+profile. Anything generated with these models is labelled random-weights wherever it is shown.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from mrbench.backends.torch_common import seeded
+
+G = TypeVar("G", bound=type)
+
+# Option defaults of every tiny variant (under the options given): the random-weights path, not the paper's sampling.
+TINY_OPTION_DEFAULTS: dict[str, Any] = {"num_inference_steps": 4}
+
+
+def tiny_model(base: G, weights: type, **attrs: Any) -> G:
+    """The tiny random variant of generator class ``base`` (bind it at module level as ``Tiny<Base>``: the
+    ``<name>-tiny`` registry entry and pickling find it there).
+
+    Args:
+        base: The real generator class.
+        weights: Mixin whose methods replace ``base``'s weight hooks with seeded in-process builders; first in the MRO.
+        **attrs: Class attributes of the variant: resolution defaults the real class reads from class attributes
+            (output size, sequence lengths) and ``option_defaults`` (merged over :data:`TINY_OPTION_DEFAULTS`).
+    """
+    name = f"Tiny{base.__name__}"
+    body = {
+        "__module__": base.__module__, "__qualname__": name,
+        "__doc__": f"{base.__name__} with tiny random weights, seeded (``tiny_seed``); its outputs are labelled "
+                   "random-weights.",
+        "random_weights": True, "profile": "tiny",
+        **attrs, "option_defaults": {**TINY_OPTION_DEFAULTS, **attrs.get("option_defaults", {})},
+    }
+    return type(name, (weights, base), body)  # type: ignore[return-value]
+
+
+def random_weights(seed: int, what: Any) -> str:
+    """How a tiny component is recorded among a generator's weights."""
+    return f"random(seed={seed}, {what})"
 
 # SDXL at toy size (diffusers' SDXL pipeline tests use the same shapes): two text encoders of width 32 whose hidden
 # states concatenate to the UNet's cross-attention width 64; "text_time" added conditioning.
@@ -137,3 +171,27 @@ def tiny_clip_vision(seed: int = 0) -> tuple[Any, Any]:
         model = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_CLIP_VISION)).eval()
     size = TINY_CLIP_VISION["image_size"]
     return model, CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+class TinySDXLWeights:
+    """Weights mixin of the SDXL generators: :func:`tiny_sdxl_components` (seeds ``tiny_seed`` .. ``tiny_seed + 3``)
+    instead of a local SDXL folder; nothing to locate."""
+
+    config: Any
+    device: str
+
+    def check_weights(self) -> None:
+        self.missing: list[Any] = []
+
+    def sdxl_pipeline(self) -> Any:
+        import torch
+        from diffusers import StableDiffusionXLPipeline
+
+        from mrbench.baselines.sdxl import resolve_dtype
+
+        pipe = StableDiffusionXLPipeline(**tiny_sdxl_components(self.config.tiny_seed))
+        dtype = torch.float32 if self.config.dtype is None else resolve_dtype(self.config.dtype, self.device)
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+    def sdxl_weights(self) -> str:
+        return random_weights(self.config.tiny_seed, TINY_SDXL)

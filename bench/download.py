@@ -84,11 +84,11 @@ def run_step(run_dir: Path, cfg_path: Path) -> tuple[float, int]:
 import time
 from mrbench.config import load_config
 from mrbench.curation.config import CurateConfig
-from mrbench.curation.download import DownloadTask
+from mrbench.curation.download import DOWNLOAD_STEP
 from mrbench.executors import get_executor
 cfg = load_config(CurateConfig, {str(cfg_path)!r})
 t = time.perf_counter()
-get_executor(cfg.executor).run(DownloadTask(cfg, {str(run_dir)!r}), cfg.num_shards)
+get_executor(cfg.executor).run(DOWNLOAD_STEP.task(cfg, {str(run_dir)!r}), cfg.num_shards)
 print(time.perf_counter() - t)
 """
     shutil.rmtree(run_dir / "download", ignore_errors=True)

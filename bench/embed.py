@@ -6,7 +6,7 @@ side, varied aspect). Measured in one process, interleaved, medians of ``--reps`
 * **raw forward**: the encoder's ``forward`` (and L2 normalisation) on the view tensors of every image, prepared
   beforehand (same model, same views: ``tta`` as the curation run uses it, same batch size): the model's cost;
 * **raw pipeline**: what a hand-written script does: decode, preprocess, forward (for reference);
-* **embed stage**: ``EmbedTask(config, run)(0)``: read the shard, decode, embed, write the feature shard.
+* **embed stage**: ``EMBED_STEP.task(config, run)(0)``: read the shard, decode, embed, write the feature shard.
 
 Prints the times and the ratio raw forward / embed stage (goal >= 0.9: the stage within 10 % of the model).
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from mrbench.curation.config import CurateConfig, EmbedConfig, SourceConfig
-    from mrbench.curation.embed import EmbedTask, build_encoder, decode
+    from mrbench.curation.embed import EMBED_STEP, build_encoder, decode
 
     options = {"tta": args.tta} if args.tta else {}
     cfg = CurateConfig(num_shards=1, sources=[SourceConfig(paths=["x.parquet"])],
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         blobs = make_shard(work, args.n, args.size, args.seed)
         encoder = build_encoder(args.encoder, options)
         views = options
-        task = EmbedTask(cfg, str(work))
+        task = EMBED_STEP.task(cfg, str(work))
         task._models["encoder"] = encoder  # the same loaded model for every measurement
 
         images = [decode(b) for b in blobs]

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.curation.config import CrawlConfig, CurateConfig, SourceConfig
-from mrbench.curation.crawl import IngestTask
+from mrbench.curation.crawl import INGEST_STEP
 
 WORDS = ("a the of and with photo image poster art painting vintage modern red blue portrait landscape city street "
          "house garden tree flower sky sea beach mountain car dog cat bird book design logo stock hd").split()
@@ -76,7 +76,7 @@ def main() -> None:
         counts: dict[str, dict[str, int]] = {}
         for _ in range(args.reps):
             for name, cfg in runs.items():
-                task = IngestTask(cfg, Path(tmp) / name)
+                task = INGEST_STEP.task(cfg, Path(tmp) / name)
                 start = time.process_time()
                 table, stats = task.process(0)
                 times[name].append(time.process_time() - start)

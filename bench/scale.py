@@ -184,23 +184,24 @@ def peak_rss_gb() -> float:
 
 def measure(run: Path, num_shards: int, seed: int) -> dict:
     """Index (apart), then the timed global steps on ``run``; returns the timings."""
-    from mrbench.curation.index import build_index
-    from mrbench.curation.group import group_and_split
-    from mrbench.curation.release import ReleaseTask, finalize_release
+    from mrbench.curation.group import GROUP_STEP
+    from mrbench.curation.index import INDEX_STEP
+    from mrbench.curation.release import RELEASE_STEP, finalize_release
+    from mrbench.stage import run_global_step
 
     cfg = _config(num_shards, seed)
     out: dict = {}
     t0 = time.perf_counter()
-    build_index(cfg, run)
+    run_global_step(INDEX_STEP, cfg, run)  # its marker: the grouping reads the index only once it is complete
     out["index_s"] = time.perf_counter() - t0
     out["rss_after_index_gb"] = peak_rss_gb()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    stats = group_and_split(cfg, run)
+    stats = run_global_step(GROUP_STEP, cfg, run)
     out["group_split_audit_s"] = time.perf_counter() - t0
     out["rss_after_group_gb"] = peak_rss_gb()
     t1 = time.perf_counter()
-    task = ReleaseTask(cfg, str(run))
+    task = RELEASE_STEP.task(cfg, str(run))
     for i in range(num_shards):
         task(i)
     out["release_shards_s"] = time.perf_counter() - t1

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from mrbench.curation.config import CrawlConfig, CurateConfig, SourceConfig
-from mrbench.curation.crawl import IngestTask
+from mrbench.curation.crawl import INGEST_STEP
 from mrbench.curation.sources import expand_sources
 from mrbench.curation.tags import Tag, TagList, TagMatcher, load_matcher, normalize
 
@@ -137,7 +137,7 @@ def ingest_cpu(tags: list[Tag], rows: int, batch: int, seed: int, mentionable: l
         old, sources.ROWS_PER_SHARD = sources.ROWS_PER_SHARD, max(batch, rows // 4)
         try:
             n = len(expand_sources(cfg.sources))
-            task = IngestTask(cfg, str(Path(tmp) / "run"))
+            task = INGEST_STEP.task(cfg, str(Path(tmp) / "run"))
             load_matcher(str(tsv))
             return cpu_of(lambda: [task(i) for i in range(n)]) / rows
         finally:

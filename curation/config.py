@@ -48,8 +48,11 @@ class SourceConfig:
     """One input source.
 
     Attributes:
-        kind: ``metadata`` (LAION/COYO/DataComp-style parquet, csv or jsonl files) or ``folder`` (local images).
-        paths: Files, folders or glob patterns. Folders of ``metadata`` sources are searched for ``*.parquet``.
+        kind: ``metadata`` (LAION/COYO/DataComp-style parquet, csv or jsonl files), ``folder`` (local images) or
+            ``img2dataset`` (an img2dataset output folder, ``output_format`` parquet, webdataset or files: the images
+            are read from its shards, not downloaded; its rows are metadata rows for ``where`` / ``keep_columns``).
+        paths: Files, folders or glob patterns. Folders of ``metadata`` sources are searched for ``*.parquet``;
+            folders of ``img2dataset`` sources hold its shards (``NNNNN.parquet``, with ``NNNNN.tar`` or ``NNNNN/``).
         url_col: Column holding the image URL (``URL`` in LAION, ``url`` in COYO/DataComp).
         caption_col: Column holding the caption (``TEXT`` in LAION, ``text`` in COYO/DataComp).
         folder_tag: For ``folder`` sources, use the image's sub-folder name as its tag.
@@ -60,7 +63,7 @@ class SourceConfig:
             (e.g. ``punsafe``, ``similarity``); a column of that name must not clash with a release column.
     """
 
-    kind: str = option("metadata", choices=("metadata", "folder"))
+    kind: str = option("metadata", choices=("metadata", "folder", "img2dataset"))
     paths: list[str] = option(default_factory=list, nonempty=True, path=True)
     url_col: str = option("url", nonempty=True)
     caption_col: str = option("caption", nonempty=True)

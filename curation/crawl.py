@@ -24,7 +24,7 @@ from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
 from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
-from mrbench.stage import ShardedStep, Step, global_step
+from mrbench.stage import ShardedStep, Step
 from mrbench.stats import Stats
 
 # Select: duckdb's working memory before it spills to disk, its threads, and the rows per batch it hands back.
@@ -60,8 +60,6 @@ def priority(seed: int, url: str) -> int:
 
 class IngestTask(ShardedStep):
     """Per source shard: stream record batches, match their captions, write the candidates that mention a tag."""
-
-    name = "ingest"
 
     @classmethod
     def num_shards(cls, config: CurateConfig) -> int:
@@ -132,23 +130,26 @@ class IngestTask(ShardedStep):
         return pa.table(cols, schema=CANDIDATE_SCHEMA), stats
 
 
-def origin_status(url: str, from_folder: bool, root: str = "") -> tuple[dict, str, str]:
-    """Origin of a selected row: rows of ``folder`` sources are marked as local files (the only rows ever read from
-    disk) with their path relative to the folder ``root`` (what the release publishes as ``url``); a metadata row
-    whose URL is not http(s) is ``unsupported_url`` here, before any I/O.
+def origin_status(url: str, kind: str, root: str = "") -> tuple[dict, str, str]:
+    """Origin of a selected row, by its source's ``kind``: rows of ``folder`` sources are marked as local files (the
+    only rows ever read from disk) with their path relative to the folder ``root`` (what the release publishes as
+    ``url``); rows of ``img2dataset`` sources with their shard file ``root`` (their bytes are read from it, their URL
+    never requested); a metadata row whose URL is not http(s) is ``unsupported_url`` here, before any I/O.
 
     Returns the metadata to add, the status and the error message.
     """
     from mrbench.curation.download import LOCAL_FILE
+    from mrbench.curation.img2dataset import PACKED
     from mrbench.curation.netguard import check_url
 
-    if from_folder:
+    if kind == "folder":
         return {LOCAL_FILE: True, LOCAL_PATH: folder_relative_path(url, root)}, STATUS_OK, ""
+    if kind == "img2dataset":
+        return {PACKED: root}, STATUS_OK, ""
     bad = check_url(url)
     return {}, *(bad if bad is not None else (STATUS_OK, ""))
 
 
-@global_step("select")
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
     write ``num_shards`` URL shards.
@@ -184,7 +185,7 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
         con.execute("CREATE TEMP VIEW cand AS SELECT * FROM cand_all"
                     + (" ANTI JOIN blocked USING (url)" if blocking else ""))
         cap = {"cap": config.crawl.max_candidates_per_tag}
-        local = [config.sources[s.source_index].kind == "folder" for s in expand_sources(config.sources)]
+        kinds = [config.sources[s.source_index].kind for s in expand_sources(config.sources)]
         # 1. Per tag, the cap-th lowest priority among its distinct URLs (a URL listed many times under one tag takes
         #    one place: copies of one URL never crowd the others out), in one streaming aggregation.
         con.execute("CREATE TEMP VIEW tag_urls AS SELECT DISTINCT tag, url, priority FROM cand")
@@ -225,32 +226,33 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
                 " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
                 params={"n": config.num_shards, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
-            _write_url_shard(reader, out.output(i), local)
+            _write_url_shard(reader, out.output(i), kinds)
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
 
 
-def select_step(config: CurateConfig, run_dir: Path, marker: str = "") -> Stats:
+def select_step(config: CurateConfig, run_dir: Path) -> Stats:
     """The ``select`` step over every ingest shard (:func:`select_and_shard`)."""
-    return select_and_shard(config, run_dir, IngestTask.num_shards(config), marker=marker)
+    return select_and_shard(config, run_dir, IngestTask.num_shards(config))
 
 
 INGEST_STEP = Step("ingest", IngestTask, unit="files", settings=("seed", "sources", "crawl.require_tag"),
-                   inputs=source_identity)
-SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",),
+                   inputs=source_identity, prefix="candidates")
+SELECT_STEP = Step("select", select_step, after="ingest", reads=("ingest",), folder="urls", prefix="urls",
                    settings=("sources", "num_shards", "crawl.max_candidates_per_tag", "crawl.blocklists"),
                    inputs=blocklist_identity, drops=(("select", ("blocked_url", "blocked_domain", "blocked_id")),))
 
 
-def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
+def _url_records(batch: pa.RecordBatch, kinds: list[str]) -> pa.Table:
     """Candidate rows -> rows of the record schema (what ``records_to_table`` made of each ``ImageRecord``)."""
     n = batch.num_rows
     sources = batch.column("source").to_pylist()
     rows = batch.column("row").to_pylist()
     urls, shard_of = batch.column("url").to_pylist(), batch.column("fi").to_pylist()
-    origins = [origin_status(u, fi < len(local) and local[fi], s) for u, fi, s in zip(urls, shard_of, sources)]
+    origins = [origin_status(u, kinds[fi] if fi < len(kinds) else "metadata", s)
+               for u, fi, s in zip(urls, shard_of, sources)]
     if batch.column("block").null_count < n:  # block-listed at selection: a named row, never requested
         blocks = zip(batch.column("block").to_pylist(), batch.column("block_detail").to_pylist())
         origins = [o if b is None else (o[0], b, d or "") for o, (b, d) in zip(origins, blocks)]
@@ -270,7 +272,7 @@ def _url_records(batch: pa.RecordBatch, local: list[bool]) -> pa.Table:
                     schema=RECORD_SCHEMA)
 
 
-def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]) -> None:
+def _write_url_shard(reader: pa.RecordBatchReader, path: Path, kinds: list[str]) -> None:
     """Stream one URL shard to ``path`` (atomically), in row groups of 1024 rows as ``write_parquet_atomic``
     writes them, so the file is byte for byte what writing the whole table at once gives."""
     pending: list[pa.Table] = []
@@ -290,7 +292,7 @@ def _write_url_shard(reader: pa.RecordBatchReader, path: Path, local: list[bool]
 
     for batch in reader:
         if batch.num_rows:
-            pending.append(_url_records(batch, local))
+            pending.append(_url_records(batch, kinds))
             buffered += batch.num_rows
         if buffered >= URL_BATCH_ROWS:
             flush(buffered - buffered % ROW_GROUP_ROWS)

@@ -38,7 +38,7 @@ from mrbench.curation.inputs import calibration_identity
 from mrbench.log import get_logger
 from mrbench.layout import RunLayout
 from mrbench.shards import write_parquet_atomic
-from mrbench.stage import Step, global_step
+from mrbench.stage import Step
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run, resolve
 
@@ -422,7 +422,6 @@ def _merge(parts: list[SimilarPairs]) -> SimilarPairs:
 DUPLICATE_SCHEMA = pa.schema([("id", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32())])
 
 
-@global_step("dedup")
 def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: near-duplicates among the indexed images -> ``dedup/duplicates.parquet`` (one row per drop).
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
+from mrbench.curation.img2dataset import PACKED, fill_from_shards
 from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_url, strip_credentials
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
@@ -64,8 +65,9 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
 class Downloader(Stage):
     """Downloads every http(s) record with :class:`~curation.netguard.Fetcher` (``thread_count`` threads).
 
-    Rows of local ``folder`` sources (marked at selection, never by their URL alone) are read from disk; any other
-    non-http(s) URL is ``unsupported_url`` without any I/O.
+    Rows of local ``folder`` sources (marked at selection, never by their URL alone) are read from disk, rows of
+    ``img2dataset`` sources from their shards (:mod:`curation.img2dataset`); any other non-http(s) URL is
+    ``unsupported_url`` without any I/O.
     """
 
     name = "download"
@@ -78,6 +80,9 @@ class Downloader(Stage):
         records = list(records)  # one URL shard: bounded by design
         web: list[ImageRecord] = []
         live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
+        packed = [r for r in records if r.ok and r.metadata.get(PACKED)]
+        if packed:  # rows of img2dataset sources: their bytes come from their shards, no request is made
+            fill_from_shards(packed, self.config.max_body_bytes)
         for r in records:
             if not r.ok:
                 live.add(1, failed=1)
@@ -85,6 +90,9 @@ class Downloader(Stage):
             if r.metadata.get(LOCAL_FILE):
                 read_local_file(r, self.config.max_body_bytes)
                 live.add(1, failed=int(not r.ok))
+                continue
+            if r.metadata.get(PACKED):
+                live.add(1)
                 continue
             bad = check_url(r.url)
             if bad is not None:
@@ -106,8 +114,8 @@ class Downloader(Stage):
                     r.metadata["attempts"] = outcome.attempts
             self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
         for r in records:
-            if not r.ok and not r.metadata.get(LOCAL_FILE):
-                r.url, stripped = strip_credentials(r.url)  # a failed row is written too: never with a password
+            if (not r.ok or r.metadata.get(PACKED)) and not r.metadata.get(LOCAL_FILE):
+                r.url, stripped = strip_credentials(r.url)  # a failed (or packed) row is written: never with a password
                 if stripped:
                     r.metadata["credentials_stripped"] = True
             self.stats.inc(f"download/{r.status}")
@@ -293,8 +301,6 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 class DownloadTask(ShardedStep):
     """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
 
-    name = "download"
-
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
@@ -314,6 +320,10 @@ class DownloadTask(ShardedStep):
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).
 DOWNLOAD_STEP = Step("download", DownloadTask, after="select", reads=("select",), unit="URLs",
+                     parts=(("fetch", "http(s) download under the egress policy; one status row per URL"),
+                            ("validate", "full decode: corrupt, non-image, decompression-bomb checks; size and sha256"),
+                            ("hash_blocklist", "crawl.blocklists sha256 / perceptual-hash lists: blocked images keep "
+                                               "no bytes")),
                      settings=("crawl.allow_private_network", "crawl.max_body_bytes", "crawl.max_image_pixels",
                                "crawl.max_redirects", "crawl.resize_mode", "crawl.image_size", "crawl.encode_format",
                                "crawl.convert_format", "crawl.disallowed_header_directives",

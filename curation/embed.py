@@ -123,10 +123,8 @@ class EmbedTask(ShardedStep):
     Models are built lazily inside the call, so the task pickles to any executor.
     """
 
-    name = "embed"
-
-    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: CurateConfig, run_dir: str | Path, step: Step) -> None:
+        super().__init__(config, run_dir, step)
         self._models: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:

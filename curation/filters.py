@@ -12,8 +12,10 @@ embed step's feature shards, so no filter loads a model. Drop reasons:
 * ``object_missing``: the tag names a COCO class (``tag -> class`` rule below) and the detector found no box of it
   with score >= ``object_min_score``.
 
-Every :class:`~mrbench.stage.Filter` registered in ``mrbench.stage.STAGES`` (a plugin's included) runs after these,
-in registration order, over the images they kept.
+These are registered in ``mrbench.stage.STAGES`` (``mrbench.curation``) like any plugin's filter: the ``filters``
+step runs every registered :class:`~mrbench.stage.Filter` in registration order (a plugin's after these) over the
+images the ones before it kept, each built per shard by :meth:`~mrbench.stage.Filter.for_shard` from what earlier
+steps wrote for the shard (:class:`ShardInputs`: embeddings, faces, detections, safety scores).
 
 ``filters/drops_{i:05d}.parquet`` lists the dropped ids of shard ``i`` with reason and detail (the rejects); the
 grouping step reads them.
@@ -26,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mrbench.curation.config import CurateConfig, FilterConfig
-from mrbench.curation.safety import SafetyFilter
 from mrbench.curation.inputs import filters_identity
+from mrbench.layout import RunLayout, StepRef
 from mrbench.records import ImageRecord
 from mrbench.shards import read_records
 from mrbench.stage import Filter, ShardedStep, Stage, Step, filter_stages
@@ -97,6 +100,59 @@ class TagClasses:
         return self._memo[tag] or default
 
 
+# The embed step's columns the built-in filters read (not the vectors: ShardInputs.embeddings reads those).
+FEATURE_COLUMNS = ["id", "status", "error_message", "num_faces", "face_box", "face_score", "face_boxes", "det_labels",
+                   "det_scores"]
+
+
+class ShardInputs:
+    """What earlier steps wrote for one download shard, as the filters of the ``filters`` step see it
+    (:meth:`mrbench.stage.Filter.for_shard`); each file is read once per shard, whichever filters ask.
+
+    Args:
+        layout: The run folder.
+        shard: The download shard.
+        config: The run's ``CurateConfig``.
+    """
+
+    def __init__(self, layout: RunLayout, shard: int, config: CurateConfig) -> None:
+        self.layout = layout
+        self.shard = shard
+        self.config = config
+        self._tables: dict[tuple[str, tuple[str, ...] | None], pa.Table | None] = {}
+        self._features: list[dict[str, Any]] | None = None
+
+    def path(self, step: StepRef) -> Path:
+        """The shard's output file of sharded step ``step`` (it may not exist: the step is off for the run)."""
+        return self.layout.shards(step).output(self.shard)
+
+    def table(self, step: StepRef, columns: list[str] | None = None) -> pa.Table | None:
+        """The shard's output of sharded step ``step`` (``columns`` only, when given), or None when the step wrote
+        none for it (off for the run)."""
+        key = (RunLayout.step(step).name, tuple(columns) if columns is not None else None)
+        if key not in self._tables:
+            path = self.path(step)
+            self._tables[key] = pq.read_table(path, columns=columns) if path.exists() else None
+        return self._tables[key]
+
+    def features(self) -> list[dict[str, Any]] | None:
+        """The embed step's rows of the shard (:data:`FEATURE_COLUMNS`: status, faces, detections; no vectors), or
+        None when the embed step did not run."""
+        if self._features is None:
+            table = self.table("embed", FEATURE_COLUMNS)
+            self._features = table.to_pylist() if table is not None else None
+        return self._features
+
+    def embeddings(self) -> dict[str, np.ndarray]:
+        """Image id -> its image embedding (float32, as the encoder wrote it) for every image of the shard the embed
+        step embedded; empty when the embed step did not run or has no image encoder."""
+        table = self.table("embed", ["id", "status", "embedding"])
+        if table is None:
+            return {}
+        return {r["id"]: np.asarray(r["embedding"], dtype=np.float32) for r in table.to_pylist()
+                if r["status"] == "ok" and r["embedding"] is not None}
+
+
 class ResolutionFilter(Filter):
     """Drops images with a short side below ``min_side`` or a side ratio above ``max_aspect`` (0 turns a rule off)."""
 
@@ -107,6 +163,10 @@ class ResolutionFilter(Filter):
         super().__init__()
         self.min_side = min_side
         self.max_aspect = max_aspect
+
+    @classmethod
+    def from_config(cls, config: CurateConfig) -> "ResolutionFilter":
+        return cls(config.filters.min_side, config.filters.max_aspect)
 
     def check(self, record: ImageRecord) -> str | None:
         w, h = record.width, record.height
@@ -127,11 +187,18 @@ class EmbedFailureFilter(Filter):
         failures: Image id -> (reason, detail) for the feature rows whose status is not ok.
     """
 
-    name = "embed"
+    name = "embed_failure"
 
     def __init__(self, failures: Mapping[str, tuple[str, str]]) -> None:
         super().__init__()
         self.failures = failures
+
+    @classmethod
+    def for_shard(cls, config: CurateConfig, shard: ShardInputs) -> "EmbedFailureFilter | None":
+        rows = shard.features()
+        if rows is None:
+            return None
+        return cls({r["id"]: (r["status"], r["error_message"]) for r in rows if r["status"] != "ok"})
 
     def check(self, record: ImageRecord) -> str | None:
         failure = self.failures.get(record.id)
@@ -173,12 +240,21 @@ class FaceFilter(Filter):
         self.categories = set(categories)
         self.faces = faces
 
+    @classmethod
+    def for_shard(cls, config: CurateConfig, shard: ShardInputs) -> "FaceFilter | None":
+        rows = shard.features()
+        if rows is None or not (config.filters.face and config.embed.face_encoder):
+            return None
+        faces = {r["id"]: FaceInfo(r["num_faces"], r["face_box"], r["face_score"], r["face_boxes"] or [])
+                 for r in rows if r["num_faces"] is not None}
+        return cls(config.filters, config.embed.face_categories, faces)
+
     def check(self, record: ImageRecord) -> str | None:
         if record.category not in self.categories:
             return None
         info = self.faces.get(record.id)
         if info is None:
-            self.stats.inc("face/unchecked")
+            self.stats.inc(f"{self.name}/unchecked")
             return None
         if info.num_faces == 0 or info.box is None:
             record.error_message = "no face detected"
@@ -216,13 +292,21 @@ class ObjectFilter(Filter):
         self.detections = detections
         self.min_score = min_score
 
+    @classmethod
+    def for_shard(cls, config: CurateConfig, shard: ShardInputs) -> "ObjectFilter | None":
+        rows = shard.features()
+        if rows is None or not (config.filters.object and config.embed.detector):
+            return None
+        dets = {r["id"]: (r["det_labels"], r["det_scores"]) for r in rows if r["det_labels"] is not None}
+        return cls(TagClasses(config, shard.layout.cache), dets, config.filters.object_min_score)
+
     def check(self, record: ImageRecord) -> str | None:
         want = self.classes.get(record.tags[0]) if record.tags else None
         if want is None:
             return None
         found = self.detections.get(record.id)
         if found is None:
-            self.stats.inc("object/unchecked")
+            self.stats.inc(f"{self.name}/unchecked")
             return None
         labels, scores = found
         if any(lbl == want and s >= self.min_score for lbl, s in zip(labels, scores)):
@@ -241,45 +325,24 @@ def chain(stages: list[Stage], records: Iterable[ImageRecord]) -> Iterator[Image
 
 
 class FilterTask(ShardedStep):
-    """Per download shard: apply the filters and write the dropped ids with their reasons."""
+    """Per download shard: apply the registered filters and write the dropped ids with their reasons."""
 
-    name = "filters"
-
-    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: CurateConfig, run_dir: str | Path, step: Step) -> None:
+        super().__init__(config, run_dir, step)
         # Looked up here, in the driver, and shipped with the task: a stage registered in-process runs in spawned
         # workers too (classes pickle by reference).
-        self.stages = [cls for _, cls in filter_stages()]
+        self.stages = filter_stages()
 
     def filters(self, shard: int) -> list[Filter]:
-        """The built-in filters for this shard, then every registered filter stage that is on for the run."""
-        out = self.builtin_filters(shard)
-        for cls in self.stages:
-            stage = cls.from_config(self.config)
+        """Every registered filter that is on for this shard (:meth:`~mrbench.stage.Filter.for_shard`), in
+        registration order, each named as it is registered."""
+        inputs = ShardInputs(self.layout, shard, self.config)
+        out: list[Filter] = []
+        for name, cls in self.stages:
+            stage = cls.for_shard(self.config, inputs)
             if stage is not None:
+                stage.name = name  # its counters' prefix
                 out.append(stage)
-        return out
-
-    def builtin_filters(self, shard: int) -> list[Filter]:
-        cfg, fc = self.config, self.config.filters
-        out: list[Filter] = [ResolutionFilter(fc.min_side, fc.max_aspect)]
-        safety = SafetyFilter.for_shard(cfg, self.layout.shards("safety").output(shard))  # the safety step's scores
-        if safety is not None:
-            out.append(safety)
-        features = self.layout.embed.output(shard)
-        if not features.exists():
-            return out
-        cols = ["id", "status", "error_message", "num_faces", "face_box", "face_score", "face_boxes", "det_labels",
-                "det_scores"]
-        table = pq.read_table(features, columns=cols).to_pylist()
-        out.append(EmbedFailureFilter({r["id"]: (r["status"], r["error_message"]) for r in table if r["status"] != "ok"}))
-        if fc.face and cfg.embed.face_encoder:
-            faces = {r["id"]: FaceInfo(r["num_faces"], r["face_box"], r["face_score"], r["face_boxes"] or [])
-                     for r in table if r["num_faces"] is not None}
-            out.append(FaceFilter(fc, cfg.embed.face_categories, faces))
-        if fc.object and cfg.embed.detector:
-            dets = {r["id"]: (r["det_labels"], r["det_scores"]) for r in table if r["det_labels"] is not None}
-            out.append(ObjectFilter(TagClasses(cfg, self.layout.cache), dets, fc.object_min_score))
         return out
 
     def process(self, shard: int) -> tuple[pa.Table, Stats]:
@@ -297,10 +360,10 @@ class FilterTask(ShardedStep):
         return pa.table(rows, schema=DROP_SCHEMA), stats
 
 
-# embed_decode_error, which EmbedFailureFilter passes on, is the embed step's (curation.embed.EMBED_STEP).
-FILTERS_STEP = Step("filters", FilterTask, after="safety", reads=("download", "embed"),
-                    drops=(("filters", ResolutionFilter.reasons + FaceFilter.reasons + ObjectFilter.reasons),
-                           ("safety", SafetyFilter.reasons)),
+# The filters' drop reasons are theirs (Filter.reasons, under Filter.label); embed_decode_error, which
+# EmbedFailureFilter passes on, is the embed step's (curation.embed.EMBED_STEP).
+FILTERS_STEP = Step("filters", FilterTask, after="safety", reads=("download", "embed"), prefix="drops",
+                    runs_filters=True,
                     settings=("filters", "embed.face_encoder", "embed.face_categories", "embed.detector",
                               "safety.threshold"),
                     inputs=filters_identity)

@@ -24,10 +24,10 @@ from mrbench.curation.inputs import calibration_identity
 from mrbench.curation.refine import GroupRefiner
 from mrbench.curation.split import split_groups
 from mrbench.curation.tags import normalize
-from mrbench.layout import RunLayout
+from mrbench.layout import AUDIT, RunLayout
 from mrbench.records import SPLITS, Group
 from mrbench.shards import ShardSet, write_parquet_atomic
-from mrbench.stage import Step, global_step
+from mrbench.stage import Step
 from mrbench.stats import Stats
 
 
@@ -109,7 +109,6 @@ def group_by_tag(
     return groups, drops, stats
 
 
-@global_step("group")
 def group_and_split(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: groups by tag, splits by group, writes ``groups/assignments.parquet`` (one row per ok image)."""
     layout = RunLayout(run_dir)
@@ -173,6 +172,11 @@ GROUP_DROPS = ("duplicate_bytes", "group_too_small", "group_overflow", "other_id
                "duplicate_in_group", "no_embedding", "unassigned")
 AUDIT_DROPS = ("leak_near_duplicate", "leak_identity")
 GROUP_STEP = Step("group", group_and_split, after="dedup", reads=("download", "filters", "dedup", "index"),
+                  folder="groups", owns=(AUDIT,),
+                  parts=(("group_by_tag", "exact-duplicate removal, groups by tag, size bounds, target choice"),
+                         ("refine_groups", "identities, outliers, in-group dedup, visual groups"),
+                         ("split_by_group", "held-out, held-in, train by group, seeded"),
+                         ("leakage_audit", "near-duplicates and identities across splits; removes train leaks")),
                   drops=(("group", GROUP_DROPS), ("audit", AUDIT_DROPS)),
                   settings=("seed", "num_shards", "group", "split", "audit", "embed.encoder", "embed.face_encoder",
                             "embed.face_categories", "calibration"), inputs=calibration_identity)

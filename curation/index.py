@@ -25,7 +25,7 @@ from mrbench.curation.embed import uses_models
 from mrbench.curation.filters import dropped_ids
 from mrbench.layout import RunLayout
 from mrbench.shards import temporary_path, write_parquet_atomic
-from mrbench.stage import Step, global_step
+from mrbench.stage import Step
 from mrbench.stats import Stats
 
 META_SCHEMA = pa.schema(
@@ -123,7 +123,6 @@ def _dim(path: Path, column: str) -> int:
     return 0
 
 
-@global_step("index")
 def build_index(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step: write ``index/`` (see the module docstring); skipped when already complete."""
     layout = RunLayout(run_dir)

@@ -18,9 +18,11 @@ import pyarrow.parquet as pq
 from mrbench import storage
 from mrbench.config import InputError
 from mrbench.curation.config import CurateConfig
+from mrbench.curation.img2dataset import container_of
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
+ROW_SOURCES = ("metadata", "img2dataset")  # sources of metadata rows (columns, where, keep_columns)
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary,
                pa.types.is_null)
 _UTF8_HINT = "not UTF-8 text (latin-1?); convert it to UTF-8 first"
@@ -42,14 +44,14 @@ def check_sources(config: CurateConfig) -> int:
     checked: set[str] = set()
     for shard in shards:
         src = config.sources[shard.source_index]
-        if src.kind == "metadata":
+        if src.kind in ROW_SOURCES:
             check_metadata_file(shard.path, src.url_col, src.caption_col)
             if (src.where or src.keep_columns) and shard.path not in checked:
                 checked.add(shard.path)
                 check_row_rules(shard.path, shard.source_index, src.where, src.keep_columns)
         elif src.where or src.keep_columns:
-            raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata sources only "
-                             "(a folder has no columns)")
+            raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata and img2dataset "
+                             "sources only (a folder has no columns)")
     if any(s.keep_columns for s in config.sources):
         kept_fields(config)  # one type per kept column across sources
     return len(shards)
@@ -189,7 +191,7 @@ def kept_fields(config: CurateConfig) -> list[pa.Field]:
     """
     out: dict[str, pa.Field] = {}
     for i, src in enumerate(config.sources):
-        if src.kind != "metadata" or not src.keep_columns:
+        if src.kind not in ROW_SOURCES or not src.keep_columns:
             continue
         shard = next(s for s in expand_sources(config.sources) if s.source_index == i)
         schema = source_schema(shard.path)
@@ -234,6 +236,9 @@ def source_identity(config: CurateConfig) -> dict[str, str]:
             continue
         root = Path(shard.path)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        if config.sources[shard.source_index].kind == "img2dataset" and container_of(shard.path) != shard.path:
+            images = Path(container_of(shard.path))  # the shard's tar or folder: its images are part of the input
+            files += sorted(p for p in images.rglob("*") if p.is_file()) if images.is_dir() else [images]
         for f in files:
             st = os.stat(f)
             h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0{shard.row_groups}\n".encode())
@@ -243,13 +248,16 @@ def source_identity(config: CurateConfig) -> dict[str, str]:
 def filters_identity(config: CurateConfig) -> dict[str, object]:
     """The filters step's inputs besides its settings: the tag list (object classes come from its aliases) and the
     registered filters, by name and class, with the settings each one reads (every setting but the free ones for a
-    filter that does not declare them in ``settings``)."""
+    filter that does not declare them in ``settings``). MRBench's own filters are left out: the step's settings are
+    theirs (a filter registered in place of one is recorded)."""
     from mrbench.fingerprint import flat_settings, select_settings
     from mrbench.stage import filter_stages
 
     flat = flat_settings(config)
     registered: dict[str, object] = {}
     for name, cls in filter_stages():
+        if cls.__module__.startswith("mrbench."):
+            continue
         read = select_settings(getattr(cls, "settings", None), flat)
         registered[name] = {"class": f"{cls.__module__}:{cls.__qualname__}",
                             "settings": json.dumps(read, sort_keys=True, default=str)}

@@ -22,7 +22,6 @@ Each step skips work already complete, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,7 +50,7 @@ from mrbench.records import SPLITS
 from mrbench.registry import Entry
 from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
-from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps
+from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps, run_global_step
 from mrbench.stats import Stats
 from mrbench.thresholds import for_run
 
@@ -104,12 +103,6 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     if problem:
         raise ConfigError(problem)
     return plan_run(steps, config, run_dir)
-
-
-def _takes_marker(fn: Any) -> bool:
-    """Whether a global step function takes the ``marker`` keyword (:func:`mrbench.stage.global_step` adds it)."""
-    params = inspect.signature(fn, follow_wrapped=False).parameters.values()
-    return any(p.name == "marker" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFactory | None = None) -> dict[str, Any]:
@@ -171,7 +164,7 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
     def run_sharded(spec: Step) -> None:
         """Run a sharded step; the bar counts ``spec.unit`` (rows of the shard it reads first), resumed shards
         included, so rate and ETA are in URLs / images rather than shards."""
-        task, n = spec.run(config, str(run_dir)), spec.run.num_shards(config)
+        task, n = spec.task(config, str(run_dir)), spec.run.num_shards(config)
         task.marker = markers[spec.name]
         task.store = stage.url if stage is not None else ""
         resources = spec.resources(config)
@@ -181,7 +174,7 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
             return
         weights = None
         if spec.unit != "files" and spec.reads:  # rows of a finished step's shard, from its parquet footer
-            source = layout.shards(spec.reads[0])
+            source = layout.shards(spec.reads[0])  # a step registered under that name
             weights = [pq.ParquetFile(source.output(i)).metadata.num_rows for i in range(n)]
         bar = progress(f"{spec.name} {spec.unit}".strip(), sum(weights) if weights else n)
         with LiveShardProgress(bar, task.shards, weights or [1] * n, [task.is_done(i) for i in range(n)]) as live:
@@ -191,7 +184,7 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
     last_sharded = max((k for k, spec in enumerate(enabled) if spec.sharded), default=-1)
     for k, spec in enumerate(enabled):
         if not spec.sharded:
-            spec.run(config, run_dir, **({"marker": markers[spec.name]} if _takes_marker(spec.run) else {}))
+            run_global_step(spec, config, run_dir, markers[spec.name])
             sync()
             continue
         run_sharded(spec)
@@ -235,11 +228,11 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | 
     merged: dict[str, Stats] = {}
     for spec in steps if steps is not None else pipeline_steps():
         if spec.sharded:
-            shards = layout.shards(spec.name)
+            shards = layout.shards(spec)
             if shards.folder.is_dir():
                 merged[spec.name] = shards.merged_stats(spec.run.num_shards(config))
         else:
-            path = layout.step_stats(spec.name)
+            path = layout.step_stats(spec)
             if path is not None and path.exists():
                 merged[spec.name] = Stats.load(path)
     atomic_write_text(layout.stats, json.dumps({k: v.to_dict() for k, v in merged.items()}, indent=1))
@@ -248,21 +241,17 @@ def write_merged_stats(run_dir: Path, config: CurateConfig, steps: list[Step] | 
 
 def stages_in_run_order() -> Iterator[Entry]:
     """``mrbench ls stages``: every registered stage in run order, each step followed by the parts it runs itself
-    (and the ``filters`` step by the registered filters); the help says how each runs."""
+    (:attr:`~mrbench.stage.Step.parts`; not registered) and, for the step that runs filters, the registered filters
+    in the order they run; the help says how each runs."""
     by_name = {e.name: e for e in STAGES.in_order()}
-    parts: dict[str, list[Entry]] = {}
-    for e in by_name.values():
-        inside = dict(e.meta).get("inside")
-        if inside:
-            parts.setdefault(inside, []).append(e)
     for spec in pipeline_steps():
         entry = by_name[spec.name]
         yield Entry(entry.name, entry.target, f"[{spec.kind}, after {spec.after or '-'}] {entry.help}")
-        inner = parts.get(spec.name, [])
-        if spec.name == "filters":
-            inner = inner + [by_name[name] for name, _ in filter_stages()]
-        for part in inner:
-            yield Entry(part.name, part.target, f"  (in {spec.name}) {part.help}")
+        for name, help in spec.parts:
+            yield Entry(name, f"{entry.target} (part)", f"  (part of {spec.name}) {help}")
+        if spec.runs_filters:
+            for name, _ in filter_stages():
+                yield Entry(name, by_name[name].target, f"  (filter in {spec.name}) {by_name[name].help}")
 
 
 class _RunOrder:

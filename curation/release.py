@@ -45,15 +45,15 @@ from mrbench.curation.release_format import (  # noqa: F401
 from mrbench.curation.sources import LOCAL_PATH
 from mrbench.curation.split import SPLITS
 from mrbench.curation.tags import leak_free_prompts, load_matcher
-from mrbench.layout import RunLayout
+from mrbench.layout import REJECTS, RELEASE, RELEASE_PARTS, STATE, RunLayout
 from mrbench.provenance import package_versions
 from mrbench.shards import atomic_write_text, sha256_file, temporary_path, write_parquet_atomic
-from mrbench.stage import ShardedStep, Step, global_step
+from mrbench.stage import ShardedStep, Step, run_global_step
 from mrbench.stats import Stats
 
-# The release step writes one file per (split, download shard) in RunLayout.release_parts; finalize links them into
-# the release with contiguous names (a split present in 3 of 4 download shards gets files 00000..00002 of 00003).
-RELEASE_PARTS = "release_parts"  # the folder's name in the run folder (RunLayout.release_parts)
+# The release step writes one file per (split, download shard) in RunLayout.release_parts (RELEASE_PARTS); finalize
+# links them into the release with contiguous names (a split present in 3 of 4 download shards gets files
+# 00000..00002 of 00003).
 
 
 def publish_release_data(run_dir: Path, release_dir: Path) -> list[str]:
@@ -100,8 +100,6 @@ def publish_release_data(run_dir: Path, release_dir: Path) -> list[str]:
 
 class ReleaseTask(ShardedStep):
     """Per download shard: join group/split assignments, write release rows per split and the rejects."""
-
-    name = "release"
 
     def process(self, shard: int) -> tuple[None, Stats]:
         layout = self.layout
@@ -192,7 +190,6 @@ class ReleaseTask(ShardedStep):
         return None, stats
 
 
-@global_step("finalize")
 def finalize_step(config: CurateConfig, run_dir: Path) -> Stats:
     """Global step after the release shards: EasyRef JSON, card, manifest, then the release checks itself."""
     release = RunLayout(run_dir).release
@@ -209,14 +206,19 @@ def finalize_step(config: CurateConfig, run_dir: Path) -> Stats:
 
 def finalize_release(config: CurateConfig, run_dir: Path) -> dict[str, Any]:
     """Finish the release (:func:`finalize_step`, skipped when done); returns its manifest."""
-    finalize_step(config, run_dir)
+    run_global_step(FINALIZE_STEP, config, run_dir)
     return json.loads(RunLayout(run_dir).manifest.read_text())
 
 
+# Release shards write several files (release_parts/, rejects/), so their markers and stats live in state/ beside an
+# output name nothing writes.
 RELEASE_STEP = Step("release", ReleaseTask, after="group", reads=("download", "group"),
-                    settings=("num_shards", "release.compression"))
-# The card and the manifest record the whole config: every setting but the free ones.
-FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",), settings=None)
+                    settings=("num_shards", "release.compression"), folder=STATE, prefix="release", suffix=".unused",
+                    owns=(RELEASE_PARTS, REJECTS))
+# The card and the manifest record the whole config: every setting but the free ones. Its marker is in state/: the
+# release folder holds only the release.
+FINALIZE_STEP = Step("finalize", finalize_step, after="release", reads=("release",), settings=None, folder=RELEASE,
+                     owns=(RELEASE,), marker=f"{STATE}/release_final.done")
 
 
 EASYREF_FILES = {

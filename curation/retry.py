@@ -35,12 +35,8 @@ from mrbench.curation.netguard import RETRYABLE
 from mrbench.runlock import with_run_lock
 from mrbench.records import STATUS_OK, ImageRecord
 from mrbench.shards import read_records, records_to_table, write_parquet_atomic
-from mrbench.stage import pipeline_steps
+from mrbench.stage import Step, pipeline_steps
 from mrbench.stats import Stats
-
-# Written by the group and release steps besides their own folders; removed whole when any shard changes.
-_SHARED_FOLDERS = ("audit", "release_parts", "release", "rejects")
-
 
 def retryable_rows(path: Path) -> int:
     """How many rows of a download shard have a retryable status."""
@@ -49,27 +45,31 @@ def retryable_rows(path: Path) -> int:
     return sum(1 for s in pq.read_table(path, columns=["status"]).column("status").to_pylist() if s in RETRYABLE)
 
 
-def invalidate(run_dir: Path, config: CurateConfig, shards: list[int]) -> None:
+def invalidate(run_dir: Path, config: CurateConfig, shards: list[int], download: Step) -> None:
     """Remove every result computed from download shards ``shards`` (markers before outputs): of every registered
-    step after the download, a global step's whole folder; a sharded step's shards ``shards``, or all of its shards
-    once a global step (which reads every shard) runs before it."""
+    step after ``download``, a global step's whole folder; a sharded step's shards ``shards``, or all of its shards
+    once a global step (which reads every shard) runs before it; and the folders those steps own besides their own
+    (:attr:`~mrbench.stage.Step.owns`: audit, release parts, rejects, the release)."""
     layout = RunLayout(run_dir)
     steps = pipeline_steps()
-    later = steps[[s.name for s in steps].index("download") + 1:]
+    later = steps[[s.name for s in steps].index(download.name) + 1:]
     for step in later:
         if not step.sharded:
-            layout.step_marker(step.name).unlink(missing_ok=True)
+            layout.step_marker(step).unlink(missing_ok=True)
     after_global = False
     for step in later:
         if not step.sharded:
             after_global = True
             continue
-        per_shard = layout.shards(step.name)
+        per_shard = layout.shards(step)
         for i in range(step.run.num_shards(config)) if after_global else shards:
             for path in (per_shard.marker(i), per_shard.stats_path(i), per_shard.output(i)):
                 path.unlink(missing_ok=True)
-    for folder in [layout.folder(s.name) for s in later if not s.sharded] + [layout.folder(f) for f in _SHARED_FOLDERS]:
-        shutil.rmtree(folder, ignore_errors=True)
+    for path in [p for s in later for p in layout.owned(s)]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     layout.stats.unlink(missing_ok=True)
 
 
@@ -106,15 +106,16 @@ def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None
 
     run_dir = Path(run_dir).resolve()
     layout = RunLayout(run_dir)
-    download = layout.download
+    step = RunLayout.step("download")
+    download = layout.shards(step)
     if not layout.run_state.exists() or not download.folder.is_dir():
         raise ConfigError(f"{run_dir} is not a curation run folder with downloads (nothing to retry)")
     validate_once(config)
     todo = [i for i in range(config.num_shards) if download.is_done(i) and retryable_rows(download.output(i))]
     rows = 0
     if todo:
-        invalidate(run_dir, config, todo)
-        marker = marker_text(step_records(pipeline_steps(), config)["download"])
+        invalidate(run_dir, config, todo, step)
+        marker = marker_text(step_records(pipeline_steps(), config)[step.name])
         for i in todo:
             rows += retryable_rows(download.output(i))
             stats = retry_shard(config, download.output(i))

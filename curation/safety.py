@@ -40,10 +40,8 @@ def safety_enabled(config: CurateConfig) -> bool:
 class SafetyTask(ShardedStep):
     """Per download shard: the classifier's score of every image with an embedding."""
 
-    name = "safety"
-
-    def __init__(self, config: CurateConfig, run_dir: str | Path) -> None:
-        super().__init__(config, run_dir)
+    def __init__(self, config: CurateConfig, run_dir: str | Path, step: Step) -> None:
+        super().__init__(config, run_dir, step)
         self._classifier: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -70,7 +68,7 @@ class SafetyTask(ShardedStep):
 
 class SafetyFilter(Filter):
     """Drops images whose safety score is at or above the threshold (``unsafe``); images without a score (no
-    embedding) are kept and counted as ``safety/unscored``.
+    embedding) are kept and counted as ``safety_score/unscored``.
 
     Args:
         scores: Image id -> score.
@@ -78,8 +76,9 @@ class SafetyFilter(Filter):
         classifier: Its name, for the message.
     """
 
-    name = "safety"
+    name = "safety_score"
     reasons = ("unsafe",)
+    label = "safety"
 
     def __init__(self, scores: Mapping[str, float], threshold: float, classifier: str) -> None:
         super().__init__()
@@ -88,18 +87,18 @@ class SafetyFilter(Filter):
         self.classifier = classifier
 
     @classmethod
-    def for_shard(cls, config: CurateConfig, path: Path) -> "SafetyFilter | None":
-        """The filter of one shard from its score file (None when the safety step is off for the run)."""
-        if not config.safety.classifier or not path.exists():
+    def for_shard(cls, config: CurateConfig, shard: Any) -> "SafetyFilter | None":
+        """The filter of one shard from the safety step's score file (None when the step is off for the run)."""
+        t = shard.table("safety") if config.safety.classifier else None
+        if t is None:
             return None
-        t = pq.read_table(path)
         return cls(dict(zip(t.column("id").to_pylist(), t.column("nsfw_score").to_pylist())),
                    config.safety.threshold, config.safety.classifier)
 
     def check(self, record: ImageRecord) -> str | None:
         score = self.scores.get(record.id)
         if score is None:
-            self.stats.inc("safety/unscored")
+            self.stats.inc(f"{self.name}/unscored")
             return None
         if score >= self.threshold:
             record.error_message = f"{self.classifier} score {score:.3f} >= {self.threshold}"

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from mrbench import storage
 from mrbench.curation.config import SourceConfig
+from mrbench.curation.img2dataset import shard_files
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 METADATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".jsonl", ".json"}
@@ -151,6 +152,8 @@ def expand_sources(sources: list[SourceConfig], rows_per_shard: int | None = Non
                     if not p.is_dir():
                         raise FileNotFoundError(f"sources[{si}]: not a folder: {m}")
                     found.append(str(p.resolve()))
+                elif src.kind == "img2dataset" and p.exists():
+                    found.extend(shard_files(m))  # its shards' metadata parquet files
                 elif p.is_dir():
                     found.extend(str(f.resolve()) for f in sorted(p.rglob("*")) if f.suffix in METADATA_SUFFIXES)
                 elif p.is_file():

@@ -145,38 +145,41 @@ class Generator(abc.ABC):
     implement :meth:`generate`. Heavy weights load in ``__init__`` so that missing weights fail before the run starts
     (:class:`~mrbench.backends.base.MissingWeightsError`).
 
+    A model's tiny random variant is a separate class and registry entry (``easyref-tiny``), made by
+    :func:`mrbench.baselines.tiny.tiny_model`: it overrides the hooks that locate and load weights with seeded
+    in-process builders, sets :attr:`random_weights` and its own :attr:`option_defaults`. Model code never asks which
+    profile it runs under.
+
     Args:
-        profile: ``default`` (pretrained weights) or ``tiny`` (tiny random configs; results are labelled
-            random-weights).
+        profile: The run's profile (``default`` or ``tiny``), recorded in :meth:`describe`; a tiny random variant is
+            the tiny profile whatever it is given.
         **options: Values for ``config_cls``.
     """
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type] = dict  # overridden by subclasses with a dataclass
     default_batch_size: ClassVar[int] = 1  # requests per generate() call unless the run says otherwise
-    # Option defaults per profile, under the options given: the tiny random models test the path, so they sample a
-    # few steps instead of the paper's 30 (a run of the README's tiny examples takes seconds). Keys the generator's
-    # config does not have are ignored; the options used are recorded in the run folder as always.
-    profile_defaults: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"num_inference_steps": 4}}
+    # True for generators whose weights are random (the tiny variants); travels into every row.
+    random_weights: ClassVar[bool] = False
+    # Option defaults under the options given (the tiny variants sample a few steps instead of the paper's 30, so a
+    # run of the README's tiny examples takes seconds). Keys the generator's config does not have are ignored; the
+    # options used are recorded in the run folder as always.
+    option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, profile: str = "default", **options: Any) -> None:
         if profile not in PROFILES:
             raise ConfigError(f"profile must be one of {PROFILES}, got {profile!r}")
-        self.profile = profile
+        # A tiny variant carries its profile as a class attribute (tiny_model); other generators take the run's.
+        self.profile: str = getattr(type(self), "profile", profile)
         # A folder the runner gives the generator for its own artefacts (e.g. per-group adapters); None outside runs.
         self.work_dir: Path | None = None
         if not is_dataclass(self.config_cls):
             raise TypeError(f"{type(self).__name__}.config_cls must be a dataclass")
         names = {f.name for f in fields(self.config_cls)}
-        defaults = {k: v for k, v in self.profile_defaults.get(profile, {}).items() if k in names}
+        defaults = {k: v for k, v in self.option_defaults.items() if k in names}
         self.config = from_dict(self.config_cls, {**defaults, **options})
         if hasattr(self.config, "validate"):
             self.config.validate()
-
-    @property
-    def random_weights(self) -> bool:
-        """True when the generator's weights are random (tiny profile); travels into every row."""
-        return self.profile == "tiny"
 
     @property
     def steps(self) -> int | None:

@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,7 +40,7 @@ from mrbench.evaluation.metrics import (
 )
 from mrbench.backends.weights import MissingWeightsError, merge_missing, weight_checks
 from mrbench.evaluation.registry import metrics as metrics_registry
-from mrbench.evaluation.registry import models
+from mrbench.evaluation.registry import models, resolve_model
 from mrbench.evaluation.results import (
     CONFIG_FILE, SAMPLES_FILE, SUMMARY_FILE, GenerationCache, JsonlAppender, read_jsonl, safe_name, summarize,
     write_jsonl,
@@ -65,8 +65,11 @@ class RunResult:
 
 
 def build_generator(name: str, profile: str = "default", options: dict[str, Any] | None = None) -> Generator:
-    """Build the generator registered as ``name`` (weights load now; missing ones raise MissingWeightsError)."""
-    cls = models().get(name)
+    """Build the generator a run of ``name`` under ``profile`` uses (``easyref`` under ``tiny``: the ``easyref-tiny``
+    entry, see :func:`~mrbench.evaluation.registry.resolve_model`); weights load now, missing ones raise
+    MissingWeightsError."""
+    name, profile, entry = resolve_model(name, profile)
+    cls = models().get(entry)
     gen = cls(profile=profile, **(options or {}))
     if not getattr(gen, "name", ""):
         gen.name = name
@@ -171,8 +174,8 @@ def run_name(cfg: EvalConfig, gen: Generator, spec: BenchmarkSpec, opt_hash: str
     h = hashlib.sha256(blob.encode()).hexdigest()[:8]
     steps = f"{gen.steps}steps" if gen.steps is not None else "real"
     cfg_part = f"cfg{_fmt(gen.guidance)}" if gen.guidance is not None else "nocfg"
-    tiny = "-tiny" if cfg.profile == "tiny" else ""
-    return f"{cfg.model}-{spec.name}-{spec.split}-{steps}-{cfg_part}-seed{cfg.seed}{tiny}-{h}"
+    profile = f"-{cfg.profile}" if cfg.profile != "default" else ""
+    return f"{cfg.model}-{spec.name}-{spec.split}-{steps}-{cfg_part}-seed{cfg.seed}{profile}-{h}"
 
 
 def sample_key(bench: Benchmark, sample: Sample) -> str:
@@ -229,6 +232,9 @@ def run_eval(
         options.update(model_args=asdict(built.config), profile=built.profile)
         model = name
     cfg = eval_config(config, model=model, benchmark=benchmark, out=out, **options)
+    if built is None:  # easyref-tiny is easyref under the tiny profile: one run folder and cache for both spellings
+        name, profile, entry = resolve_model(cfg.model, cfg.profile)
+        cfg = replace(cfg, model=name, profile=profile)
     model, benchmark, profile, options = cfg.model, cfg.benchmark, cfg.profile, cfg.model_args
     split, limit, seed, images_per_prompt = cfg.split, cfg.limit, cfg.seed, cfg.images_per_prompt
     metric_list, image_encoder, metric_device = cfg.metrics, cfg.image_encoder, cfg.metric_device
@@ -238,7 +244,7 @@ def run_eval(
     # before any weights are looked up), then every missing weight of the run in one error.
     if phase:
         phase("loading")
-    model_cls = type(built) if built is not None else models().get(model)
+    model_cls = type(built) if built is not None else models().get(entry)
     specs = parse_metric_specs(metric_list or None, image_encoder)
     for s in specs:
         metrics_registry().get(s.metric)

@@ -71,7 +71,8 @@ class ShardTask(Protocol):
 
     name: str
 
-    def __call__(self, shard: int) -> None: ...
+    def __call__(self, shard: int) -> object:
+        """Do the shard; may return the start line of an earlier attempt it redid (a retry), else None."""
 
     def is_done(self, shard: int) -> bool: ...
 
@@ -170,7 +171,7 @@ class LocalExecutor(Executor):
         shape = self.shape(resources)
         if self.config.workers == 1 or len(todo) <= 1:
             for i in todo:
-                task(i)
+                note_retry(task.name, i, task(i))
                 if progress:
                     progress(weights[i] if weights else 1)
             return todo
@@ -191,7 +192,7 @@ class LocalExecutor(Executor):
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for f in done:
-                    f.result()  # re-raise a shard's crash here; finished shards stay complete
+                    note_retry(task.name, shard_of[f], f.result())  # re-raises a crash; finished shards stay done
                     if progress:
                         progress(weights[shard_of[f]] if weights else 1)
         except BaseException as e:  # Ctrl-C or a crash: start no further shard (a rerun does them)
@@ -287,9 +288,20 @@ class RayExecutor(Executor):
             cause = first_error.as_instanceof_cause()  # type: ignore[attr-defined]
             raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
         if placed:
-            log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s)", task.name, len(placed),
-                     placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}))
+            log.info("%s: %d tasks on Ray, each given %s (GPU ids seen: %s) on nodes %s", task.name, len(placed),
+                     placed[-1]["resources"], sorted({g for p in placed for g in p["gpu_ids"]}),
+                     " ".join(sorted({p["node"][:8] for p in placed})))
+        for p in placed:  # shards Ray ran again after their worker process or node was lost
+            note_retry(task.name, p["shard"], p["retry_of"], f" on node {p['node'][:8]}")
         return todo
+
+
+def note_retry(step: str, shard: int, earlier: object, where: str = "") -> None:
+    """Warn that ``shard`` was retried when its task returned the start line of an earlier attempt that ended without
+    an outcome (a lost worker process or node, a killed run)."""
+    if isinstance(earlier, str):
+        log.warning("%s: shard %d was retried%s: an earlier attempt ended without an outcome (%s)", step, shard,
+                    where, earlier)
 
 
 class Interrupted(SystemExit):
@@ -319,13 +331,14 @@ def _quiet_interrupt() -> None:
 
 
 def _call_task(task: ShardTask, shard: int) -> dict[str, Any]:
-    """Run one shard on a Ray worker; returns what the task was given (resources, GPU ids, node), as seen there."""
+    """Run one shard on a Ray worker; returns what the task was given (resources, GPU ids, node), as seen there, and
+    the earlier attempt it redid (``retry_of``: a lost worker or node), if any."""
     import ray
 
-    task(shard)
+    earlier = task(shard)
     ctx = ray.get_runtime_context()
     return {"resources": ctx.get_assigned_resources(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "node": ctx.get_node_id(), "shard": shard}
+            "node": ctx.get_node_id(), "shard": shard, "retry_of": earlier if isinstance(earlier, str) else None}
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")

@@ -120,8 +120,8 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 def step_markers(layout: RunLayout, step: "Step") -> list[Path]:
     """The completion markers of ``step`` present in the run folder."""
     if step.sharded:
-        return layout.shards(step.name).markers()
-    marker = layout.step_marker(step.name)
+        return layout.shards(step).markers()
+    marker = layout.step_marker(step)
     return [marker] if marker.exists() else []
 
 
@@ -191,7 +191,7 @@ def plan_run(steps: list["Step"], config: Any, run_dir: str | Path) -> list[Step
         record = records[step.name]
         markers = step_markers(layout, step)
         if record["settings"] is None:
-            has_outputs = bool(markers) or any(p.exists() for p in layout.owned(step.name))
+            has_outputs = bool(markers) or any(p.exists() for p in layout.owned(step))
             plans.append(StepPlan(step, "remove" if has_outputs else "off", ["off for this config"] if has_outputs else [],
                                   record))
             if has_outputs:
@@ -248,9 +248,9 @@ def invalidate(run_dir: str | Path, plans: list[StepPlan]) -> list[str]:
             marker.unlink(missing_ok=True)
     for step in gone:
         if step.sharded:
-            for path in layout.shards(step.name).files():
+            for path in layout.shards(step).files():
                 path.unlink(missing_ok=True)
-        for path in layout.owned(step.name):
+        for path in layout.owned(step):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -12,32 +12,44 @@ spelled here exactly once::
     rejects/rejects_{i:05d}.parquet
     state/release_{i:05d}.done (release shards), state/release_final.done (manifest, card, EasyRef JSON written)
 
-A sharded step ``name`` keeps ``{prefix}_{i:05d}.parquet`` + ``.stats.json`` + ``.done`` in its folder
-(:meth:`RunLayout.shards`); a global step keeps ``stats.json`` and a ``_SUCCESS`` marker in its folder
-(:meth:`RunLayout.step_marker`, :meth:`RunLayout.step_stats`). A step contributed by a plugin gets the folder named
-after it, with shards named ``shard``.
+A step's paths come from its :class:`~mrbench.stage.Step` (``folder``, ``prefix``, ``suffix``, ``owns``,
+``marker``), the one place they are spelled: a sharded step keeps ``{prefix}_{i:05d}{suffix}`` + ``.stats.json`` +
+``.done`` in its folder (:meth:`RunLayout.shards`); a global step keeps ``stats.json`` and a ``_SUCCESS`` marker in its
+folder (:meth:`RunLayout.step_marker`, :meth:`RunLayout.step_stats`). A step contributed by a plugin gets the folder
+named after it, with shards named ``shard``. The methods take a step, or the name it is registered under in
+:data:`mrbench.registry.STAGES` (an unknown name is an error, never a folder of its own).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, Union
 
+from mrbench.registry import STAGES
 from mrbench.shards import SUCCESS, ShardSet
 
-# Sharded steps: step name -> (folder, shard prefix, output suffix). Release shards write several files (release/,
-# rejects/), so their markers and stats live in state/ beside an output name nothing writes.
-_SHARDED = {
-    "ingest": ("ingest", "candidates", ".parquet"),
-    "select": ("urls", "urls", ".parquet"),
-    "download": ("download", "shard", ".parquet"),
-    "embed": ("embed", "shard", ".parquet"),
-    "filters": ("filters", "drops", ".parquet"),
-    "release": ("state", "release", ".unused"),
-}
-# Global steps whose folder is not their name.
-_FOLDERS = {"select": "urls", "group": "groups"}
-# Folders a step writes besides its own (removed with its outputs when the step is redone).
-_ALSO_OWNS = {"group": ("audit",), "release": ("release_parts", "rejects"), "finalize": ("release",)}
+
+class Step(Protocol):
+    """What the layout reads of a :class:`mrbench.stage.Step` (its paths)."""
+
+    name: str
+    folder: str
+    prefix: str
+    suffix: str
+    owns: tuple[str, ...]
+    marker: str
+
+    @property
+    def sharded(self) -> bool: ...
+
+# Folders of the run that are not one step's own folder (steps name them in ``Step.owns`` / ``Step.folder``).
+STATE = "state"  # markers of steps whose outputs are not theirs alone (release shards, the release's final files)
+RELEASE = "release"
+RELEASE_PARTS = "release_parts"
+REJECTS = "rejects"
+AUDIT = "audit"
+
+StepRef = Union["Step", str]
 
 
 class RunLayout:
@@ -85,49 +97,68 @@ class RunLayout:
         return self.root / "report.html"
 
     # --- steps ------------------------------------------------------------------------------------------------
-    def folder(self, step: str) -> Path:
+    @staticmethod
+    def step(step: StepRef) -> "Step":
+        """The step itself: ``step``, or the step registered under that name (:data:`mrbench.registry.STAGES`).
+
+        Raises:
+            UnknownEntryError: no stage is registered under the name.
+            ValueError: the name is a registered filter, not a step.
+        """
+        if not isinstance(step, str):
+            return step
+        found = STAGES.get(step)
+        if not hasattr(found, "folder"):
+            raise ValueError(f"stage {step!r} is not a step of the run (it has no folder)")
+        return found
+
+    def folder(self, step: StepRef) -> Path:
         """The folder a step writes (``select`` -> ``urls``, ``group`` -> ``groups``, others by their name)."""
-        return self.root / _FOLDERS.get(step, step)
+        return self.root / self.step(step).folder
 
-    def shards(self, step: str) -> ShardSet:
+    def shards(self, step: StepRef) -> ShardSet:
         """The shard set of a sharded step (outputs, per-shard stats and completion markers)."""
-        folder, prefix, suffix = _SHARDED.get(step, (step, "shard", ".parquet"))
-        return ShardSet(self.root / folder, prefix, suffix)
+        s = self.step(step)
+        return ShardSet(self.root / s.folder, s.prefix, s.suffix)
 
-    def step_marker(self, step: str) -> Path:
-        """The completion marker of a global step (written last)."""
-        if step == "finalize":
-            return self.state / "release_final.done"
-        return self.folder(step) / SUCCESS
+    def step_marker(self, step: StepRef) -> Path:
+        """The completion marker of a global step (written last): ``Step.marker`` when it names one, else
+        ``_SUCCESS`` in its folder."""
+        s = self.step(step)
+        return self.root / s.marker if s.marker else self.folder(s) / SUCCESS
 
-    def step_log(self, step: str) -> Path:
-        """The log of a global step (``state/`` for ``finalize``: the release folder holds only the release)."""
-        if step == "finalize":
-            return self.state / "release_final.log"
-        return self.folder(step) / "step.log"
+    def step_log(self, step: StepRef) -> Path:
+        """The log of a global step: beside a marker the step names (``state/``: the release folder holds only the
+        release), else ``step.log`` in its folder."""
+        s = self.step(step)
+        return self.step_marker(s).with_suffix(".log") if s.marker else self.folder(s) / "step.log"
 
-    def owned(self, step: str) -> list[Path]:
-        """What step ``step`` writes besides its shard files (:meth:`ShardSet.files`): a global step's folder (its
-        marker, stats and log included), and the folders it shares with no other step; removed when it is redone."""
-        paths = [self.root / folder for folder in _ALSO_OWNS.get(step, ())]
-        if step == "finalize":
-            return paths + [self.step_marker(step), self.step_log(step)]
-        if step not in _SHARDED or step == "select":
-            paths.insert(0, self.folder(step))
+    def owned(self, step: StepRef) -> list[Path]:
+        """What a step writes besides its shard files (:meth:`ShardSet.files`): a global step's folder (its marker,
+        stats and log included), and the folders it shares with no other step (``Step.owns``); removed when it is
+        redone."""
+        s = self.step(step)
+        paths = [self.root / folder for folder in s.owns]
+        if s.marker:
+            return paths + [self.step_marker(s), self.step_log(s)]
+        if not s.sharded:
+            paths.insert(0, self.folder(s))
         return paths
 
-    def step_done(self, step: str) -> bool:
+    def step_done(self, step: StepRef) -> bool:
         """Whether global step ``step`` finished (its marker exists)."""
         return self.step_marker(step).exists()
 
-    def step_stats(self, step: str) -> Path | None:
-        """The stats file of a global step (None for ``finalize``: it has no counters of its own)."""
-        return None if step == "finalize" else self.folder(step) / "stats.json"
+    def step_stats(self, step: StepRef) -> Path | None:
+        """The stats file of a global step (None for a step whose marker lives elsewhere: ``finalize`` has no
+        counters of its own)."""
+        s = self.step(step)
+        return None if s.marker else self.folder(s) / "stats.json"
 
     @property
     def state(self) -> Path:
         """Markers of steps whose outputs are not theirs alone (release shards, the release's final files)."""
-        return self.root / "state"
+        return self.root / STATE
 
     # --- named shard sets and files -----------------------------------------------------------------------------
     @property
@@ -185,7 +216,7 @@ class RunLayout:
 
     @property
     def audit(self) -> Path:
-        return self.folder("audit")
+        return self.root / AUDIT
 
     @property
     def leakage_report(self) -> Path:
@@ -197,12 +228,12 @@ class RunLayout:
 
     @property
     def release(self) -> Path:
-        return self.folder("release")
+        return self.root / RELEASE
 
     @property
     def release_parts(self) -> Path:
         """The release step's rows per (split, download shard), linked into ``release/data`` by ``finalize``."""
-        return self.root / "release_parts"
+        return self.root / RELEASE_PARTS
 
     @property
     def manifest(self) -> Path:
@@ -212,7 +243,7 @@ class RunLayout:
     @property
     def rejects(self) -> ShardSet:
         """``rejects/rejects_{i:05d}.parquet``: every non-ok row of download shard ``i`` (written by release)."""
-        return ShardSet(self.folder("rejects"), "rejects")
+        return ShardSet(self.root / REJECTS, "rejects")
 
 
 # The files that mark an ``mrbench eval`` run folder (written by the evaluation runner; named here so the core can

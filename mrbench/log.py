@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,6 +36,18 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format=fmt, handlers=[handler], force=True)
 
 
+def unfinished_attempt(path: Path) -> str | None:
+    """The start line of a shard's earlier attempt that ended without an outcome (no ``done`` or ``failed:`` line:
+    its worker process or node was lost, or the run was killed), from the log that attempt left; None otherwise."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    starts = [line for line in lines if line.endswith(": start") or ": start (" in line]
+    ended = any(": done" in line or ": failed: " in line for line in lines)
+    return starts[-1] if starts and not ended else None
+
+
 @contextlib.contextmanager
 def shard_log(path: Path, title: str) -> Iterator[Callable[[str], None]]:
     """Write one shard's log to ``path`` (rewritten when the shard is redone): a start line, every WARNING or worse
@@ -53,8 +67,9 @@ def shard_log(path: Path, title: str) -> Iterator[Callable[[str], None]]:
         def note(line: str) -> None:
             handler.flush()
             f.write(f"{stamp()} {line}\n")
+            f.flush()  # on disk at once: a process killed mid-shard leaves its start line (a retry names it)
 
-        note(f"{title}: start")
+        note(f"{title}: start (host {socket.gethostname()}, pid {os.getpid()})")
         try:
             yield note
         except BaseException as e:

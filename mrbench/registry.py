@@ -52,21 +52,32 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry] = {}
         self._entry_points_loaded = False
 
-    def register(self, name: str, target: Any = None, *, help: str = "", **meta: Any) -> Callable[[T], T] | None:
-        """Register ``target`` under ``name``; used bare as a decorator when ``target`` is None."""
+    def register(self, name: str, target: Any = None, *, help: str = "", replace: bool = False,
+                 **meta: Any) -> Callable[[T], T] | None:
+        """Register ``target`` under ``name``; used bare as a decorator when ``target`` is None.
+
+        Args:
+            replace: Replace what is registered under ``name`` (a built-in included), keeping its place in the
+                registration order (the order steps are chained and filters run); the entry records the target it
+                replaced (``replaces``). Without it a taken name is an error.
+        """
         if target is None:
 
             def decorator(obj: T) -> T:
-                self._add(name, obj, help or _first_doc_line(obj), meta)
+                self._add(name, obj, help or _first_doc_line(obj), meta, replace)
                 return obj
 
             return decorator
-        self._add(name, target, help, meta)
+        self._add(name, target, help, meta, replace)
         return None
 
-    def _add(self, name: str, target: Any, help: str, meta: dict[str, Any]) -> None:
-        if name in self._entries and self._entries[name].target is not target:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+    def _add(self, name: str, target: Any, help: str, meta: dict[str, Any], replace: bool = False) -> None:
+        old = self._entries.get(name)
+        if old is not None and old.target is not target and not replace:
+            raise ValueError(f"{self.kind} {name!r} is already registered (pass replace=True to replace it)")
+        if old is not None and replace:
+            meta = {"replaces": dict(old.meta).get("replaces", old.target), **meta}
+            help = help or old.help
         self._entries[name] = Entry(name, target, help, tuple(sorted(meta.items())))
 
     def _load_entry_points(self) -> None:
@@ -122,3 +133,8 @@ class Registry(Generic[T]):
 def _first_doc_line(obj: Any) -> str:
     doc = getattr(obj, "__doc__", None) or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+# The curation pipeline's steps and filters (:mod:`mrbench.stage` says what may be registered). Defined here, beside
+# the registry type, so that the run layout can find a step's folder by its name without importing the stage module.
+STAGES: Registry[Any] = Registry("stage")

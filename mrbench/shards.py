@@ -55,7 +55,7 @@ def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd")
         tmp.unlink(missing_ok=True)
 
 
-SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.global_step)
+SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.run_global_step)
 
 
 def records_to_table(records: Iterable[ImageRecord]) -> pa.Table:

@@ -8,19 +8,21 @@ The pipeline is the list of :class:`Step` specs registered in :data:`STAGES` (bu
 third parties through the ``mrbench.stages`` entry-point group), ordered by what each runs after
 (:func:`pipeline_steps`). What is registered is what runs:
 
-* a :class:`Step` is a step of the run: sharded (a :class:`ShardedStep` class: the base owns the completion marker,
-  per-shard stats and logs; the executor skips shards that are done) or global (a function ``fn(config, run_dir)
-  -> Stats`` wrapped by :func:`global_step`, which owns skip-if-done, the stats file and the marker);
-* a :class:`Filter` subclass runs inside the ``filters`` step over every ok image of each download shard, after the
-  built-in filters; its drops land in ``filters/`` (then ``rejects/``) and its counters in ``stats.json``;
-* an entry registered with ``inside="<step>"`` is a part its step runs itself (listed by ``mrbench ls stages``).
+* a :class:`Step` is a step of the run, and the one place its identity is spelled: name, folder and file prefix
+  (the run layout's paths derive from it), the config keys and input files it reads (its fingerprint), the steps
+  whose files it reads, its drop reasons and what one task needs. It is sharded (a :class:`ShardedStep` class,
+  built with its Step by :meth:`Step.task`: the base owns the completion marker, per-shard stats and logs; the
+  executor skips shards that are done) or global (a function ``fn(config, run_dir) -> Stats`` run by
+  :func:`run_global_step`, which owns skip-if-done, the stats file and the marker);
+* a :class:`Filter` subclass runs inside the step that runs filters (``filters``) over every ok image of each
+  download shard, in registration order, built-in filters included: re-registering a name replaces that filter;
+  its drops land in ``filters/`` (then ``rejects/``) and its counters in ``stats.json``.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -28,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from mrbench import storage
 from mrbench.layout import RunLayout
-from mrbench.log import get_logger, shard_log
+from mrbench.log import get_logger, shard_log, unfinished_attempt
 from mrbench.progress import reporting
 from mrbench.records import ImageRecord
-from mrbench.registry import Entry, Registry
+from mrbench.registry import STAGES, Entry, Registry
 from mrbench.shards import ShardSet, atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
 
@@ -61,11 +63,13 @@ class Filter(Stage):
     """A stage that keeps or drops ok records; dropped records are yielded with their reason as status.
 
     Registered in :data:`STAGES`, a filter runs in the ``filters`` step of every curation run (see
-    :meth:`from_config`); ``reasons`` names the drop reasons it gives (the CLI and report file them under
-    ``filters``).
+    :meth:`for_shard`), built-in filters the same way; its ``name`` is the name it is registered under (and the
+    prefix of its counters); ``reasons`` names the drop reasons it gives, which the CLI, report and card file under
+    ``label``.
     """
 
     reasons: ClassVar[tuple[str, ...]] = ()
+    label: ClassVar[str] = "filters"
     # The config keys the filter reads (as :attr:`Step.settings`); None: every setting but the free ones.
     settings: ClassVar[tuple[str, ...] | None] = None
 
@@ -73,6 +77,13 @@ class Filter(Stage):
     def from_config(cls, config: Any) -> "Filter | None":
         """The filter for a curation run (``config`` is its ``CurateConfig``), or None to stay off in this run."""
         return cls()
+
+    @classmethod
+    def for_shard(cls, config: Any, shard: Any) -> "Filter | None":
+        """The filter for one download shard, or None to stay off for it; ``shard`` gives what earlier steps wrote
+        for the shard (``mrbench.curation.filters.ShardInputs``: its embeddings, faces, detections, safety scores).
+        By default :meth:`from_config`."""
+        return cls.from_config(config)
 
     @abc.abstractmethod
     def check(self, record: ImageRecord) -> str | None:
@@ -88,9 +99,6 @@ class Filter(Stage):
                     r.fail(reason, r.error_message)
                     self.stats.inc(f"{self.name}/dropped/{reason}")
             yield r
-
-
-STAGES: Registry[Any] = Registry("stage")
 
 
 def _always(config: Any) -> bool:
@@ -140,7 +148,7 @@ class Step:
 
     Attributes:
         name: Registry name; also the step's folder and its key in ``stats.json`` (:class:`~mrbench.layout.RunLayout`).
-        run: A :class:`ShardedStep` subclass, or a global step ``fn(config, run_dir) -> Stats`` (:func:`global_step`).
+        run: A :class:`ShardedStep` subclass, or a global step ``fn(config, run_dir) -> Stats`` (run by :func:`run_global_step`).
         after: The step this one runs after ("" for the first). A contributed step runs right after it, before the
             built-in step that follows it; contributed steps after one step run in registration order.
         reads: The steps whose files it reads; the first one's shard rows drive the progress bar of a sharded step.
@@ -156,6 +164,16 @@ class Step:
             file's sha256, sizes and times), recorded beside its settings.
         resources: ``fn(config) -> Resources``: what one task of a sharded step needs (one CPU, no GPU by default;
             model steps: :func:`model_resources`). Ray reserves it per task; the local executor sizes its pool by it.
+        folder: The folder it writes in the run folder ("" : its name).
+        prefix: A sharded step's file names: ``{prefix}_{i:05d}{suffix}`` (+ ``.stats.json``, ``.done``).
+        suffix: See ``prefix``.
+        owns: Other folders of the run only this step writes (removed with its outputs when it is redone).
+        marker: A global step's completion marker, relative to the run folder, when not ``_SUCCESS`` in its folder;
+            its log is then beside it (``.log``) and it keeps no stats of its own.
+        parts: (name, help) of the parts it runs itself, for ``mrbench ls stages``: not registered, not replaceable
+            one by one (replace the step).
+        runs_filters: It runs every registered :class:`Filter`; their reasons are its drops (under each filter's
+            ``label``).
     """
 
     name: str
@@ -169,6 +187,23 @@ class Step:
     settings: tuple[str, ...] | None = None
     inputs: Callable[[Any], dict[str, Any]] | None = None
     resources: Callable[[Any], Resources] = _one_cpu
+    folder: str = ""
+    prefix: str = "shard"
+    suffix: str = ".parquet"
+    owns: tuple[str, ...] = ()
+    marker: str = ""
+    parts: tuple[tuple[str, str], ...] = ()
+    runs_filters: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.folder:
+            object.__setattr__(self, "folder", self.name)
+
+    def task(self, config: Any, run_dir: str | Path) -> "ShardedStep":
+        """The task of a sharded step for a run (it carries this Step: its name, paths and inputs)."""
+        if not self.sharded:
+            raise TypeError(f"step {self.name!r} is global: run it with run_global_step")
+        return self.run(config, run_dir, self)
 
     @property
     def sharded(self) -> bool:
@@ -182,25 +217,30 @@ class Step:
 class ShardedStep(abc.ABC):
     """A step run shard by shard by an executor: subclasses implement :meth:`process` (their work) only.
 
-    The base owns the rest, the same for every step: the output shard set (from the run layout, by ``name``),
-    ``is_done`` (the executor skips complete shards), and after the work the output, then the shard's stats, then its
-    completion marker, in that order; the shard's log file (:meth:`ShardSet.log_path`: start, warnings, outcome).
+    The base owns the rest, the same for every step: the output shard set (from the run layout, by its
+    :class:`Step`), ``is_done`` (the executor skips complete shards), and after the work the output, then the shard's
+    stats, then its completion marker, in that order; the shard's log file (:meth:`ShardSet.log_path`: start,
+    warnings, outcome). Build one with :meth:`Step.task`.
 
     Args:
         config: The run's ``CurateConfig``.
         run_dir: The run folder.
+        step: Its step (name, folder and prefix, the steps it reads).
     """
 
-    name: ClassVar[str] = "step"
-
-    def __init__(self, config: Any, run_dir: str | Path) -> None:
+    def __init__(self, config: Any, run_dir: str | Path, step: Step) -> None:
         self.config = config
         self.run_dir = str(run_dir)  # a plain string pickles to any executor
+        self.step = step
         # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
         self.marker = ""
         # The run folder's URL when it lives in object storage (run_dir is then its local staging folder): each
         # task fetches the files it lacks and uploads its shard's files, marker last (:mod:`mrbench.storage`).
         self.store = ""
+
+    @property
+    def name(self) -> str:
+        return self.step.name
 
     @property
     def layout(self) -> RunLayout:
@@ -209,7 +249,7 @@ class ShardedStep(abc.ABC):
     @property
     def shards(self) -> ShardSet:
         """Outputs, stats and markers of this step's shards."""
-        return self.layout.shards(self.name)
+        return self.layout.shards(self.step)
 
     @classmethod
     def num_shards(cls, config: Any) -> int:
@@ -219,14 +259,25 @@ class ShardedStep(abc.ABC):
     def is_done(self, shard: int) -> bool:
         return self.shards.is_done(shard)
 
-    def __call__(self, shard: int) -> None:
-        """Do shard ``shard`` (again, when called directly) and mark it complete."""
+    def __call__(self, shard: int) -> str | None:
+        """Do shard ``shard`` (again, when called directly) and mark it complete.
+
+        Returns:
+            The start line of an earlier attempt of this shard that ended without an outcome (its worker process or
+            node was lost, or the run was killed), when this call redoes one: the retry is noted in the shard's log
+            and counted in its stats (``<step>/retried_shards``); None otherwise.
+        """
         started = time.time_ns()
         if self.store:
             storage.pull(self.store, Path(self.run_dir), shard=shard)
+        earlier = unfinished_attempt(self.shards.log_path(shard))
         with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
                 reporting(self.shards.progress_path(shard)):
+            if earlier:
+                note(f"{self.name} shard {shard}: retry: an earlier attempt ended without an outcome ({earlier})")
             table, stats = self.process(shard)
+            if earlier:
+                stats.inc(f"{self.name}/retried_shards")
             if table is not None:
                 write_parquet_atomic(table, self.shards.output(shard))
             note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
@@ -234,6 +285,7 @@ class ShardedStep(abc.ABC):
         if self.store:
             storage.push_shard(Path(self.run_dir), self.store, shard, started)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
+        return earlier
 
     @abc.abstractmethod
     def process(self, shard: int) -> "tuple[pa.Table | None, Stats]":
@@ -241,34 +293,27 @@ class ShardedStep(abc.ABC):
         None when the step wrote its own files, and its stats."""
 
 
-def global_step(step: str) -> Callable[[Callable[..., Stats]], Callable[..., Stats]]:
-    """Decorator for a global step ``fn(config, run_dir, *args) -> Stats``: a finished step returns its saved stats
-    without work; otherwise ``fn`` runs, then its stats and, last, its marker are written (the same order rule as
-    shards), with the step's log beside them (start, warnings, outcome). Where they live is the run layout's
+def run_global_step(step: Step, config: Any, run_dir: str | Path, marker: str = "") -> Stats:
+    """Run global step ``step`` (its ``run``: ``fn(config, run_dir) -> Stats``): a finished step returns its saved
+    stats without work; otherwise ``fn`` runs, then its stats and, last, its marker are written (the same order rule
+    as shards), with the step's log beside them (start, warnings, outcome). Where they live is the run layout's
     (:meth:`~mrbench.layout.RunLayout.step_marker`, :meth:`~mrbench.layout.RunLayout.step_log`).
 
-    The wrapped function takes a keyword ``marker``: the text its marker records (the step's fingerprint, given by
-    the pipeline; :mod:`mrbench.fingerprint`), not passed on to ``fn``."""
-
-    def wrap(fn: Callable[..., Stats]) -> Callable[..., Stats]:
-        @functools.wraps(fn)
-        def run(config: Any, run_dir: Path, *args: Any, marker: str = "", **kwargs: Any) -> Stats:
-            layout = RunLayout(run_dir)
-            stats_path, done = layout.step_stats(step), layout.step_marker(step)
-            if done.exists():
-                return Stats.load(stats_path) if stats_path is not None else Stats()
-            with shard_log(layout.step_log(step), step) as note:
-                stats = fn(config, run_dir, *args, **kwargs)
-                note(f"{step}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
-            done.parent.mkdir(parents=True, exist_ok=True)
-            if stats_path is not None:
-                stats.save(stats_path)
-            atomic_write_text(done, marker)
-            return stats
-
-        return run
-
-    return wrap
+    Args:
+        marker: The text its marker records (the step's fingerprint, given by the pipeline; :mod:`mrbench.fingerprint`).
+    """
+    layout = RunLayout(run_dir)
+    stats_path, done = layout.step_stats(step), layout.step_marker(step)
+    if done.exists():
+        return Stats.load(stats_path) if stats_path is not None else Stats()
+    with shard_log(layout.step_log(step), step.name) as note:
+        stats = step.run(config, Path(run_dir))
+        note(f"{step.name}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
+    done.parent.mkdir(parents=True, exist_ok=True)
+    if stats_path is not None:
+        stats.save(stats_path)
+    atomic_write_text(done, marker)
+    return stats
 
 
 def _place(order: list[Step], step: Step, core: set[str]) -> None:
@@ -291,6 +336,9 @@ def _load(entry: Entry) -> Any:
     obj = entry.load()
     if isinstance(obj, Step) and obj.name != entry.name:
         raise ValueError(f"stage {entry.name!r} is registered with a Step named {obj.name!r}")
+    if isinstance(obj, type) and issubclass(obj, Filter) and obj.name not in (Stage.name, entry.name):
+        # a filter that names itself must use that name (its counters' prefix); one that does not takes the entry's
+        raise ValueError(f"stage {entry.name!r} is registered with a Filter named {obj.name!r}")
     return obj
 
 
@@ -298,21 +346,20 @@ def pipeline_steps(registry: Registry[Any] = STAGES) -> list[Step]:
     """The registered steps in run order (``mrbench.curation`` must be imported for the built-ins).
 
     Raises:
-        ValueError: a registered stage is neither a step, a filter nor a part, or runs after an unknown step.
+        ValueError: a registered stage is neither a step nor a filter, or runs after an unknown step.
     """
     core: set[str] = set()  # the built-in steps (registered from mrbench's own modules) form the chain
     steps: list[Step] = []
     for entry in registry.in_order():
-        if dict(entry.meta).get("inside"):
-            continue
         obj = _load(entry)
         if isinstance(obj, Step):
             steps.append(obj)
-            if isinstance(entry.target, str) and entry.target.startswith("mrbench."):
+            origin = dict(entry.meta).get("replaces", entry.target)  # a built-in step replaced keeps its place
+            if isinstance(origin, str) and origin.startswith("mrbench."):
                 core.add(obj.name)
         elif not (isinstance(obj, type) and issubclass(obj, Filter)):
-            raise ValueError(f"stage {entry.name!r} ({entry.target}) is neither a mrbench.stage.Step, a Filter "
-                             "subclass, nor registered with inside=<step>")
+            raise ValueError(f"stage {entry.name!r} ({entry.target}) is neither a mrbench.stage.Step nor a Filter "
+                             "subclass")
     order: list[Step] = []
     for group in ([s for s in steps if s.name in core], [s for s in steps if s.name not in core]):
         pending = list(group)
@@ -324,11 +371,10 @@ def pipeline_steps(registry: Registry[Any] = STAGES) -> list[Step]:
 
 
 def filter_stages(registry: Registry[Any] = STAGES) -> list[tuple[str, type[Filter]]]:
-    """Registered :class:`Filter` stages (name, class) that run in the ``filters`` step, in registration order."""
+    """Registered :class:`Filter` stages (name, class) that run in the ``filters`` step, in registration order (the
+    built-in ones first, entry-point plugins last)."""
     out = []
     for entry in registry.in_order():
-        if dict(entry.meta).get("inside"):
-            continue
         obj = _load(entry)
         if isinstance(obj, type) and issubclass(obj, Filter):
             out.append((entry.name, obj))
@@ -336,12 +382,13 @@ def filter_stages(registry: Registry[Any] = STAGES) -> list[tuple[str, type[Filt
 
 
 def drop_labels(registry: Registry[Any] = STAGES) -> dict[str, str]:
-    """Drop reason -> the label of the step that drops it, in run order (:attr:`Step.drops`; registered filters
-    under ``filters``). Reasons not listed come from the download (crawl and decode failures)."""
+    """Drop reason -> the label of the step that drops it, in run order (:attr:`Step.drops`; the registered filters'
+    reasons under their ``label``, where their step runs). Reasons not listed come from the download (crawl and
+    decode failures)."""
     out: dict[str, str] = {}
     for step in pipeline_steps(registry):
         for label, reasons in step.drops:
             out.update((r, label) for r in reasons)
-        if step.name == "filters":
-            out.update((r, "filters") for _, f in filter_stages(registry) for r in f.reasons)
+        if step.runs_filters:
+            out.update((r, f.label) for _, f in filter_stages(registry) for r in f.reasons)
     return out

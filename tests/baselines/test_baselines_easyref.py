@@ -10,7 +10,9 @@ import torch
 from baselinehelpers import make_sample, pixels, request
 
 from mrbench.baselines.attention import EasyRefAttnProcessor
-from mrbench.baselines.easyref import EasyRefGenerator, MLPProjector, mllm_key_to_current, pixel_bounds
+from mrbench.baselines.easyref import (
+    EasyRefGenerator, MLPProjector, TinyEasyRefGenerator, mllm_key_to_current, pixel_bounds,
+)
 from mrbench.baselines.tiny import tiny_qwen2vl
 
 pytestmark = pytest.mark.slow
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def easyref() -> EasyRefGenerator:
-    return EasyRefGenerator(profile="tiny", num_inference_steps=2)
+    return TinyEasyRefGenerator(num_inference_steps=2)
 
 
 def test_architecture(easyref: EasyRefGenerator) -> None:
@@ -80,7 +82,7 @@ def test_final_layer_is_causal_by_default(easyref: EasyRefGenerator) -> None:
 
 
 def test_final_layer_bidirectional_option() -> None:
-    gen = EasyRefGenerator(profile="tiny", num_inference_steps=2, final_layer_attention="bidirectional")
+    gen = TinyEasyRefGenerator(num_inference_steps=2, final_layer_attention="bidirectional")
     layer = gen.mllm_final_layer
     hidden = torch.randn(1, 7, 64, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(1, 7, dtype=torch.long)
@@ -93,11 +95,11 @@ def test_final_layer_bidirectional_option() -> None:
     padded[:, -1] += 5.0
     assert torch.allclose(out1, layer(padded, pmask), atol=1e-6)
     # Same weights (same seeds), different masks: different reference tokens.
-    causal = EasyRefGenerator(profile="tiny", num_inference_steps=2)
+    causal = TinyEasyRefGenerator(num_inference_steps=2)
     assert torch.equal(causal.mllm_final_layer.reference_tokens, layer.reference_tokens)
     assert not torch.allclose(causal.mllm_final_layer(hidden, mask), base)
     with pytest.raises(Exception, match="final_layer_attention"):
-        EasyRefGenerator(profile="tiny", final_layer_attention="full")
+        TinyEasyRefGenerator(final_layer_attention="full")
 
 
 def test_same_seed_same_image(easyref: EasyRefGenerator) -> None:
@@ -163,7 +165,7 @@ def test_checkpoint_round_trip_in_authors_layout(easyref: EasyRefGenerator, tmp_
 def test_lora_layout_and_detection(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    gen = EasyRefGenerator(profile="tiny", num_inference_steps=2, use_lora=True, lora_rank=4)
+    gen = TinyEasyRefGenerator(num_inference_steps=2, use_lora=True, lora_rank=4)
     procs = gen.pipe.unet.attn_processors
     assert all(isinstance(p, EasyRefAttnProcessor) and p.lora_rank == 4 for p in procs.values())
     sd = gen.authors_state_dict()
@@ -171,9 +173,9 @@ def test_lora_layout_and_detection(tmp_path: Path) -> None:
     assert any(k.endswith("attn2.processor.to_out_lora.up.weight") for k in sd)
     path = tmp_path / "lora.safetensors"
     save_file(sd, str(path))
-    auto = EasyRefGenerator(profile="tiny", num_inference_steps=2, ckpt=str(path), lora_rank=4)
+    auto = TinyEasyRefGenerator(num_inference_steps=2, ckpt=str(path), lora_rank=4)
     assert auto.use_lora is True  # detected from the checkpoint's keys
     s = make_sample()
     assert np.array_equal(pixels(auto.generate([request(s, 2)])[0].image), pixels(gen.generate([request(s, 2)])[0].image))
     with pytest.raises(ValueError, match="use_lora"):
-        EasyRefGenerator(profile="tiny", num_inference_steps=2, ckpt=str(path), use_lora=False)
+        TinyEasyRefGenerator(num_inference_steps=2, ckpt=str(path), use_lora=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from baselinehelpers import make_sample, pixels, request
 
-from mrbench.baselines.ip_adapter import IPAdapterGenerator
+from mrbench.baselines.ip_adapter import IPAdapterGenerator, TinyIPAdapterGenerator
 from mrbench.baselines.sdxl import generators_for
 
 pytestmark = pytest.mark.slow
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ip() -> IPAdapterGenerator:
-    return IPAdapterGenerator(profile="tiny", num_inference_steps=2)
+    return TinyIPAdapterGenerator(num_inference_steps=2)
 
 
 def _manual_clip_embeds(gen: IPAdapterGenerator, images: list) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_generation_uses_the_average(ip: IPAdapterGenerator) -> None:
 
 
 def test_concatenation_option() -> None:
-    gen = IPAdapterGenerator(profile="tiny", num_inference_steps=2, aggregation="concat")
+    gen = TinyIPAdapterGenerator(num_inference_steps=2, aggregation="concat")
     s = make_sample(n_refs=3)
     embeds = gen.reference_embeds([r.load() for r in s.references])
     assert embeds.shape[:2] == (1, 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from baselinehelpers import make_sample, photo, pixels, request
 
-from mrbench.baselines.lora import LoRAGenerator
+from mrbench.baselines.lora import LoRAGenerator, TinyLoRAGenerator
 from mrbench.evaluation.generator import ImageRef, Sample
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def _wide_sample(group: str = "wide") -> Sample:
 def test_recipe_accumulation_init_and_micro_conditioning(tmp_path: Path) -> None:
     import torch
 
-    gen = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path), num_inference_steps=2, train_steps=2, rank=8,
+    gen = TinyLoRAGenerator(adapter_dir=str(tmp_path), num_inference_steps=2, train_steps=2, rank=8,
                         eval_timesteps=2, gradient_accumulation_steps=4)  # the recipe's (tiny's default is 1)
     # Gaussian init (peft: A ~ N(0, 1/r), B = 0), not peft's default Kaiming-uniform A.
     a = torch.cat([v.flatten() for k, v in gen.lora_state().items() if "lora_A" in k])
@@ -66,7 +66,7 @@ def test_recipe_accumulation_init_and_micro_conditioning(tmp_path: Path) -> None
         assert 0 <= top <= round(h * scale) - res and 0 <= left <= round(w * scale) - res
     assert any(r[2] + r[3] > 0 for r in rows)  # a crop offset on the long side
     # Random crops depend on the seed; the centre-crop option puts them in the middle.
-    centre = LoRAGenerator(profile="tiny", num_inference_steps=2, train_steps=0, rank=8, center_crop=True, eval_timesteps=1)
+    centre = TinyLoRAGenerator(num_inference_steps=2, train_steps=0, rank=8, center_crop=True, eval_timesteps=1)
     imgs = [r.load() for r in _wide_sample().references]
     seeds = [gen.training_batch(imgs, "p", torch.Generator().manual_seed(s))["time_ids"][:, 2:4].tolist() for s in range(6)]
     assert len({str(x) for x in seeds}) > 1
@@ -95,7 +95,7 @@ def test_class_noun_never_the_identity(tmp_path: Path) -> None:
     write_parquet_atomic(release_table(rows), tmp_path / "rel" / release_file("held_out", 0, 1))
     (s,) = build_benchmark(f"mrbench:{tmp_path / 'rel'}").samples()
     assert s.class_token == "person"
-    gen = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path / "ad"), num_inference_steps=2, train_steps=1, rank=4,
+    gen = TinyLoRAGenerator(adapter_dir=str(tmp_path / "ad"), num_inference_steps=2, train_steps=1, rank=4,
                         gradient_accumulation_steps=1, eval_timesteps=1)
     (res,) = gen.generate([request(s, 0)])
     assert res.status == "ok" and gen.last_training["prompt"] == "a photo of sks person"
@@ -103,7 +103,7 @@ def test_class_noun_never_the_identity(tmp_path: Path) -> None:
 
 
 def test_lora_trains_on_the_references_and_caches(tmp_path: Path) -> None:
-    gen = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path), **OPTS)
+    gen = TinyLoRAGenerator(adapter_dir=str(tmp_path), **OPTS)
     names = gen._lora_names
     assert names and all(any(t in n for t in ("to_q", "to_k", "to_v", "to_out.0")) for n in names)
     s = make_sample(n_refs=3)
@@ -117,7 +117,7 @@ def test_lora_trains_on_the_references_and_caches(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 
     # A new generator finds the cached adapter: no training, the same image.
-    again = LoRAGenerator(profile="tiny", adapter_dir=str(tmp_path), **OPTS)
+    again = TinyLoRAGenerator(adapter_dir=str(tmp_path), **OPTS)
     again.train = None  # type: ignore[assignment]  # would raise if called
     (res2,) = again.generate([request(s, 5)])
     assert np.array_equal(pixels(res.image), pixels(res2.image))

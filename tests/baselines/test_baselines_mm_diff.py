@@ -15,7 +15,8 @@ from baselinehelpers import make_sample, pixels, request
 
 from mrbench.backends.base import MissingWeightsError
 from mrbench.baselines.mm_diff import (
-    CKPT_FILES, TINY_SPEC, MMDiffGenerator, find_checkpoint_dir, subject_position, subject_prompt, write_checkpoint,
+    CKPT_FILES, TINY_SPEC, MMDiffGenerator, TinyMMDiffGenerator, find_checkpoint_dir, subject_position, subject_prompt,
+    write_checkpoint,
 )
 from mrbench.baselines.mm_diff_layers import (
     DecoupledImageAttnProcessor, ImageTokens, MMDiffSpec, fuse_text_encoder_lora, fused_subject_tokens,
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def gen() -> MMDiffGenerator:
-    return MMDiffGenerator(profile="tiny", num_inference_steps=2)
+    return TinyMMDiffGenerator(num_inference_steps=2)
 
 
 def _pipe():  # noqa: ANN202 - a diffusers pipeline
@@ -311,7 +312,7 @@ def test_checkpoint_folder_in_the_authors_layout_loads_through_the_same_path(gen
     clip, _ = tiny_clip_vision(31)
     folder = write_checkpoint(random_checkpoint(_pipe(), clip, TINY_SPEC, 0), tmp_path / "portrait")
     assert sorted(p.name for p in folder.iterdir()) == sorted(CKPT_FILES)
-    loaded = MMDiffGenerator(profile="tiny", num_inference_steps=2, ckpt=str(folder))
+    loaded = TinyMMDiffGenerator(num_inference_steps=2, ckpt=str(folder))
     assert loaded.weights()["mm_diff"] == str(folder)
     s = make_sample(n_refs=2)
     assert np.array_equal(pixels(loaded.generate([request(s, 5)])[0].image), pixels(gen.generate([request(s, 5)])[0].image))
@@ -331,7 +332,7 @@ def test_missing_checkpoint_names_the_files_and_where_it_looked(tmp_path: Path, 
         find_checkpoint_dir("mm-diff/portrait_generation")
     assert str(tmp_path / "mirror" / "mm-diff" / "portrait_generation") in str(e.value)
     with pytest.raises(MissingWeightsError):  # a folder given to the tiny profile is checked the same way
-        MMDiffGenerator(profile="tiny", ckpt=str(partial))
+        TinyMMDiffGenerator(ckpt=str(partial))
 
 
 def test_the_real_loading_path_with_small_weights_on_disk(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_pipeline_call_signatures() -> None:
         assert params <= set(inspect.signature(cls.__call__).parameters), cls.__name__
     import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as qmod
 
-    assert (qmod.CONDITION_IMAGE_SIZE, qmod.VAE_IMAGE_SIZE) == (384 * 384, 1024 * 1024)  # the areas the tiny profile lowers
+    assert (qmod.CONDITION_IMAGE_SIZE, qmod.VAE_IMAGE_SIZE) == (384 * 384, 1024 * 1024)  # the areas the tiny model lowers
 
 
 def test_select_references_is_seeded_and_ordered() -> None:
@@ -96,12 +96,25 @@ def test_omnigen_prompt_has_one_placeholder_per_reference() -> None:
         build_generator("omnigen", "tiny", {"prompt_template": "no slot"})
 
 
-def test_qwen_image_areas_are_restored() -> None:
+def test_qwen_image_areas_leave_the_library_alone() -> None:
+    """The tiny model's smaller image areas reach its pipeline (the prompt sees 56 x 56 references) while diffusers'
+    module constants keep their values, during the call as well as after it."""
     import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as qmod
 
     gen = build_generator("qwen-image-edit", "tiny", {"num_inference_steps": 1})
+    seen: list[tuple[int, int, list[tuple[int, int]]]] = []
+    encode = gen.pipe.encode_prompt
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append((qmod.CONDITION_IMAGE_SIZE, qmod.VAE_IMAGE_SIZE, [im.size for im in kwargs["image"]]))
+        return encode(*args, **kwargs)
+
+    gen.pipe.encode_prompt = spy
     (res,) = gen.generate([request(make_sample(n_refs=2), 0)])
-    assert res.status == "ok" and (qmod.CONDITION_IMAGE_SIZE, qmod.VAE_IMAGE_SIZE) == (384 * 384, 1024 * 1024)
+    assert res.status == "ok" and seen
+    for cond, vae, sizes in seen:
+        assert (cond, vae) == (384 * 384, 1024 * 1024)
+        assert sizes == [(64, 64), (64, 64)]  # calculate_dimensions(56 * 56, 1.0): the tiny area, not 384 x 384
 
 
 def test_options_are_validated() -> None:

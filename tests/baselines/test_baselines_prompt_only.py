@@ -10,7 +10,7 @@ import torch
 from baselinehelpers import make_sample, photo, pixels, request
 
 from mrbench.backends.base import MissingWeightsError
-from mrbench.baselines.prompt_only import PromptOnlyGenerator
+from mrbench.baselines.prompt_only import PromptOnlyGenerator, TinyPromptOnlyGenerator
 from mrbench.baselines.sdxl import generators_for
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def gen() -> PromptOnlyGenerator:
-    return PromptOnlyGenerator(profile="tiny", num_inference_steps=2)
+    return TinyPromptOnlyGenerator(num_inference_steps=2)
 
 
 def test_prompt_alone_decides_the_image(gen: PromptOnlyGenerator) -> None:

@@ -58,3 +58,26 @@ def test_ignored_output_format_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="mrbench"):
         load_config(CurateConfig, write(tmp_path, BASE)).validate()
     assert "output_format" not in caplog.text
+
+
+def test_a_config_is_validated_once_per_process(tmp_path, monkeypatch):
+    """The CLI (or the API) loads the config, then the pipeline asks again: the checks that read files and
+    registries (the tag list, the models, the calibration) run once for the same values; a config changed since
+    is checked again."""
+    from PIL import Image
+
+    from mrbench.curation.pipeline import plan_curation
+
+    calls = []
+    validate = CurateConfig.validate
+    monkeypatch.setattr(CurateConfig, "validate", lambda self: (calls.append(self.seed), validate(self))[1])
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "cat" / "a.jpg")
+    cfg = load_config(CurateConfig, write(tmp_path, "seed: 7\nsources: [{kind: folder, paths: [photos]}]\n"))
+    plan_curation(cfg, tmp_path / "run")
+    plan_curation(cfg, tmp_path / "run")
+    assert calls == [7]
+    cfg.group.max_group_size = 1
+    with pytest.raises(ConfigError, match="max_group_size"):
+        plan_curation(cfg, tmp_path / "run")
+    assert calls == [7, 7]

@@ -1,5 +1,7 @@
 """Adding a stage: a new filter is one file plus one registry line, in-process or through the ``mrbench.stages``
-entry-point group of an installed package; its drops land in ``filters/``, ``rejects/`` and ``stats.json``."""
+entry-point group of an installed package; its drops land in ``filters/``, ``rejects/`` and ``stats.json``. A
+filter sees what earlier steps wrote for its shard (the embeddings); built-in steps and filters are registered the same
+way, so re-registering one under its name replaces what runs."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.drops import drop_step
 from mrbench.curation.pipeline import run_curation
-from mrbench.stage import STAGES, pipeline_steps
+from mrbench.stage import STAGES, filter_stages, pipeline_steps
 from smallweb import write_small_inputs
 
 # The whole stage, as a user writes it in a file of their own (README "Add a stage").
@@ -43,21 +45,68 @@ STEP_FILE = '''
 import pyarrow.parquet as pq
 
 from mrbench.layout import RunLayout
-from mrbench.stage import Step, global_step
+from mrbench.stage import Step
 from mrbench.stats import Stats
 
 
-@global_step("group_census")
 def group_census(config, run_dir):
     layout = RunLayout(run_dir)
     stats = Stats()
     for split in pq.read_table(layout.groups_table, columns=["split"]).column("split").to_pylist():
         stats.inc(f"group_census/{split}")
-    layout.folder("group_census").mkdir(parents=True, exist_ok=True)
     return stats
 
 
 CENSUS_STEP = Step("group_census", group_census, after="group", reads=("group",))
+'''
+
+
+# A filter that judges images by their embeddings (the embed step's vectors of its shard); it names no ``name``: it
+# takes the one it is registered under.
+EMBEDDING_FILTER_FILE = '''
+import dataclasses
+
+from mrbench.curation.download import DOWNLOAD_STEP, DownloadTask
+from mrbench.stage import Filter
+
+
+class LeaningFilter(Filter):
+    """Drops images whose embedding is negative on its first axis."""
+
+    reasons = ("leaning",)
+
+    def __init__(self, embeddings):
+        super().__init__()
+        self.embeddings = embeddings
+
+    @classmethod
+    def for_shard(cls, config, shard):
+        return cls(shard.embeddings())
+
+    def check(self, record):
+        vector = self.embeddings.get(record.id)
+        if vector is not None and vector[0] < 0:
+            record.error_message = f"{vector[0]:.6f}"
+            return "leaning"
+        return None
+
+
+class KeepAnyResolution(Filter):
+    """In place of the built-in resolution filter: counts what it sees, drops nothing."""
+
+    def check(self, record):
+        self.stats.inc(f"{self.name}/replaced")
+        return None
+
+
+class CountingDownload(DownloadTask):
+    def process(self, shard):
+        table, stats = super().process(shard)
+        stats.inc("download/replaced_step")
+        return table, stats
+
+
+COUNTING_DOWNLOAD_STEP = dataclasses.replace(DOWNLOAD_STEP, run=CountingDownload)
 '''
 
 
@@ -90,7 +139,7 @@ def stage_dir(tmp_path):
     importlib.invalidate_caches()
     yield folder
     sys.path.remove(str(folder))
-    for mod in ("no_style_stage", "census_step"):
+    for mod in ("no_style_stage", "census_step", "leaning_stage"):
         sys.modules.pop(mod, None)
 
 
@@ -129,7 +178,7 @@ def test_a_plugin_package_adds_a_filter_and_a_step_through_entry_points(stage_di
     stats = json.loads((run / "stats.json").read_text())
     assert list(stats)[-2:] == ["group_census", "release"]  # run order
     assert sum(stats["group_census"]["counts"].values()) == sum(summary["groups_per_split"].values())
-    assert (run / "group_census" / "_SUCCESS").exists()
+    assert (run / "group_census" / "_SUCCESS").exists() and (run / "group_census" / "step.log").exists()
     names = [line.split()[0] for line in env_ls.stdout.splitlines()]
     assert names.index("group") < names.index("group_census") < names.index("release")
     assert names.index("filters") < names.index("no_style") < names.index("index")  # listed in the filters step
@@ -162,3 +211,51 @@ def test_ls_stages_lists_what_runs_in_run_order():
                      "finalize"]
     assert [n for n in names if n in steps] == steps
     assert names.index("download") < names.index("validate") < names.index("embed")  # a part, under its step
+
+
+def test_a_filter_reads_the_shard_embeddings(stage_dir, tmp_path, web_server, small_web):
+    """A plugin filter built per shard (``for_shard``) sees the embed step's vectors of that shard."""
+    (stage_dir / "leaning_stage.py").write_text(textwrap.dedent(EMBEDDING_FILTER_FILE))
+    STAGES.register("leaning", "leaning_stage:LeaningFilter")
+    try:
+        cfg = load_config(CurateConfig, write_small_inputs(tmp_path / "in", web_server.base_url, small_web,
+                                                           embed__encoder="dino-tiny"))
+        summary = run_curation(cfg, tmp_path / "run")
+    finally:
+        STAGES.unregister("leaning")
+    run = tmp_path / "run"
+    drops = rows(run / "filters", "drops_*.parquet")
+    dropped = {r["id"] for r in drops if r["status"] == "leaning"}
+    earlier = {r["id"] for r in drops if r["status"] != "leaning"}
+    negative = {r["id"] for r in rows(run / "embed", "shard_*.parquet")
+                if r["status"] == "ok" and r["embedding"] is not None and r["embedding"][0] < 0}
+    assert dropped and dropped == negative - earlier
+    counts = json.loads((run / "stats.json").read_text())["filters"]["counts"]
+    assert counts["leaning/dropped/leaning"] == len(dropped) == summary["drops_per_reason"]["leaning"]
+
+
+def test_re_registering_a_built_in_step_or_filter_replaces_what_runs(stage_dir, tmp_path, web_server, small_web):
+    """The built-in ``resolution`` filter and ``download`` step are registry entries like any plugin's: registered
+    again under their names, the replacements run in their places (and the built-ins do not)."""
+    (stage_dir / "leaning_stage.py").write_text(textwrap.dedent(EMBEDDING_FILTER_FILE))
+    built_in = {name: STAGES.entry(name) for name in ("resolution", "download")}
+    STAGES.register("resolution", "leaning_stage:KeepAnyResolution", replace=True)
+    STAGES.register("download", "leaning_stage:COUNTING_DOWNLOAD_STEP", replace=True)
+    try:
+        steps = [s.name for s in pipeline_steps()]
+        cfg = load_config(CurateConfig, write_small_inputs(tmp_path / "in", web_server.base_url, small_web,
+                                                           filters__min_side=10_000))  # the built-in would drop all
+        summary = run_curation(cfg, tmp_path / "run")
+    finally:
+        for name, entry in built_in.items():
+            STAGES.register(name, entry.target, help=entry.help, replace=True)
+    assert steps == [s.name for s in pipeline_steps()]  # same places in the chain
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["download"]["counts"]["download/replaced_step"] == cfg.num_shards
+    filters = stats["filters"]["counts"]
+    downloaded = [r for r in rows(tmp_path / "run" / "download", "shard_*.parquet") if r["status"] == "ok"]
+    assert filters["resolution/replaced"] == len(downloaded) > 0  # it saw every downloaded image
+    assert not any(k.startswith("resolution/dropped") for k in filters)
+    assert "low_resolution" not in summary["drops_per_reason"]
+    assert STAGES.get("resolution").__name__ == "ResolutionFilter"  # restored, in its place
+    assert [n for n, _ in filter_stages()][:2] == ["resolution", "safety_score"]

@@ -82,7 +82,7 @@ def test_filter_task_drops_images_the_embed_step_could_not_read(tmp_path):
     import pyarrow as pa
 
     from mrbench.curation.embed import FEATURE_SCHEMA
-    from mrbench.curation.filters import FilterTask, read_drops
+    from mrbench.curation.filters import FILTERS_STEP, read_drops
     from mrbench.shards import ShardSet, records_to_table, write_parquet_atomic
 
     records = [rec("good"), rec("broken"), rec("small", 30, 30)]
@@ -95,7 +95,7 @@ def test_filter_task_drops_images_the_embed_step_could_not_read(tmp_path):
     write_parquet_atomic(pa.Table.from_pylist(features, schema=FEATURE_SCHEMA), ShardSet(tmp_path / "embed", "shard").output(0))
     cfg = CurateConfig()
     cfg.filters.min_side = 64
-    task = FilterTask(cfg, str(tmp_path))
+    task = FILTERS_STEP.task(cfg, str(tmp_path))
     task(0)
     assert read_drops(tmp_path / "filters", "drops", 1) == {
         "broken": ("embed_decode_error", "OSError: truncated"),  # no features: no later rule could judge it

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mrbench.cli import app
 from mrbench.config import load_config
 from mrbench.curation.config import CurateConfig
-from mrbench.curation.crawl import IngestTask
+from mrbench.curation.crawl import INGEST_STEP
 
 runner = CliRunner()
 # Port 9 (discard) on loopback: nothing must ever be fetched in these tests, every failure comes first.
@@ -170,7 +170,7 @@ def test_binary_caption_column_is_decoded_as_utf8(tmp_path: Path):
                       "caption": pa.array(["café crème".encode()], pa.binary())})
     cfg_path = setup(tmp_path, meta=("meta.parquet", _parquet_bytes(table, tmp_path)))
     cfg = load_config(CurateConfig, cfg_path)
-    IngestTask(cfg, str(tmp_path / "run"))(0)
+    INGEST_STEP.task(cfg, str(tmp_path / "run"))(0)
     cand = pq.read_table(tmp_path / "run" / "ingest" / "candidates_00000.parquet").to_pylist()
     assert [(c["url"], c["caption"]) for c in cand] == [(URL, "café crème")]
 

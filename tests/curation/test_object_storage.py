@@ -167,7 +167,7 @@ def test_a_task_on_a_node_without_the_run_folder_reads_and_writes_through_the_st
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mrbench.stage import ShardedStep
+    from mrbench.stage import ShardedStep, Step
     from mrbench.stats import Stats
 
     root, env = s3
@@ -181,8 +181,6 @@ def test_a_task_on_a_node_without_the_run_folder_reads_and_writes_through_the_st
     (stored / "in" / "common.json").write_text("{}")
 
     class CopyStep(ShardedStep):
-        name = "copycat"
-
         def process(self, shard: int) -> tuple[pa.Table, Stats]:
             table = pq.read_table(self.layout.root / "in" / f"part_{shard:05d}.parquet")
             stats = Stats()
@@ -190,7 +188,7 @@ def test_a_task_on_a_node_without_the_run_folder_reads_and_writes_through_the_st
             return table, stats
 
     node = tmp_path / "node-disk"  # the driver's staging path, absent on this "node"
-    task = CopyStep(None, str(node))
+    task = Step(name="copycat", run=CopyStep).task(None, str(node))
     task.store = "s3://bucket/node"
     task(1)
     assert sorted(p.relative_to(node).as_posix() for p in (node / "in").iterdir()) == ["in/common.json",

@@ -110,7 +110,7 @@ def test_embed_stage_prefetch_gives_embed_images_vectors(tmp_path):
     from PIL import Image
 
     from mrbench.curation.config import EmbedConfig, SourceConfig
-    from mrbench.curation.embed import EmbedTask, build_encoder, decode
+    from mrbench.curation.embed import EMBED_STEP, build_encoder, decode
     from mrbench.records import ImageRecord
     from mrbench.shards import ShardSet, records_to_table, write_parquet_atomic
     from mrbench.stats import Stats
@@ -128,7 +128,7 @@ def test_embed_stage_prefetch_gives_embed_images_vectors(tmp_path):
     shards.complete(0, Stats())
     cfg = CurateConfig(num_shards=1, sources=[SourceConfig(paths=["x"])],
                        embed=EmbedConfig(encoder="dino-tiny", batch_size=4))
-    EmbedTask(cfg, str(tmp_path))(0)
+    EMBED_STEP.task(cfg, str(tmp_path))(0)
     table = pq.read_table(tmp_path / "embed" / "shard_00000.parquet").to_pylist()
     assert [r["status"] for r in table] == ["ok"] * 11 + ["embed_decode_error"]
     encoder = build_encoder("dino-tiny")
