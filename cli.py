@@ -14,62 +14,66 @@ from typer.core import TyperGroup
 
 from mrbench.config import ConfigError
 
-# Help shows these instead of typer's type tags (``<list[str]>``, ``<bool>``); options that take key=value pairs
-# say so.
-_METAVARS = {"path": "PATH", "str": "TEXT", "int": "INTEGER", "float": "NUMBER"}
-_OPTION_METAVARS = {"--set": "KEY=VALUE", "--model-args": "K=V[,K=V]", "--encoder-args": "K=V[,K=V]",
-                    "--detector-args": "K=V[,K=V]"}
 
+class ReadableHelpGroup(TyperGroup):
+    """Typer's command group, with plain metavars in every command's help: PATH, TEXT, INTEGER, NUMBER, KEY=VALUE
+    and nothing after a flag, where typer prints its type tags (``<list[str]>``, ``<bool>``).
 
-def _readable_help(cmd: Any) -> Any:
-    """Give every parameter of ``cmd`` a plain metavar (PATH, TEXT, INTEGER, KEY=VALUE; nothing for flags)."""
-    if getattr(cmd, "_mrbench_help", False):
-        return cmd
-    for p in getattr(cmd, "params", []):
-        if p.metavar is not None:
-            continue
-        if getattr(p, "is_flag", False) or getattr(p, "count", False):
-            p.metavar = ""
-            continue
-        name = next((o for o in p.opts if o in _OPTION_METAVARS), None)
-        if name:
-            p.metavar = _OPTION_METAVARS[name]
-            continue
-        try:
-            label = p.display_type(None).strip("<>")
-        except Exception:  # noqa: BLE001 - a parameter typer cannot describe keeps typer's own text
-            continue
-        inner = label[5:-1] if label.startswith("list[") else label
-        readable = _METAVARS.get(inner.lower())
-        if readable is None:
-            continue
-        if isinstance(p, typer.core.TyperArgument):  # the name column already names it: only the type column
-            p.display_type_rich = lambda ctx=None, t=readable: t
-        else:
-            p.metavar = readable
-    get_help = cmd.get_help_option
+    Typer's public API has only ``metavar=`` per parameter, which on an argument also renames it in the usage line;
+    so the commands are adjusted here, once, as the group hands them out. The only place that touches typer's
+    parameter objects.
+    """
 
-    def get_help_option(ctx: Any) -> Any:
-        opt = get_help(ctx)
-        if opt is not None:
-            opt.metavar = ""
-        return opt
-
-    cmd.get_help_option = get_help_option
-    cmd._mrbench_help = True
-    return cmd
-
-
-class _Group(TyperGroup):
-    """Typer's group, with readable help types on every command it hands out."""
+    METAVARS = {"path": "PATH", "str": "TEXT", "int": "INTEGER", "float": "NUMBER"}
+    OPTION_METAVARS = {"--set": "KEY=VALUE", "--model-args": "K=V[,K=V]", "--encoder-args": "K=V[,K=V]",
+                       "--detector-args": "K=V[,K=V]"}  # options that take key=value pairs say so
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _readable_help(self)
+        self.readable(self)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         cmd = super().get_command(ctx, cmd_name)
-        return _readable_help(cmd) if cmd is not None else None
+        return self.readable(cmd) if cmd is not None else None
+
+    @classmethod
+    def readable(cls, cmd: Any) -> Any:
+        """Give every parameter of ``cmd`` a plain metavar (PATH, TEXT, INTEGER, KEY=VALUE; nothing for flags)."""
+        if getattr(cmd, "_mrbench_help", False):
+            return cmd
+        for p in getattr(cmd, "params", []):
+            if p.metavar is not None:
+                continue
+            if getattr(p, "is_flag", False) or getattr(p, "count", False):
+                p.metavar = ""
+                continue
+            name = next((o for o in p.opts if o in cls.OPTION_METAVARS), None)
+            if name:
+                p.metavar = cls.OPTION_METAVARS[name]
+                continue
+            try:
+                label = p.display_type(None).strip("<>")
+            except Exception:  # noqa: BLE001 - a parameter typer cannot describe keeps typer's own text
+                continue
+            inner = label[5:-1] if label.startswith("list[") else label
+            readable = cls.METAVARS.get(inner.lower())
+            if readable is None:
+                continue
+            if isinstance(p, typer.core.TyperArgument):  # the name column already names it: only the type column
+                p.display_type_rich = lambda ctx=None, t=readable: t
+            else:
+                p.metavar = readable
+        get_help = cmd.get_help_option
+
+        def get_help_option(ctx: Any) -> Any:
+            opt = get_help(ctx)
+            if opt is not None:
+                opt.metavar = ""
+            return opt
+
+        cmd.get_help_option = get_help_option
+        cmd._mrbench_help = True
+        return cmd
 
 
 EXIT_CODES = ("Exit status: 0 done; 1 a release failed its checks (release verify / extract-images); 2 a mistake in "
@@ -77,8 +81,8 @@ EXIT_CODES = ("Exit status: 0 done; 1 a release failed its checks (release verif
               "missing (the error names each, with how to supply it); 4 the run finished with nothing to release "
               "(0 images: the message says what happened and which setting to change); 130 interrupted (Ctrl-C).")
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="MRBench: curate multi-reference datasets and evaluate generators.",
-                  epilog=EXIT_CODES, cls=_Group)
-release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.", cls=_Group)
+                  epilog=EXIT_CODES, cls=ReadableHelpGroup)
+release_app = typer.Typer(no_args_is_help=True, help="Check and use dataset releases.", cls=ReadableHelpGroup)
 app.add_typer(release_app, name="release")
 
 # Set by the root options (-v / -q); commands read it when they set up logging and progress bars.
@@ -236,7 +240,8 @@ def release_verify(
     import json
 
     from mrbench import storage
-    from mrbench.curation.release import MANIFEST, check_release
+    from mrbench.curation.release_format import MANIFEST
+    from mrbench.curation.release_verify import check_release
     from mrbench.layout import folder_hint
 
     if storage.is_url(release_arg):
@@ -269,7 +274,8 @@ def release_extract(
 ) -> None:
     """Write the images of a verified release as files, at the paths the EasyRef JSON uses (OUT/images/<id>.<ext>),
     and copy the EasyRef JSON to OUT."""
-    from mrbench.curation.release import ReleaseError, UnsafeOutputError, extract_images
+    from mrbench.curation.release_extract import extract_images
+    from mrbench.curation.release_format import ReleaseError, UnsafeOutputError
 
     try:
         target, n = extract_images(release_dir, out)
@@ -294,7 +300,7 @@ def release_remove(
     the manifest records the parent release and each list's sha256. Pass the same file to later curations as a
     block list (crawl.blocklists, kind id / url / sha256) to keep the images out."""
     from mrbench.config import ConfigError
-    from mrbench.curation.release import ReleaseError, UnsafeOutputError
+    from mrbench.curation.release_format import ReleaseError, UnsafeOutputError
     from mrbench.curation.takedown import remove_images
 
     lists = [(kind, path) for kind, path in (("id", ids), ("url", urls), ("sha256", sha256)) if path is not None]
@@ -337,7 +343,7 @@ def init_cmd(
     typer.echo(f"wrote {file}; next: mrbench curate --config {file} --out runs/v1")
 
 
-config_app = typer.Typer(no_args_is_help=True, help="Show resolved configs.", cls=_Group)
+config_app = typer.Typer(no_args_is_help=True, help="Show resolved configs.", cls=ReadableHelpGroup)
 app.add_typer(config_app, name="config")
 
 
@@ -516,7 +522,7 @@ def detect(
 
 
 def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device: Optional[str],
-                       batch_size: Optional[int]) -> tuple[object, object]:
+                       batch_size: Optional[int]) -> Any:
     """Build ``encoder`` (with its options) and embed the images under ``paths`` with a progress bar."""
     from mrbench.backends.files import find_images
     from mrbench.curation.embed import embed_files
@@ -531,15 +537,7 @@ def _embed_for_command(encoder: str, paths: List[Path], args: List[str], device:
     progress, factory = _progress_factory()
     with progress:  # type: ignore[attr-defined]
         got = embed_files(model, files, batch_size or 32, progress=factory("embed", len(files)))
-    return model, got
-
-
-def _write_table(rows: dict, schema: object, out: Path) -> None:
-    import pyarrow as pa
-
-    from mrbench.shards import write_parquet_atomic
-
-    write_parquet_atomic(pa.table(rows, schema=schema), out)  # type: ignore[arg-type]
+    return got
 
 
 @app.command("dedup")
@@ -556,32 +554,18 @@ def dedup_cmd(
 
     The kept image of a near-duplicate cluster is the one with the most pixels, then the smallest path.
     """
-    import numpy as np
-    import pyarrow as pa
+    from mrbench.curation.files import dedup_files
+    from mrbench.shards import write_parquet_atomic
+    from mrbench.thresholds import choose
 
-    from mrbench.curation.dedup import dedup
-    from mrbench.thresholds import resolve
-
-    t = resolve(encoder, "near_duplicate").threshold if threshold is None else threshold
+    t = choose(encoder, "near_duplicate", threshold).threshold
     if not 0.05 < t <= 1.0:
         _fail(f"--threshold must be in (0.05, 1], got {t}")
     _check_out_file(out)
-    _, got = _embed_for_command(encoder, paths, arg, device, batch_size)
-    ok = got.ok_index  # type: ignore[attr-defined]
-    paths_ok = [got.paths[k] for k in ok]  # type: ignore[attr-defined]
-    res = dedup(got.vectors, paths_ok, np.asarray(got.resolution)[ok], t)  # type: ignore[attr-defined]
-    dup: list = [None] * len(got.paths)  # type: ignore[attr-defined]
-    sim: list = [None] * len(got.paths)  # type: ignore[attr-defined]
-    for k, row in enumerate(ok.tolist()):
-        if res.duplicate_of[k] >= 0:
-            dup[row], sim[row] = paths_ok[res.duplicate_of[k]], float(res.similarity[k])
-    schema = pa.schema([("path", pa.string()), ("duplicate_of", pa.string()), ("similarity", pa.float32()),
-                        ("status", pa.string()), ("error_message", pa.string())])
-    _write_table({"path": got.paths, "duplicate_of": dup, "similarity": sim, "status": got.status,  # type: ignore[attr-defined]
-                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
-    n_dup = sum(d is not None for d in dup)
-    typer.echo(f"wrote {len(dup)} rows to {out}: {len(ok) - n_dup} kept, {n_dup} near-duplicates "
-               f"(cosine >= {t}), {len(dup) - len(ok)} not embedded")
+    found = dedup_files(_embed_for_command(encoder, paths, arg, device, batch_size), t)
+    write_parquet_atomic(found.table, out)
+    typer.echo(f"wrote {found.table.num_rows} rows to {out}: {found.kept} kept, {found.near_duplicates} near-duplicates "
+               f"(cosine >= {t}), {found.not_embedded} not embedded")
 
 
 @app.command("group")
@@ -601,10 +585,8 @@ def group_cmd(
     Without --num-groups or --threshold, image encoders infer the number of groups (best silhouette) and face
     encoders cut at their identity threshold.
     """
-    import pyarrow as pa
-
-    from mrbench.backends import FaceEncoder
-    from mrbench.curation.cluster import cluster_embeddings, face_threshold
+    from mrbench.curation.files import group_files
+    from mrbench.shards import write_parquet_atomic
 
     if num_groups is not None and threshold is not None:
         _fail("give --num-groups or --threshold, not both")
@@ -613,20 +595,13 @@ def group_cmd(
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         _fail(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
     _check_out_file(out)
-    model, got = _embed_for_command(encoder, paths, arg, device, batch_size)
-    if threshold is None and num_groups is None and isinstance(model, FaceEncoder):
-        threshold = face_threshold(encoder)
-    result = cluster_embeddings(got.vectors, num_clusters=num_groups, threshold=threshold, seed=seed)  # type: ignore[attr-defined]
-    group_id: list = [None] * len(got.paths)  # type: ignore[attr-defined]
-    for row, label in zip(got.ok_index.tolist(), result.labels.tolist()):  # type: ignore[attr-defined]
-        group_id[row] = int(label)
-    schema = pa.schema([("path", pa.string()), ("group_id", pa.int64()), ("status", pa.string()),
-                        ("error_message", pa.string())])
-    _write_table({"path": got.paths, "group_id": group_id, "status": got.status,  # type: ignore[attr-defined]
-                  "error_message": got.error_message}, schema, out)  # type: ignore[attr-defined]
+    got = _embed_for_command(encoder, paths, arg, device, batch_size)
+    found = group_files(got, encoder, num_groups=num_groups, threshold=threshold, seed=seed)
+    write_parquet_atomic(found.table, out)
+    result = found.clustering
     extra = f", silhouette {result.silhouette:.3f}" if result.silhouette is not None else ""
-    typer.echo(f"wrote {len(group_id)} rows to {out}: {result.num_clusters} groups ({result.method}{extra}), "
-               f"{sum(g is None for g in group_id)} not embedded")
+    typer.echo(f"wrote {found.table.num_rows} rows to {out}: {result.num_clusters} groups ({result.method}{extra}), "
+               f"{found.not_embedded} not embedded")
 
 
 @app.command("calibrate")
@@ -714,6 +689,7 @@ def eval_cmd(
 
     Options come from EvalConfig: defaults, then --config YAML, then the flags given, then --set (CLI > YAML > defaults).
     """
+    from mrbench.app.summary import print_eval_summary
     from mrbench.backends.base import MissingWeightsError
     from mrbench.config import load_config
     from mrbench.evaluation.config import EvalConfig, parse_model_args
@@ -756,42 +732,9 @@ def eval_cmd(
         typer.echo(f"worker {cfg.rank} of {cfg.world_size}: slice done ({len(result.rows)} rows) in {result.run_dir}; "
                    "the last worker to finish merges samples.jsonl and summary.json")
         return
-    _print_eval(result)
-
-
-def _print_eval(result: object) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    summary = result.summary  # type: ignore[attr-defined]
-    console = Console()
-    for note in summary.get("metric_notes") or []:
+    for note in result.summary.get("metric_notes") or []:
         typer.secho(f"note: {note}", fg="yellow", err=True)
-    flag = " [RANDOM WEIGHTS]" if summary["random_weights"] else ""
-    for split, s in summary["splits"].items():
-        statuses = ", ".join(f"{n} {status}" for status, n in sorted(s["rows_per_status"].items(),
-                                                                      key=lambda kv: (kv[0] != "ok", kv[0])))
-        t = Table(title=f"{summary['model']} on {summary['benchmark']['name']}/{split}{flag}: "
-                        f"{s['groups']} groups, {s['rows']} images ({statuses})")
-        for c in ("metric", "mean", "95% CI (groups)", "groups"):
-            t.add_column(c)
-
-        def interval(ci: list, n_groups: int) -> str:  # one group has no spread to bootstrap
-            return "n/a (1 group)" if n_groups < 2 else f"[{ci[0]:.4f}, {ci[1]:.4f}]"
-
-        for key, est in s["metrics"].items():
-            if est["mean"] is None:
-                t.add_row(key, "-", "-", "0")
-                continue
-            t.add_row(key, f"{est['mean']:.4f}", interval(est["ci"], est["n_groups"]), str(est["n_groups"]))
-            if est.get("scaled"):
-                sc = est["scaled"]
-                t.add_row(f"{key} x{sc['factor']:g}", f"{sc['mean']:.4f}", interval(sc["ci"], est["n_groups"]),
-                          str(est["n_groups"]))
-        console.print(t)
-    timing = result.timing  # type: ignore[attr-defined]
-    console.print(f"run folder: {result.run_dir}  (generated {timing['generated_images']}, from cache "  # type: ignore[attr-defined]
-                  f"{timing['cached_images']}, resumed {timing['resumed_rows']}; {timing['wall_s']:.1f}s)")
+    print_eval_summary(result)
 
 
 @app.command("leaderboard")

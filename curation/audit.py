@@ -36,7 +36,7 @@ from mrbench.layout import RunLayout
 from mrbench.records import Group
 from mrbench.shards import atomic_write_text, write_parquet_atomic
 from mrbench.stats import Stats
-from mrbench.thresholds import for_run
+from mrbench.thresholds import for_setting
 
 LEAK_SCHEMA = pa.schema(
     [("kind", pa.string()), ("id_a", pa.string()), ("group_a", pa.string()), ("split_a", pa.string()),
@@ -127,13 +127,11 @@ def leakage_audit(groups: list[Group], splits: dict[str, str], config: CurateCon
     near_dup = threshold = None
     if config.embed.encoder:
         who = np.flatnonzero(index.row[at] >= 0)
-        near_dup = for_run(config, "near_duplicate", config.audit.near_dup_threshold).threshold  # type: ignore[union-attr]
+        near_dup = for_setting(config, "audit.near_dup_threshold").threshold  # type: ignore[union-attr]
         for a, b, s in _cross_split_pairs(index, "vectors", index.row[at[who]], side[who], near_dup):
             leaks.append(("near_duplicate", images[who[a]], images[who[b]], s))
     if config.embed.face_encoder:
-        explicit = config.audit.identity_threshold
-        explicit = config.group.identity_threshold if explicit is None else explicit  # one person, one threshold
-        threshold = for_run(config, "identity", explicit).threshold  # type: ignore[union-attr]
+        threshold = for_setting(config, "audit.identity_threshold").threshold  # type: ignore[union-attr]
         who = np.flatnonzero(index.face_row[at] >= 0)
         for a, b, s in _cross_split_pairs(index, "faces", index.face_row[at[who]], side[who], threshold):
             leaks.append(("identity", images[who[a]], images[who[b]], s))

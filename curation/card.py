@@ -31,13 +31,15 @@ import yaml
 
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.drops import drop_step
-from mrbench.curation.release_format import RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_kept_fields, release_schema
+from mrbench.curation.release_format import (
+    RELEASE_FILE, RELEASE_SCHEMA, image_bytes, release_data_files, release_kept_fields, release_schema,
+)
 from mrbench.curation.split import SPLITS
 from mrbench.images import load_image
 from mrbench.layout import RunLayout
 from mrbench.pages import jpeg_thumbnail
 from mrbench.shards import atomic_write_bytes, atomic_write_text
-from mrbench.thresholds import for_run
+from mrbench.thresholds import for_setting
 
 CARD = "README.md"
 EXAMPLES_DIR = "card/examples"
@@ -96,7 +98,7 @@ def size_category(n: int) -> str:
 def split_sizes(release_dir: Path) -> dict[str, tuple[int, int]]:
     """Per split: (uncompressed bytes of its data, from the parquet footers; bytes of its files on disk)."""
     sizes: dict[str, tuple[int, int]] = {}
-    for f in sorted((Path(release_dir) / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         m = RELEASE_FILE.fullmatch(f"data/{f.name}")
         if not m:
             continue
@@ -139,7 +141,7 @@ def _read_index(release_dir: Path) -> pa.Table:
     """The release's small columns (id, category, group, split, role) as one table; never the images or captions,
     so a paper-scale release stays cheap (the statistics are group-bys over it)."""
     cols = ["id", "category", "group", "split", "role"]
-    files = sorted((release_dir / "data").glob("*.parquet"))
+    files = release_data_files(release_dir)
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in cols})
     t = pa.concat_tables([pq.read_table(f, columns=cols) for f in files])
@@ -231,15 +233,14 @@ def _settings(config: CurateConfig, run_dir: Path | None) -> list[str]:
 
     sources = "; ".join(f"{s.kind}: {', '.join(Path(p).name for p in s.paths)}" for s in config.sources) or "-"
     c, g, f, e = config.crawl, config.group, config.filters, config.embed
-    near_dup = for_run(config, "near_duplicate", config.dedup.threshold)
+    near_dup = for_setting(config, "dedup.threshold")
     dedup = "off" if near_dup is None or not config.dedup.enabled else near_dup.describe("near_duplicate")
-    audit_nd = for_run(config, "near_duplicate", config.audit.near_dup_threshold)
-    identity = for_run(config, "identity", config.audit.identity_threshold if config.audit.identity_threshold
-                       is not None else config.group.identity_threshold)
+    audit_nd = for_setting(config, "audit.near_dup_threshold")
+    identity = for_setting(config, "audit.identity_threshold")
     audit = ("off" if not (config.audit.enabled and (e.encoder or e.face_encoder))
              else "; ".join(p.describe(t) for t, p in (("near_duplicate", audit_nd), ("identity", identity)) if p)
                   + ("; training images of leaking pairs removed" if config.audit.remove_train_leaks else ""))
-    group_identity = for_run(config, "identity", config.group.identity_threshold)
+    group_identity = for_setting(config, "group.identity_threshold")
     rows = [
         ["sources", sources],
         ["tag list", Path(c.tag_list).name if c.tag_list else "- (folder names)"],
@@ -351,7 +352,7 @@ def _examples(release_dir: Path, t: pa.Table, groups: list[dict[str, Any]], keep
     wanted = pa.array(sorted({r["id"] for _, ms in chosen for r in ms}), pa.string())
     data: dict[str, bytes] = {}
     captions: dict[str, str] = {}
-    for f in sorted((release_dir / "data").glob("*.parquet")):
+    for f in release_data_files(release_dir):
         got = pq.read_table(f, columns=["id", "caption", "image"], filters=[("id", "in", wanted)])
         ids = got.column("id").to_pylist()
         data.update(zip(ids, image_bytes(got.column("image"))))

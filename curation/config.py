@@ -342,12 +342,18 @@ class CurateConfig:
     """Top-level curation config; see ``configs/*.yaml`` for examples.
 
     Attributes:
+        num_shards: Shards of every per-URL step (download, embed, filters, release), fixed for a run folder; 0 (the
+            default): chosen at selection, one shard per ``rows_per_shard`` selected URLs.
+        rows_per_shard: With ``num_shards: 0``, the URLs per shard the selection aims at (img2dataset's
+            ``number_sample_per_shard``); shards hold about that many rows (URLs are spread by id), so resume and
+            retry work in pieces of that size, whatever the run's size.
         calibration: A calibration file written by ``mrbench calibrate``: its thresholds apply per encoder (identity
             for the face encoder; near-duplicates for the image encoder) wherever the config sets none.
     """
 
     seed: int = option(0, ge=0)
-    num_shards: int = option(4, ge=1)
+    num_shards: int = option(0, ge=0)
+    rows_per_shard: int = option(10_000, ge=1)
     sources: list[SourceConfig] = field(default_factory=list)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     group: GroupConfig = field(default_factory=GroupConfig)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.blocklist import block_at_selection, blocklist_identity
@@ -23,7 +21,7 @@ from mrbench.curation.sources import (
 from mrbench.curation.tags import Tag, load_matcher, normalize
 from mrbench.layout import RunLayout
 from mrbench.records import STATUS_OK
-from mrbench.shards import RECORD_SCHEMA, temporary_path, write_parquet_atomic
+from mrbench.shards import RECORD_SCHEMA, atomic_write_text, write_tables
 from mrbench.stage import ShardedStep, Step
 from mrbench.stats import Stats
 
@@ -31,7 +29,6 @@ from mrbench.stats import Stats
 SELECT_MEMORY = "1GB"
 SELECT_THREADS = 2
 URL_BATCH_ROWS = 8192
-ROW_GROUP_ROWS = 1024  # as write_parquet_atomic
 KEPT = "source_columns"  # key in ImageRecord.metadata: the source's keep_columns values of the row
 
 CANDIDATE_SCHEMA = pa.schema(
@@ -152,7 +149,7 @@ def origin_status(url: str, kind: str, root: str = "") -> tuple[dict, str, str]:
 
 def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> Stats:
     """Global step: cap candidates per tag (lowest seeded priority wins), drop repeated URLs, assign ids and
-    write ``num_shards`` URL shards.
+    write the URL shards (:func:`url_shard_count`), each in id order.
 
     The candidates never come to Python, nor into memory as a whole: duckdb streams them through a bounded top-n
     per tag (the cap-th lowest priority), ranks only the rows under that cutoff, keeps the first candidate row of
@@ -219,18 +216,27 @@ def select_and_shard(config: CurateConfig, run_dir: Path, num_ingest: int) -> St
                        ("select/selected", chosen)):
             if n:
                 stats.inc(key, n)
-        for i in range(config.num_shards):
+        [(rows,)] = con.execute("SELECT count(*)::BIGINT FROM chosen").fetchall()
+        n = url_shard_count(config, rows)
+        for i in range(n):
             reader = con.sql(
                 "SELECT id, url, first.caption AS caption, first.tags AS tags, first.category AS category,"
                 " first.source AS source, first.\"row\" AS \"row\", first.fi AS fi, first.kept AS kept, block, block_detail FROM chosen"
                 " WHERE ('0x' || id)::UBIGINT % $n = $i ORDER BY id, first.fi, first.rn",
-                params={"n": config.num_shards, "i": i},
+                params={"n": n, "i": i},
             ).to_arrow_reader(URL_BATCH_ROWS)
             _write_url_shard(reader, out.output(i), kinds)
+        atomic_write_text(layout.shard_count, json.dumps({"num_shards": n}))
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
+
+
+def url_shard_count(config: CurateConfig, rows: int) -> int:
+    """The URL shards of ``rows`` selected rows: ``num_shards`` when set, else one per ``rows_per_shard`` rows
+    (rounded up; at least one). Rows go to shards by id, so shards hold about ``rows_per_shard`` rows each."""
+    return config.num_shards or max(1, -(-rows // config.rows_per_shard))
 
 
 def select_step(config: CurateConfig, run_dir: Path) -> Stats:
@@ -273,36 +279,5 @@ def _url_records(batch: pa.RecordBatch, kinds: list[str]) -> pa.Table:
 
 
 def _write_url_shard(reader: pa.RecordBatchReader, path: Path, kinds: list[str]) -> None:
-    """Stream one URL shard to ``path`` (atomically), in row groups of 1024 rows as ``write_parquet_atomic``
-    writes them, so the file is byte for byte what writing the whole table at once gives."""
-    pending: list[pa.Table] = []
-    buffered = 0
-    writer: pq.ParquetWriter | None = None
-    tmp = temporary_path(path)
-
-    def flush(rows: int) -> None:
-        nonlocal writer, pending, buffered
-        table = pa.concat_tables(pending)
-        if writer is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(tmp, RECORD_SCHEMA, compression="zstd")
-        writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
-        rest = table.slice(rows)
-        pending, buffered = ([rest] if rest.num_rows else []), rest.num_rows
-
-    for batch in reader:
-        if batch.num_rows:
-            pending.append(_url_records(batch, kinds))
-            buffered += batch.num_rows
-        if buffered >= URL_BATCH_ROWS:
-            flush(buffered - buffered % ROW_GROUP_ROWS)
-    if writer is None:  # nothing, or less than one batch: the one-shot writer gives the same bytes
-        table = pa.concat_tables(pending) if pending else RECORD_SCHEMA.empty_table()
-        write_parquet_atomic(table, path)
-        return
-    if buffered:
-        flush(buffered)
-    writer.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Stream one URL shard to ``path`` (atomically, row group by row group: :func:`~mrbench.shards.write_tables`)."""
+    write_tables((_url_records(batch, kinds) for batch in reader if batch.num_rows), path)

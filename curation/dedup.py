@@ -40,7 +40,7 @@ from mrbench.layout import RunLayout
 from mrbench.shards import write_parquet_atomic
 from mrbench.stage import Step
 from mrbench.stats import Stats
-from mrbench.thresholds import for_run, resolve
+from mrbench.thresholds import for_setting, resolve
 
 log = get_logger(__name__)
 
@@ -433,7 +433,7 @@ def dedup_step(config: CurateConfig, run_dir: Path) -> Stats:
 
     index = FeatureIndex.load(run_dir)
     has = np.flatnonzero(index.row >= 0)
-    threshold = for_run(config, "near_duplicate", config.dedup.threshold).threshold  # type: ignore[union-attr]
+    threshold = for_setting(config, "dedup.threshold").threshold  # type: ignore[union-attr]
     ids = [index.ids[k] for k in has]
     # Normally every indexed image has a vector: search the memory-mapped matrix itself rather than a copy.
     vectors = index.vectors if has.size == index.vectors.shape[0] == len(index.ids) else index.image_vectors(has)

@@ -22,12 +22,10 @@ import io
 import os
 import stat
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
-
-import pyarrow as pa
 
 from mrbench.curation.config import CrawlConfig
 from mrbench.curation.blocklist import HashBlocklist, blocklist_identity
@@ -36,8 +34,8 @@ from mrbench.curation.netguard import FetchError, Fetcher, FetchResult, check_ur
 from mrbench.images import display_size, load_image
 from mrbench.log import get_logger
 from mrbench.records import ImageRecord
-from mrbench.progress import shard_progress
-from mrbench.shards import read_records, records_to_table
+from mrbench.progress import ShardProgress, shard_progress
+from mrbench.shards import read_records, write_records_sorted
 from mrbench.stage import Filter, ShardedStep, Stage, Step
 from mrbench.stats import Stats
 
@@ -47,6 +45,9 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM
 WEB_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG covers MPO (camera JPEGs)
 # Key in ImageRecord.metadata set at selection for rows of ``folder`` sources: the only rows read from disk.
 LOCAL_FILE = "local_file"
+# A download shard's row group is written once its rows hold this many bytes (or 1024 rows): what a worker buffers.
+ROW_GROUP_BYTES = 64 << 20
+PACKED_BATCH = 256  # rows of img2dataset sources read from their shards at a time
 
 log = get_logger(__name__)
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -77,51 +78,86 @@ class Downloader(Stage):
         self.config = config
 
     def run(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
-        records = list(records)  # one URL shard: bounded by design
-        web: list[ImageRecord] = []
+        """Every record in input order, once all are done (they are held: :meth:`as_completed` streams)."""
+        records = list(records)
+        at = {id(r): k for k, r in enumerate(records)}
+        yield from sorted(self.as_completed(records), key=lambda r: at[id(r)])
+
+    def as_completed(self, records: Iterable[ImageRecord]) -> Iterator[ImageRecord]:
+        """Every record, each as soon as it is done (a slow server holds up only its own rows); at most
+        :func:`fetch_window` fetches are queued or in flight, so memory does not grow with the number of records."""
         live = shard_progress()  # the driver's bar moves with every URL, with ok / failed counts
-        packed = [r for r in records if r.ok and r.metadata.get(PACKED)]
-        if packed:  # rows of img2dataset sources: their bytes come from their shards, no request is made
-            fill_from_shards(packed, self.config.max_body_bytes)
-        for r in records:
-            if not r.ok:
-                live.add(1, failed=1)
-                continue
-            if r.metadata.get(LOCAL_FILE):
-                read_local_file(r, self.config.max_body_bytes)
-                live.add(1, failed=int(not r.ok))
-                continue
-            if r.metadata.get(PACKED):
-                live.add(1)
-                continue
-            bad = check_url(r.url)
-            if bad is not None:
-                r.fail(*bad)
-                live.add(1, failed=1)
-            else:
-                web.append(r)
-        if web:
-            fetcher = Fetcher(self.config)
-            for r, outcome in zip(web, _fetch_all(fetcher, web, self.config.thread_count)):
-                if isinstance(outcome, FetchError):
-                    r.fail(outcome.reason, outcome.message)
+        threads = self.config.thread_count
+        pending: dict[Future, ImageRecord] = {}
+        packed: list[ImageRecord] = []  # rows of img2dataset sources: bytes from their shards, no request is made
+        fetcher: Fetcher | None = None
+        try:
+            for r in records:
+                if r.ok and r.metadata.get(PACKED):
+                    packed.append(r)
+                    if len(packed) == PACKED_BATCH:
+                        yield from self._unpack(packed, live)
+                        packed = []
                     continue
+                if not (r.ok and not r.metadata.get(LOCAL_FILE) and check_url(r.url) is None):
+                    yield self._finish(r, None, live)
+                    continue
+                fetcher = fetcher or Fetcher(self.config)
+                pending[_thread_pool(threads).submit(_fetch_one(fetcher), r)] = r
+                while len(pending) >= fetch_window(threads):
+                    for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                        yield self._finish(pending.pop(future), future, live)
+            if packed:
+                yield from self._unpack(packed, live)
+            while pending:
+                for future in wait(pending, return_when=FIRST_COMPLETED).done:
+                    yield self._finish(pending.pop(future), future, live)
+        except BaseException:  # Ctrl-C, or the consumer gave up: queued downloads cancelled, those in flight stopped
+            for future in pending:
+                future.cancel()
+            if fetcher is not None:
+                fetcher.abort()
+            raise
+        if fetcher is not None:
+            self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
+
+    def _finish(self, r: ImageRecord, future: Future | None, live: ShardProgress) -> ImageRecord:
+        """The record with its outcome: fetched (``future``), read from disk, or refused before any I/O."""
+        if future is not None:
+            outcome = future.result()
+            if isinstance(outcome, FetchError):
+                r.fail(outcome.reason, outcome.message)
+            else:
                 r.image = outcome.body
                 if outcome.credentials_stripped:
                     r.url = outcome.url  # never released with its password
                     r.metadata["credentials_stripped"] = True
                 if outcome.attempts > 1:
                     r.metadata["attempts"] = outcome.attempts
-            self.stats.inc("download/max_concurrent_per_domain", max(fetcher.limiter.peak.values(), default=0))
-        for r in records:
-            if (not r.ok or r.metadata.get(PACKED)) and not r.metadata.get(LOCAL_FILE):
-                r.url, stripped = strip_credentials(r.url)  # a failed (or packed) row is written: never with a password
-                if stripped:
-                    r.metadata["credentials_stripped"] = True
-            self.stats.inc(f"download/{r.status}")
-            if not r.ok:
-                self.stats.error(r.error_message)
-        yield from records
+        elif r.ok and r.metadata.get(LOCAL_FILE):
+            read_local_file(r, self.config.max_body_bytes)
+        elif r.ok and not r.metadata.get(PACKED):
+            r.fail(*check_url(r.url))
+        if (not r.ok or r.metadata.get(PACKED)) and not r.metadata.get(LOCAL_FILE):
+            r.url, stripped = strip_credentials(r.url)  # a failed (or packed) row is written: never with a password
+            if stripped:
+                r.metadata["credentials_stripped"] = True
+        live.add(1, failed=int(not r.ok))
+        self.stats.inc(f"download/{r.status}")
+        if not r.ok:
+            self.stats.error(r.error_message)
+        return r
+
+    def _unpack(self, packed: list[ImageRecord], live: ShardProgress) -> Iterator[ImageRecord]:
+        """Rows of img2dataset sources with their bytes (or failure) from their shards, one pass per shard."""
+        fill_from_shards(packed, self.config.max_body_bytes)
+        for r in packed:
+            yield self._finish(r, None, live)
+
+
+def fetch_window(threads: int) -> int:
+    """Fetches one worker keeps queued or in flight: enough to keep ``threads`` threads busy."""
+    return 4 * threads
 
 
 def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchError]:
@@ -134,24 +170,6 @@ def _fetch_one(fetcher: Fetcher) -> Callable[[ImageRecord], FetchResult | FetchE
             log.warning("unexpected %s fetching %.200s", type(e).__name__, r.url, exc_info=True)
             return FetchError("fetch_error", f"{type(e).__name__}: {e}"[:300])
     return call
-
-
-def _fetch_all(fetcher: Fetcher, web: list[ImageRecord], threads: int) -> list[FetchResult | FetchError]:
-    """Every row's outcome, in order; on Ctrl-C (or any exception here) the queued downloads are cancelled and
-    the ones in flight stopped at once, so the interruption is not held up by slow servers."""
-    futures = [_thread_pool(threads).submit(_fetch_one(fetcher), r) for r in web]
-    live = shard_progress()  # the driver's bar moves with every URL fetched, with ok / failed counts
-    try:
-        outcomes = []
-        for f in futures:
-            outcomes.append(f.result())
-            live.add(1, failed=int(isinstance(outcomes[-1], FetchError)))
-        return outcomes
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        fetcher.abort()
-        raise
 
 
 def read_local_file(r: ImageRecord, max_bytes: int) -> None:
@@ -299,23 +317,27 @@ def reencode(data: bytes, mode: str, size: int, fmt: str) -> tuple[bytes, int, i
 
 
 class DownloadTask(ShardedStep):
-    """Per URL shard: download (under the egress policy), validate, write one row per URL, sorted by id."""
+    """Per URL shard: download (under the egress policy), validate, and write one row per URL, sorted by id.
 
-    def process(self, shard: int) -> tuple[pa.Table, Stats]:
+    Rows are written as they complete (:func:`~mrbench.shards.write_records_sorted`), so a worker holds a bounded
+    number of images whatever the shard's size. The marker follows the complete file; a shard killed half-way is
+    redone whole."""
+
+    def process(self, shard: int) -> tuple[None, Stats]:
         downloader = Downloader(self.config.crawl)
         validator = ImageValidator(self.config.crawl.max_image_pixels, self.config.crawl)
-        stages: list[Stage] = [downloader, validator]
+        stages: list[Stage] = [validator]
         blocklist = HashBlocklist.from_config(self.config.crawl)  # sha256 / phash lists, before any byte is stored
         if blocklist is not None:
             stages.append(blocklist)
-        records: Iterable[ImageRecord] = read_records(self.layout.urls.output(shard))
+        records = downloader.as_completed(read_records(self.layout.urls.output(shard)))
         for stage in stages:
             records = stage(records)
-        records = sorted(records, key=lambda r: r.id)
+        write_records_sorted(records, self.shards.output(shard), ROW_GROUP_BYTES)
         stats = Stats()
-        for stage in stages:
+        for stage in [downloader, *stages]:
             stats.merge(stage.stats)
-        return records_to_table(records), stats
+        return None, stats
 
 
 # Timeouts, retries, backoff and threads are free settings (mrbench.fingerprint.FREE_SETTINGS).

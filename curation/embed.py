@@ -257,6 +257,7 @@ class FileEmbeddings:
     error_message: list[str]
     resolution: list[int]
     vectors: np.ndarray  # (number of ok files, D)
+    faces: bool = False  # face embeddings (the largest face of each file), not whole-image ones
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -273,7 +274,7 @@ def embed_files(encoder: Any, paths: Iterable[str | Path], batch_size: int = 32,
 
     files = find_images(paths)
     is_face = isinstance(encoder, FaceEncoder)
-    out = FileEmbeddings([str(p) for p in files], [], [], [], np.zeros((0, 0), np.float32))
+    out = FileEmbeddings([str(p) for p in files], [], [], [], np.zeros((0, 0), np.float32), faces=is_face)
     vectors: list[np.ndarray] = []
     for chunk in _batches(files, batch_size):
         images, where = [], []

@@ -30,6 +30,12 @@ from mrbench.shards import ShardSet, write_parquet_atomic
 from mrbench.stage import Step
 from mrbench.stats import Stats
 
+# groups/assignments.parquet: one row per image that reached grouping (ok, or the reason it was dropped there).
+ASSIGN_SCHEMA = pa.schema(
+    [("id", pa.string()), ("group", pa.string()), ("split", pa.string()), ("role", pa.string()),
+     ("status", pa.string()), ("error_message", pa.string())]
+)
+
 
 # groups/assignments.parquet: one row per image that reached grouping (ok, or the reason it was dropped there).
 ASSIGN_SCHEMA = pa.schema(

@@ -19,6 +19,7 @@ from mrbench import storage
 from mrbench.config import InputError
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.img2dataset import container_of
+from mrbench.curation.release_format import RELEASE_SCHEMA
 from mrbench.curation.sources import METADATA_SUFFIXES, expand_sources
 
 T = TypeVar("T")
@@ -80,8 +81,6 @@ def check_row_rules(path: str, index: int, where: str, keep_columns: list[str]) 
     """A source's ``where`` must be a boolean SQL expression over its columns, and every ``keep_columns`` name one
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
-
-    from mrbench.curation.release_format import RELEASE_SCHEMA
 
     schema = source_schema(path)
     missing = [c for c in keep_columns if c not in schema.names]

@@ -3,7 +3,7 @@ folder (:class:`mrbench.layout.RunLayout`), sharded steps by the executor and gl
 
     RUN_DIR/config.yaml, provenance.json, run_state.json
     ingest/    candidates per source file        (sharded, one per source file)
-    urls/      selected URLs in num_shards shards (global ``select``: cap per tag, ids)
+    urls/      selected URLs in num_shards shards, or one per rows_per_shard rows (global ``select``: cap per tag, ids)
     download/  one row per URL: ok + bytes, or a named failure (sharded: fetch under the egress policy + validation)
     embed/     per shard: image embedding, faces, detections of every ok image (sharded; only with embed models)
     safety/    per shard: the safety classifier's score of every embedded image (sharded; only with safety.classifier)
@@ -52,34 +52,40 @@ from mrbench.runlock import with_run_lock
 from mrbench.shards import atomic_write_text
 from mrbench.stage import STAGES, Step, filter_stages, pipeline_steps, run_global_step
 from mrbench.stats import Stats
-from mrbench.thresholds import for_run
+from mrbench.thresholds import RUN_SETTINGS, for_setting
 
 log = get_logger(__name__)
 
 
 def run_state_problem(run_dir: Path, config: CurateConfig) -> str | None:
     """Why ``config`` cannot resume ``run_dir`` (None when it can): its shards would not line up with another
-    shard count. Every other changed setting redoes the steps that read it (:mod:`mrbench.fingerprint`)."""
+    shard count, or (``num_shards: 0``) another ``rows_per_shard``. Every other changed setting redoes the steps
+    that read it (:mod:`mrbench.fingerprint`)."""
     state_path = RunLayout(run_dir).run_state
     if not state_path.exists():
         return None
     state = json.loads(state_path.read_text())
     if state["num_shards"] != config.num_shards:
-        return (f"{run_dir} was started with num_shards={state['num_shards']}, not {config.num_shards}; "
-                "use a new --out folder or the original shard count")
+        was = f"num_shards={state['num_shards']}" if state["num_shards"] else "num_shards=0 (rows_per_shard)"
+        return (f"{run_dir} was started with {was}, not {config.num_shards}; "
+                f"use a new --out folder or set num_shards: {state['num_shards']}")
+    if not config.num_shards and state.get("rows_per_shard") != config.rows_per_shard:
+        return (f"{run_dir} was started with rows_per_shard={state.get('rows_per_shard')}, not "
+                f"{config.rows_per_shard}; use a new --out folder or the original rows_per_shard")
     return None
 
 
 def check_run_state(run_dir: Path, config: CurateConfig) -> None:
-    """Refuse to resume a run folder with a different shard count (:func:`run_state_problem`); record the shard
-    count of a new one."""
+    """Refuse to resume a run folder with another shard layout (:func:`run_state_problem`); record the shard
+    layout of a new one."""
     problem = run_state_problem(run_dir, config)
     if problem:
         raise ConfigError(problem)
     state_path = RunLayout(run_dir).run_state
     if not state_path.exists():
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(state_path, json.dumps({"num_shards": config.num_shards, "seed": config.seed}))
+        shards = {"num_shards": config.num_shards, **({} if config.num_shards else {"rows_per_shard": config.rows_per_shard})}
+        atomic_write_text(state_path, json.dumps({**shards, "seed": config.seed}))
 
 
 def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
@@ -181,11 +187,13 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
             executor.run(task, n, live.shard_done, weights, resources)
 
     enabled = [spec for spec in steps if spec.enabled(config)]
+    settings = config  # as set: what the fingerprints above recorded
     last_sharded = max((k for k, spec in enumerate(enabled) if spec.sharded), default=-1)
     for k, spec in enumerate(enabled):
         if not spec.sharded:
             run_global_step(spec, config, run_dir, markers[spec.name])
             sync()
+            config = layout.with_shard_count(settings)  # the steps after select get the shard count it chose
             continue
         run_sharded(spec)
         sync(include_shards=False)  # each task uploaded its shard's files
@@ -205,8 +213,9 @@ def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: Progress
 def log_thresholds(config: CurateConfig) -> None:
     """Say in the run log which threshold each model-driven decision uses and where it comes from; an encoder
     without a calibration for its task is a warning."""
-    for task, explicit in (("near_duplicate", config.dedup.threshold), ("identity", config.group.identity_threshold)):
-        point = for_run(config, task, explicit)
+    for setting in ("dedup.threshold", "group.identity_threshold"):
+        task = RUN_SETTINGS[setting][0]
+        point = for_setting(config, setting)
         if point is None:
             continue
         encoder = config.embed.face_encoder if task == "identity" else config.embed.encoder

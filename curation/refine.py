@@ -27,12 +27,13 @@ import numpy as np
 
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.cluster import (
-    cluster_embeddings, consistency_scores, dominant_cluster, face_threshold, score_outliers,
+    cluster_embeddings, consistency_scores, dominant_cluster, score_outliers,
 )
 from mrbench.curation.dedup import dedup
 from mrbench.curation.index import FeatureIndex
 from mrbench.layout import RunLayout
 from mrbench.stats import Stats
+from mrbench.thresholds import for_setting
 
 VISUAL_PREFIX = "visual_"
 # In-group dedup searches groups up to this size exactly; larger ones (a popular tag: tens of thousands of images)
@@ -42,10 +43,8 @@ IN_GROUP_EXACT_MAX = 4096
 
 def identity_threshold(config: CurateConfig) -> float:
     """Face cosine at or above which two faces are one person: ``group.identity_threshold``, else the run's
-    calibration file, else the face encoder's measured operating point (:func:`mrbench.thresholds.for_run`)."""
-    if config.group.identity_threshold is not None:
-        return config.group.identity_threshold
-    return face_threshold(config.embed.face_encoder, config.calibration or None)
+    calibration file, else the face encoder's measured operating point (:func:`mrbench.thresholds.for_setting`)."""
+    return for_setting(config, "group.identity_threshold").threshold  # type: ignore[union-attr]
 
 
 @dataclass

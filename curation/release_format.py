@@ -73,9 +73,14 @@ def kept_fields_of(schema: pa.Schema) -> list[pa.Field]:
     return [f for f in schema if f.name not in RELEASE_SCHEMA.names]
 
 
+def release_data_files(release_dir: str | Path) -> list[Path]:
+    """A release's data files (``data/*.parquet``), sorted by name: split, then shard order."""
+    return sorted((Path(release_dir) / "data").glob("*.parquet"))
+
+
 def release_kept_fields(release_dir: Path) -> list[pa.Field]:
     """The kept source columns of a release (from its first data file; none without data)."""
-    files = sorted((Path(release_dir) / "data").glob("*.parquet"))
+    files = release_data_files(release_dir)
     return kept_fields_of(pq.ParquetFile(files[0]).schema_arrow) if files else []
 
 
@@ -142,3 +147,13 @@ def schema_problem(schema: pa.Schema, fmt: str | None = None, kept: "list[pa.Fie
 RELEASE_FORMAT = "mrbench-release/3"
 RELEASE_SCHEMAS = {"mrbench-release/1": RELEASE_SCHEMA_V1, "mrbench-release/2": RELEASE_SCHEMA_V2,
                    RELEASE_FORMAT: RELEASE_SCHEMA}
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")  # curation.crawl.record_id: 16 hex digits of the URL's sha1
+IMAGE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")  # a bare extension: no dot, no separator, nothing to traverse with
+
+
+class ReleaseError(ValueError):
+    """A release cannot be used as it is (it fails verification, or holds ids of another format)."""
+
+
+class UnsafeOutputError(ReleaseError):
+    """``extract-images --out`` is inside the release, or a symlink waits where a file or folder is to be written."""

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from mrbench.curation.audit import shown_leak_pairs
 from mrbench.curation.drops import drop_step, drop_step_order
+from mrbench.curation.release_format import release_data_files
 from mrbench.layout import RunLayout
 from mrbench.pages import Raw, esc, figure, new_figure, page, plot_uri, table, try_thumb
 from mrbench.records import SPLITS
@@ -134,7 +135,7 @@ def _per_tag(layout: RunLayout) -> list[tuple[str, int, int, int, int]]:
         return []
     selected = _tag_counts(layout.shards("select").existing())
     ok = _tag_counts(layout.download.existing(), ok_only=True)
-    released = _tag_counts(sorted((layout.release / "data").glob("*.parquet")))
+    released = _tag_counts(release_data_files(layout.release))
     return [(tag, n, selected[tag], ok[tag], released[tag])
             for tag, n in sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0]))]
 

@@ -111,10 +111,11 @@ def retry_failed(config: CurateConfig, run_dir: str | Path, progress: Any = None
     if not layout.run_state.exists() or not download.folder.is_dir():
         raise ConfigError(f"{run_dir} is not a curation run folder with downloads (nothing to retry)")
     validate_once(config)
-    todo = [i for i in range(config.num_shards) if download.is_done(i) and retryable_rows(download.output(i))]
+    shards = layout.with_shard_count(config).num_shards  # as chosen at selection with num_shards: 0
+    todo = [i for i in range(shards) if download.is_done(i) and retryable_rows(download.output(i))]
     rows = 0
     if todo:
-        invalidate(run_dir, config, todo, step)
+        invalidate(run_dir, layout.with_shard_count(config), todo, step)
         marker = marker_text(step_records(pipeline_steps(), config)[step.name])
         for i in todo:
             rows += retryable_rows(download.output(i))

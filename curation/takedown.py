@@ -36,10 +36,12 @@ from mrbench.config import ConfigError, from_dict
 from mrbench.curation.config import BlocklistConfig, CurateConfig
 from mrbench.curation.blocklist import read_entries
 from mrbench.curation.card import write_card
-from mrbench.curation.release import (
-    EASYREF_FILES, MANIFEST, RELEASE_FILE, RELEASE_FORMAT, ReleaseError, UnsafeOutputError, check_release,
-    release_file, verify_release, write_easyref_json, write_manifest,
+from mrbench.curation.easyref_export import EASYREF_FILES, write_easyref_json
+from mrbench.curation.release import write_manifest
+from mrbench.curation.release_format import (
+    MANIFEST, RELEASE_FILE, RELEASE_FORMAT, ReleaseError, UnsafeOutputError, release_data_files, release_file,
 )
+from mrbench.curation.release_verify import check_release, verify_release
 from mrbench.curation.split import SPLITS
 
 REMOVAL_KINDS = ("id", "url", "sha256")  # release columns a removal list matches
@@ -123,7 +125,7 @@ def remove_images(release_dir: str | Path, out: str | Path, lists: list[tuple[st
     config = _release_config(manifest)
 
     # 1. Which rows go: listed rows, then the rest of groups left below the minimum size.
-    data = sorted(p for p in (release / "data").glob("*.parquet"))
+    data = release_data_files(release)
     cols = ["id", "url", "sha256", "group", "role"]
     index = pa.concat_tables([pq.read_table(f, columns=cols) for f in data]) if data else None
     listed: set[str] = set()

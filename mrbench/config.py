@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import field
@@ -356,6 +357,30 @@ def _resolve_paths(cls: Any, data: Any, base: Path) -> Any:
 _VALIDATED: set[tuple[type, str]] = set()
 
 
+def _named_paths(cfg: Any) -> list[str]:
+    """The values of ``cfg``'s fields declared ``option(path=True)``, at any depth."""
+    out: list[str] = []
+    if not dataclasses.is_dataclass(cfg):
+        return out
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name, None)
+        if f.metadata.get(_META, {}).get("path"):
+            out += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and v]
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                out += _named_paths(item)
+    return out
+
+
+def _file_state(path: str) -> tuple[str, int, int]:
+    """(path, size, mtime_ns) of a local file; (path, -1, -1) for a URL, a folder pattern or a missing file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return (path, -1, -1)
+    return (path, st.st_size, st.st_mtime_ns)
+
+
 def validate_once(cfg: Any) -> None:
     """``cfg.validate()``, unless a config of the same type and values already passed it in this process: the CLI,
     the pipeline and the API each ask, the checks (the tag list, registries, the calibration file) run once.
@@ -363,7 +388,9 @@ def validate_once(cfg: Any) -> None:
     Raises:
         ConfigError: from ``cfg.validate()``.
     """
-    key = (type(cfg), repr(cfg))  # dataclass repr: every field, nested configs included
+    # dataclass repr: every field, nested configs included; and the state of every file it names (a tag list or
+    # calibration file rewritten since is checked again)
+    key = (type(cfg), repr(cfg), tuple(_file_state(p) for p in _named_paths(cfg)))
     if key in _VALIDATED:
         return
     cfg.validate()

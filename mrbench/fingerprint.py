@@ -45,6 +45,9 @@ FREE_SETTINGS = (
     "crawl.max_per_domain",
     "crawl.user_agent_token",
     "crawl.output_format",  # ignored by every step (kept so that older configs load)
+    # Fixed for a run folder like num_shards (run_state.json: a change is refused) and read only with num_shards: 0;
+    # free, so run folders started before it existed resume without redoing anything.
+    "rows_per_shard",
 )
 
 
@@ -235,7 +238,8 @@ def plan_run(steps: list["Step"], config: Any, run_dir: str | Path) -> list[Step
 def _done_or_resume(layout: RunLayout, step: "Step", config: Any, markers: list[Path]) -> str:
     if not step.sharded:
         return "done"
-    return "done" if len(markers) >= step.run.num_shards(config) else "resume"
+    n = step.run.num_shards(layout.with_shard_count(config))  # 0: chosen by a select step still to run
+    return "done" if n and len(markers) >= n else "resume"
 
 
 def invalidate(run_dir: str | Path, plans: list[StepPlan]) -> list[str]:

@@ -5,7 +5,7 @@ Nothing else joins run-folder path strings: steps, the pipeline, retry, report a
 spelled here exactly once::
 
     RUN_DIR/config.yaml, provenance.json, models.json, run_state.json, stats.json, report.html
-    ingest/candidates_{i:05d}.parquet   urls/urls_{i:05d}.parquet   download/shard_{i:05d}.parquet
+    ingest/candidates_{i:05d}.parquet   urls/urls_{i:05d}.parquet, urls/shards.json   download/shard_{i:05d}.parquet
     embed/shard_{i:05d}.parquet         filters/drops_{i:05d}.parquet
     index/  dedup/duplicates.parquet  groups/{groups,assignments}.parquet, groups/by_shard/assign_{i:05d}.parquet
     audit/{leakage.json,leaks.parquet}  release_parts/{split}-{i:05d}-of-{n:05d}.parquet  release/
@@ -22,8 +22,10 @@ named after it, with shards named ``shard``. The methods take a step, or the nam
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 from mrbench.registry import STAGES
 from mrbench.shards import SUCCESS, ShardSet
@@ -184,6 +186,18 @@ class RunLayout:
     @property
     def release_state(self) -> ShardSet:
         return self.shards("release")
+
+    @property
+    def shard_count(self) -> Path:
+        """The shard count of the per-URL steps, as the select step chose it (``{"num_shards": n}``)."""
+        return self.folder("select") / "shards.json"
+
+    def with_shard_count(self, config: Any) -> Any:
+        """``config`` with the run's shard count: ``num_shards`` as set, or (``num_shards: 0``) as the select step
+        chose it from ``rows_per_shard``; unchanged while the select step has not run."""
+        if getattr(config, "num_shards", None) != 0 or not self.shard_count.is_file():
+            return config
+        return dataclasses.replace(config, num_shards=json.loads(self.shard_count.read_text())["num_shards"])
 
     @property
     def select_tmp(self) -> Path:

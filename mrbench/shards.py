@@ -7,7 +7,6 @@ A shard is complete when its output, then its stats, then its ``.done`` marker a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 
 # The atomic writers live one level down (the stats module writes with them too); the steps import them from here.
 from mrbench.atomic import (  # noqa: F401
-    atomic_write_bytes, atomic_write_text, sha256_file, temporary_path, write_text_if_changed)
+    atomic_output, atomic_write_bytes, atomic_write_text, sha256_file, temporary_path, write_text_if_changed)
 from mrbench.records import ImageRecord
 from mrbench.stats import Stats
 
@@ -39,20 +38,105 @@ RECORD_SCHEMA = pa.schema(
         ("metadata", pa.string()),  # JSON: free-form keys do not fit a fixed parquet struct
     ]
 )
+ROW_GROUP_ROWS = 1024  # rows per row group of the shards MRBench writes
 
 
 def write_parquet_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` via a temporary file and rename, so readers never see half a file."""
+    write_tables([table], path, table.schema, compression)
+
+
+def write_tables(tables: Iterable[pa.Table], path: Path, schema: pa.Schema = None, compression: str = "zstd",
+                 group_bytes: int | None = None) -> int:
+    """Stream ``tables`` into one parquet file at ``path`` as they come (atomically: :func:`atomic_output`), in
+    row groups of :data:`ROW_GROUP_ROWS` rows: the bytes are those of writing all of them as one table. Memory holds
+    one row group; with ``group_bytes``, a row group whose data passes that many bytes is written sooner (smaller).
+
+    Returns:
+        The rows written.
+    """
+    schema = RECORD_SCHEMA if schema is None else schema
+    written = 0
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        pending: list[pa.Table] = []
+        rows = size = 0
+        for table in tables:
+            pending.append(table)
+            rows, size = rows + table.num_rows, size + table.nbytes
+            if rows < ROW_GROUP_ROWS and not (group_bytes and rows and size >= group_bytes):
+                continue
+            # one contiguous row group, as writing one table gives (a copy of one row group at most)
+            whole = pa.concat_tables(pending).combine_chunks() if len(pending) > 1 else pending[0]
+            cut = rows - rows % ROW_GROUP_ROWS if rows >= ROW_GROUP_ROWS else rows
+            writer.write_table(whole.slice(0, cut), row_group_size=ROW_GROUP_ROWS)
+            written += cut
+            rest = whole.slice(cut)
+            pending, rows, size = ([rest] if rest.num_rows else []), rest.num_rows, rest.nbytes
+        if rows or not written:  # the tail; an empty file gets the empty row group the one-shot writer gives it
+            writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table(),
+                               row_group_size=ROW_GROUP_ROWS)
+            written += rows
+    return written
+
+
+def write_records_sorted(records: Iterable[ImageRecord], path: Path, group_bytes: int | None = None) -> int:
+    """Write ``records``, arriving in any order, to the parquet shard ``path`` sorted by id: the file
+    :func:`write_tables` gives for the sorted rows, whatever the arrival order (ids are unique: selection assigns
+    them from unique URLs).
+
+    Rows go to a spool file as they arrive (a temporary sibling, uncompressed, in row groups of
+    :data:`SPOOL_ROWS` rows or :data:`SPOOL_BYTES` of images); then the spool is read back in id order, a few of
+    its row groups cached (rows arrive roughly sorted: a straggler costs one row group read). Memory holds a spool
+    row group being filled, the cache, one output row group and the ids, not the images of the shard.
+
+    Returns:
+        The rows written.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
+    spool = temporary_path(path)  # a killed writer's is removed with the run's other leftovers
+    keys: list[tuple[str, int]] = []  # (id, spool row group * SPOOL_ROWS + row in it)
     try:
-        pq.write_table(table, tmp, compression=compression, row_group_size=1024)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with pq.ParquetWriter(spool, RECORD_SCHEMA, compression="none", use_dictionary=False,
+                              write_statistics=False) as writer:
+            batch: list[ImageRecord] = []
+            size = groups = 0
+            for r in records:
+                keys.append((r.id, groups * SPOOL_ROWS + len(batch)))
+                batch.append(r)
+                size += len(r.image or b"")
+                if len(batch) == SPOOL_ROWS or size >= SPOOL_BYTES:
+                    writer.write_table(records_to_table(batch), row_group_size=len(batch))
+                    batch, size, groups = [], 0, groups + 1
+            if batch:
+                writer.write_table(records_to_table(batch), row_group_size=len(batch))
+        keys.sort()
+        return write_tables(_spooled_in_order(spool, keys), path, group_bytes=group_bytes)
     finally:
-        tmp.unlink(missing_ok=True)
+        spool.unlink(missing_ok=True)
+
+
+SPOOL_ROWS = 256
+SPOOL_BYTES = 4 << 20
+
+
+def _spooled_in_order(spool: Path, keys: list[tuple[str, int]], cached: int = 4, rows: int = 64) -> Iterator[pa.Table]:
+    """The spool's rows in the order of ``keys``, ``rows`` at a time."""
+    from collections import OrderedDict
+
+    pf = pq.ParquetFile(spool)
+    cache: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def group(g: int) -> pa.Table:
+        if g not in cache:
+            cache[g] = pf.read_row_group(g)
+            if len(cache) > cached:
+                cache.popitem(last=False)
+        cache.move_to_end(g)
+        return cache[g]
+
+    for start in range(0, len(keys), rows):
+        yield pa.concat_tables([group(slot // SPOOL_ROWS).slice(slot % SPOOL_ROWS, 1)
+                                for _, slot in keys[start:start + rows]])
 
 
 SUCCESS = "_SUCCESS"  # a global step's completion marker (mrbench.layout, mrbench.stage.run_global_step)

@@ -229,7 +229,7 @@ class ShardedStep(abc.ABC):
     """
 
     def __init__(self, config: Any, run_dir: str | Path, step: Step) -> None:
-        self.config = config
+        self.config = RunLayout(run_dir).with_shard_count(config)  # the shard count selection chose, once it ran
         self.run_dir = str(run_dir)  # a plain string pickles to any executor
         self.step = step
         # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
@@ -307,7 +307,7 @@ def run_global_step(step: Step, config: Any, run_dir: str | Path, marker: str = 
     if done.exists():
         return Stats.load(stats_path) if stats_path is not None else Stats()
     with shard_log(layout.step_log(step), step.name) as note:
-        stats = step.run(config, Path(run_dir))
+        stats = step.run(layout.with_shard_count(config), Path(run_dir))
         note(f"{step.name}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
     done.parent.mkdir(parents=True, exist_ok=True)
     if stats_path is not None:

@@ -145,15 +145,44 @@ def resolve(encoder: str, task: str, calibration: str | Path | None = None) -> O
     return OperatingPoint(value, False, data=why, source="fallback")
 
 
+def choose(encoder: str, task: str, explicit: float | None = None,
+           calibration: str | Path | None = None) -> OperatingPoint:
+    """The threshold a user's setting leaves: ``explicit`` (a value set in the config or on the command line) >
+    the ``calibration`` file > :func:`resolve`. Every "None means the encoder's default" goes through here."""
+    if explicit is not None:
+        return OperatingPoint(float(explicit), False, data="set in the config", source="config")
+    return resolve(encoder, task, calibration)
+
+
 def for_run(config: Any, task: str, explicit: float | None = None) -> OperatingPoint | None:
     """The operating point a curation run uses for ``task``: ``explicit`` (a value the config sets) > the run's
     ``calibration`` file > :func:`resolve`. None when the run has no encoder for the task."""
     encoder = config.embed.face_encoder if task == "identity" else config.embed.encoder
     if not encoder:
         return None
-    if explicit is not None:
-        return OperatingPoint(float(explicit), False, data="set in the config", source="config")
-    return resolve(encoder, task, config.calibration or None)
+    return choose(encoder, task, explicit, config.calibration or None)
+
+
+# The curation settings that set a threshold: the task each one is for and, when it is None, the setting it takes
+# before the encoder's own (one person, one threshold: the audit's identity threshold is the grouping's).
+RUN_SETTINGS: dict[str, tuple[str, str | None]] = {
+    "dedup.threshold": ("near_duplicate", None),
+    "audit.near_dup_threshold": ("near_duplicate", None),
+    "group.identity_threshold": ("identity", None),
+    "audit.identity_threshold": ("identity", "group.identity_threshold"),
+}
+
+
+def for_setting(config: Any, setting: str) -> OperatingPoint | None:
+    """The operating point of one threshold setting of a curation run (:data:`RUN_SETTINGS`): its value, else the
+    setting it falls back to, else :func:`for_run`'s choice. None when the run has no encoder for its task."""
+    task, fallback = RUN_SETTINGS[setting]
+    explicit = None
+    for key in (setting, fallback):
+        if key is not None and explicit is None:
+            section, name = key.split(".")
+            explicit = getattr(getattr(config, section), name)
+    return for_run(config, task, explicit)
 
 
 def calibration_document(points: dict[str, dict[str, dict[str, Any]]], note: str = "") -> str:

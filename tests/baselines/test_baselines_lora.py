@@ -79,7 +79,7 @@ def test_class_noun_never_the_identity(tmp_path: Path) -> None:
     """A celebrity group from a release trains and samples with "person", never the identity's name (its tag)."""
     import hashlib
 
-    from mrbench.curation.release import release_file, release_table
+    from mrbench.curation.release_format import release_file, release_table
     from mrbench.evaluation.benchmarks import build_benchmark
     from mrbench.evaluation.generator import image_bytes
     from mrbench.shards import write_parquet_atomic

@@ -24,7 +24,7 @@ def test_yaml_then_cli_overrides_and_relative_paths(tmp_path):
 
 @pytest.mark.parametrize(
     "extra,match",
-    [("num_shards: 0\n", "num_shards"), ("crawl: {tag_list: tags.yaml, resize_mode: stretch}\n", "resize_mode"),
+    [("num_shards: -1\n", "num_shards"), ("crawl: {tag_list: tags.yaml, resize_mode: stretch}\n", "resize_mode"),
      ("bogus: 1\n", "unknown config key"), ("crawl: {tag_list: tags.yaml, timeuot: 3}\n", "crawl.timeuot"),
      ("crawl: {tag_list: tags.yaml, allow_private_network: maybe}\n", "true or false"),
      ("group: {min_group_size: 1}\n", "min_group_size"), ("executor: {name: spark}\n", "executor.name")],

@@ -174,7 +174,7 @@ def test_two_real_curate_processes_on_one_folder(tmp_path: Path):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from smallweb import _photo, write_small_inputs
-    from mrbench.curation.release import verify_release
+    from mrbench.curation.release_verify import verify_release
     from webserver import encode
 
     images = {f"/img/s{s}_{k}.jpg": encode(_photo(100 * s + k), "JPEG") for s in range(3) for k in range(3)}

@@ -18,7 +18,7 @@ from mrbench.curation.calibration import (
     PairScores, label_pair_scores, near_duplicate_pair_scores, parse_criterion, recommend, threshold_curve,
 )
 from mrbench.curation.pipeline import log_thresholds
-from mrbench.thresholds import CALIBRATED, for_run, load_calibration, resolve
+from mrbench.thresholds import CALIBRATED, for_run, for_setting, load_calibration, resolve
 
 
 def scores(same, different) -> PairScores:
@@ -81,6 +81,22 @@ def test_threshold_resolution_order(tmp_path):
     assert for_run(cfg, "identity").threshold == 0.77
     assert for_run(cfg, "identity", 0.6).describe("identity") == "identity threshold 0.6: set in the config"
     assert for_run(cfg, "near_duplicate") is None  # no image encoder in this run
+
+
+def test_a_threshold_setting_left_empty_takes_its_fallback_setting_then_the_encoders():
+    cfg = CurateConfig()
+    cfg.embed.encoder, cfg.embed.face_encoder = "dino-tiny", "dlib"
+    assert for_setting(cfg, "audit.identity_threshold").threshold == 0.926  # dlib's measured operating point
+    cfg.group.identity_threshold = 0.7
+    assert for_setting(cfg, "audit.identity_threshold").threshold == 0.7  # one person, one threshold: the grouping's
+    cfg.audit.identity_threshold = 0.8
+    assert for_setting(cfg, "audit.identity_threshold").threshold == 0.8
+    assert for_setting(cfg, "group.identity_threshold").threshold == 0.7
+    cfg.dedup.threshold = 0.97
+    assert for_setting(cfg, "dedup.threshold").describe("near_duplicate") == "near-duplicate threshold 0.97: set in the config"
+    assert for_setting(cfg, "audit.near_dup_threshold").threshold == 0.94  # not the dedup's: the encoder's fallback
+    cfg.embed.encoder = ""
+    assert for_setting(cfg, "dedup.threshold") is None  # no image encoder in this run
 
 
 def test_config_points_at_a_calibration_file(tmp_path):

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from mrbench.cli import app
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.embed import FEATURE_SCHEMA
-from mrbench.curation.release import (
-    EASYREF_FILES, easyref_faces, release_file, release_table, write_easyref_json, write_manifest,
-)
+from mrbench.curation.easyref_export import EASYREF_FILES, easyref_faces, write_easyref_json
+from mrbench.curation.release import write_manifest
+from mrbench.curation.release_format import release_file, release_table
 from mrbench.shards import write_parquet_atomic
 
 # group -> (split, number of images); image 0 of each group is its target.

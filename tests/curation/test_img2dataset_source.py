@@ -15,7 +15,7 @@ import yaml
 from mrbench.config import load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 from smallweb import SUBJECTS, _photo
 from webserver import Route, SampleWebServer, encode
 

@@ -105,7 +105,8 @@ def test_release_of_real_people_prompts_name_no_one(tmp_path: Path) -> None:
 def test_release_without_prompt_column_still_evaluates_leak_free(tmp_path: Path) -> None:
     """A format-2 release (before the prompt column) verifies and evaluates; its prompts are masked from the names
     in its tags column."""
-    from mrbench.curation.release import RELEASE_SCHEMA_V2, check_release
+    from mrbench.curation.release_format import RELEASE_SCHEMA_V2
+    from mrbench.curation.release_verify import check_release
     from mrbench.evaluation.benchmarks import build_benchmark
 
     release = _curate_faces(tmp_path)

@@ -13,7 +13,7 @@ from mrbench.config import InputError, load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.inputs import check_sources
 from mrbench.curation.pipeline import run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 from webserver import Route, SampleWebServer, encode
 
 # (punsafe, pwatermark) per image k of each subject: k = 1 is unsafe, k = 2 watermarked, k = 3 has no score

@@ -44,7 +44,9 @@ def s3(tmp_path_factory):
     port = _free_port()
     log = open(root.parent / "rclone.log", "w")
     proc = subprocess.Popen([_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{KEY},{SECRET}",
-                             "--config", "/dev/null", str(root)], stdout=log, stderr=subprocess.STDOUT)
+                             "--config", "/dev/null",
+                             # the tests also write the served folder directly: list it afresh every time
+                             "--dir-cache-time", "0s", str(root)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 30  # a hang guard: the server binds within a second
         while True:

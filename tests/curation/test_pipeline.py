@@ -14,7 +14,7 @@ from smallweb import GatedWebServer, gated_last_shard, kill_when_first_shard_don
 from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import plan_curation, run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 
 pytestmark = pytest.mark.slow
 

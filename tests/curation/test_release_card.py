@@ -17,11 +17,11 @@ from PIL import Image
 from mrbench.config import ConfigError, validate_fields
 from mrbench.curation.config import CurateConfig, ReleaseConfig
 from mrbench.curation.crawl import record_id
-from mrbench.curation.release import finalize_release
-from mrbench.curation.release import (
-    MANIFEST, RELEASE_PARTS, RELEASE_SCHEMA, RELEASE_SCHEMA_V1, check_release, image_bytes,
-    publish_release_data, release_table, schema_problem, write_manifest,
+from mrbench.curation.release import RELEASE_PARTS, finalize_release, publish_release_data, write_manifest
+from mrbench.curation.release_format import (
+    MANIFEST, RELEASE_SCHEMA, RELEASE_SCHEMA_V1, image_bytes, release_table, schema_problem,
 )
+from mrbench.curation.release_verify import check_release
 from mrbench.curation.sources import folder_relative_path
 from mrbench.shards import write_parquet_atomic
 
@@ -249,7 +249,7 @@ def test_format_1_releases_still_verify_and_evaluate(finished, tmp_path):
     assert [s.id for s in a] == [s.id for s in b] and len(a) == 2
     assert a[0].target.load().tobytes() == b[0].target.load().tobytes()
     assert a[0].references[0].load().size == (48, 32)
-    from mrbench.curation.release import extract_images
+    from mrbench.curation.release_extract import extract_images
 
     images, n = extract_images(old, tmp_path / "x")
     assert n == 17 and len(list(images.iterdir())) == 17

@@ -17,7 +17,7 @@ from mrbench.cli import app
 from mrbench.config import load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import run_curation
-from mrbench.curation.release import verify_release
+from mrbench.curation.release_verify import verify_release
 from webserver import SampleWebServer
 
 pytestmark = pytest.mark.slow

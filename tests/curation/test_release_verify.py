@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 from mrbench.cli import app
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.crawl import record_id
-from mrbench.curation.release import (
-    EASYREF_FILES, MANIFEST, image_bytes, release_file, release_table, write_card, write_easyref_json, write_manifest,
-)
+from mrbench.curation.card import write_card
+from mrbench.curation.easyref_export import EASYREF_FILES, write_easyref_json
+from mrbench.curation.release import write_manifest
+from mrbench.curation.release_format import MANIFEST, image_bytes, release_file, release_table
 from mrbench.shards import write_parquet_atomic
 
 runner = CliRunner()

@@ -25,7 +25,7 @@ def mini_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A release folder (RELEASE_SCHEMA parquet shards, written by release_table): 2 held-out groups, 2 held-in, 1 train; 1 target + 2 refs each."""
     import hashlib
 
-    from mrbench.curation.release import release_file, release_table
+    from mrbench.curation.release_format import release_file, release_table
     from mrbench.shards import write_parquet_atomic
 
     root = tmp_path_factory.mktemp("release")
