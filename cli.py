@@ -129,7 +129,7 @@ def _progress_factory() -> tuple[object, Callable[[str, int], Callable[[int], No
 @app.command()
 def curate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="curation config YAML (required unless --retry-failed)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (created; an existing one is resumed)"),
+    out_arg: Optional[str] = typer.Option(None, "--out", "-o", help="run folder (created; an existing one is resumed), or an object-store URL (s3://bucket/run, gs://...; credentials and endpoint from AWS_* / GOOGLE_* variables)"),
     executor: Optional[str] = typer.Option(None, "--executor", help="a registered executor (mrbench ls executors); default: the config's executor.name"),
     workers: Optional[int] = typer.Option(None, "--workers", help="parallel shard workers"),
     set_: List[str] = typer.Option([], "--set", help="override a config key: --set crawl.timeout=5"),
@@ -146,8 +146,13 @@ def curate(
 
     from mrbench.backends.base import MissingWeightsError
 
+    from mrbench import storage
+
     setup_logging(_LOG["level"])
     _INTERRUPT["hint"] = RESUME_HINT
+    out: Any = out_arg if storage.is_url(out_arg) else (Path(out_arg) if out_arg is not None else None)
+    if storage.is_url(out) and retry_failed is not None:
+        _fail("--retry-failed works in a local run folder; resume an s3:// run by running the same command again")
     if retry_failed is not None:
         if out is not None and out.resolve() != retry_failed.resolve():
             _fail("--retry-failed RUN_DIR works in RUN_DIR; leave --out out or give the same folder")
@@ -168,7 +173,7 @@ def curate(
         cfg = load_config(CurateConfig, config, overrides)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    if out.exists() and not out.is_dir():
+    if not storage.is_url(out) and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file, not a run folder")
     if dry_run:
         if retry_failed is not None:
@@ -227,20 +232,30 @@ def report_cmd(
 
 @release_app.command("verify")
 def release_verify(
-    release_dir: Path = typer.Argument(..., help="a release folder (with manifest.json)"),
+    release_arg: str = typer.Argument(..., help="a release folder (with manifest.json), or its object-store URL"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout"),
 ) -> None:
     """Check every file against the manifest (presence, size, sha256, rows, total rows; no extra, temporary or
     symlinked file); one line per problem, then a one-line summary. Exits 1 when anything is wrong."""
     import json
 
+    from mrbench import storage
     from mrbench.curation.release_format import MANIFEST
     from mrbench.curation.release_verify import check_release
     from mrbench.layout import folder_hint
 
-    if release_dir.is_dir() and not (release_dir / MANIFEST).exists() and folder_hint(release_dir):
-        _fail(f"{folder_hint(release_dir)}: mrbench release verify takes a release folder (with {MANIFEST})")
-    report = check_release(release_dir)
+    if storage.is_url(release_arg):
+        try:
+            with storage.pulled(release_arg) as local:  # every object, temporary or not: verify judges them all
+                report = check_release(local)
+        except ConfigError as e:
+            _fail(str(e))
+        report.release = release_arg
+    else:
+        release_dir = Path(release_arg)
+        if release_dir.is_dir() and not (release_dir / MANIFEST).exists() and folder_hint(release_dir):
+            _fail(f"{folder_hint(release_dir)}: mrbench release verify takes a release folder (with {MANIFEST})")
+        report = check_release(release_dir)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=1))
     else:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mrbench import storage
 from mrbench.config import InputError
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.img2dataset import container_of
@@ -45,10 +46,10 @@ def check_sources(config: CurateConfig) -> int:
     for shard in shards:
         src = config.sources[shard.source_index]
         if src.kind in ROW_SOURCES:
-            check_metadata_file(Path(shard.path), src.url_col, src.caption_col)
+            check_metadata_file(shard.path, src.url_col, src.caption_col)
             if (src.where or src.keep_columns) and shard.path not in checked:
                 checked.add(shard.path)
-                check_row_rules(Path(shard.path), shard.source_index, src.where, src.keep_columns)
+                check_row_rules(shard.path, shard.source_index, src.where, src.keep_columns)
         elif src.where or src.keep_columns:
             raise InputError(f"sources[{shard.source_index}]: where / keep_columns apply to metadata and img2dataset "
                              "sources only (a folder has no columns)")
@@ -57,25 +58,26 @@ def check_sources(config: CurateConfig) -> int:
     return len(shards)
 
 
-def source_schema(path: Path) -> pa.Schema:
+def source_schema(path: str | Path) -> pa.Schema:
     """The columns of a metadata file: the parquet footer, the CSV header (types of its first block), or the
     first JSON line's keys and value types."""
-    suffix = path.suffix.lower()
+    path = str(path)
+    suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        return pq.ParquetFile(path).schema_arrow
+        return pq.ParquetFile(storage.open_input(path)).schema_arrow
     if suffix in (".csv", ".tsv"):
         opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-        return pacsv.open_csv(path, parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
+        return pacsv.open_csv(storage.open_input(path), parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
     import io
 
     import pyarrow.json as pajson
 
-    with open(path, "rb") as f:
+    with storage.open_binary(path) as f:
         first = next((line for line in f if line.strip()), b"{}")
     return pajson.read_json(io.BytesIO(first)).schema
 
 
-def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str]) -> None:
+def check_row_rules(path: str, index: int, where: str, keep_columns: list[str]) -> None:
     """A source's ``where`` must be a boolean SQL expression over its columns, and every ``keep_columns`` name one
     of its columns that no release column shadows; checked on the file's schema (no row is read)."""
     import duckdb
@@ -97,24 +99,24 @@ def check_row_rules(path: Path, index: int, where: str, keep_columns: list[str])
                 raise InputError(f"sources[{index}].where {where!r} is not a true/false condition (it gives {kind}); "
                                  "write a comparison such as punsafe < 0.1")
         except duckdb.Error as e:
-            raise InputError(f"sources[{index}].where {where!r} does not apply to {path.name}: "
+            raise InputError(f"sources[{index}].where {where!r} does not apply to {storage.name(path)}: "
                              f"{_short(e)}") from None
         finally:
             con.close()
 
 
-def check_metadata_file(path: Path, url_col: str, caption_col: str) -> None:
+def check_metadata_file(path: str, url_col: str, caption_col: str) -> None:
     """Check that ``path`` opens as its format and has text columns ``url_col`` and ``caption_col``."""
-    suffix = path.suffix.lower()
+    suffix = Path(path).suffix.lower()
     if suffix not in METADATA_SUFFIXES:
         raise InputError(f"{path}: unsupported metadata format {suffix or '(no suffix)'!r}; "
                          f"use one of {', '.join(sorted(METADATA_SUFFIXES))}")
     try:
         if suffix == ".parquet":
-            schema = pq.ParquetFile(path).schema_arrow
+            schema = pq.ParquetFile(storage.open_input(path)).schema_arrow
         elif suffix in (".csv", ".tsv"):
             opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-            schema = pacsv.open_csv(path, parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
+            schema = pacsv.open_csv(storage.open_input(path), parse_options=opts, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema
         else:
             _check_json_head(path, url_col)
             return
@@ -124,7 +126,7 @@ def check_metadata_file(path: Path, url_col: str, caption_col: str) -> None:
     _check_columns(path, schema, url_col, caption_col, text_file=suffix != ".parquet")
 
 
-def _check_columns(path: Path, schema: pa.Schema, url_col: str, caption_col: str, text_file: bool) -> None:
+def _check_columns(path: str, schema: pa.Schema, url_col: str, caption_col: str, text_file: bool) -> None:
     missing = [c for c in (url_col, caption_col) if c not in schema.names]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(schema.names)}. "
@@ -138,9 +140,9 @@ def _check_columns(path: Path, schema: pa.Schema, url_col: str, caption_col: str
             raise InputError(f"{path}: column {col!r} is {_UTF8_HINT}")
 
 
-def _check_json_head(path: Path, url_col: str) -> None:
+def _check_json_head(path: str, url_col: str) -> None:
     """The first non-empty line of a JSON-lines file must be a UTF-8 JSON object with ``url_col``."""
-    with open(path, "rb") as f:
+    with storage.open_binary(path) as f:
         for number, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
@@ -191,7 +193,7 @@ def kept_fields(config: CurateConfig) -> list[pa.Field]:
         if src.kind not in ROW_SOURCES or not src.keep_columns:
             continue
         shard = next(s for s in expand_sources(config.sources) if s.source_index == i)
-        schema = source_schema(Path(shard.path))
+        schema = source_schema(shard.path)
         for name in src.keep_columns:
             tp = schema.field(name).type
             kind = (pa.int64() if pa.types.is_integer(tp) else pa.float64() if pa.types.is_floating(tp)
@@ -227,6 +229,10 @@ def source_identity(config: CurateConfig) -> dict[str, str]:
     except FileNotFoundError as e:
         raise InputError(str(e)) from None
     for shard in shards:
+        if storage.is_url(shard.path):  # an object: its size and time as the store keeps them
+            _, size, mtime_ns = storage.stat(shard.path)
+            h.update(f"{shard.path}\0{size}\0{mtime_ns}\0{shard.row_groups}\n".encode())
+            continue
         root = Path(shard.path)
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         if config.sources[shard.source_index].kind == "img2dataset" and container_of(shard.path) != shard.path:

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import yaml
 
 import mrbench.curation  # noqa: F401  (registers the built-in steps)
+from mrbench import storage
 from mrbench.config import ConfigError, to_dict, validate_once
 from mrbench.curation.config import CurateConfig
 from mrbench.console import ProgressFactory
@@ -107,6 +108,9 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     Raises:
         ConfigError: an invalid config, unreadable sources, a badly registered stage, another shard count.
     """
+    if storage.is_url(str(run_dir)):
+        with storage.StagedRun(str(run_dir)) as stage:
+            return plan_curation(config, stage.local)
     validate_once(config)
     check_sources(config)
     try:
@@ -120,14 +124,26 @@ def plan_curation(config: CurateConfig, run_dir: str | Path) -> list[StepPlan]:
     return plan_run(steps, with_started_shard_count(run_dir, config), run_dir)
 
 
-@with_run_lock("run_dir")
 def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Run (or resume) every enabled registered step, in order; returns a summary (rows per status, groups, splits,
     release path).
 
     The run folder is locked for the whole call (:mod:`mrbench.runlock`): a second process on it fails with
-    :class:`~mrbench.runlock.RunLockedError` naming the holder.
+    :class:`~mrbench.runlock.RunLockedError` naming the holder. A run folder at a URL (``s3://bucket/run``) is
+    staged in a local folder and every finished file is uploaded, markers last (:class:`mrbench.storage.StagedRun`).
     """
+    if not storage.is_url(str(run_dir)):
+        return _run_in_folder(config, run_dir, progress)
+    with storage.StagedRun(str(run_dir)) as stage:
+        summary = _run_in_folder(config, stage.local, progress, stage)
+        return {**summary, "release": stage.url_of(summary["release"]), "report": stage.url_of(summary["report"])}
+
+
+@with_run_lock("run_dir")
+def _run_in_folder(config: CurateConfig, run_dir: str | Path, progress: ProgressFactory | None = None,
+                   stage: storage.StagedRun | None = None) -> dict[str, Any]:
+    """:func:`run_curation` in a local folder (``stage``: the store it mirrors, None for a plain run folder)."""
+    sync = stage.sync if stage is not None else (lambda include_shards=True: None)
     validate_once(config)
     check_sources(config)  # unreadable source files (encoding, corrupt parquet, missing column) fail before work
     check_blocklists(config.crawl)  # a missing block list or a malformed line fails before work
@@ -163,6 +179,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         atomic_write_text(layout.models, json.dumps(models, indent=1, sort_keys=True))
     log_thresholds(config)
     atomic_write_text(layout.provenance, json.dumps(provenance(), indent=1))  # after preflight: torch known
+    sync()  # the store forgets what was invalidated (markers first) and gets the run's config
 
     def run_sharded(spec: Step) -> None:
         """Run a sharded step; the bar counts ``spec.unit`` (rows of the shard it reads first), resumed shards
@@ -170,6 +187,7 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
         task, n = spec.task(config, str(run_dir)), spec.run.num_shards(config)
         task.marker = markers[spec.name]
         task.bind(executor)
+        task.store = stage.url if stage is not None else ""
         resources = spec.resources(config)
         if not progress:
             with LiveShardProgress(None, task.shards, [1] * n, [True] * n):  # only removes the progress files
@@ -189,9 +207,11 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     for k, spec in enumerate(enabled):
         if not spec.sharded:
             run_global_step(spec, config, run_dir, markers[spec.name])
+            sync()
             config = layout.with_shard_count(settings)  # the steps after select get the shard count it chose
             continue
         run_sharded(spec)
+        sync(include_shards=False)  # each task uploaded its shard's files
         if spec.frees_models or k == last_sharded:
             # models: its workers hold them, free that memory before the global steps; last: the worker pool served
             # every sharded step (a failing step closes it itself)
@@ -199,8 +219,10 @@ def run_curation(config: CurateConfig, run_dir: str | Path, progress: ProgressFa
     merged = write_merged_stats(run_dir, config, steps)
     manifest = json.loads(layout.manifest.read_text())
     summary = summarize(run_dir, merged, manifest)
+    report = write_report(run_dir)
+    sync()
     # a run that released nothing says why and what to change (the CLI exits non-zero with it)
-    return {**summary, "empty_outcome": empty_outcome(config, merged, summary), "report": str(write_report(run_dir))}
+    return {**summary, "empty_outcome": empty_outcome(config, merged, summary), "report": str(report)}
 
 
 def log_thresholds(config: CurateConfig) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from mrbench import storage
 from mrbench.curation.config import SourceConfig
 from mrbench.curation.img2dataset import shard_files
 
@@ -142,6 +142,9 @@ def expand_sources(sources: list[SourceConfig], rows_per_shard: int | None = Non
     for si, src in enumerate(sources):
         found: list[str] = []
         for pattern in src.paths:
+            if storage.is_url(pattern):
+                found.extend(_expand_url(si, src.kind, pattern))
+                continue
             matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
             for m in matches:
                 p = Path(m)
@@ -164,11 +167,28 @@ def expand_sources(sources: list[SourceConfig], rows_per_shard: int | None = Non
     return shards
 
 
+def _expand_url(si: int, kind: str, pattern: str) -> list[str]:
+    """The metadata files an object-store pattern names: a glob, a folder (its metadata files), or one file."""
+    if kind == "folder":
+        raise FileNotFoundError(f"sources[{si}]: {pattern}: an image folder must be a local folder "
+                                "(metadata sources may be object-store URLs)")
+    storage.check_access(pattern)  # credentials, endpoint and bucket, named before anything is listed
+    if any(c in pattern.split("://", 1)[1] for c in "*?["):
+        return storage.glob(pattern)
+    what = storage.stat(pattern)[0]
+    if what == "file":
+        return [pattern]
+    files = [u for u in storage.list_files(pattern) if Path(u).suffix in METADATA_SUFFIXES]
+    if not files:
+        raise FileNotFoundError(f"sources[{si}]: no such file: {pattern}")
+    return files
+
+
 def _split_file(source_index: int, path: str, rows_per_shard: int) -> list[SourceShard]:
     if not path.lower().endswith(".parquet"):
         return [SourceShard(source_index, path)]
-    st = os.stat(path)
-    sizes = _row_group_rows(path, st.st_mtime_ns, st.st_size)
+    _, size, mtime_ns = storage.stat(path)
+    sizes = _row_group_rows(path, mtime_ns, size)
     if sizes is None or sum(sizes) <= rows_per_shard or len(sizes) < 2:
         return [SourceShard(source_index, path)]
     out, start, first_row, rows = [], 0, 0, 0
@@ -186,7 +206,7 @@ def _row_group_rows(path: str, mtime_ns: int, size: int) -> tuple[int, ...] | No
     the shards again). ``None`` when the footer cannot be read: the file stays one shard and reading it reports
     the problem there."""
     try:
-        meta = pq.read_metadata(path)
+        meta = pq.read_metadata(storage.open_input(path))
     except (OSError, pa.ArrowException):
         return None
     return tuple(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
@@ -213,7 +233,7 @@ def read_metadata_batches(shard: SourceShard, src: SourceConfig) -> Iterator[Met
     row = shard.first_row
     predicate = RowPredicate(src.where) if src.where else None
     try:
-        for urls, captions, batch in _iter_metadata(Path(shard.path), src.url_col, src.caption_col, shard.row_groups,
+        for urls, captions, batch in _iter_metadata(shard.path, src.url_col, src.caption_col, shard.row_groups,
                                                     src.where, src.keep_columns):
             yield MetadataBatch(row, urls.to_pylist(), captions.to_pylist(),
                                 pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type),
@@ -226,14 +246,14 @@ def read_metadata_batches(shard: SourceShard, src: SourceConfig) -> Iterator[Met
 
 
 def _iter_metadata(
-    path: Path, url_col: str, caption_col: str, row_groups: tuple[int, int] | None = None, where: str = "",
+    path: str, url_col: str, caption_col: str, row_groups: tuple[int, int] | None = None, where: str = "",
     keep_columns: list[str] | tuple[str, ...] = (),
 ) -> Iterator[tuple[pa.Array, pa.Array, pa.RecordBatch]]:
     """(URL, caption, the batch) per record batch; the batch also holds the columns ``where`` and ``keep_columns``
     read (only those are read from a parquet file)."""
-    suffix = path.suffix.lower()
+    suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(storage.open_input(path))
         names = pf.schema_arrow.names
         _require_columns(path, names, url_col, caption_col, *keep_columns)
         groups = range(*row_groups) if row_groups else None
@@ -244,9 +264,9 @@ def _iter_metadata(
         return
     if suffix in (".csv", ".tsv"):
         opts = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
-        table = pacsv.read_csv(path, parse_options=opts)
+        table = pacsv.read_csv(storage.open_input(path), parse_options=opts)
     elif suffix in (".jsonl", ".json"):
-        table = pajson.read_json(path)
+        table = pajson.read_json(storage.open_input(path))
     else:
         raise ValueError(f"{path}: unsupported metadata format {suffix}")
     _require_columns(path, table.column_names, url_col, caption_col, *keep_columns)
@@ -254,7 +274,7 @@ def _iter_metadata(
         yield batch.column(url_col).cast(pa.string()), batch.column(caption_col).cast(pa.string()), batch
 
 
-def _require_columns(path: Path, names: list[str], *cols: str) -> None:
+def _require_columns(path: str, names: list[str], *cols: str) -> None:
     missing = [c for c in cols if c not in names]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; has {names}. Set sources[].url_col/caption_col.")

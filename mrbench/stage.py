@@ -24,9 +24,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
+from mrbench import storage
 from mrbench.layout import RunLayout
 from mrbench.log import get_logger, shard_log, unfinished_attempt
 from mrbench.progress import reporting
@@ -232,6 +234,9 @@ class ShardedStep(abc.ABC):
         self.step = step
         # What each completion marker records (:mod:`mrbench.fingerprint`); set by the pipeline before the run.
         self.marker = ""
+        # The run folder's URL when it lives in object storage (run_dir is then its local staging folder): each
+        # task fetches the files it lacks and uploads its shard's files, marker last (:mod:`mrbench.storage`).
+        self.store = ""
 
     @property
     def name(self) -> str:
@@ -267,6 +272,9 @@ class ShardedStep(abc.ABC):
             node was lost, or the run was killed), when this call redoes one: the retry is noted in the shard's log
             and counted in its stats (``<step>/retried_shards``); None otherwise.
         """
+        started = time.time_ns()
+        if self.store:
+            storage.pull(self.store, Path(self.run_dir), shard=shard)
         earlier = unfinished_attempt(self.shards.log_path(shard))
         with shard_log(self.shards.log_path(shard), f"{self.name} shard {shard}") as note, \
                 reporting(self.shards.progress_path(shard)):
@@ -279,6 +287,8 @@ class ShardedStep(abc.ABC):
                 write_parquet_atomic(table, self.shards.output(shard))
             note(f"{self.name} shard {shard}: done {json.dumps(dict(stats.counts), sort_keys=True)}")
         self.shards.complete(shard, stats, self.marker)
+        if self.store:
+            storage.push_shard(Path(self.run_dir), self.store, shard, started)
         log.debug("%s: shard %d done (%s)", self.name, shard, dict(stats.counts))
         return earlier
 

@@ -115,6 +115,26 @@ def shard_paths(base_url: str, num_shards: int) -> list[str]:
     return [found[n] for n in range(num_shards)]
 
 
+def kill_when_first_shard_done(cmd: list[str], first_done: Path, server: GatedWebServer, gated: GatedRoute,
+                               env: dict[str, str] | None = None) -> None:
+    """Start ``cmd`` (a curation) in its own process group and SIGKILL the whole group (the pool's workers too) once
+    ``first_done`` (download shard 0's marker) exists and ``gated`` waits on its gate: a kill mid-run on any machine."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # a hang guard, not a speed check: the wait ends when shard 0 is done and the last shard waits on the gate
+        deadline = time.time() + 240
+        while not (first_done.exists() and server.waiting(gated)):
+            assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def gated_last_shard(base_url: str, num_shards: int) -> tuple[dict[str, Route], GatedRoute]:
     """One good image per download shard; the last shard's is a :class:`GatedRoute`, so that shard stays unfinished
     until the test sets the gate of the returned route (a kill then lands mid-run on any machine)."""

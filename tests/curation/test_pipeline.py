@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from smallweb import GatedWebServer, gated_last_shard, write_small_inputs
+from smallweb import GatedWebServer, gated_last_shard, kill_when_first_shard_done, write_small_inputs
 from mrbench.config import ConfigError, load_config
 from mrbench.curation.config import CurateConfig
 from mrbench.curation.pipeline import plan_curation, run_curation
@@ -150,16 +147,7 @@ def test_sigkill_mid_run_then_resume_is_byte_identical(finished_run, tmp_path, s
         cfg_path = write_small_inputs(tmp_path / "in", server.base_url, routes, crawl__timeout=60)
         cmd = [sys.executable, "-m", "mrbench.cli", "curate", "--config", str(cfg_path)]
         run_a, run_b = tmp_path / "a", tmp_path / "b"
-        proc = subprocess.Popen([*cmd, "--out", str(run_a)], start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:  # a hang guard, not a speed check: the wait ends when shard 0 is done and shard 2 waits on the gate
-            deadline = time.time() + 240
-            while not ((run_a / "download" / "shard_00000.done").exists() and server.waiting(last)):
-                assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-                time.sleep(0.05)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the pool's workers too
-            proc.wait()
+        kill_when_first_shard_done([*cmd, "--out", str(run_a)], run_a / "download" / "shard_00000.done", server, last)
         assert not (run_a / "download" / "shard_00002.done").exists(), "killed too late to test resume"
         last.gate.set()
         resumed = subprocess.run([*cmd, "--out", str(run_a)], capture_output=True, text=True, timeout=300)
