@@ -44,9 +44,7 @@ def s3(tmp_path_factory):
     port = _free_port()
     log = open(root.parent / "rclone.log", "w")
     proc = subprocess.Popen([_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{KEY},{SECRET}",
-                             "--config", "/dev/null",
-                             # the tests also write the served folder directly: list it afresh every time
-                             "--dir-cache-time", "0s", str(root)], stdout=log, stderr=subprocess.STDOUT)
+                             "--config", "/dev/null", str(root)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 30  # a hang guard: the server binds within a second
         while True:
@@ -176,11 +174,15 @@ def test_a_task_on_a_node_without_the_run_folder_reads_and_writes_through_the_st
     for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         monkeypatch.setenv(k, env[k])
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    from mrbench import storage
+
     stored = root / "bucket" / "node"
-    (stored / "in").mkdir(parents=True)
+    driver = tmp_path / "driver-disk"  # the inputs go up through the server (it caches its folder's listings)
+    (driver / "in").mkdir(parents=True)
     for i in range(3):
-        pq.write_table(pa.table({"x": [i] * (i + 1)}), stored / "in" / f"part_{i:05d}.parquet")
-    (stored / "in" / "common.json").write_text("{}")
+        pq.write_table(pa.table({"x": [i] * (i + 1)}), driver / "in" / f"part_{i:05d}.parquet")
+    (driver / "in" / "common.json").write_text("{}")
+    storage.push(driver, "s3://bucket/node", [p.relative_to(driver).as_posix() for p in (driver / "in").iterdir()])
 
     class CopyStep(ShardedStep):
         def process(self, shard: int) -> tuple[pa.Table, Stats]:
