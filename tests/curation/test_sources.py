@@ -62,7 +62,7 @@ def test_folder_plus_metadata_with_webdataset_output(tmp_path, web_server, small
 
 def test_cli_bad_config_and_ls(tmp_path):
     bad = tmp_path / "c.yaml"
-    bad.write_text("num_shards: 0\n")
+    bad.write_text("num_shards: -1\n")
     r = subprocess.run([sys.executable, "-m", "mrbench.cli", "curate", "--config", str(bad), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "num_shards" in r.stderr
